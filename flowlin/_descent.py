@@ -1,0 +1,167 @@
+"""Gradient descent (or any optax optimizer) on the same loss, mapped to flow time."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import ArrayLike, Float, Int
+
+from ._custom_types import ScalarLike
+from ._diagnostics import Reference, weight_diagnostics
+from ._errors import check_positive, is_concrete
+from ._flow import resolve_save_times
+from ._misc import tree_cast
+from ._network import LinearNetwork, check_compatible
+from ._problem import Problem
+from ._results import RESULTS
+from ._saveat import SaveAt
+from ._trajectory import Trajectory, make_trajectory
+
+
+def _loss_and_error(params, problem: Problem, scale):
+    """Scaled loss and, as auxiliary output, E = Wxᵀ R (so L - L* = ½‖E‖²)."""
+    W1, W2 = params
+    R = problem.Y - (problem.X @ W1.T) @ W2.T
+    return scale * 0.5 * jnp.sum(R**2), problem.Wx.T @ R
+
+
+@eqx.filter_jit
+def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer, averaged):
+    names = saveat.diagnostics
+    dtype = net.dtype
+    n = problem.n
+    # Loss the optimizer sees: ½‖R‖² (plain) or the paper's averaged (1/n)‖R‖² = (2/n)·½‖R‖².
+    scale = jnp.asarray(2.0 / n if averaged else 1.0, dtype)
+    tau = lr * scale  # flow time per iteration: t = 2ηk/n (averaged) or ηk
+    opt = optax.sgd(lr) if optimizer is None else optimizer
+    ref = Reference(problem, net.W1, net.W2)
+    grad_fn = jax.value_and_grad(_loss_and_error, has_aux=True)
+    thr = jnp.asarray(-jnp.inf if threshold is None else threshold, dtype)
+
+    def evaluate(params):
+        (_, E), grads = grad_fn(params, problem, scale)
+        return grads, 0.5 * jnp.sum(E**2)
+
+    def running(state, target):
+        _, _, k, _, excess, _ = state
+        return (k < target) & (excess > thr) & jnp.isfinite(excess)
+
+    def advance(state, target):
+        def body(state):
+            params, opt_state, k, grads, excess, integral = state
+            # Left Riemann sum of ∫‖E‖dt: ‖E_k‖ = sqrt(2 (L_k - L*)) held over one step τ.
+            integral = integral + tau * jnp.sqrt(2 * excess)
+            updates, opt_state = opt.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            grads, excess = evaluate(params)
+            return params, opt_state, k + 1, grads, excess, integral
+
+        return jax.lax.while_loop(lambda s: running(s, target), body, state)
+
+    params0 = (net.W1, net.W2)
+    grads0, excess0 = evaluate(params0)
+    zero = jnp.zeros((), dtype)
+    state0 = (params0, opt.init(params0), jnp.zeros((), jnp.int32), grads0, excess0, zero)
+
+    def save(state, k_target):
+        state = advance(state, k_target)
+        params, _, k, _, _, integral = state
+        reached = k == k_target
+        d = weight_diagnostics(problem, params[0], params[1], ref, names, integral)
+        d = {key: jnp.where(reached, v, jnp.inf) for key, v in d.items()}
+        t = jnp.where(reached, k_target.astype(dtype) * tau, jnp.inf)
+        nets = params if saveat.networks else None
+        return state, (t, d, nets)
+
+    state, (ts, diag, states) = jax.lax.scan(save, state0, ks)
+    state = advance(state, steps)
+    params, _, k_final, _, excess, integral = state
+    final_values = weight_diagnostics(problem, params[0], params[1], ref, names, integral)
+    finite = jnp.isfinite(excess) & jnp.all(jnp.isfinite(params[0])) & jnp.all(
+        jnp.isfinite(params[1])
+    )
+    result = RESULTS.where(
+        ~finite,
+        RESULTS.diverged,
+        RESULTS.where(k_final < steps, RESULTS.event_occurred, RESULTS.successful),
+    )
+    networks = None
+    if saveat.networks:
+        networks = eqx.tree_at(lambda nt: (nt.W1, nt.W2), net, states)
+    return make_trajectory(
+        ts,
+        diag,
+        networks=networks,
+        final_network=LinearNetwork(params[0], params[1]),
+        final_time=k_final.astype(dtype) * tau,
+        final_values=final_values,
+        result=result,
+        num_steps=k_final,
+        iterations=ks,
+        method="descent",
+    )
+
+
+def gradient_descent(
+    net: LinearNetwork,
+    problem: Problem,
+    lr: ScalarLike,
+    steps: int | Int[ArrayLike, ""],
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    averaged: bool = False,
+    saveat: SaveAt | Float[ArrayLike, " times"] | None = None,
+    stop_at_loss: ScalarLike | None = None,
+) -> Trajectory:
+    r"""Train with gradient descent (or any optax optimizer) and return a flow-time `Trajectory`.
+
+    Plain gradient descent with step $\eta$ on $L = \tfrac12\|Y - XW_1^\top W_2^\top\|_F^2$ is
+    the explicit Euler scheme of the gradient flow, so iteration $k$ corresponds to flow time
+    $t = \eta k$. With `averaged=True` the optimizer sees the papers' averaged loss
+    $\tfrac1n\|Y - XW_1^\top W_2^\top\|_F^2 = \tfrac2n L$, and $t = 2\eta k/n$ (theory.md §5).
+    As $\eta\to0$ the trajectory converges to the flow's, with error $O(\eta)$.
+    $U_2$ never moves under gradient descent either ($X\Phi_2 = 0$).
+
+    **Arguments:**
+
+    - `net`, `problem`: as in `flowlin.gradient_flow`.
+    - `lr`: the step size $\eta$ (may be traced; also sets the time mapping when a custom
+      `optimizer` is given).
+    - `steps`: maximum number of iterations (may be traced).
+    - `optimizer`: an optax `GradientTransformation`; default `optax.sgd(lr)`, built inside the
+      compiled function so that sweeping `lr` does not recompile.
+    - `averaged`: use the papers' averaged loss (see above).
+    - `saveat`: a `flowlin.SaveAt` or an array of flow times; each is mapped to the nearest
+      iteration $k = \mathrm{round}(t/\tau)$ in `[0, steps]` ($\tau$ the time per step).
+      Default: 101 times from 0 to the time of the last step.
+    - `stop_at_loss`: stop at the first iteration whose excess loss $L - L^\star$ is at or
+      below this; later saves are `inf`.
+
+    **Returns:** a `flowlin.Trajectory` with `method="descent"`, `iterations` the saved
+    iteration indices and `num_steps` the iterations taken; divergence (non-finite iterates)
+    is reported as `RESULTS.diverged`.
+    """
+    call = "flowlin.gradient_descent(...)"
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}")
+    check_compatible(call, net, problem)
+    check_positive(call, "lr", lr)
+    if is_concrete(steps):
+        s = np.asarray(steps)
+        if s.ndim != 0 or not np.issubdtype(s.dtype, np.integer) or s < 0:
+            raise ValueError(f"`{call}`: steps must be a non-negative integer, got {steps!r}")
+    if stop_at_loss is not None:
+        check_positive(call, "stop_at_loss", stop_at_loss)
+    dtype = jnp.result_type(net.dtype, problem.dtype)
+    net, problem = tree_cast(net, dtype), tree_cast(problem, dtype)
+    lr = jnp.asarray(lr, dtype)
+    steps = jnp.asarray(steps, jnp.int32)
+    tau = lr * (2.0 / problem.n if averaged else 1.0)
+    saveat, ts = resolve_save_times(call, saveat, steps.astype(dtype) * tau, dtype)
+    ks = jnp.clip(jnp.round(ts / tau), 0, steps).astype(jnp.int32)
+    threshold = None if stop_at_loss is None else jnp.asarray(stop_at_loss, dtype)
+    return _solve_descent(
+        net, problem, lr, steps, ks, threshold,
+        saveat=saveat, optimizer=optimizer, averaged=bool(averaged),
+    )

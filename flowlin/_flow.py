@@ -1,0 +1,280 @@
+"""Exact gradient flow of the two-layer linear network, integrated with diffrax."""
+
+import warnings
+from typing import Literal
+
+import diffrax as dfx
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, ArrayLike, Float
+
+from ._custom_types import ScalarLike
+from ._diagnostics import Reference, weight_diagnostics
+from ._errors import check_positive, is_concrete
+from ._misc import tree_cast
+from ._network import LinearNetwork, check_compatible
+from ._problem import Problem
+from ._results import RESULTS
+from ._saveat import DEFAULT_NUM_SAVES, SaveAt
+from ._trajectory import Trajectory, make_trajectory
+
+
+#: Default (rtol, atol) per dtype. float64: rtol 1e-8 leaves ~7 digits of margin over
+#: round-off and meets the 1e-8-level checks against closed forms with Dopri8/Tsit5 at 1e-10.
+#: float32: eps ≈ 1.2e-7, so asking for more than ~1e-6 relative accuracy is not meaningful.
+DEFAULT_TOLERANCES = {
+    jnp.dtype("float64"): (1e-8, 1e-10),
+    jnp.dtype("float32"): (1e-5, 1e-7),
+}
+#: float32 cannot resolve relative changes much below its epsilon (≈1.2e-7).
+_FLOAT32_RTOL_FLOOR = 1e-6
+#: Solver steps before giving up (reported as `RESULTS.max_steps_reached`, not raised).
+DEFAULT_MAX_STEPS = 100_000
+
+
+def resolve_tolerances(dtype, rtol, atol) -> tuple[float, float]:
+    """Default tolerances for `dtype`; warn when float32 cannot meet what was asked."""
+    d_rtol, d_atol = DEFAULT_TOLERANCES.get(jnp.dtype(dtype), DEFAULT_TOLERANCES[jnp.dtype("float32")])
+    rtol = d_rtol if rtol is None else rtol
+    atol = d_atol if atol is None else atol
+    if jnp.dtype(dtype) != jnp.dtype("float64") and is_concrete(rtol) and rtol < _FLOAT32_RTOL_FLOOR:
+        warnings.warn(
+            f"rtol={rtol} is below what {jnp.dtype(dtype).name} can resolve (~{_FLOAT32_RTOL_FLOOR:g}); "
+            "the solve will take many steps without reaching it. Enable float64 with "
+            "jax.config.update('jax_enable_x64', True) and pass float64 arrays.",
+            stacklevel=3,
+        )
+    return rtol, atol
+
+
+def resolve_save_times(call: str, saveat, t1, dtype) -> tuple[SaveAt, Float[Array, " times"]]:
+    """Normalize `saveat` (None, array of times, or `SaveAt`) and return it with its times."""
+    if saveat is None:
+        saveat = SaveAt()
+    elif not isinstance(saveat, SaveAt):
+        saveat = SaveAt(ts=saveat)
+    if saveat.ts is None:
+        ts = jnp.linspace(0.0, 1.0, DEFAULT_NUM_SAVES, dtype=dtype) * jnp.asarray(t1, dtype)
+    else:
+        ts = saveat.ts.astype(dtype)
+        if is_concrete(ts) and is_concrete(t1):
+            ts_np, t1_np = np.asarray(ts), float(np.asarray(t1))
+            if not np.all(np.isfinite(ts_np)) or ts_np[0] < 0 or ts_np[-1] > t1_np * (1 + 1e-12):
+                raise ValueError(
+                    f"`{call}`: saveat times must lie in [0, t1={t1_np}], got "
+                    f"[{ts_np.min()}, {ts_np.max()}]"
+                )
+            if np.any(np.diff(ts_np) < 0):
+                raise ValueError(f"`{call}`: saveat times must be non-decreasing")
+    return saveat, ts
+
+
+class _FlowField(eqx.Module):
+    r"""$\dot W_1 = W_2^\top R^\top X$, $\dot W_2 = R^\top X W_1^\top$, $R = Y - XW_1^\top W_2^\top$.
+
+    With `integrate_error`, the state carries a third component $I$ with $\dot I = \|E\|_F$,
+    $E = W_x^\top R$ (theory.md §2(f)'s a-posteriori exponent).
+    """
+
+    X: Float[Array, "n D"]
+    Y: Float[Array, "n m"]
+    Wx: Float[Array, "n r"]
+    integrate_error: bool = eqx.field(static=True)
+
+    def __call__(self, t, y, args):
+        W1, W2 = y[0], y[1]
+        R = self.Y - (self.X @ W1.T) @ W2.T  # n×m
+        RX = R.T @ self.X  # m×D; -∂L/∂W = Rᵀ X
+        if not self.integrate_error:
+            return W2.T @ RX, RX @ W1.T
+        return W2.T @ RX, RX @ W1.T, jnp.sqrt(jnp.sum((self.Wx.T @ R) ** 2))
+
+
+class _FlowArgs(eqx.Module):
+    problem: Problem
+    ref: Reference
+    log_threshold: Float[Array, ""] | None
+
+
+def _log_excess_minus_threshold(t, y, args: _FlowArgs, **kwargs):
+    """Event function: log(L - L*) - log(threshold), crossing zero downward at the stop."""
+    W1, W2 = y[0], y[1]
+    E = args.problem.error(W2 @ W1)
+    excess = 0.5 * jnp.sum(E**2)
+    tiny = jnp.finfo(excess.dtype).tiny
+    return jnp.log(jnp.maximum(excess, tiny)) - args.log_threshold
+
+
+@eqx.filter_jit
+def _solve_full(net, problem, t1, ts, threshold, *, saveat, solver, controller, adjoint,
+                max_steps, dt0, event_tol):
+    names = saveat.diagnostics
+    integrate_error = "error_integral" in names
+    W1, W2 = net.W1, net.W2
+    ref = Reference(problem, W1, W2)
+    log_thr = None if threshold is None else jnp.log(threshold)
+    args = _FlowArgs(problem, ref, log_thr)
+
+    def diagnostics(y, args):
+        integral = y[2] if integrate_error else None
+        return weight_diagnostics(args.problem, y[0], y[1], args.ref, names, integral)
+
+    def save_fn(t, y, args):
+        return diagnostics(y, args), ((y[0], y[1]) if saveat.networks else None)
+
+    def final_fn(t, y, args):
+        return (y[0], y[1]), diagnostics(y, args)
+
+    dfx_saveat = dfx.SaveAt(
+        subs=[dfx.SubSaveAt(ts=ts, fn=save_fn), dfx.SubSaveAt(t1=True, fn=final_fn)]
+    )
+    event = None
+    if threshold is not None:
+        event = dfx.Event(
+            _log_excess_minus_threshold,
+            root_finder=optx.Newton(rtol=event_tol, atol=event_tol),
+            direction=False,
+        )
+    y0 = (W1, W2, jnp.zeros((), W1.dtype)) if integrate_error else (W1, W2)
+    sol = dfx.diffeqsolve(
+        dfx.ODETerm(_FlowField(problem.X, problem.Y, problem.Wx, integrate_error)),
+        solver,
+        t0=jnp.zeros((), ts.dtype),
+        t1=t1,
+        dt0=dt0,
+        y0=y0,
+        args=args,
+        saveat=dfx_saveat,
+        stepsize_controller=controller,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        event=event,
+        throw=False,
+    )
+    diag, states = sol.ys[0]
+    (W1f, W2f), final_values = sol.ys[1]
+    W1f, W2f = W1f[0], W2f[0]
+    final_values = {k: v[0] for k, v in final_values.items()}
+    result = RESULTS.promote(sol.result)
+    finite = jnp.all(jnp.isfinite(W1f)) & jnp.all(jnp.isfinite(W2f))
+    result = RESULTS.where(finite, result, RESULTS.diverged)
+    networks = None
+    if saveat.networks:
+        networks = eqx.tree_at(lambda n: (n.W1, n.W2), net, states)
+    return make_trajectory(
+        sol.ts[0],
+        diag,
+        networks=networks,
+        final_network=LinearNetwork(W1f, W2f),
+        final_time=sol.ts[1][0],
+        final_values=final_values,
+        result=result,
+        num_steps=sol.stats["num_steps"],
+        iterations=None,
+        method="full",
+    )
+
+
+def gradient_flow(
+    net: LinearNetwork,
+    problem: Problem,
+    t1: ScalarLike,
+    *,
+    saveat: SaveAt | Float[ArrayLike, " times"] | None = None,
+    method: Literal["full", "gram"] = "full",
+    solver: dfx.AbstractSolver | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    stop_at_loss: ScalarLike | None = None,
+    dt0: ScalarLike | None = None,
+    stepsize_controller: dfx.AbstractStepSizeController | None = None,
+    adjoint: dfx.AbstractAdjoint | None = None,
+    **method_options,
+) -> Trajectory:
+    r"""Integrate the gradient flow of $L = \tfrac12\|Y - XW_1^\top W_2^\top\|_F^2$ exactly.
+
+    $$\dot W_1 = W_2^\top R^\top X,\qquad \dot W_2 = R^\top X W_1^\top,\qquad
+      R = Y - XW_1^\top W_2^\top$$
+    (theory.md §1), from `net` at $t = 0$ to `t1`, with an adaptive diffrax solver, saving the
+    diagnostics of `flowlin.Trajectory` at the requested times.
+
+    **Arguments:**
+
+    - `net`: the initialization, a `flowlin.LinearNetwork` with `W1` (h×D), `W2` (m×h).
+    - `problem`: the `flowlin.Problem` (X, Y).
+    - `t1`: final time (may be traced).
+    - `saveat`: a `flowlin.SaveAt`, or just an array of save times in `[0, t1]`. Default:
+      101 equally spaced times, all diagnostics.
+    - `method`: `"full"` integrates $(W_1, W_2)$ (cost per step $O(nDh)$); `"gram"` integrates
+      the width-independent system of theory.md §3 (cost $O((r+m)^3)$ whatever $h$); both give
+      the same trajectory to tolerance.
+    - `solver`: any diffrax ODE solver (default `diffrax.Tsit5()`; `diffrax.Dopri8()` is
+      cheaper at very tight tolerances).
+    - `rtol`, `atol`: step-size-controller tolerances; defaults follow the dtype (float64:
+      1e-8/1e-10, float32: 1e-5/1e-7; float32 warns below ~1e-6).
+    - `max_steps`: solver step budget; exceeding it is reported in `Trajectory.result`.
+    - `stop_at_loss`: stop when the excess loss $L - L^\star$ falls below this (the crossing
+      time is located by a root find on the dense solution, so it is exact and
+      differentiable). Saves after it are `inf`. If the initial excess loss is already below
+      the threshold, no crossing occurs and the run goes to `t1`.
+    - `dt0`: initial step (default: chosen automatically).
+    - `stepsize_controller`: overrides the default `diffrax.PIDController(rtol, atol)`.
+    - `adjoint`: how to differentiate through the solve (default
+      `diffrax.RecursiveCheckpointAdjoint()`).
+
+    **Returns:** a `flowlin.Trajectory`. Non-convergence (step budget, non-finite values) is
+    reported in `result`/`succeeded`, never raised.
+
+    **Example:**
+
+    ```python
+    import jax, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
+    traj = flowlin.gradient_flow(net, problem, t1=20.0)
+    traj.excess_loss[-1], traj.distance_to_min_norm[-1]
+    ```
+    """
+    call = "flowlin.gradient_flow(...)"
+    if not isinstance(problem, Problem):
+        raise TypeError(f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}")
+    check_compatible(call, net, problem)
+    check_positive(call, "t1", t1)
+    if stop_at_loss is not None:
+        check_positive(call, "stop_at_loss", stop_at_loss)
+    if method not in ("full", "gram"):
+        raise ValueError(f"`{call}`: method must be 'full' or 'gram', got {method!r}")
+    dtype = jnp.result_type(net.dtype, problem.dtype)
+    rtol, atol = resolve_tolerances(dtype, rtol, atol)
+    saveat, ts = resolve_save_times(call, saveat, t1, dtype)
+    solver = dfx.Tsit5() if solver is None else solver
+    if stepsize_controller is None:
+        stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol)
+    adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
+    t1 = jnp.asarray(t1, dtype)
+    threshold = None if stop_at_loss is None else jnp.asarray(stop_at_loss, dtype)
+    # The event time is found to near round-off in t.
+    event_tol = 100 * float(jnp.finfo(dtype).eps)
+    net = tree_cast(net, dtype)
+    problem = tree_cast(problem, dtype)
+    options = dict(
+        saveat=saveat,
+        solver=solver,
+        controller=stepsize_controller,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        dt0=dt0,
+        event_tol=event_tol,
+    )
+    if method == "gram":
+        from ._gram import solve_gram
+
+        return solve_gram(net, problem, t1, ts, threshold, **options, **method_options)
+    if method_options:
+        raise TypeError(f"`{call}`: unexpected options for method='full': {sorted(method_options)}")
+    return _solve_full(net, problem, t1, ts, threshold, **options)
+

@@ -1,0 +1,84 @@
+"""Data generators for the papers' experiments (theory.md §5)."""
+
+import jax
+import jax.numpy as jnp
+
+from ._custom_types import KeyLike, ScalarLike
+from ._errors import check_int, check_positive
+from ._problem import Problem
+
+
+def _dtype(dtype):
+    return jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+
+
+def _sizes(call, n, D, m):
+    n = check_int(call, "n", n, minimum=1)
+    D = check_int(call, "D", D, minimum=1)
+    m = check_int(call, "m", m, minimum=1)
+    if D <= n:
+        raise ValueError(
+            f"`{call}`: the papers' problems are under-determined, which needs D > n; got n={n}, "
+            f"D={D} (a Gaussian X then has rank n = D and a unique least-squares solution)"
+        )
+    return n, D, m
+
+
+def _targets(key, X, D, m, noise, dtype):
+    k_theta, k_noise = jax.random.split(key)
+    theta = jax.random.normal(k_theta, (D, m), dtype) / jnp.sqrt(jnp.asarray(D, dtype))
+    return X @ theta + noise * jax.random.normal(k_noise, (X.shape[0], m), dtype)
+
+
+def whitened(
+    key: KeyLike, n: int, D: int, m: int, noise: ScalarLike = 0.01, *, dtype=None
+) -> Problem:
+    r"""Whitened data of ICML Fig. 2: all singular values of X equal 1 ($\Sigma = I$).
+
+    $X_0$ has $N(0,1)$ entries, $X_0 = ASB^\top$ (thin SVD), $X = AB^\top$;
+    $\Theta \sim N(0, I/D)$ ($D\times m$), $Y = X\Theta + $ `noise` $\cdot N(0,1)$.
+    """
+    call = "flowlin.problems.whitened(...)"
+    n, D, m = _sizes(call, n, D, m)
+    check_positive(call, "noise", noise, allow_zero=True)
+    dtype = _dtype(dtype)
+    kx, ky = jax.random.split(key)
+    A, _, Bt = jnp.linalg.svd(jax.random.normal(kx, (n, D), dtype), full_matrices=False)
+    X = A @ Bt
+    return Problem(X, _targets(ky, X, D, m, noise, dtype))
+
+
+def gaussian(
+    key: KeyLike, n: int, D: int, m: int, noise: ScalarLike = 0.01, *, dtype=None
+) -> Problem:
+    r"""Gaussian data of ICML Fig. 1: X entries $N(0, 1/D)$, $\Theta\sim N(0, I/D)$,
+    $Y = X\Theta + $ `noise` $\cdot N(0,1)$."""
+    call = "flowlin.problems.gaussian(...)"
+    n, D, m = _sizes(call, n, D, m)
+    check_positive(call, "noise", noise, allow_zero=True)
+    dtype = _dtype(dtype)
+    kx, ky = jax.random.split(key)
+    X = jax.random.normal(kx, (n, D), dtype) / jnp.sqrt(jnp.asarray(D, dtype))
+    return Problem(X, _targets(ky, X, D, m, noise, dtype))
+
+
+def factorization(
+    key: KeyLike, n: int = 20, m: int = 5, *, y_std: ScalarLike = 0.1, dtype=None
+) -> Problem:
+    r"""Matrix factorization of v2 Figs. 2–5: $\min \tfrac12\|Y - UV^\top\|_F^2$, i.e. $X = I_n$.
+
+    $Y$ ($n\times m$) has i.i.d. $N(0,$ `y_std`$^2)$ entries. Here $D = r = n$: the solution
+    is unique, so this problem is built with `allow_full_column_rank=True` and serves the rate
+    results (ICML Theorem 1, v2 Theorem 3 / Proposition 1), not the implicit-bias ones.
+
+    The paper's loss $\tfrac12\|Y - UV^\top/\sqrt{mh}\|^2$ is this one for
+    $W_1^\top = U/(mh)^{1/4}$, $W_2^\top = V/(mh)^{1/4}$, with time rescaled by
+    $t_{here} = t_{paper}/\sqrt{mh}$.
+    """
+    call = "flowlin.problems.factorization(...)"
+    n = check_int(call, "n", n, minimum=1)
+    m = check_int(call, "m", m, minimum=1)
+    check_positive(call, "y_std", y_std)
+    dtype = _dtype(dtype)
+    Y = y_std * jax.random.normal(key, (n, m), dtype)
+    return Problem(jnp.eye(n, dtype=dtype), Y, allow_full_column_rank=True)

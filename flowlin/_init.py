@@ -1,0 +1,252 @@
+"""Initializations of the factorized network (theory.md §2(e), §2(g), §4, §5)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from ._custom_types import KeyLike, ScalarLike
+from ._errors import check_int, check_positive, is_concrete
+from ._network import LinearNetwork, check_compatible, zeros_like_padding
+from ._problem import Problem
+
+
+def _default_dtype(dtype):
+    return jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+
+
+def _check_width(call: str, h, pad_to: int | None) -> int:
+    """Return the array width; `h` may be traced only when `pad_to` fixes the shape."""
+    if pad_to is None:
+        if not isinstance(h, (int, np.integer)) or isinstance(h, bool):
+            raise TypeError(
+                f"`{call}`: h must be a Python int (it sets an array shape), got "
+                f"{type(h).__name__}; to use a traced width, pass pad_to=<max width>"
+            )
+        return check_int(call, "h", h, minimum=1)
+    pad_to = check_int(call, "pad_to", pad_to, minimum=1)
+    if is_concrete(h):
+        h_val = np.asarray(h)
+        if h_val.ndim != 0 or not (1 <= h_val <= pad_to):
+            raise ValueError(f"`{call}`: h must satisfy 1 <= h <= pad_to={pad_to}, got {h!r}")
+    return pad_to
+
+
+def _unit_normals(key, width: int, D: int, m: int, dtype):
+    """Standard normals for hidden units 0..width-1, unit i drawn from `fold_in(key, i)`.
+
+    Drawing per unit makes the first h units of a padded draw bit-identical to an unpadded draw
+    of width h, so zero-padding changes nothing but the array shape.
+    """
+
+    def one(i):
+        k1, k2 = jax.random.split(jax.random.fold_in(key, i))
+        return jax.random.normal(k1, (D,), dtype), jax.random.normal(k2, (m,), dtype)
+
+    a, b = jax.vmap(one)(jnp.arange(width))
+    return a, b.T
+
+
+def gaussian(
+    key: KeyLike,
+    D: int,
+    m: int,
+    h: int | Int[ArrayLike, ""],
+    std1: ScalarLike,
+    std2: ScalarLike,
+    *,
+    pad_to: int | None = None,
+    dtype=None,
+) -> LinearNetwork:
+    r"""I.i.d. Gaussian initialization: $W_1 \sim \sigma_1 N(0,1)^{h\times D}$,
+    $W_2 \sim \sigma_2 N(0,1)^{m\times h}$ (the paper's $\sigma_U$, $\sigma_V$, theory.md §5).
+
+    With $h \gg r+m$ the imbalance's extreme eigenvalues are roughly
+    $\lambda_r(\Lambda)\approx\sigma_1^2(\sqrt h-\sqrt r)^2$ and
+    $\lambda_m(-\Lambda)\approx\sigma_2^2(\sqrt h-\sqrt m)^2$ (theory.md §2(b)).
+
+    **Arguments:**
+
+    - `key`: a `jax.random` key. Hidden unit $i$ is drawn from `fold_in(key, i)`, so the same
+      key gives the same first units at every width and padding.
+    - `D`, `m`: input and output dimensions.
+    - `h`: hidden width. A Python int, or (with `pad_to`) a traced integer.
+    - `std1`, `std2`: entry standard deviations of the two layers (may be traced).
+    - `pad_to`: if given, return an array of width `pad_to` whose units `h..pad_to-1` are zero —
+      an exactly equivalent network (theory.md §3) whose shape does not depend on `h`, so a
+      sweep over widths compiles once.
+    - `dtype`: defaults to JAX's default float (float64 under `jax_enable_x64`).
+
+    **Returns:** a `flowlin.LinearNetwork`.
+    """
+    call = "flowlin.init.gaussian(...)"
+    D = check_int(call, "D", D, minimum=1)
+    m = check_int(call, "m", m, minimum=1)
+    width = _check_width(call, h, pad_to)
+    check_positive(call, "std1", std1, allow_zero=True)
+    check_positive(call, "std2", std2, allow_zero=True)
+    dtype = _default_dtype(dtype)
+    a, b = _unit_normals(key, width, D, m, dtype)
+    W1 = jnp.asarray(std1, dtype) * a
+    W2 = jnp.asarray(std2, dtype) * b
+    if pad_to is not None:
+        active = (jnp.arange(width) < h).astype(dtype)
+        W1 = W1 * active[:, None]
+        W2 = W2 * active[None, :]
+    return LinearNetwork(W1, W2)
+
+
+def paper(
+    key: KeyLike,
+    D: int,
+    m: int,
+    h: int | Int[ArrayLike, ""],
+    alpha: ScalarLike,
+    *,
+    pad_to: int | None = None,
+    dtype=None,
+) -> LinearNetwork:
+    r"""The wide-network initialization of ICML Lemma 1 / Theorem 2 (theory.md §2(g)):
+    all entries of $W_1, W_2$ i.i.d. $N(0, h^{-2\alpha})$.
+
+    $\alpha = 1/2$ is the NTK-like scaling (variance $1/h$) of ICML Fig. 1; Theorem 2 covers
+    $1/4 < \alpha \le 1/2$, but any $\alpha \ge 0$ is a valid initialization.
+
+    **Arguments:** as `gaussian`, with `alpha` (>= 0, may be traced) in place of the two stds.
+    The std uses the true width `h`, also when padded.
+    """
+    call = "flowlin.init.paper(...)"
+    check_positive(call, "alpha", alpha, allow_zero=True)
+    dtype = _default_dtype(dtype)
+    _check_width(call, h, pad_to)
+    std = jnp.asarray(h, dtype) ** (-jnp.asarray(alpha, dtype))
+    return gaussian(key, D, m, h, std, std, pad_to=pad_to, dtype=dtype)
+
+
+def pad_width(net: LinearNetwork, width: int) -> LinearNetwork:
+    """Zero-pad `net` with hidden units up to `width`.
+
+    Exact for gradient flow and gradient descent: a unit with zero input and output weights has
+    zero gradient and stays zero (theory.md §3), so the padded network's product, loss and every
+    diagnostic equal the original's at all times.
+    """
+    call = "flowlin.init.pad_width(...)"
+    width = check_int(call, "width", width, minimum=1)
+    if width < net.width:
+        raise ValueError(f"`{call}`: width={width} is smaller than the network's {net.width}")
+    return zeros_like_padding(net, width)
+
+
+def project_to_invariant_set(net: LinearNetwork, problem: Problem) -> LinearNetwork:
+    r"""Remove from every hidden unit's input weights the part outside the row space of X.
+
+    Sets $U_2 = \Phi_2^\top W_1^\top = 0$, i.e. $W_1 \leftarrow W_1\Phi_1\Phi_1^\top$, which puts
+    the network in the invariant set $\{VU_2^\top = 0, U_1U_2^\top = 0\}$ of ICML Proposition 1
+    (theory.md §2(e)): if gradient flow converges from there, it converges to the min-norm
+    solution $W^\star$ exactly. Unlike `balanced_like`, the product changes (by the part of
+    $W$ that $X$ cannot see).
+    """
+    check_compatible("flowlin.init.project_to_invariant_set(...)", net, problem)
+    return LinearNetwork(net.W1 - problem.null_part(net.W1), net.W2)
+
+
+def _sym_power(M, p):
+    """M^p for a symmetric positive-definite matrix, by its eigendecomposition."""
+    w, Q = jnp.linalg.eigh(M)
+    return (Q * w**p) @ Q.T
+
+
+def balanced_like(
+    net: LinearNetwork, problem: Problem, *, key: KeyLike | None = None
+) -> LinearNetwork:
+    r"""The balanced initialization with the same product (ICML Fig. 2, theory.md §5).
+
+    With $\Theta_0 = W_2W_1^\top{}^\top$ ($D\times m$) and $M = \Theta_0^\top\Phi_1\Phi_1^\top
+    \Theta_0$ ($m\times m$):
+    $U_{bal} = \Theta_0 M^{-1/4} q^\top$, $V_{bal} = M^{1/4} q^\top$, with $q$ ($h\times m$,
+    $q^\top q = I$). Then $U_{bal}V_{bal}^\top = \Theta_0$ and the reduced imbalance
+    $\Lambda = U_1^\top U_1 - V^\top V = 0$ (so ICML Theorem 1 gives no rate: $c = 0$).
+
+    **Arguments:**
+
+    - `net`: the network whose product to keep (width $h \ge m$).
+    - `problem`: gives $\Phi_1$. $M$ must be invertible: the product's row-space part must have
+      rank $m$.
+    - `key`: if given, $q$ is a random orthonormal frame; otherwise the first $m$ hidden units.
+    """
+    call = "flowlin.init.balanced_like(...)"
+    check_compatible(call, net, problem)
+    h, m = net.width, net.out_features
+    if h < m:
+        raise ValueError(f"`{call}`: the balanced init needs width h >= m, got h={h}, m={m}")
+    theta0 = net.product.T  # D×m
+    proj = problem.Phi1.T @ theta0  # r×m
+    M = proj.T @ proj
+    if is_concrete(M):
+        w = np.linalg.eigvalsh(np.asarray(M))
+        if w[0] <= w[-1] * m * np.finfo(np.asarray(M).dtype).eps * 100 or w[-1] == 0:
+            raise ValueError(
+                f"`{call}`: the product's row-space part Φ1ᵀΘ0 is rank-deficient (eigenvalues "
+                f"of M = Θ0ᵀΦ1Φ1ᵀΘ0: {w}); the balanced factorization needs it to have rank m"
+            )
+    if key is None:
+        q = jnp.eye(h, m, dtype=net.dtype)
+    else:
+        q, _ = jnp.linalg.qr(jax.random.normal(key, (h, m), net.dtype))
+    U = theta0 @ _sym_power(M, -0.25) @ q.T  # D×h
+    V = _sym_power(M, 0.25) @ q.T  # m×h
+    return LinearNetwork(U.T, V)
+
+
+def lambda_balanced(
+    key: KeyLike,
+    problem: Problem,
+    h: int,
+    lam: ScalarLike,
+    *,
+    scale: ScalarLike = 1.0,
+) -> LinearNetwork:
+    r"""A λ-balanced initialization: $\Lambda = U_1^\top U_1 - V^\top V = \lambda I_h$, $U_2 = 0$.
+
+    These are the initializations whose flow has the Riccati closed form of theory.md §4
+    (`flowlin.exact.lambda_balanced_gram`). Existence needs $h \le r$ for $\lambda > 0$ and
+    $h \le m$ for $\lambda < 0$ (for $\lambda = 0$ any $h$).
+
+    Construction: for $\lambda > 0$, $V = $ `scale` $\cdot N(0,1)^{m\times h}$ and
+    $U_1 = O(\lambda I + V^\top V)^{1/2}$ with $O$ ($r\times h$) random orthonormal; for
+    $\lambda < 0$ the roles swap; for $\lambda = 0$, $U_1 = O_1 A$, $V = O_2 A$ with $A$
+    ($k\times h$, $k = \min(r, m, h)$) Gaussian.
+
+    **Arguments:** `key`; `problem`; width `h`; `lam` ($\lambda$, a concrete float); `scale`,
+    the std of the free factor.
+    """
+    call = "flowlin.init.lambda_balanced(...)"
+    h = check_int(call, "h", h, minimum=1)
+    lam = float(lam)
+    r, m, dtype = problem.rank, problem.m, problem.dtype
+    if lam > 0 and h > r:
+        raise ValueError(f"`{call}`: lam > 0 needs h <= r = {r} (Λ has <= r positive "
+                         f"eigenvalues), got h={h}")
+    if lam < 0 and h > m:
+        raise ValueError(f"`{call}`: lam < 0 needs h <= m = {m} (Λ has <= m negative "
+                         f"eigenvalues), got h={h}")
+    k1, k2, k3 = jax.random.split(key, 3)
+    scale = jnp.asarray(scale, dtype)
+    eye = jnp.eye(h, dtype=dtype)
+    if lam > 0:
+        V = scale * jax.random.normal(k1, (m, h), dtype)
+        O, _ = jnp.linalg.qr(jax.random.normal(k2, (r, h), dtype))
+        U1 = O @ _sym_power(lam * eye + V.T @ V, 0.5)
+    elif lam < 0:
+        U1 = scale * jax.random.normal(k1, (r, h), dtype)
+        O, _ = jnp.linalg.qr(jax.random.normal(k2, (m, h), dtype))
+        V = O @ _sym_power(-lam * eye + U1.T @ U1, 0.5)
+    else:
+        k = min(r, m, h)
+        A = scale * jax.random.normal(k1, (k, h), dtype)
+        O1, _ = jnp.linalg.qr(jax.random.normal(k2, (r, k), dtype))
+        O2, _ = jnp.linalg.qr(jax.random.normal(k3, (m, k), dtype))
+        U1, V = O1 @ A, O2 @ A
+    W1 = (problem.Phi1 @ U1).T  # U2 = 0: input weights inside the row space of X
+    return LinearNetwork(W1, V)
+

@@ -1,0 +1,198 @@
+"""Under-determined least squares: the data of theory.md §1 and what is derived from it."""
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
+
+from ._errors import as_float_array, check_finite, check_ndim, is_concrete
+
+
+class Problem(eqx.Module):
+    r"""A least-squares problem $\min_W \tfrac12\|Y - X W^\top\|_F^2$ with its SVD quantities.
+
+    The thin SVD $X = W_x \Sigma^{1/2} \Phi_1^\top$ (theory.md §1) is computed once:
+
+    - `sigma` $= (\lambda_1 \ge \dots \ge \lambda_r > 0)$, the nonzero eigenvalues of $XX^\top$;
+    - `Wx` ($n\times r$) and `Phi1` ($D\times r$), orthonormal columns;
+    - `Y_tilde` $= W_x^\top Y$ ($r\times m$), the targets in the column space of $X$;
+    - `min_norm` $= W^\star = \hat\Theta^\top$ with $\hat\Theta = X^\top(XX^\top)^\dagger Y
+      = \Phi_1\Sigma^{-1/2}\tilde Y$ ($m\times D$);
+    - `loss_star` $= L^\star = \tfrac12\|(I - W_xW_x^\top)Y\|_F^2$, the least attainable loss
+      (zero when $r = n$).
+
+    $\Phi_2$ (the orthonormal complement of $\Phi_1$, $D\times(D-r)$) is never stored: every
+    quantity flowlin needs from it is a norm, which the projector $I - \Phi_1\Phi_1^\top$ gives
+    without forming a $D\times D$ matrix (`null_part`). `phi2()` builds it when asked.
+
+    **Arguments:**
+
+    - `X`: inputs, one sample per row, shape `(n, D)`.
+    - `Y`: targets, shape `(n, m)`.
+    - `rank`: the rank $r$ of `X`. Computed from the singular values when `None` (relative
+      threshold `rank_rtol`); must be given when `X` is traced (inside `jit`/`vmap`), since
+      array shapes depend on it.
+    - `rank_rtol`: singular values below `rank_rtol * s_max` count as zero. Default
+      `max(n, D) * eps(dtype)`, NumPy's `matrix_rank` rule.
+    - `allow_full_column_rank`: when $r = D$ (over-determined or square, e.g. matrix
+      factorization with $X = I$) the least-squares solution is unique and there is no
+      min-norm question; this is refused unless set to `True` (for studying convergence rates
+      only). Then `min_norm` is the unique solution and everything about $U_2$ is empty.
+
+    **Example:**
+
+    ```python
+    import jax, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=2)
+    problem.rank, problem.min_norm.shape   # (10, (2, 40))
+    ```
+    """
+
+    X: Float[Array, "n D"]
+    Y: Float[Array, "n m"]
+    sigma: Float[Array, " r"]
+    Wx: Float[Array, "n r"]
+    Phi1: Float[Array, "D r"]
+    Y_tilde: Float[Array, "r m"]
+    min_norm: Float[Array, "m D"]
+    loss_star: Float[Array, ""]
+    rank: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        X: Float[ArrayLike, "n D"],
+        Y: Float[ArrayLike, "n m"],
+        *,
+        rank: int | None = None,
+        rank_rtol: float | None = None,
+        allow_full_column_rank: bool = False,
+    ):
+        call = "Problem(X=..., Y=...)"
+        X = as_float_array(call, "X", X)
+        Y = as_float_array(call, "Y", Y)
+        dtype = jnp.result_type(X.dtype, Y.dtype)
+        X, Y = X.astype(dtype), Y.astype(dtype)
+        check_ndim(call, "X", X, 2, "n samples x D features")
+        check_ndim(
+            call, "Y", Y, 2, "n samples x m outputs; reshape a vector of targets with Y[:, None]"
+        )
+        n, D = X.shape
+        if Y.shape[0] != n:
+            raise ValueError(
+                f"`{call}`: X and Y must have the same number of rows (samples), got "
+                f"X.shape={X.shape} and Y.shape={Y.shape}"
+            )
+        if n == 0 or D == 0 or Y.shape[1] == 0:
+            raise ValueError(
+                f"`{call}`: empty data, got X.shape={X.shape} and Y.shape={Y.shape}"
+            )
+        check_finite(call, "X", X)
+        check_finite(call, "Y", Y)
+
+        Wx_full, s, Vh = jnp.linalg.svd(X, full_matrices=False)
+        if rank_rtol is None:
+            rank_rtol = max(n, D) * float(jnp.finfo(dtype).eps)
+        if is_concrete(s):
+            s_np = np.asarray(s)
+            numerical_rank = int(np.sum(s_np > rank_rtol * s_np[0])) if s_np[0] > 0 else 0
+            if numerical_rank == 0:
+                raise ValueError(f"`{call}`: X is zero (rank 0): there is nothing to fit")
+            if rank is None:
+                rank = numerical_rank
+            elif rank != numerical_rank:
+                raise ValueError(
+                    f"`{call}`: rank={rank} was given but X has numerical rank "
+                    f"{numerical_rank} (singular values {s_np[: min(len(s_np), 8)]}...)"
+                )
+        elif rank is None:
+            raise ValueError(
+                f"`{call}`: X is traced (inside jit/vmap), so its rank cannot be read off its "
+                "values; pass rank=... (array shapes depend on it)"
+            )
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
+            raise ValueError(f"`{call}`: rank must be a positive int, got {rank!r}")
+        rank = int(rank)
+        if rank > min(n, D):
+            raise ValueError(f"`{call}`: rank={rank} exceeds min(n, D) = {min(n, D)}")
+        if rank >= D and not allow_full_column_rank:
+            raise ValueError(
+                f"`{call}`: X has full column rank r = D = {D} (shape {X.shape}), so the "
+                "problem is not under-determined: the least-squares solution is unique, every "
+                "initialization converges to it, and there is no min-norm solution or implicit "
+                "bias to study (theory.md §1 needs D > r). Use more features than the rank of X, "
+                "or pass allow_full_column_rank=True to study convergence rates only."
+            )
+
+        Wx = Wx_full[:, :rank]
+        sqrt_sigma = s[:rank]
+        Phi1 = Vh[:rank].T
+        Y_tilde = Wx.T @ Y
+        self.X = X
+        self.Y = Y
+        self.sigma = sqrt_sigma**2
+        self.Wx = Wx
+        self.Phi1 = Phi1
+        self.Y_tilde = Y_tilde
+        # W* = Θ̂ᵀ = Ỹᵀ Σ^{-1/2} Φ1ᵀ (theory.md §1; paper's Θ̂ = Φ1 Σ^{-1/2} Ỹ is D×m).
+        self.min_norm = (Y_tilde / sqrt_sigma[:, None]).T @ Phi1.T
+        self.loss_star = 0.5 * jnp.sum((Y - Wx @ Y_tilde) ** 2)
+        self.rank = rank
+
+    # -- sizes -----------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return self.X.shape[-2]
+
+    @property
+    def D(self) -> int:
+        """Input dimension."""
+        return self.X.shape[-1]
+
+    @property
+    def m(self) -> int:
+        """Output dimension."""
+        return self.Y.shape[-1]
+
+    @property
+    def r(self) -> int:
+        """Rank of X (alias of `rank`)."""
+        return self.rank
+
+    @property
+    def dtype(self):
+        return self.X.dtype
+
+    @property
+    def sqrt_sigma(self) -> Float[Array, " r"]:
+        r"""$\Sigma^{1/2}$ as a vector: the nonzero singular values of X."""
+        return jnp.sqrt(self.sigma)
+
+    # -- the two components of an input-weight matrix ---------------------------------------
+    def row_part(self, W1: Float[Array, "h D"]) -> Float[Array, "r h"]:
+        r"""$U_1 = \Phi_1^\top W_1^\top$: each hidden unit's input weights in the row space of X."""
+        return self.Phi1.T @ W1.T
+
+    def null_part(self, W1: Float[Array, "h D"]) -> Float[Array, "h D"]:
+        r"""$W_1(I - \Phi_1\Phi_1^\top) = U_2^\top\Phi_2^\top$: the part of W1 that X never sees.
+
+        Returned in input coordinates (h×D); its norms and products with other such matrices
+        equal those of $U_2$ since $\Phi_2$ has orthonormal columns.
+        """
+        return W1 - (W1 @ self.Phi1) @ self.Phi1.T
+
+    def phi2(self) -> Float[Array, "D D-r"]:
+        r"""An orthonormal basis $\Phi_2$ of the null space of X ($D\times(D-r)$), built on demand."""
+        # A complete QR of Φ1 gives an orthonormal basis of R^D whose first r columns span
+        # range(Φ1); the remaining D - r span its orthogonal complement, the null space of X.
+        q, _ = jnp.linalg.qr(self.Phi1, mode="complete")
+        return q[:, self.rank :]
+
+    def loss(self, product: Float[Array, "m D"]) -> Float[Array, ""]:
+        r"""$L = \tfrac12\|Y - XW^\top\|_F^2$ for an end-to-end map $W$ ($m\times D$)."""
+        return 0.5 * jnp.sum((self.Y - self.X @ product.T) ** 2)
+
+    def error(self, product: Float[Array, "m D"]) -> Float[Array, "r m"]:
+        r"""$E = \tilde Y - \Sigma^{1/2}\Phi_1^\top W^\top$, so that $L - L^\star = \tfrac12\|E\|_F^2$."""
+        return self.Y_tilde - self.sqrt_sigma[:, None] * (self.Phi1.T @ product.T)

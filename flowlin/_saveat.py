@@ -1,0 +1,67 @@
+"""What a solve saves: times and diagnostics (never max_steps-sized buffers)."""
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+
+#: Every per-time diagnostic flowlin can save (theory.md §2). See `flowlin.Trajectory`.
+DIAGNOSTICS: tuple[str, ...] = (
+    "loss",
+    "excess_loss",
+    "rate",
+    "imbalance_drift",
+    "distance_to_min_norm",
+    "u2_drift",
+    "product_min_singular_value",
+    "error_integral",
+)
+
+#: Number of save points when no times are given (0, t1/100, ..., t1).
+DEFAULT_NUM_SAVES = 101
+
+
+class SaveAt(eqx.Module):
+    """Which diagnostics to save, and when.
+
+    **Arguments:**
+
+    - `ts`: times at which to save (flow time; for gradient descent, mapped to the nearest
+      iteration). Default: 101 equally spaced times from 0 to `t1`.
+    - `diagnostics`: names from `flowlin.DIAGNOSTICS` (default: all of them). Unrequested ones
+      are `None` in the `Trajectory` and cost nothing.
+    - `networks`: also save $(W_1, W_2)$ at every time (memory: times × width × (D + m)).
+
+    The final network and the diagnostics at the end of the run are always kept.
+    """
+
+    ts: Float[Array, " times"] | None
+    diagnostics: tuple[str, ...] = eqx.field(static=True)
+    networks: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        ts: Float[ArrayLike, " times"] | None = None,
+        *,
+        diagnostics: tuple[str, ...] | list[str] = DIAGNOSTICS,
+        networks: bool = False,
+    ):
+        if isinstance(diagnostics, str):
+            diagnostics = (diagnostics,)
+        diagnostics = tuple(diagnostics)
+        unknown = [d for d in diagnostics if d not in DIAGNOSTICS]
+        if unknown:
+            raise ValueError(
+                f"`flowlin.SaveAt(diagnostics=...)`: unknown diagnostic(s) {unknown}; "
+                f"choose from {DIAGNOSTICS}"
+            )
+        if ts is not None:
+            ts = jnp.asarray(ts)
+            if ts.ndim != 1 or ts.shape[0] == 0:
+                raise ValueError(
+                    f"`flowlin.SaveAt(ts=...)`: ts must be a non-empty 1-D array of times, "
+                    f"got shape {ts.shape}"
+                )
+        self.ts = ts
+        self.diagnostics = diagnostics
+        self.networks = bool(networks)

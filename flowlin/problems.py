@@ -1,0 +1,7 @@
+"""Generators for the papers' data (theory.md §5)."""
+
+from ._generators import (
+    factorization as factorization,
+    gaussian as gaussian,
+    whitened as whitened,
+)

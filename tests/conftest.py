@@ -1,0 +1,33 @@
+"""Test configuration: float64 everywhere (turned on once, here), and runtime shape checks of
+every jaxtyping annotation in flowlin with beartype."""
+
+import os
+
+
+# Several CPU devices for the multi-device tests; must be set before JAX initialises.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+
+from jaxtyping import install_import_hook  # noqa: E402
+
+
+with install_import_hook("flowlin", "beartype.beartype"):
+    import flowlin  # noqa: E402, F401
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+
+jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture
+def getkey():
+    """A fresh key per call, deterministic per test."""
+    state = {"i": 0}
+    base = jax.random.key(1234)
+
+    def _getkey():
+        state["i"] += 1
+        return jax.random.fold_in(base, state["i"])
+
+    return _getkey
