@@ -15,6 +15,7 @@ from ._flow import (
     DEFAULT_TOLERANCES as DEFAULT_TOLERANCES,
     gradient_flow as gradient_flow,
 )
+from ._gram_init import GramInit as GramInit
 from ._network import LinearNetwork as LinearNetwork
 from ._problem import Problem as Problem
 from ._results import RESULTS as RESULTS

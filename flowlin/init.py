@@ -8,3 +8,4 @@ from ._init import (
     paper as paper,
     project_to_invariant_set as project_to_invariant_set,
 )
+from ._gram_init import gram_init as gram_init
