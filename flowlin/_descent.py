@@ -1,5 +1,7 @@
 """Gradient descent (or any optax optimizer) on the same loss, mapped to flow time."""
 
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -78,8 +80,8 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     state = advance(state, steps)
     params, _, k_final, _, excess, integral = state
     final_values = weight_diagnostics(problem, params[0], params[1], ref, names, integral)
-    finite = jnp.isfinite(excess) & jnp.all(jnp.isfinite(params[0])) & jnp.all(
-        jnp.isfinite(params[1])
+    finite = (
+        jnp.isfinite(excess) & jnp.all(jnp.isfinite(params[0])) & jnp.all(jnp.isfinite(params[1]))
     )
     result = RESULTS.where(
         ~finite,
@@ -111,7 +113,7 @@ def gradient_descent(
     *,
     optimizer: optax.GradientTransformation | None = None,
     averaged: bool = False,
-    saveat: SaveAt | Float[ArrayLike, " times"] | None = None,
+    saveat: SaveAt | Float[ArrayLike, " times"] | Sequence[float] | None = None,
     stop_at_loss: ScalarLike | None = None,
 ) -> Trajectory:
     r"""Train with gradient descent (or any optax optimizer) and return a flow-time `Trajectory`.
@@ -144,7 +146,9 @@ def gradient_descent(
     """
     call = "flowlin.gradient_descent(...)"
     if not isinstance(problem, Problem):
-        raise TypeError(f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}")
+        raise TypeError(
+            f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
+        )
     check_compatible(call, net, problem)
     check_positive(call, "lr", lr)
     if is_concrete(steps):
@@ -162,6 +166,13 @@ def gradient_descent(
     ks = jnp.clip(jnp.round(ts / tau), 0, steps).astype(jnp.int32)
     threshold = None if stop_at_loss is None else jnp.asarray(stop_at_loss, dtype)
     return _solve_descent(
-        net, problem, lr, steps, ks, threshold,
-        saveat=saveat, optimizer=optimizer, averaged=bool(averaged),
+        net,
+        problem,
+        lr,
+        steps,
+        ks,
+        threshold,
+        saveat=saveat,
+        optimizer=optimizer,
+        averaged=bool(averaged),
     )

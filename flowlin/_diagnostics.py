@@ -42,9 +42,7 @@ def imbalance_change_norm(U1, V, U1_0, V_0) -> Float[Array, ""]:
     """
     r, m = U1.shape[0], V.shape[0]
     B = jnp.concatenate([U1, V, U1_0, V_0], axis=0)
-    signs = jnp.concatenate(
-        [jnp.ones(r), -jnp.ones(m), -jnp.ones(r), jnp.ones(m)]
-    ).astype(B.dtype)
+    signs = jnp.concatenate([jnp.ones(r), -jnp.ones(m), -jnp.ones(r), jnp.ones(m)]).astype(B.dtype)
     _, R = jnp.linalg.qr(B.T)
     return jnp.sqrt(jnp.sum(((R * signs) @ R.T) ** 2))
 
@@ -52,7 +50,7 @@ def imbalance_change_norm(U1, V, U1_0, V_0) -> Float[Array, ""]:
 def weight_diagnostics(
     problem: Problem, W1, W2, ref: Reference, names: tuple[str, ...], error_integral=None
 ) -> dict[str, Float[Array, ""]]:
-    """The requested diagnostics (see `flowlin.Trajectory`) of the state (W1, W2).
+    r"""The requested diagnostics (see `flowlin.Trajectory`) of the state (W1, W2).
 
     `error_integral` is the running value of $\int_0^t\|E\|_F ds$, carried by the solver.
     """

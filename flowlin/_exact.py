@@ -48,7 +48,9 @@ def scalar(
 def balanced_scalar(
     t: Float[ArrayLike, "*times"], w0: ScalarLike, y: ScalarLike
 ) -> Float[Array, "*times"]:
-    r"""Product $w = uv$ of the balanced scalar flow ($u_0^2 = v_0^2$, $w_0 = u_0v_0$, theory.md §4):
+    r"""Product $w = uv$ of the balanced scalar flow (theory.md §4).
+
+    With $u_0^2 = v_0^2$ and $w_0 = u_0v_0$:
     $$w(t) = \frac{y\,w_0\,e^{2yt}}{y - w_0 + w_0 e^{2yt}}.$$
     """
     t = jnp.asarray(t)
@@ -66,10 +68,10 @@ def _sym_fn(F, fn):
 
 def lambda_balanced_gram(
     t: Float[ArrayLike, ""],
-    Z0: Float[ArrayLike, "r+m h"],
+    Z0: Float[ArrayLike, "k h"],
     Y_tilde: Float[ArrayLike, "r m"],
     lam: ScalarLike,
-) -> Float[Array, "r+m r+m"]:
+) -> Float[Array, "k k"]:
     r"""Riccati closed form of the λ-balanced flow on whitened data ($\Sigma = I$, theory.md §4).
 
     With $Z = [U_1; V]$ and $\Lambda = U_1^\top U_1 - V^\top V = \lambda I_h$, the Gram
@@ -111,7 +113,7 @@ def lambda_balanced_gram(
 
 def lambda_balanced_error(
     t: Float[ArrayLike, ""],
-    Z0: Float[ArrayLike, "r+m h"],
+    Z0: Float[ArrayLike, "k h"],
     Y_tilde: Float[ArrayLike, "r m"],
     lam: ScalarLike,
 ) -> Float[Array, "r m"]:
@@ -127,4 +129,3 @@ def asymptotic_rate_balanced(Y_tilde: Float[ArrayLike, "r m"], lam: ScalarLike) 
     s = jnp.linalg.svd(jnp.asarray(Y_tilde), compute_uv=False)
     lam = jnp.asarray(lam, s.dtype)
     return 2 * jnp.sqrt(lam**2 + 4 * s[-1] ** 2)
-

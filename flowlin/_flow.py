@@ -1,7 +1,7 @@
 """Exact gradient flow of the two-layer linear network, integrated with diffrax."""
 
 import warnings
-from typing import Literal
+from collections.abc import Sequence
 
 import diffrax as dfx
 import equinox as eqx
@@ -36,12 +36,19 @@ DEFAULT_MAX_STEPS = 100_000
 
 def resolve_tolerances(dtype, rtol, atol) -> tuple[float, float]:
     """Default tolerances for `dtype`; warn when float32 cannot meet what was asked."""
-    d_rtol, d_atol = DEFAULT_TOLERANCES.get(jnp.dtype(dtype), DEFAULT_TOLERANCES[jnp.dtype("float32")])
+    d_rtol, d_atol = DEFAULT_TOLERANCES.get(
+        jnp.dtype(dtype), DEFAULT_TOLERANCES[jnp.dtype("float32")]
+    )
     rtol = d_rtol if rtol is None else rtol
     atol = d_atol if atol is None else atol
-    if jnp.dtype(dtype) != jnp.dtype("float64") and is_concrete(rtol) and rtol < _FLOAT32_RTOL_FLOOR:
+    if (
+        jnp.dtype(dtype) != jnp.dtype("float64")
+        and is_concrete(rtol)
+        and rtol < _FLOAT32_RTOL_FLOOR
+    ):
         warnings.warn(
-            f"rtol={rtol} is below what {jnp.dtype(dtype).name} can resolve (~{_FLOAT32_RTOL_FLOOR:g}); "
+            f"rtol={rtol} is below what {jnp.dtype(dtype).name} can resolve "
+            f"(~{_FLOAT32_RTOL_FLOOR:g}); "
             "the solve will take many steps without reaching it. Enable float64 with "
             "jax.config.update('jax_enable_x64', True) and pass float64 arrays.",
             stacklevel=3,
@@ -72,7 +79,9 @@ def resolve_save_times(call: str, saveat, t1, dtype) -> tuple[SaveAt, Float[Arra
 
 
 class _FlowField(eqx.Module):
-    r"""$\dot W_1 = W_2^\top R^\top X$, $\dot W_2 = R^\top X W_1^\top$, $R = Y - XW_1^\top W_2^\top$.
+    r"""The vector field $\dot W_1 = W_2^\top R^\top X$, $\dot W_2 = R^\top X W_1^\top$.
+
+    Here $R = Y - XW_1^\top W_2^\top$ is the residual.
 
     With `integrate_error`, the state carries a third component $I$ with $\dot I = \|E\|_F$,
     $E = W_x^\top R$ (theory.md §2(f)'s a-posteriori exponent).
@@ -108,8 +117,21 @@ def _log_excess_minus_threshold(t, y, args: _FlowArgs, **kwargs):
 
 
 @eqx.filter_jit
-def _solve_full(net, problem, t1, ts, threshold, *, saveat, solver, controller, adjoint,
-                max_steps, dt0, event_tol):
+def _solve_full(
+    net,
+    problem,
+    t1,
+    ts,
+    threshold,
+    *,
+    saveat,
+    solver,
+    controller,
+    adjoint,
+    max_steps,
+    dt0,
+    event_tol,
+):
     names = saveat.diagnostics
     integrate_error = "error_integral" in names
     W1, W2 = net.W1, net.W2
@@ -182,8 +204,8 @@ def gradient_flow(
     problem: Problem,
     t1: ScalarLike,
     *,
-    saveat: SaveAt | Float[ArrayLike, " times"] | None = None,
-    method: Literal["full", "gram"] = "full",
+    saveat: SaveAt | Float[ArrayLike, " times"] | Sequence[float] | None = None,
+    method: str = "full",  # "full" | "gram"
     solver: dfx.AbstractSolver | None = None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -241,7 +263,9 @@ def gradient_flow(
     """
     call = "flowlin.gradient_flow(...)"
     if not isinstance(problem, Problem):
-        raise TypeError(f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}")
+        raise TypeError(
+            f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
+        )
     check_compatible(call, net, problem)
     check_positive(call, "t1", t1)
     if stop_at_loss is not None:
@@ -277,4 +301,3 @@ def gradient_flow(
     if method_options:
         raise TypeError(f"`{call}`: unexpected options for method='full': {sorted(method_options)}")
     return _solve_full(net, problem, t1, ts, threshold, **options)
-

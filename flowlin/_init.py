@@ -1,9 +1,11 @@
 """Initializations of the factorized network (theory.md §2(e), §2(g), §4, §5)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import ArrayLike, Int
 
 from ._custom_types import KeyLike, ScalarLike
 from ._errors import check_int, check_positive, is_concrete
@@ -32,11 +34,13 @@ def _check_width(call: str, h, pad_to: int | None) -> int:
     return pad_to
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _unit_normals(key, width: int, D: int, m: int, dtype):
     """Standard normals for hidden units 0..width-1, unit i drawn from `fold_in(key, i)`.
 
-    Drawing per unit makes the first h units of a padded draw bit-identical to an unpadded draw
-    of width h, so zero-padding changes nothing but the array shape.
+    Drawing per unit makes the first h units of a padded draw the same numbers as an unpadded
+    draw of width h (from the same random bits; XLA may round the normal transform differently
+    for another array size, by at most an ulp), so zero-padding changes only the array shape.
     """
 
     def one(i):
@@ -68,7 +72,7 @@ def gaussian(
     **Arguments:**
 
     - `key`: a `jax.random` key. Hidden unit $i$ is drawn from `fold_in(key, i)`, so the same
-      key gives the same first units at every width and padding.
+      key gives the same first units at every width and padding (up to an ulp).
     - `D`, `m`: input and output dimensions.
     - `h`: hidden width. A Python int, or (with `pad_to`) a traced integer.
     - `std1`, `std2`: entry standard deviations of the two layers (may be traced).
@@ -225,11 +229,13 @@ def lambda_balanced(
     lam = float(lam)
     r, m, dtype = problem.rank, problem.m, problem.dtype
     if lam > 0 and h > r:
-        raise ValueError(f"`{call}`: lam > 0 needs h <= r = {r} (Λ has <= r positive "
-                         f"eigenvalues), got h={h}")
+        raise ValueError(
+            f"`{call}`: lam > 0 needs h <= r = {r} (Λ has <= r positive eigenvalues), got h={h}"
+        )
     if lam < 0 and h > m:
-        raise ValueError(f"`{call}`: lam < 0 needs h <= m = {m} (Λ has <= m negative "
-                         f"eigenvalues), got h={h}")
+        raise ValueError(
+            f"`{call}`: lam < 0 needs h <= m = {m} (Λ has <= m negative eigenvalues), got h={h}"
+        )
     k1, k2, k3 = jax.random.split(key, 3)
     scale = jnp.asarray(scale, dtype)
     eye = jnp.eye(h, dtype=dtype)
@@ -249,4 +255,3 @@ def lambda_balanced(
         U1, V = O1 @ A, O2 @ A
     W1 = (problem.Phi1 @ U1).T  # U2 = 0: input weights inside the row space of X
     return LinearNetwork(W1, V)
-

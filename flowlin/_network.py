@@ -33,7 +33,7 @@ class LinearNetwork(eqx.Module):
     W1: Float[Array, "h D"]
     W2: Float[Array, "m h"]
 
-    def __init__(self, W1: Float[ArrayLike, "h D"], W2: Float[ArrayLike, "m h"]):
+    def __init__(self, W1: ArrayLike, W2: ArrayLike):  # (h, D), (m, h): validated below
         call = "LinearNetwork(W1=..., W2=...)"
         W1 = as_float_array(call, "W1", W1)
         W2 = as_float_array(call, "W2", W2)
@@ -47,9 +47,7 @@ class LinearNetwork(eqx.Module):
         if W1.shape[0] == 0:
             raise ValueError(f"`{call}`: width must be >= 1, got W1.shape={W1.shape}")
         if W1.shape[1] == 0 or W2.shape[0] == 0:
-            raise ValueError(
-                f"`{call}`: empty layer, got W1.shape={W1.shape}, W2.shape={W2.shape}"
-            )
+            raise ValueError(f"`{call}`: empty layer, got W1.shape={W1.shape}, W2.shape={W2.shape}")
         check_finite(call, "W1", W1)
         check_finite(call, "W2", W2)
         dtype = jnp.result_type(W1.dtype, W2.dtype)

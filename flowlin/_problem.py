@@ -61,8 +61,8 @@ class Problem(eqx.Module):
 
     def __init__(
         self,
-        X: Float[ArrayLike, "n D"],
-        Y: Float[ArrayLike, "n m"],
+        X: ArrayLike,  # (n, D); validated below with messages naming the argument
+        Y: ArrayLike,  # (n, m)
         *,
         rank: int | None = None,
         rank_rtol: float | None = None,
@@ -84,9 +84,7 @@ class Problem(eqx.Module):
                 f"X.shape={X.shape} and Y.shape={Y.shape}"
             )
         if n == 0 or D == 0 or Y.shape[1] == 0:
-            raise ValueError(
-                f"`{call}`: empty data, got X.shape={X.shape} and Y.shape={Y.shape}"
-            )
+            raise ValueError(f"`{call}`: empty data, got X.shape={X.shape} and Y.shape={Y.shape}")
         check_finite(call, "X", X)
         check_finite(call, "Y", Y)
 
@@ -170,11 +168,11 @@ class Problem(eqx.Module):
         return jnp.sqrt(self.sigma)
 
     # -- the two components of an input-weight matrix ---------------------------------------
-    def row_part(self, W1: Float[Array, "h D"]) -> Float[Array, "r h"]:
+    def row_part(self, W1: Float[ArrayLike, "h D"]) -> Float[Array, "r h"]:
         r"""$U_1 = \Phi_1^\top W_1^\top$: each hidden unit's input weights in the row space of X."""
         return self.Phi1.T @ W1.T
 
-    def null_part(self, W1: Float[Array, "h D"]) -> Float[Array, "h D"]:
+    def null_part(self, W1: Float[ArrayLike, "h D"]) -> Float[Array, "h D"]:
         r"""$W_1(I - \Phi_1\Phi_1^\top) = U_2^\top\Phi_2^\top$: the part of W1 that X never sees.
 
         Returned in input coordinates (h×D); its norms and products with other such matrices
@@ -182,17 +180,20 @@ class Problem(eqx.Module):
         """
         return W1 - (W1 @ self.Phi1) @ self.Phi1.T
 
-    def phi2(self) -> Float[Array, "D D-r"]:
-        r"""An orthonormal basis $\Phi_2$ of the null space of X ($D\times(D-r)$), built on demand."""
+    def phi2(self) -> Float[Array, "D null"]:
+        r"""An orthonormal basis $\Phi_2$ ($D\times(D-r)$) of null(X); built on demand."""
         # A complete QR of Φ1 gives an orthonormal basis of R^D whose first r columns span
         # range(Φ1); the remaining D - r span its orthogonal complement, the null space of X.
         q, _ = jnp.linalg.qr(self.Phi1, mode="complete")
         return q[:, self.rank :]
 
-    def loss(self, product: Float[Array, "m D"]) -> Float[Array, ""]:
+    def loss(self, product: Float[ArrayLike, "m D"]) -> Float[Array, ""]:
         r"""$L = \tfrac12\|Y - XW^\top\|_F^2$ for an end-to-end map $W$ ($m\times D$)."""
         return 0.5 * jnp.sum((self.Y - self.X @ product.T) ** 2)
 
-    def error(self, product: Float[Array, "m D"]) -> Float[Array, "r m"]:
-        r"""$E = \tilde Y - \Sigma^{1/2}\Phi_1^\top W^\top$, so that $L - L^\star = \tfrac12\|E\|_F^2$."""
+    def error(self, product: Float[ArrayLike, "m D"]) -> Float[Array, "r m"]:
+        r"""The error $E = \tilde Y - \Sigma^{1/2}\Phi_1^\top W^\top$ ($r\times m$).
+
+        $L - L^\star = \tfrac12\|E\|_F^2$ (theory.md §1).
+        """
         return self.Y_tilde - self.sqrt_sigma[:, None] * (self.Phi1.T @ product.T)

@@ -1,5 +1,7 @@
 """What a solve saves: times and diagnostics (never max_steps-sized buffers)."""
 
+from collections.abc import Sequence
+
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -41,7 +43,7 @@ class SaveAt(eqx.Module):
 
     def __init__(
         self,
-        ts: Float[ArrayLike, " times"] | None = None,
+        ts: Float[ArrayLike, " times"] | Sequence[float] | None = None,
         *,
         diagnostics: tuple[str, ...] | list[str] = DIAGNOSTICS,
         networks: bool = False,

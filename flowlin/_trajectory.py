@@ -73,8 +73,10 @@ class Trajectory(eqx.Module):
         """Ran to `t1`/all steps or stopped at the loss threshold, with finite final values."""
         ok = (self.result == RESULTS.successful) | (self.result == RESULTS.event_occurred)
         finite = jnp.all(
-            jnp.stack([jnp.isfinite(v) for k, v in self.final_values.items() if k != "rate"]
-                      or [jnp.isfinite(self.final_time)]),
+            jnp.stack(
+                [jnp.isfinite(v) for k, v in self.final_values.items() if k != "rate"]
+                or [jnp.isfinite(self.final_time)]
+            ),
             axis=0,
         )
         return ok & finite

@@ -1,5 +1,6 @@
 """Initializations of `flowlin.LinearNetwork` (theory.md §2, §4, §5)."""
 
+from ._gram_init import gram_init as gram_init
 from ._init import (
     balanced_like as balanced_like,
     gaussian as gaussian,
@@ -8,4 +9,3 @@ from ._init import (
     paper as paper,
     project_to_invariant_set as project_to_invariant_set,
 )
-from ._gram_init import gram_init as gram_init
