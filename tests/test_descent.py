@@ -1,0 +1,121 @@
+"""`flowlin.gradient_descent`: the Euler discretisation of the flow, driven by optax."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import flowlin
+
+
+@pytest.fixture(scope="module")
+def setup():
+    rng = np.random.default_rng(11)
+    X = (rng.standard_normal((6, 4)) * np.array([1.0, 0.8, 0.5, 0.3])) @ rng.standard_normal(
+        (4, 14)
+    )  # rank 4 < n = 6, non-whitened
+    problem = flowlin.Problem(X / 3, rng.standard_normal((6, 2)))
+    net = flowlin.init.gaussian(jax.random.key(0), problem.D, problem.m, 10, 0.4, 0.4)
+    return problem, net
+
+
+def test_descent_converges_to_flow_linearly_in_step(setup):
+    problem, net = setup
+    T = 2.0
+    flow = flowlin.gradient_flow(net, problem, T, saveat=[T], rtol=1e-12, atol=1e-14)
+    W_flow = flow.final_network.product
+    lrs = jnp.array([4e-3, 2e-3, 1e-3, 5e-4])
+    steps = jnp.round(T / lrs).astype(jnp.int32)
+
+    def run(lr, k):
+        return flowlin.gradient_descent(
+            net, problem, lr, k, saveat=flowlin.SaveAt([0.0])
+        ).final_network
+
+    finals = jax.vmap(run)(lrs, steps)
+    errors = jnp.linalg.norm(finals.W2 @ finals.W1 - W_flow, axis=(1, 2))
+    ratios = errors[:-1] / errors[1:]
+    # Explicit Euler is first order: halving η halves the error (ratio 2 up to O(η) terms).
+    np.testing.assert_allclose(ratios, 2.0, rtol=0.05)
+    assert float(errors[-1]) < 1e-2 * float(jnp.linalg.norm(W_flow))
+
+
+def test_averaged_loss_time_mapping(setup):
+    problem, net = setup
+    eta, n = 0.01, problem.n
+    avg = flowlin.gradient_descent(net, problem, eta, 300, averaged=True)
+    plain = flowlin.gradient_descent(net, problem, 2 * eta / n, 300)
+    # GD on (1/n)‖R‖² with step η is GD on ½‖R‖² with step 2η/n: the same iterates...
+    np.testing.assert_allclose(avg.final_network.W1, plain.final_network.W1, rtol=1e-12)
+    np.testing.assert_allclose(avg.loss, plain.loss, rtol=1e-12)
+    # ...at flow time t = 2ηk/n.
+    np.testing.assert_allclose(avg.ts, 2 * eta * avg.iterations / n, rtol=1e-14)
+    np.testing.assert_allclose(avg.final_time, 2 * eta * 300 / n, rtol=1e-14)
+
+
+def test_u2_frozen_and_saves_on_iterations(setup):
+    problem, net = setup
+    traj = flowlin.gradient_descent(net, problem, 0.01, 2000, saveat=[0.0, 1.0, 2.0, 20.0])
+    assert bool(traj.succeeded)
+    np.testing.assert_array_equal(traj.iterations, [0, 100, 200, 2000])
+    np.testing.assert_allclose(traj.ts, [0.0, 1.0, 2.0, 20.0], rtol=1e-14)
+    move = jnp.linalg.norm(problem.null_part(traj.final_network.W1 - net.W1))
+    assert float(move / jnp.linalg.norm(problem.null_part(net.W1))) < 1e-12
+    assert float(jnp.max(traj.u2_drift)) < 1e-12
+    # Diagnostics at a save equal those recomputed from an independent shorter run.
+    short = flowlin.gradient_descent(net, problem, 0.01, 200, saveat=[2.0])
+    np.testing.assert_allclose(traj.excess_loss[2], short.excess_loss[0], rtol=1e-12)
+    np.testing.assert_allclose(
+        short.excess_loss[0],
+        0.5 * jnp.sum(problem.error(short.final_network.product) ** 2),
+        rtol=1e-12,
+    )
+
+
+def test_stop_at_loss(setup):
+    problem, net = setup
+    thr = 1e-5
+    traj = flowlin.gradient_descent(net, problem, 0.01, 5000, stop_at_loss=thr)
+    k = int(traj.num_steps)
+    assert 0 < k < 5000 and bool(traj.reached_threshold) and bool(traj.succeeded)
+    assert float(traj.final_values["excess_loss"]) <= thr
+    before = flowlin.gradient_descent(net, problem, 0.01, k - 1)
+    assert float(before.final_values["excess_loss"]) > thr  # the first crossing
+    finite = np.isfinite(np.asarray(traj.ts))
+    assert not finite.all() and np.all(np.asarray(traj.iterations)[finite] <= k)
+    assert np.all(np.isinf(np.asarray(traj.loss)[~finite]))
+
+
+def test_divergence_is_reported(setup):
+    problem, net = setup
+    traj = flowlin.gradient_descent(net, problem, 50.0, 200)
+    assert traj.result == flowlin.RESULTS.diverged
+    assert not bool(traj.succeeded)
+    assert int(traj.num_steps) < 200
+
+
+def test_any_optax_optimizer_matches_hand_written_momentum(setup):
+    problem, net = setup
+    lr, mu, steps = 0.02, 0.9, 60
+    traj = flowlin.gradient_descent(net, problem, lr, steps, optimizer=optax.sgd(lr, momentum=mu))
+    X, Y = np.asarray(problem.X), np.asarray(problem.Y)
+    W1, W2 = np.array(net.W1), np.array(net.W2)
+    m1, m2 = np.zeros_like(W1), np.zeros_like(W2)
+    for _ in range(steps):  # heavy ball on ½‖Y - XW1ᵀW2ᵀ‖²
+        R = Y - X @ W1.T @ W2.T
+        g1, g2 = -W2.T @ R.T @ X, -R.T @ X @ W1.T
+        m1, m2 = g1 + mu * m1, g2 + mu * m2
+        W1, W2 = W1 - lr * m1, W2 - lr * m2
+    np.testing.assert_allclose(traj.final_network.W1, W1, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(traj.final_network.W2, W2, rtol=1e-11, atol=1e-14)
+
+
+def test_descent_errors(setup):
+    problem, net = setup
+    with pytest.raises(ValueError, match="lr must be finite and > 0"):
+        flowlin.gradient_descent(net, problem, 0.0, 10)
+    with pytest.raises(ValueError, match="steps must be a non-negative integer"):
+        flowlin.gradient_descent(net, problem, 0.1, -3)
+    with pytest.raises(ValueError, match="stop_at_loss must be finite and > 0"):
+        flowlin.gradient_descent(net, problem, 0.1, 3, stop_at_loss=-1.0)

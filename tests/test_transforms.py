@@ -1,0 +1,106 @@
+"""jit, vmap and compile-once guarantees of the solvers (style.md: sweeps compile once)."""
+
+import equinox as eqx
+import jax
+import jax.monitoring
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowlin
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return flowlin.problems.gaussian(jax.random.key(0), n=5, D=12, m=2)
+
+
+D, M, H, T1 = 12, 2, 9, 4.0
+SAVE = flowlin.SaveAt(jnp.linspace(0.0, T1, 5))
+
+
+class CompileCounter:
+    """Counts XLA backend compilations while active."""
+
+    def __init__(self):
+        self.count = 0
+        self.active = False
+        jax.monitoring.register_event_duration_secs_listener(self._listen)
+
+    def _listen(self, name, duration, **kwargs):
+        if self.active and name == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+    def __enter__(self):
+        self.count, self.active = 0, True
+        return self
+
+    def __exit__(self, *exc):
+        self.active = False
+
+
+COUNTER = CompileCounter()
+
+
+def _flow(net, problem):
+    return flowlin.gradient_flow(net, problem, T1, saveat=SAVE)
+
+
+def test_jit_equals_eager(problem):
+    net = flowlin.init.gaussian(jax.random.key(1), D, M, H, 0.5, 0.5)
+    eager = _flow(net, problem)
+    jitted = eqx.filter_jit(_flow)(net, problem)
+    for name in flowlin.DIAGNOSTICS:
+        np.testing.assert_allclose(getattr(jitted, name), getattr(eager, name), rtol=1e-13)
+    gd = lambda n: flowlin.gradient_descent(n, problem, 0.01, 100)
+    np.testing.assert_allclose(eqx.filter_jit(gd)(net).loss, gd(net).loss, rtol=1e-13)
+
+
+def test_vmap_over_seeds_equals_loop(problem):
+    keys = jax.random.split(jax.random.key(2), 4)
+    make = lambda k: flowlin.init.paper(k, D, M, H, 0.5)
+    batched = jax.vmap(lambda k: _flow(make(k), problem))(keys)
+    for i, k in enumerate(keys):
+        single = _flow(make(k), problem)
+        # Lockstep stepping under vmap changes the step sequence, so agreement is to solver
+        # tolerance (rtol 1e-8), not bitwise.
+        np.testing.assert_allclose(batched.loss[i], single.loss, rtol=1e-6)
+        np.testing.assert_allclose(
+            batched.distance_to_min_norm[i], single.distance_to_min_norm, rtol=1e-6
+        )
+    gd = jax.vmap(lambda k: flowlin.gradient_descent(make(k), problem, 0.01, 50))(keys)
+    single = flowlin.gradient_descent(make(keys[3]), problem, 0.01, 50)
+    np.testing.assert_allclose(gd.loss[3], single.loss, rtol=1e-12)
+
+
+def test_compiles_once_across_scales_and_widths(problem):
+    @eqx.filter_jit
+    @eqx.debug.assert_max_traces(max_traces=1)
+    def sweep(scales, widths, key):
+        def one(scale, width):
+            net = flowlin.init.gaussian(key, D, M, width, scale, scale, pad_to=16)
+            return _flow(net, problem).final_values["excess_loss"]
+
+        return jax.vmap(one)(scales, widths)
+
+    key = jax.random.key(3)
+    first = sweep(jnp.array([0.1, 0.5, 1.0]), jnp.array([3, 9, 16]), key)
+    with COUNTER:
+        second = sweep(jnp.array([0.2, 0.7, 1.3]), jnp.array([16, 2, 5]), key)
+    assert COUNTER.count == 0  # no recompilation for new scales/widths
+    assert bool(jnp.all(jnp.isfinite(first))) and bool(jnp.all(jnp.isfinite(second)))
+    # Padded width 9 inside the sweep == an unpadded width-9 network solved on its own.
+    single = _flow(flowlin.init.gaussian(key, D, M, 9, 0.5, 0.5), problem)
+    np.testing.assert_allclose(first[1], single.final_values["excess_loss"], rtol=1e-6)
+
+
+def test_eager_calls_do_not_recompile(problem):
+    net = flowlin.init.gaussian(jax.random.key(4), D, M, H, 0.3, 0.3)
+    _flow(net, problem)
+    flowlin.gradient_descent(net, problem, 0.01, 30)
+    other = flowlin.init.gaussian(jax.random.key(5), D, M, H, 0.9, 0.2)
+    jax.block_until_ready(other)
+    with COUNTER:
+        jax.block_until_ready(_flow(other, problem))
+        jax.block_until_ready(flowlin.gradient_descent(other, problem, 0.02, 30))
+    assert COUNTER.count == 0
