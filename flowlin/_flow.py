@@ -243,7 +243,9 @@ def gradient_flow(
       differentiable). Saves after it are `inf`. If the initial excess loss is already below
       the threshold, no crossing occurs and the run goes to `t1`.
     - `dt0`: initial step (default: chosen automatically).
-    - `stepsize_controller`: overrides the default `diffrax.PIDController(rtol, atol)`.
+    - `stepsize_controller`: overrides the default `diffrax.PIDController(rtol, atol,
+      norm=optimistix.max_norm)` (max norm: every weight meets the tolerance, and zero-padded
+      units do not change the steps taken).
     - `adjoint`: how to differentiate through the solve (default
       `diffrax.RecursiveCheckpointAdjoint()`).
 
@@ -277,7 +279,10 @@ def gradient_flow(
     saveat, ts = resolve_save_times(call, saveat, t1, dtype)
     solver = dfx.Tsit5() if solver is None else solver
     if stepsize_controller is None:
-        stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol)
+        # Max norm: every weight meets the tolerance, and zero-padded hidden units (whose error
+        # is exactly zero) cannot dilute the error estimate, so a padded network takes exactly
+        # the steps of the unpadded one (an RMS norm would loosen the control by sqrt(h_pad/h)).
+        stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol, norm=optx.max_norm)
     adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     t1 = jnp.asarray(t1, dtype)
     threshold = None if stop_at_loss is None else jnp.asarray(stop_at_loss, dtype)

@@ -13,3 +13,8 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     """
 
     diverged = "The iterates became non-finite (NaN or inf): the step size is too large."
+
+
+def status_names() -> dict[int, str]:
+    """Integer status code → name (`"successful"`, `"event_occurred"`, ...), for stored results."""
+    return {int(item._value): name for name, item in RESULTS._name_to_item.items()}

@@ -62,11 +62,10 @@ def test_vmap_over_seeds_equals_loop(problem):
     batched = jax.vmap(lambda k: _flow(make(k), problem))(keys)
     for i, k in enumerate(keys):
         single = _flow(make(k), problem)
-        # Lockstep stepping under vmap changes the step sequence, so agreement is to solver
-        # tolerance (rtol 1e-8), not bitwise.
-        np.testing.assert_allclose(batched.loss[i], single.loss, rtol=1e-6)
+        # Each batch element keeps its own step sequence under vmap: agreement to rounding.
+        np.testing.assert_allclose(batched.loss[i], single.loss, rtol=1e-12)
         np.testing.assert_allclose(
-            batched.distance_to_min_norm[i], single.distance_to_min_norm, rtol=1e-6
+            batched.distance_to_min_norm[i], single.distance_to_min_norm, rtol=1e-12
         )
     gd = jax.vmap(lambda k: flowlin.gradient_descent(make(k), problem, 0.01, 50))(keys)
     single = flowlin.gradient_descent(make(keys[3]), problem, 0.01, 50)
@@ -91,7 +90,8 @@ def test_compiles_once_across_scales_and_widths(problem):
     assert bool(jnp.all(jnp.isfinite(first))) and bool(jnp.all(jnp.isfinite(second)))
     # Padded width 9 inside the sweep == an unpadded width-9 network solved on its own.
     single = _flow(flowlin.init.gaussian(key, D, M, 9, 0.5, 0.5), problem)
-    np.testing.assert_allclose(first[1], single.final_values["excess_loss"], rtol=1e-6)
+    # The max-norm step controller ignores padded units: same steps, agreement to rounding.
+    np.testing.assert_allclose(first[1], single.final_values["excess_loss"], rtol=1e-11)
 
 
 def test_eager_calls_do_not_recompile(problem):

@@ -1,0 +1,252 @@
+"""The in-bulk verdict of a sweep: which bounds held, how tight, and the distance-vs-width law."""
+
+import dataclasses
+
+import numpy as np
+import xarray as xr
+
+
+#: Quantiles of the slack reported per bound.
+SLACK_QUANTILES = (0.05, 0.5, 0.95)
+
+
+@dataclasses.dataclass
+class BoundRow:
+    bound: str
+    runs: int  # runs that succeeded
+    applicable: int  # ... for which the bound's assumptions hold
+    held: int
+    slack_q05: float
+    slack_median: float
+    slack_q95: float
+    tightness_median: float
+    tightness_max: float
+
+    @property
+    def fraction_held(self) -> float:
+        return self.held / self.applicable if self.applicable else float("nan")
+
+
+@dataclasses.dataclass
+class SlopeRow:
+    scale: float | str
+    slope: float
+    ci_low: float
+    ci_high: float
+    n: int
+    widths: tuple
+
+
+@dataclasses.dataclass
+class BoundsSummary:
+    """Result of `flowlin.summarize_bounds`: print it, or `.to_markdown()` for a report."""
+
+    bounds: list[BoundRow]
+    slopes: list[SlopeRow]
+    runs: int
+    failed: int
+    confidence: float
+
+    def table(self):
+        """The bound rows as a `pandas.DataFrame`."""
+        import pandas as pd
+
+        rows = [dict(dataclasses.asdict(b), fraction_held=b.fraction_held) for b in self.bounds]
+        return pd.DataFrame(rows).set_index("bound") if rows else pd.DataFrame()
+
+    def _rows(self):
+        head = [
+            "bound",
+            "applicable",
+            "held",
+            "fraction",
+            "slack q05",
+            "slack median",
+            "slack q95",
+            "tightness med",
+            "tightness max",
+        ]
+        body = [
+            [
+                b.bound,
+                str(b.applicable),
+                str(b.held),
+                _fmt(b.fraction_held, "{:.3f}"),
+                _fmt(b.slack_q05),
+                _fmt(b.slack_median),
+                _fmt(b.slack_q95),
+                _fmt(b.tightness_median),
+                _fmt(b.tightness_max),
+            ]
+            for b in self.bounds
+        ]
+        return head, body
+
+    def _slope_rows(self):
+        pct = int(round(100 * self.confidence))
+        head = ["scale", "slope of log distance vs log h", f"{pct}% CI", "runs", "widths"]
+        body = [
+            [
+                str(s.scale),
+                f"{s.slope:.4f}",
+                f"[{s.ci_low:.4f}, {s.ci_high:.4f}]",
+                str(s.n),
+                f"{min(s.widths)}..{max(s.widths)}",
+            ]
+            for s in self.slopes
+        ]
+        return head, body
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.runs} runs, {self.failed} failed or not converged (never counted as a "
+            "bound holding)"
+        ]
+        head, body = self._rows()
+        lines += _text_table(head, body)
+        if self.slopes:
+            lines.append("")
+            lines += _text_table(*self._slope_rows())
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        out = [f"{self.runs} runs, {self.failed} failed or not converged.", ""]
+        out += _md_table(*self._rows())
+        if self.slopes:
+            out += ["", *_md_table(*self._slope_rows())]
+        return "\n".join(out) + "\n"
+
+
+def _fmt(x, spec="{:.3g}"):
+    return "-" if x is None or not np.isfinite(x) else spec.format(x)
+
+
+def _text_table(head, body):
+    widths = [
+        max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(head)
+    ]
+    line = lambda cells: "  ".join(
+        c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
+    return [line(head), line(["-" * w for w in widths]), *(line(r) for r in body)]
+
+
+def _md_table(head, body):
+    return [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+        *("| " + " | ".join(r) + " |" for r in body),
+    ]
+
+
+def _bound_names(ds: xr.Dataset) -> list[str]:
+    names = []
+    for v in ds.data_vars:
+        if v.startswith("bound_") and v.endswith("_holds"):
+            names.append(v[len("bound_") : -len("_holds")])
+    return sorted(names)
+
+
+def fit_loglog_slope(widths, distances, confidence: float = 0.95):
+    """Least-squares slope of log(distance) on log(width) with a t-based confidence interval.
+
+    Returns (slope, ci_low, ci_high, n). Needs at least 3 points and 2 distinct widths.
+    """
+    from scipy import stats
+
+    x = np.log(np.asarray(widths, float))
+    y = np.log(np.asarray(distances, float))
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0:
+        return float("nan"), float("nan"), float("nan"), n
+    xm = x - x.mean()
+    slope = float(np.sum(xm * (y - y.mean())) / np.sum(xm**2))
+    resid = y - y.mean() - slope * xm
+    se = np.sqrt(np.sum(resid**2) / (n - 2) / np.sum(xm**2))
+    t = stats.t.ppf(0.5 + confidence / 2, n - 2)
+    return slope, slope - t * se, slope + t * se, n
+
+
+def summarize_bounds(
+    ds: xr.Dataset,
+    *,
+    distance: str = "final_distance_to_min_norm",
+    confidence: float = 0.95,
+) -> BoundsSummary:
+    r"""Summarize a `flowlin.sweep` result: the in-bulk verdict on every bound.
+
+    For each bound: over the runs that succeeded and where the bound's assumptions hold, how
+    many held at every saved time, the quantiles of the worst slack (`SLACK_QUANTILES`) and the
+    tightness (observed / bound). Failed or non-converged runs are counted separately and never
+    as a bound holding.
+
+    For a sweep over widths, the least-squares slope of $\log\|W(\infty) - W^\star\|_F$ against
+    $\log h$ (per scale, pooled over seeds and problems) with a `confidence` interval from the
+    t distribution — ICML Theorem 2 predicts $-1/2$ at $\alpha = 1/2$.
+
+    **Returns:** a `BoundsSummary`; `print` it, or `.to_markdown()`, or `.table()` for pandas.
+    """
+    if "succeeded" not in ds:
+        raise ValueError(
+            "`flowlin.summarize_bounds(ds)`: ds is not a flowlin.sweep result "
+            "(no 'succeeded' variable)"
+        )
+    succeeded = ds["succeeded"].values.astype(bool)
+    rows = []
+    for name in _bound_names(ds):
+        applicable = ds[f"bound_{name}_applicable"].values.astype(bool) & succeeded
+        holds = ds[f"bound_{name}_holds"].values.astype(bool) & applicable
+        slack = ds[f"bound_{name}_worst_slack"].values[applicable]
+        tight = ds[f"bound_{name}_tightness"].values[applicable]
+        slack = slack[np.isfinite(slack)]
+        tight = tight[np.isfinite(tight)]
+        q = (
+            np.quantile(slack, SLACK_QUANTILES)
+            if slack.size
+            else [float("nan")] * len(SLACK_QUANTILES)
+        )
+        rows.append(
+            BoundRow(
+                bound=name,
+                runs=int(succeeded.sum()),
+                applicable=int(applicable.sum()),
+                held=int(holds.sum()),
+                slack_q05=float(q[0]),
+                slack_median=float(q[1]),
+                slack_q95=float(q[2]),
+                tightness_median=float(np.median(tight)) if tight.size else float("nan"),
+                tightness_max=float(np.max(tight)) if tight.size else float("nan"),
+            )
+        )
+    slopes = []
+    if distance in ds and "width" in ds.coords:
+        d = ds[distance].where(ds["succeeded"].astype(bool))
+        width = ds["width"].broadcast_like(d)
+        if "scale" in d.dims:
+            groups = [(s, d.sel(scale=s), width.sel(scale=s)) for s in d["scale"].values]
+        elif "scale" in ds.coords and "config" in d.dims:
+            groups = [
+                (s, d.where(ds["scale"] == s, drop=True), width.where(ds["scale"] == s, drop=True))
+                for s in np.unique(ds["scale"].values)
+            ]
+        else:
+            groups = [("all", d, width)]
+        for s, dg, wg in groups:
+            slope, lo, hi, n = fit_loglog_slope(wg.values.ravel(), dg.values.ravel(), confidence)
+            ws = tuple(int(w) for w in np.unique(wg.values[np.isfinite(wg.values)]))
+            if n >= 3 and len(ws) >= 2:
+                label = (
+                    float(s)
+                    if np.ndim(s) == 0 and np.issubdtype(np.asarray(s).dtype, np.number)
+                    else str(s)
+                )
+                slopes.append(SlopeRow(label, slope, lo, hi, n, ws))
+    return BoundsSummary(
+        rows,
+        slopes,
+        runs=int(succeeded.size),
+        failed=int((~succeeded).sum()),
+        confidence=confidence,
+    )

@@ -1,0 +1,182 @@
+"""`flowlin.sweep`: bulk solves equal single solves, resume bit-for-bit, multi-device, one
+compile per shape, clear errors before any compute."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+import flowlin
+import flowlin._sweep as sweep_module
+
+
+D, M = 12, 2
+T1 = 8.0
+# One set of options for most tests, so that they share compiled programs.
+COMMON = dict(method="full", theory=False, bounds=False, t1=T1, progress=False, chunk_size=8)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return flowlin.problems.gaussian(jax.random.key(0), n=5, D=D, m=M)
+
+
+def _single(problem, width, alpha, seed, key=0, **kw):
+    net = flowlin.init.paper(jax.random.fold_in(jax.random.key(key), seed), D, M, width, alpha)
+    return flowlin.gradient_flow(net, problem, T1, saveat=jnp.linspace(0.0, T1, 21), **kw)
+
+
+def test_sweep_equals_individual_solves(problem):
+    ds = flowlin.sweep(problem, widths=[3, 7], scales=[0.3, 0.5], seeds=[0, 4], **COMMON)
+    assert dict(ds.sizes) == {"width": 2, "scale": 2, "seed": 2, "time": 21}
+    assert bool(ds.succeeded.all())
+    for w in (3, 7):
+        for a in (0.3, 0.5):
+            for s in (0, 4):
+                single = _single(problem, w, a, s)
+                got = ds.sel(width=w, scale=a, seed=s)
+                for name in ("loss", "excess_loss", "distance_to_min_norm", "rate"):
+                    np.testing.assert_allclose(got[name], getattr(single, name), rtol=1e-10)
+                for name, value in single.final_values.items():
+                    # atol: drifts are round-off noise (~1e-10), equal only to ~1e-16.
+                    np.testing.assert_allclose(got[f"final_{name}"], value, rtol=1e-10, atol=1e-14)
+                assert int(got.num_steps) == int(single.num_steps)
+    np.testing.assert_allclose(ds.time, np.linspace(0.0, T1, 21))
+    assert ds.attrs["dtype"] == "float64" and "jax_version" in ds.attrs
+
+
+def test_compiles_once_per_shape(problem):
+    # widths 3, 5 share a bucket (padded to 5); 20 is its own: two shapes, two compiles.
+    ds = flowlin.sweep(
+        problem, widths=[3, 5, 20], scales=[0.4, 0.6], seeds=5, **{**COMMON, "chunk_size": 4}
+    )
+    assert ds.attrs["n_chunks"] > 2
+    assert ds.attrs["compiled_shapes"] == 2
+    # The same shapes again, new values: nothing recompiles.
+    again = flowlin.sweep(
+        problem, widths=[4, 5, 20], scales=[0.35, 0.55], seeds=5, **{**COMMON, "chunk_size": 4}
+    )
+    assert again.attrs["compiled_shapes"] == 0
+
+
+def test_multi_device_equals_single_device(problem):
+    assert len(jax.devices()) == 4, "conftest forces 4 host devices"
+    kw = dict(widths=[3, 6], scales=[0.4], seeds=6, **COMMON)
+    one = flowlin.sweep(problem, devices=jax.devices()[:1], **kw)
+    four = flowlin.sweep(problem, **kw)
+    assert json.loads(four.attrs["devices"]) == [str(d) for d in jax.devices()]
+    for name in one.data_vars:
+        np.testing.assert_array_equal(one[name].values, four[name].values)
+
+
+def _inject_failure(monkeypatch, at_chunk):
+    original = sweep_module.dispatch_chunk
+
+    def failing(chunk, *args):
+        if chunk.index == at_chunk:
+            raise RuntimeError(f"injected failure at chunk {at_chunk}")
+        return original(chunk, *args)
+
+    monkeypatch.setattr(sweep_module, "dispatch_chunk", failing)
+
+
+@pytest.mark.parametrize("suffix", ["nc", "zarr"])
+def test_resume_after_kill_is_bit_for_bit(problem, tmp_path, monkeypatch, suffix):
+    kw = dict(widths=[3, 6], scales=[0.3, 0.5], seeds=4, **{**COMMON, "chunk_size": 4})
+    reference = flowlin.sweep(problem, **kw)
+    store = tmp_path / f"sweep.{suffix}"
+    _inject_failure(monkeypatch, at_chunk=3)
+    with pytest.raises(RuntimeError, match="injected failure at chunk 3"):
+        flowlin.sweep(problem, store=store, **kw)
+    written = sorted(p.name for p in (store / "shards").iterdir())
+    assert 1 <= len(written) <= 3 and all(not n.startswith(".") for n in written)
+    monkeypatch.undo()
+    # A half-written shard (temporary name) from the killed run is never read back.
+    (store / "shards" / f".tmp-deadbeef.{suffix}").write_text("garbage")
+    resumed = flowlin.sweep(problem, store=store, **kw)
+    assert resumed.attrs["chunks_resumed_from_store"] == len(written)
+    assert resumed.attrs["n_chunks"] == reference.attrs["n_chunks"]
+    for name in reference.data_vars:
+        np.testing.assert_array_equal(resumed[name].values, reference[name].values)
+    # The merged result on disk is the same dataset.
+    opener = xr.open_zarr if suffix == "zarr" else xr.open_dataset
+    with opener(store / f"result.{suffix}") as on_disk:
+        for name in reference.data_vars:
+            np.testing.assert_array_equal(on_disk[name].values, reference[name].values)
+    # A different sweep cannot reuse the store.
+    with pytest.raises(ValueError, match="holds a different sweep"):
+        flowlin.sweep(problem, store=store, **{**kw, "seeds": 5})
+
+
+def test_failed_runs_are_recorded_not_raised(problem):
+    ds = flowlin.sweep(problem, widths=[4], scales=[0.5], seeds=3, **{**COMMON, "max_steps": 3})
+    assert not bool(ds.succeeded.any())
+    assert set(np.unique(ds.status.values)) == {int(flowlin.RESULTS.max_steps_reached._value)}
+    codes = json.loads(ds.attrs["status_codes"])
+    assert codes[str(int(ds.status.values.flat[0]))] == "max_steps_reached"
+
+
+def test_explicit_configs_and_descent(problem):
+    configs = [dict(width=3, scale=0.5, seed=1), dict(width=8, scale=0.3, seed=2)]
+    ds = flowlin.sweep(
+        problem,
+        configs=configs,
+        dynamics="descent",
+        lr=0.01,
+        steps=400,
+        **{k: v for k, v in COMMON.items() if k != "t1"},
+    )
+    assert ds.sizes["config"] == 2
+    for i, c in enumerate(configs):
+        net = flowlin.init.paper(
+            jax.random.fold_in(jax.random.key(0), c["seed"]), D, M, c["width"], c["scale"]
+        )
+        gd = flowlin.gradient_descent(net, problem, 0.01, 400, saveat=ds.time.values)
+        np.testing.assert_allclose(ds.loss[i], gd.loss, rtol=1e-12)
+        assert int(ds.width[i]) == c["width"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(widths=[0, 3], scales=[0.5]), "every entry of widths must be >= 1"),
+        (dict(widths=[3], scales=[0.5, -0.1]), r"every scale \(alpha"),
+        (dict(widths=[3], scales=[0.0], init="gaussian"), r"every scale \(std\)"),
+        (dict(widths=[3], scales=[0.5], init="xavier"), "init must be one of"),
+        (dict(widths=[3], scales=[0.5], method="euler"), "method must be one of"),
+        (dict(widths=[3], scales=[0.5], seeds=[-1]), "every entry of seeds must be >= 0"),
+        (dict(widths=[3.5], scales=[0.5]), "widths must be a non-empty list of integers"),
+        (dict(widths=[3], scales=[0.5], t1=-1.0), "t1 must be finite and > 0"),
+        (dict(widths=[3], scales=[0.5], chunk_size=0), "chunk_size must be a positive int"),
+        (dict(widths=[3], scales=[0.5], dynamics="descent"), "needs lr=... and steps=..."),
+        (dict(widths=[3], scales=[0.5], sampling="wishart", method="full"), "sampling='wishart'"),
+        (dict(configs=[dict(width=3, seed=0)]), r"configs\[0\] lacks field\(s\) \['scale'\]"),
+        (dict(widths=[3]), "give widths=... and scales=..."),
+    ],
+)
+def test_bad_configurations_rejected_before_compute(problem, monkeypatch, kwargs, match):
+    def no_compute(*args, **kw):
+        raise AssertionError("computed before validating")
+
+    monkeypatch.setattr(sweep_module, "dispatch_chunk", no_compute)
+    with pytest.raises(ValueError, match=match):
+        flowlin.sweep(problem, **{"progress": False, **kwargs})
+
+
+def test_mismatched_problems_rejected(problem):
+    other = flowlin.problems.gaussian(jax.random.key(1), n=5, D=D + 1, m=M)
+    with pytest.raises(ValueError, match=r"problems\[1\] has X \(5, 13\)"):
+        flowlin.sweep([problem, other], widths=[3], scales=[0.5])
+
+
+def test_loglog_slope_fit():
+    rng = np.random.default_rng(0)
+    widths = np.repeat([100, 300, 1000, 3000, 10000], 8)
+    d = 3.0 * widths**-0.5 * np.exp(0.05 * rng.standard_normal(widths.size))
+    slope, lo, hi, n = flowlin._summary.fit_loglog_slope(widths, d)
+    ref = np.polyfit(np.log(widths), np.log(d), 1)[0]
+    np.testing.assert_allclose(slope, ref, rtol=1e-12)
+    assert lo < -0.5 < hi and hi - lo < 0.05 and n == 40
