@@ -601,28 +601,7 @@ def sweep(
         delta=float(delta),
     )
 
-    mesh = jax.sharding.Mesh(
-        np.array(devices if executor == "local" else jax.local_devices()[:1]), (_DEVICE_AXIS,)
-    )
-
-    def static_for(chunk: Chunk) -> _Static:
-        per_device = len(chunk.rows) // n_devices
-        return _Static(
-            **static_common,
-            pad_to=int(chunk.pad_to),
-            batch_size=per_device if batch_size is None else int(batch_size),
-            mesh=mesh,
-        )
-
-    def inputs_for(chunk: Chunk) -> dict:
-        r = chunk.rows
-        return {
-            "problem": jnp.asarray(plan.problem[r], jnp.int32),
-            "width": jnp.asarray(plan.width[r], jnp.int32),
-            "s1": jnp.asarray(plan.scales[plan.scale_index[r], 0], dtype),
-            "s2": jnp.asarray(plan.scales[plan.scale_index[r], 1], dtype),
-            "seed": jnp.asarray(plan.seed[r], jnp.int32),
-        }
+    task = SweepTask(dyn, static_common, plan, dtype, batch_size)
 
     shard_store = None
     done: set[int] = set()
@@ -644,10 +623,8 @@ def sweep(
         from ._ray import run_chunks_on_ray
 
         device_names = run_chunks_on_ray(
+            task,
             pending,
-            dyn,
-            static_for,
-            inputs_for,
             shard_store,
             results,
             executor_options or {},
@@ -658,13 +635,11 @@ def sweep(
     else:
         device_names = [str(d) for d in devices]
         _run_local(
+            task,
             pending,
-            dyn,
-            static_for,
-            inputs_for,
             shard_store,
             results,
-            mesh,
+            devices,
             progress=progress,
             total=len(plan.chunks),
             initial=len(done),
@@ -705,31 +680,89 @@ def _as_key(key):
     return key
 
 
+class SweepTask:
+    """Everything needed to compute any chunk of a sweep; picklable, so that another process
+    (a Ray worker) can compute chunks with its own devices."""
+
+    def __init__(self, dyn: _Dynamic, static_common: dict, plan: SweepPlan, dtype, batch_size):
+        self.dyn = dyn
+        self.static_common = static_common
+        self.plan = plan
+        self.dtype = np.dtype(dtype)
+        self.batch_size = batch_size
+
+    def static(self, chunk: Chunk, mesh) -> _Static:
+        n_dev = mesh.devices.size
+        if len(chunk.rows) % n_dev:
+            raise ValueError(
+                f"chunk of {len(chunk.rows)} configurations cannot be split over {n_dev} devices"
+            )
+        per_device = len(chunk.rows) // n_dev
+        return _Static(
+            **self.static_common,
+            pad_to=int(chunk.pad_to),
+            batch_size=per_device if self.batch_size is None else int(self.batch_size),
+            mesh=mesh,
+        )
+
+    def inputs(self, chunk: Chunk) -> dict:
+        r, plan = chunk.rows, self.plan
+        return {
+            "problem": np.asarray(plan.problem[r], np.int32),
+            "width": np.asarray(plan.width[r], np.int32),
+            "s1": np.asarray(plan.scales[plan.scale_index[r], 0], self.dtype),
+            "s2": np.asarray(plan.scales[plan.scale_index[r], 1], self.dtype),
+            "seed": np.asarray(plan.seed[r], np.int32),
+        }
+
+    def launch(self, chunk: Chunk, mesh, dyn=None) -> dict:
+        """Start computing `chunk` on the devices of `mesh` (returns without waiting)."""
+        split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(_DEVICE_AXIS))
+        if dyn is None:
+            replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+            dyn = jax.device_put(self.dyn, replicated)
+        inputs = jax.device_put(self.inputs(chunk), split)
+        return dispatch_chunk(chunk, dyn, inputs, self.static(chunk, mesh))
+
+    @staticmethod
+    def collect(chunk: Chunk, out: dict) -> tuple[np.ndarray, dict]:
+        """Wait for a launched chunk; its rows and host arrays (padding dropped)."""
+        arrays = {k: np.asarray(v)[: chunk.valid] for k, v in out.items()}
+        return chunk.rows[: chunk.valid], arrays
+
+    def compute(self, chunk: Chunk, devices=None) -> tuple[np.ndarray, dict]:
+        """Compute one chunk synchronously on `devices` (default: this process's devices)."""
+        return self.collect(chunk, self.launch(chunk, make_mesh(devices)))
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    devices = jax.local_devices() if devices is None else list(devices)
+    return jax.sharding.Mesh(np.array(devices), (_DEVICE_AXIS,))
+
+
 def _run_local(
-    pending, dyn, static_for, inputs_for, shard_store, results, mesh, *, progress, total, initial
+    task: SweepTask, pending, shard_store, results, devices, *, progress, total, initial
 ):
     """Run the pending chunks on this process's devices, two chunks in flight (JAX dispatch is
     asynchronous: the next chunk is launched while the last one's results are written)."""
     from ._progress import progress_bar
 
+    mesh = make_mesh(devices)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(_DEVICE_AXIS))
-    dyn = jax.device_put(dyn, replicated)
+    dyn = jax.device_put(task.dyn, replicated)
     inflight = collections.deque()
     with progress_bar(total=total, initial=initial, enabled=progress, unit="chunk") as bar:
 
         def finish():
             chunk, out = inflight.popleft()
-            arrays = {k: np.asarray(v)[: chunk.valid] for k, v in out.items()}
-            rows = chunk.rows[: chunk.valid]
+            rows, arrays = task.collect(chunk, out)
             if shard_store is not None:
                 shard_store.write(chunk.index, shard_to_dataset(chunk.index, rows, arrays))
             results[chunk.index] = (rows, arrays)
             bar.update(1)
 
         for chunk in pending:
-            inputs = jax.device_put(inputs_for(chunk), split)
-            inflight.append((chunk, dispatch_chunk(chunk, dyn, inputs, static_for(chunk))))
+            inflight.append((chunk, task.launch(chunk, mesh, dyn)))
             if len(inflight) >= 2:
                 finish()
         while inflight:
