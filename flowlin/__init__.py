@@ -20,6 +20,7 @@ from ._network import LinearNetwork as LinearNetwork
 from ._problem import Problem as Problem
 from ._results import RESULTS as RESULTS
 from ._saveat import DIAGNOSTICS as DIAGNOSTICS, SaveAt as SaveAt
+from ._store import open_sweep as open_sweep
 from ._summary import BoundsSummary as BoundsSummary, summarize_bounds as summarize_bounds
 from ._sweep import sweep as sweep
 from ._trajectory import Trajectory as Trajectory

@@ -125,3 +125,27 @@ def shard_to_dataset(index: int, rows: np.ndarray, arrays: dict[str, np.ndarray]
 
 def dataset_to_arrays(ds: xr.Dataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return ds["config"].values, {k: v.values for k, v in ds.data_vars.items()}
+
+
+def open_sweep(path) -> xr.Dataset:
+    """Load the merged result of a finished `flowlin.sweep(..., store=path)`.
+
+    **Arguments:** `path`, the store folder given to `flowlin.sweep` (netCDF or Zarr).
+
+    **Returns:** the same `xarray.Dataset` the sweep returned (loaded into memory).
+    """
+    path = pathlib.Path(path)
+    for suffix, fmt in FORMATS.items():
+        result = path / f"result{suffix}"
+        if result.exists():
+            opener = (
+                (lambda p: xr.open_zarr(p, consolidated=False))
+                if fmt == "zarr"
+                else (lambda p: xr.open_dataset(p, engine="netcdf4"))
+            )
+            with opener(result) as ds:
+                return ds.load()
+    raise FileNotFoundError(
+        f"`flowlin.open_sweep({str(path)!r})`: no result.nc or result.zarr there; the sweep may "
+        "not have finished (run it again with the same store to resume)"
+    )
