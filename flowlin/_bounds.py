@@ -65,7 +65,8 @@ class BoundCheck(eqx.Module):
     - `worst_slack`: the minimum over checked times of $\log(\text{tolerant bound}/\text{observed})$
       for upper bounds, $\log(\text{observed}/\text{tolerant bound})$ for lower bounds (the
       tolerant bound includes `rtol`/`atol`). $\ge 0$ iff the bound held; a loss envelope with
-      slack 3 held with $e^3 \approx 20\times$ room at its tightest time. NaN if not applicable.
+      slack 3 held with $e^3 \approx 20\times$ room at its tightest time (loss envelopes skip
+      $t = 0$, where they are equalities). NaN if not applicable.
     - `tightness`: how close the bound came, at the **last** checked time (late time), in
       $[0, 1]$ when it holds, 1 = exact: observed/bound for upper bounds, bound/observed for
       lower bounds; for the loss envelopes the log-scale ratio
@@ -262,7 +263,8 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
         slack = 2 * _log_ratio(tolerant, err)  # in loss units: log(bound/observed) of L - L*
         log_obs = 2 * (jnp.log(err) - jnp.log(e0))
         tight = _last(jnp.where(log_obs < 0, -rate * ts / log_obs, jnp.nan), resolved & (ts > 0))
-        return _result(ok & (rate > 0) & (e0 > 0), slack, err_ok, tight)
+        # t = 0 is excluded: there the envelope equals the observed value by construction.
+        return _result(ok & (rate > 0) & (e0 > 0), slack, err_ok & (ts > 0), tight)
 
     rate_imb = th._rate_imbalance(spreads, problem)
     rate_mar = th._rate_margin(spreads, e0, problem)
@@ -293,8 +295,10 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
         tolerant = (1 - rtol) * bound - _PROP1_LIPSCHITZ * lr * atol * weight_scale
         slack = jnp.where(tolerant > 0, _log_ratio(rate, tolerant), jnp.inf)
         checked = finite_t & jnp.isfinite(rate) & jnp.isfinite(bound)
+        # Applicable where the bound says more than its own tolerance (a bound that is zero
+        # in exact arithmetic, e.g. h < min(r, m), is round-off, not a claim).
         out["rate_instantaneous"] = _result(
-            ok & jnp.any(checked & (bound > 0)), slack, checked,
+            ok & jnp.any(checked & (tolerant > 0)), slack, checked,
             _last(bound / rate, checked if resolved is None else checked & resolved),
         )
 

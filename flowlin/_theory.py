@@ -508,8 +508,11 @@ def rate_asymptotic(init: LinearNetwork | GramInit, problem: Problem) -> Float[A
 def excess_loss(init: LinearNetwork | GramInit, problem: Problem) -> Float[Array, ""]:
     r"""The excess loss $L - L^\star = \tfrac12\|E\|_F^2$, $E = \tilde Y - \Sigma^{1/2}U_1V^\top$.
 
-    Of a `flowlin.LinearNetwork` or a `flowlin.GramInit`.
+    From the Gram statistics, $E = \tilde Y - Q_{12}$ (no cancellation against $L^\star$).
 
+    **Arguments:** `init` (a `flowlin.LinearNetwork` or `flowlin.GramInit`), `problem`.
+
+    **Returns:** $L - L^\star \ge 0$, the prefactor of every loss envelope.
 
     **Example:** `flowlin.theory.excess_loss(net, problem)`. theory.md §1.
     """

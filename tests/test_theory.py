@@ -231,6 +231,7 @@ def test_asymptotic_rate_is_exact_for_lambda_balanced_square(getkey):
     i, j = late[0], late[-1]
     assert j - i >= 5
     slope = -(np.log(ex[j]) - np.log(ex[i])) / float(ts[j] - ts[i])
+    print(f"λ-balanced h = r = m = 2: late-time slope / rate_asymptotic = {slope / float(rho):.6f}")
     assert abs(slope / float(rho) - 1) < 0.01, (slope, float(rho))
     np.testing.assert_allclose(traj.rate[i : j + 1], rho, rtol=0.01)
 
