@@ -8,7 +8,12 @@ gradient descent (optax), and every bound of the papers as a function.
 
 import importlib.metadata
 
-from . import exact as exact, init as init, problems as problems
+from . import exact as exact, init as init, problems as problems, theory as theory
+from ._bounds import (
+    CHECK_KEYS as CHECK_KEYS,
+    BoundCheck as BoundCheck,
+    check_bounds as check_bounds,
+)
 from ._descent import gradient_descent as gradient_descent
 from ._flow import (
     DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS,

@@ -1,0 +1,379 @@
+"""Checking every bound of theory.md §2 along a computed trajectory."""
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from . import _theory as th
+from ._custom_types import ScalarLike
+from ._errors import check_positive
+from ._gram_init import GramInit
+from ._network import LinearNetwork
+from ._problem import Problem
+from ._trajectory import Trajectory
+
+
+#: Default relative tolerance of `check_bounds`: 100× the default float64 solver rtol (1e-8),
+#: room for the global error a 1e-8 local tolerance accumulates over a run.
+DEFAULT_RTOL = 1e-6
+#: Default absolute accuracy of a solve, relative to the run's scale (‖E(0)‖_F + ‖Ỹ‖_F for
+#: errors, ‖W(0) - W*‖_F + ‖W*‖_F for distances, ‖U1(0)‖² + ‖V(0)‖² for the imbalance). With
+#: the default solver tolerances the computed ‖E(t)‖ stops decaying at ~1e-8 of that scale (the
+#: solver's absolute error on Σ^½U1Vᵀ = Ỹ - E): below it the excess loss is noise, not dynamics.
+DEFAULT_ATOL = 1e-6
+#: v2 Proposition 1's bound moves by at most 8 λr(Σ)‖δΛ‖₂ when the imbalance moves by δΛ
+#: (each of Δ₊, Δ₋, Δ moves by ≤ 2‖δΛ‖₂; the bound's partial derivatives in them are ≤ 1, 1, 2):
+#: the slack the integrator's imbalance drift needs.
+_PROP1_LIPSCHITZ = 8.0
+#: Late-time tightness uses the last time at which the observed error is this many times above
+#: the noise level `atol·‖E(0)‖` (a ratio of two noise-level numbers says nothing).
+_RESOLVED_FACTOR = 100.0
+
+#: The keys of `check_bounds`, with the result each checks.
+CHECK_KEYS: dict[str, str] = {
+    "imbalance_conserved": "Λ(t) = Λ(0): imbalance_drift(t) <= atol (theory.md §2(a))",
+    "loss_imbalance": "L(t) − L* <= exp(−2λr(Σ)c t)(L(0) − L*) (ICML Thm 1)",
+    "loss_margin": "L(t) − L* <= exp(−λr(Σ)c(0) t)(L(0) − L*) (v2 Thm 3)",
+    "loss_margin_local": "L(t_{k+1}) − L* <= exp(−λr(Σ)c(t_k)(t_{k+1} − t_k))(L(t_k) − L*) "
+    "between consecutive saved times (v2 Thm 3 local form, Cor 4–5)",
+    "rate_instantaneous": "ρ(t) >= v2 Prop 1 bound at σ_min(U1(t)V(t)ᵀ)",
+    "distance_deterministic": "‖W(t) − W*‖_F <= sqrt(B² + ‖E(t)‖²/λr(Σ)), B the deterministic "
+    "bound of §2(f)",
+    "distance_a_posteriori": "‖W(t) − W*‖_F <= sqrt(B(t)² + ‖E(t)‖²/λr(Σ)), "
+    "B(t) = ‖G0‖ exp(λ1(Σ)^½ ∫₀ᵗ‖E‖) (§2(f))",
+    "distance_wide_network": "‖W(t) − W*‖ <= sqrt(B² + ‖E(t)‖²/λr(Σ)), B of ICML Thm 2 "
+    "(probability >= 1 − delta)",
+    "limit_identity": "‖W(t_f) − (W* + V(t_f)U2(0)ᵀΦ2ᵀ)‖_F <= ‖E(t_f)‖_F/λr(Σ)^½ "
+    "(ICML Prop 1 at finite time)",
+    "lemma1_imbalance": "c > h^{1−2α} (ICML Lemma 1, probability >= 1 − delta)",
+    "lemma1_residual": "‖[VU2ᵀ; U1U2ᵀ]‖_F <= 2√(m+r) b/h^{2α−½} (ICML Lemma 1)",
+    "lemma1_product": "‖U1Vᵀ‖_F <= 2√m b/h^{2α−½} (ICML Lemma 1)",
+}
+
+
+class BoundCheck(eqx.Module):
+    r"""Whether one bound held along a trajectory, and by how much.
+
+    **Fields** (0-d arrays; with leading batch axes under `jax.vmap`):
+
+    - `holds`: `applicable` and the bound held at every checked time, within the tolerances
+      of `check_bounds` (equivalently `applicable & (worst_slack >= 0)`).
+    - `applicable`: the bound says something here and could be checked: its hypotheses hold
+      (e.g. $c > 0$, $h > h_0$), the diagnostics it needs were saved, the solve succeeded and
+      at least one time could be checked. A bound that is not applicable never `holds`, so
+      `holds.mean()` over a sweep counts only real confirmations.
+    - `worst_slack`: the minimum over checked times of $\log(\text{tolerant bound}/\text{observed})$
+      for upper bounds, $\log(\text{observed}/\text{tolerant bound})$ for lower bounds (the
+      tolerant bound includes `rtol`/`atol`). $\ge 0$ iff the bound held; a loss envelope with
+      slack 3 held with $e^3 \approx 20\times$ room at its tightest time (loss envelopes skip
+      $t = 0$, where they are equalities). NaN if not applicable.
+    - `tightness`: how close the bound came, at the **last** checked time (late time), in
+      $[0, 1]$ when it holds, 1 = exact: observed/bound for upper bounds, bound/observed for
+      lower bounds; for the loss envelopes the log-scale ratio
+      $\log(\text{bound}(t)/(L(0) - L^\star))/\log((L(t) - L^\star)/(L(0) - L^\star))$, the
+      fraction of the observed decay the theorem guarantees (for `loss_margin_local`: the
+      guaranteed over the observed decay exponent on the last interval). NaN if not applicable.
+    """
+
+    holds: Bool[Array, "*batch"]
+    applicable: Bool[Array, "*batch"]
+    worst_slack: Float[Array, "*batch"]
+    tightness: Float[Array, "*batch"]
+
+
+def _last(values, mask):
+    """values[last index where mask], NaN if none."""
+    idx = jnp.arange(values.shape[-1])
+    last = jnp.max(jnp.where(mask, idx, -1))
+    return jnp.where(last >= 0, values[jnp.maximum(last, 0)], jnp.nan)
+
+
+def _result(applicable, slack, checked, tightness) -> BoundCheck:
+    """Combine per-time log-slacks (>= 0 where the bound held) into a `BoundCheck`."""
+    applicable = applicable & jnp.any(checked)
+    worst = jnp.min(jnp.where(checked, slack, jnp.inf))
+    nan = jnp.asarray(jnp.nan, slack.dtype)
+    return BoundCheck(
+        holds=applicable & (worst >= 0),
+        applicable=applicable,
+        worst_slack=jnp.where(applicable, worst, nan),
+        tightness=jnp.where(applicable, tightness, nan),
+    )
+
+
+def _not_applicable(dtype) -> BoundCheck:
+    nan = jnp.asarray(jnp.nan, dtype)
+    false = jnp.asarray(False)
+    return BoundCheck(holds=false, applicable=false, worst_slack=nan, tightness=nan)
+
+
+def _log_ratio(a, b):
+    """log(a/b) for a, b >= 0, with log(x/0) = +inf and log(0/0) = +inf (a vacuous check)."""
+    with_b = jnp.log(a) - jnp.log(b)
+    return jnp.where(b == 0, jnp.inf, with_b)
+
+
+def _series(traj: Trajectory, name: str):
+    """A saved diagnostic with its value at the end of the run appended (None if not saved)."""
+    saved = getattr(traj, name)
+    if saved is None:
+        return None
+    final = traj.final_values.get(name)
+    if final is None:
+        return jnp.concatenate([saved, jnp.full((1,), jnp.inf, saved.dtype)])
+    return jnp.concatenate([saved, final[None]])
+
+
+def check_bounds(
+    trajectory: Trajectory,
+    init: LinearNetwork | GramInit,
+    problem: Problem,
+    *,
+    width: th.WidthLike | None = None,
+    alpha: ScalarLike | None = None,
+    delta: ScalarLike = 0.05,
+    rtol: ScalarLike = DEFAULT_RTOL,
+    atol: ScalarLike = DEFAULT_ATOL,
+) -> dict[str, BoundCheck]:
+    r"""Check every bound of theory.md §2 at every saved time of a gradient-flow trajectory.
+
+    Returns one `flowlin.BoundCheck` per key of `flowlin.CHECK_KEYS` — always the same keys,
+    so a sweep can stack them; a bound whose hypotheses fail or whose diagnostics were not saved
+    is reported `applicable=False` (and then never `holds`). The saved times are checked together
+    with the end of the run (`final_time`, `final_values`); saved entries equal to `inf` (times
+    after an early stop) are ignored.
+
+    **Tolerances** (for the solver's error; the defaults suit flowlin's default float64 solver
+    tolerances, rtol 1e-8 / atol 1e-10):
+
+    - losses are compared through $\|E\| = \sqrt{2(L - L^\star)}$: observed
+      $\|E(t)\| \le (1 + \text{rtol})\,\text{bound} + \text{atol}(\|E(0)\|_F + \|\tilde Y\|_F)$
+      (the computed $\|E\|$ is only as accurate as the solver's absolute error on
+      $\Sigma^{1/2}U_1V^\top = \tilde Y - E$, ~1e-8 of that scale by default);
+    - distances: observed $\le (1 + \text{rtol})\,\text{bound}
+      + \text{atol}(\|W(0) - W^\star\|_F + \|W^\star\|_F)$;
+    - the Proposition 1 rate: $\rho(t) \ge (1 - \text{rtol})\,\text{bound} - 8\lambda_r(\Sigma)
+      \,\text{atol}(\|U_1(0)\|_F^2 + \|V(0)\|_F^2)$ (the bound uses the conserved $\Lambda(0)$; the
+      computed $\Lambda(t)$ drifts by the integrator's error, see `imbalance_conserved`);
+    - `imbalance_conserved`: `imbalance_drift` $\le$ atol;
+    - ICML Lemma 1 (a statement about the random init): no tolerance.
+
+    Distances at a finite time $t$ are bounded through
+    $\|W(t) - W^\star\|_F^2 = \|\Sigma^{-1/2}E(t)\|_F^2 + \|V(t)U_2(0)^\top\|_F^2$ and
+    $\|V(t)U_2^\top\|_F \le \|[V(t)U_2^\top; U_1(t)U_2^\top]\|_F$, which every distance bound of
+    §2(f)–(g) controls at every $t$ (its proof bounds the growth of that matrix); so each is
+    checked as $\sqrt{B^2 + \|E(t)\|^2/\lambda_r(\Sigma)}$. ICML Theorem 2 bounds the spectral
+    norm of $\Theta(\infty) - \hat\Theta$; it is checked on the Frobenius `distance_to_min_norm`,
+    which is larger (conservative; equal for $m = 1$) — and its proof's chain bounds the
+    Frobenius norm too.
+
+    **Arguments:**
+
+    - `trajectory`: a `flowlin.Trajectory` of `flowlin.gradient_flow` (any method) started at
+      `init`. Bounds use the diagnostics `excess_loss`, `rate`, `product_min_singular_value`,
+      `distance_to_min_norm`, `error_integral`, `imbalance_drift` (whichever were saved) and
+      `final_network` (for `limit_identity`). For a batch, `jax.vmap` this function.
+      Gradient descent trajectories can be checked too, but the theorems are about the flow.
+    - `init`: the initialization, a `flowlin.LinearNetwork` or `flowlin.GramInit`
+      (`limit_identity` needs the network).
+    - `problem`: the `flowlin.Problem`.
+    - `width`, `alpha`, `delta`: for ICML Lemma 1 / Theorem 2 (as in
+      `flowlin.theory.quantities`): `alpha=None` makes those checks not applicable; `width`
+      defaults to the network's width (pass the true width for a zero-padded network or a
+      `GramInit`).
+    - `rtol`, `atol`: the tolerances above.
+
+    **Returns:** `dict[str, BoundCheck]` with the keys below (`flowlin.CHECK_KEYS`).
+
+    **Example:**
+
+    ```python
+    traj = flowlin.gradient_flow(net, problem, t1=50.0)
+    checks = flowlin.check_bounds(traj, net, problem)
+    {k: bool(c.holds) for k, c in checks.items() if c.applicable}
+    # a batch: jax.vmap(lambda t, n: flowlin.check_bounds(t, n, problem))(trajs, nets)
+    ```
+    """
+    call = "flowlin.check_bounds(...)"
+    if not isinstance(trajectory, Trajectory):
+        raise TypeError(f"`{call}`: trajectory must be a flowlin.Trajectory, got "
+                        f"{type(trajectory).__name__}")
+    gram = th._as_gram(call, init, problem)
+    if trajectory.ts.ndim != 1:
+        raise ValueError(
+            f"`{call}`: trajectory is batched (ts.shape={trajectory.ts.shape}); use jax.vmap "
+            "over the batch, e.g. jax.vmap(lambda t, n: flowlin.check_bounds(t, n, problem))"
+        )
+    check_positive(call, "rtol", rtol, allow_zero=True)
+    check_positive(call, "atol", atol, allow_zero=True)
+    th._check_delta(call, delta)
+    dtype = gram.Q.dtype
+    # Numbers become arrays so that the compiled check is reused across their values.
+    h = th._width_of(init, width)
+    h = None if h is None else jnp.asarray(h, dtype)
+    alpha = None if alpha is None else jnp.asarray(alpha, dtype)
+    as_array = lambda x: jnp.asarray(x, dtype)
+    return _check(trajectory, init, gram, problem, h, alpha, *map(as_array, (delta, rtol, atol)))
+
+
+@eqx.filter_jit
+def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
+    dtype = gram.Q.dtype
+
+    # -- what the init says --------------------------------------------------------------------
+    ev = th._eigenvalues(gram, problem)
+    spreads = th._spreads_from_eigenvalues(ev, problem.rank)
+    c = spreads[2]
+    lr = th._lambda_r_sigma(problem)
+    e0 = jnp.sqrt(jnp.sum(th._error(gram, problem) ** 2))
+    v0, u0 = th._residuals(gram, problem)
+    Q11, _, Q22 = th._split(problem, gram.Q)
+    weight_scale = jnp.sum(jnp.diagonal(Q11) / problem.sigma) + jnp.trace(Q22)  # ‖U1‖² + ‖V‖²
+    dist0 = jnp.sqrt(jnp.sum((th._error(gram, problem) / problem.sqrt_sigma[:, None]) ** 2) + v0**2)
+    distance_scale = dist0 + jnp.sqrt(jnp.sum(problem.min_norm**2))
+    e_noise = atol * (e0 + jnp.sqrt(jnp.sum(problem.Y_tilde**2)))
+    d_noise = atol * distance_scale
+    ok = trajectory.succeeded
+
+    # -- the trajectory, with the end of the run appended ---------------------------------------
+    ts = jnp.concatenate([trajectory.ts, trajectory.final_time[None]]).astype(dtype)
+    finite_t = jnp.isfinite(ts)
+    excess = _series(trajectory, "excess_loss")
+    err = None if excess is None else jnp.sqrt(2 * jnp.maximum(excess, 0))
+    err_ok = None if err is None else finite_t & jnp.isfinite(err)
+    resolved = None if err is None else err_ok & (err > _RESOLVED_FACTOR * e_noise)
+    out: dict[str, BoundCheck] = {}
+
+    # (a) conservation of Λ.
+    drift = _series(trajectory, "imbalance_drift")
+    if drift is None:
+        out["imbalance_conserved"] = _not_applicable(dtype)
+    else:
+        checked = finite_t & jnp.isfinite(drift)
+        out["imbalance_conserved"] = _result(
+            ok, _log_ratio(atol, drift), checked, _last(drift / atol, checked)
+        )
+
+    # (b), (d) loss envelopes from t = 0: ‖E(t)‖ <= (1 + rtol)·e^{-ρt/2}‖E(0)‖ + atol‖E(0)‖.
+    def envelope(rate):
+        if err is None:
+            return _not_applicable(dtype)
+        bound_err = jnp.exp(-0.5 * rate * ts) * e0
+        tolerant = (1 + rtol) * bound_err + e_noise
+        slack = 2 * _log_ratio(tolerant, err)  # in loss units: log(bound/observed) of L - L*
+        log_obs = 2 * (jnp.log(err) - jnp.log(e0))
+        tight = _last(jnp.where(log_obs < 0, -rate * ts / log_obs, jnp.nan), resolved & (ts > 0))
+        # t = 0 is excluded: there the envelope equals the observed value by construction.
+        return _result(ok & (rate > 0) & (e0 > 0), slack, err_ok & (ts > 0), tight)
+
+    rate_imb = th._rate_imbalance(spreads, problem)
+    rate_mar = th._rate_margin(spreads, e0, problem)
+    out["loss_imbalance"] = envelope(rate_imb)
+    out["loss_margin"] = envelope(rate_mar)
+
+    # (d) local form between consecutive checked times.
+    if err is None:
+        out["loss_margin_local"] = _not_applicable(dtype)
+    else:
+        dt = ts[1:] - ts[:-1]
+        rate_k = th._rate_margin(spreads, err[:-1], problem)
+        bound_err = jnp.exp(-0.5 * rate_k * jnp.where(jnp.isfinite(dt), dt, 0.0)) * err[:-1]
+        tolerant = (1 + rtol) * bound_err + 2 * e_noise  # both endpoints carry the noise
+        slack = 2 * _log_ratio(tolerant, err[1:])
+        checked = err_ok[:-1] & err_ok[1:] & (dt > 0)
+        observed_rate = -2 * (jnp.log(err[1:]) - jnp.log(err[:-1])) / dt
+        tight = _last(rate_k / observed_rate, checked & resolved[1:] & (observed_rate > 0))
+        out["loss_margin_local"] = _result(ok & (e0 > 0), slack, checked, tight)
+
+    # (c) v2 Proposition 1 at every saved time.
+    rate = _series(trajectory, "rate")
+    sigma = _series(trajectory, "product_min_singular_value")
+    if rate is None or sigma is None:
+        out["rate_instantaneous"] = _not_applicable(dtype)
+    else:
+        bound = th._prop1(spreads, *th._index_split(problem, sigma), problem)
+        tolerant = (1 - rtol) * bound - _PROP1_LIPSCHITZ * lr * atol * weight_scale
+        slack = jnp.where(tolerant > 0, _log_ratio(rate, tolerant), jnp.inf)
+        checked = finite_t & jnp.isfinite(rate) & jnp.isfinite(bound)
+        # Applicable where the bound says more than its own tolerance (a bound that is zero
+        # in exact arithmetic, e.g. h < min(r, m), is round-off, not a claim).
+        out["rate_instantaneous"] = _result(
+            ok & jnp.any(checked & (tolerant > 0)), slack, checked,
+            _last(bound / rate, checked if resolved is None else checked & resolved),
+        )
+
+    # (f), (g) distances: ‖W(t) - W*‖ <= sqrt(B(t)² + ‖E(t)‖²/λr).
+    distance = _series(trajectory, "distance_to_min_norm")
+
+    def distance_check(B, applicable):
+        if distance is None or err is None:
+            return _not_applicable(dtype)
+        bound = jnp.sqrt(B**2 + err**2 / lr)
+        tolerant = (1 + rtol) * bound + d_noise
+        checked = err_ok & jnp.isfinite(distance)
+        return _result(
+            ok & applicable, _log_ratio(tolerant, distance), checked,
+            _last(distance / bound, checked),
+        )
+
+    out["distance_deterministic"] = distance_check(
+        th._distance_bound(gram, problem, spreads, None), c > 0
+    )
+    integral = _series(trajectory, "error_integral")
+    if integral is None:
+        out["distance_a_posteriori"] = _not_applicable(dtype)
+    else:
+        B = th._distance_bound(gram, problem, spreads, jnp.where(finite_t, integral, jnp.inf))
+        out["distance_a_posteriori"] = distance_check(B, jnp.asarray(True))
+
+    if h is None or alpha is None:
+        wide = None
+        out["distance_wide_network"] = _not_applicable(dtype)
+    else:
+        wide = th._wide_network_bound(h, alpha, delta, problem)
+        B = jnp.where(wide.theorem2_applies, wide.distance, 0.0)
+        out["distance_wide_network"] = distance_check(B, wide.theorem2_applies)
+
+    # (e) the limit identity, at the end of the run.
+    final = trajectory.final_network
+    if final is None or not isinstance(init, LinearNetwork):
+        out["limit_identity"] = _not_applicable(dtype)
+    else:
+        predicted = problem.min_norm + final.W2 @ problem.null_part(init.W1)
+        observed = jnp.sqrt(jnp.sum((final.product - predicted) ** 2))
+        bound = jnp.sqrt(jnp.sum(problem.error(final.product) ** 2) / lr)
+        tolerant = (1 + rtol) * bound + d_noise
+        out["limit_identity"] = _result(
+            ok, _log_ratio(tolerant, observed)[None], jnp.ones((1,), bool),
+            jnp.where(bound > 0, observed / bound, jnp.nan),
+        )
+
+    # (g) ICML Lemma 1, about the init itself.
+    if wide is None:
+        for key in ("lemma1_imbalance", "lemma1_residual", "lemma1_product"):
+            out[key] = _not_applicable(dtype)
+    else:
+        q = th._lemma1_quantities(gram, problem, spreads)
+        one = jnp.ones((1,), bool)
+        applies = wide.lemma1_applies
+        # strict inequality c > h^{1-2α}: equality counts as a failure
+        slack_c = jnp.where(q.imbalance > wide.imbalance, _log_ratio(q.imbalance, wide.imbalance),
+                            -jnp.inf)
+        out["lemma1_imbalance"] = _result(
+            applies, slack_c[None], one, wide.imbalance / q.imbalance
+        )
+        out["lemma1_residual"] = _result(
+            applies, _log_ratio(wide.invariant_residual, q.invariant_residual)[None], one,
+            q.invariant_residual / wide.invariant_residual,
+        )
+        out["lemma1_product"] = _result(
+            applies, _log_ratio(wide.product_norm, q.product_norm)[None], one,
+            q.product_norm / wide.product_norm,
+        )
+    return {k: out[k] for k in CHECK_KEYS}
+
+
+# One source of truth for the key list: the constant, rendered into the docstring.
+check_bounds.__doc__ = (
+    (check_bounds.__doc__ or "") + "\n    **Keys:**\n\n" + th._key_table(CHECK_KEYS) + "\n"
+)

@@ -1,0 +1,209 @@
+"""`flowlin.check_bounds`: fixed keys, applicability, detection of a violated bound, early
+stops, vmap/jit, and the tightness cases (ICML Theorem 1's envelope is tight for strongly
+unbalanced initializations)."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowlin
+from flowlin import theory
+
+
+#: ICML Lemma 1 / Theorem 2 setting: whitened n = 4, D = 6, m = 1; h = 400 > h0 ≈ 323 (δ = 0.05).
+N, D, M, H, ALPHA = 4, 6, 1, 400, 0.5
+T1 = 20.0
+
+
+def _whitened(seed, n, D, m):
+    rng = np.random.default_rng(seed)
+    A, _, Bt = np.linalg.svd(rng.normal(size=(n, D)), full_matrices=False)
+    return flowlin.Problem(A @ Bt, rng.normal(size=(n, m)))
+
+
+def _nets(seed, count, D, m, h, std1, std2):
+    """`count` Gaussian inits (as `flowlin.init.gaussian`), stacked; NumPy draws (every new
+    shape of `jax.random.normal` costs seconds of float64 compilation on CPU)."""
+    rng = np.random.default_rng(seed)
+    std1 = np.broadcast_to(std1, (count,))[:, None, None]
+    std2 = np.broadcast_to(std2, (count,))[:, None, None]
+    return jax.vmap(flowlin.LinearNetwork)(jnp.asarray(std1 * rng.normal(size=(count, h, D))),
+                                           jnp.asarray(std2 * rng.normal(size=(count, m, h))))
+
+
+def _index(tree, i):
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@eqx.filter_jit
+def _solve_and_check(nets, problem, claimed, t1, stop_at_loss):
+    """Solve from `nets` (vmapped) and check the bounds as if they had started at `claimed`."""
+
+    def one(net, claimed):
+        traj = flowlin.gradient_flow(net, problem, t1, stop_at_loss=stop_at_loss)
+        return traj, flowlin.check_bounds(traj, claimed, problem, alpha=ALPHA)
+
+    return eqx.filter_vmap(one)(nets, claimed)
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """Three N(0, 1/h) inits and two others, solved once (one compilation)."""
+    problem = _whitened(0, N, D, M)
+    std = H**-ALPHA
+    nets = _nets(1, 5, D, M, H, [std, std, std, 3 * std, 0.2 * std],
+                 [std, std, std, 0.2 * std, 3 * std])
+    trajs, checks = _solve_and_check(nets, problem, nets, T1, None)
+    return problem, nets, trajs, checks
+
+
+def test_keys_all_applicable_and_hold(wide):
+    problem, nets, trajs, checks = wide
+    assert set(checks) == set(flowlin.CHECK_KEYS)  # (jit returns dicts with sorted keys)
+    assert bool(theory.wide_network_bound(H, ALPHA, 0.05, problem).theorem2_applies)
+    for key, check in checks.items():
+        assert isinstance(check, flowlin.BoundCheck)
+        for field in (check.holds, check.applicable, check.worst_slack, check.tightness):
+            assert field.shape == (5,)
+        # The first three are the paper's N(0, 1/h) init: every bound applies there.
+        assert bool(jnp.all(check.applicable[:3])), key
+        assert bool(jnp.all(check.holds[:3])), (key, check.worst_slack)
+        np.testing.assert_array_equal(check.holds, check.applicable & (check.worst_slack >= 0))
+        assert bool(jnp.all(check.holds == (check.applicable & check.holds)))
+    # Theorem 2's constants are loose: orders of magnitude above the observed distance.
+    assert bool(jnp.all(checks["distance_wide_network"].tightness[:3] < 1e-2))
+
+
+def test_per_instance_equals_batched(wide):
+    """vmap changes nothing: the unbatched check of one trajectory gives the same numbers."""
+    problem, nets, trajs, checks = wide
+    single = flowlin.check_bounds(_index(trajs, 1), _index(nets, 1), problem, alpha=ALPHA)
+    for key in checks:
+        for name in ("holds", "applicable", "worst_slack", "tightness"):
+            # 1e-6: limit_identity compares two converged (~1e-9) residuals, each computed with
+            # O(1) cancellation, so batched and unbatched round-off differ at ~1e-8 relative.
+            np.testing.assert_allclose(getattr(single[key], name),
+                                       getattr(checks[key], name)[1], rtol=1e-6, err_msg=key)
+    with pytest.raises(ValueError, match="batched"):
+        flowlin.check_bounds(trajs, _index(nets, 0), problem)
+
+
+def test_a_wrong_init_is_caught(wide):
+    """Checking a trajectory against an initialization it did not start from violates the
+    bounds: the checks can fail."""
+    problem, nets, trajs, _ = wide
+    # Claim the init was 10x larger: Theorem 1 then promises a 100x faster decay.
+    claimed = jax.tree.map(lambda x: 10 * x, _index(nets, 0))
+    checks = flowlin.check_bounds(_index(trajs, 0), claimed, problem, alpha=ALPHA)
+    for key in ("loss_imbalance", "loss_margin"):
+        assert bool(checks[key].applicable) and not bool(checks[key].holds), key
+        assert checks[key].worst_slack < -1, key
+    # U2(0) of the claimed init is not the trajectory's: the limit identity fails.
+    assert bool(checks["limit_identity"].applicable)
+    assert not bool(checks["limit_identity"].holds)
+
+
+def test_not_applicable_is_explicit(wide):
+    problem, nets, trajs, checks = wide
+    net, traj = _index(nets, 0), _index(trajs, 0)
+    # Without alpha, the wide-network checks do not apply (and do not hold).
+    plain = flowlin.check_bounds(traj, net, problem)
+    for key in ("distance_wide_network", "lemma1_imbalance", "lemma1_residual",
+                "lemma1_product"):
+        assert not bool(plain[key].applicable) and not bool(plain[key].holds)
+        assert np.isnan(plain[key].worst_slack) and np.isnan(plain[key].tightness)
+    # A GramInit gives the same checks, except the limit identity (it needs U2(0) itself).
+    gram = flowlin.init.gram_init(net, problem)
+    from_gram = flowlin.check_bounds(traj, gram, problem, width=H, alpha=ALPHA)
+    assert not bool(from_gram["limit_identity"].applicable)
+    for key in flowlin.CHECK_KEYS:
+        if key != "limit_identity":
+            np.testing.assert_allclose(from_gram[key].worst_slack, checks[key].worst_slack[0],
+                                       rtol=1e-7, err_msg=key)
+    # Below h0 (a width of 50 claimed), Lemma 1 and Theorem 2 do not apply.
+    narrow = flowlin.check_bounds(traj, gram, problem, width=50, alpha=ALPHA)
+    assert not bool(narrow["lemma1_imbalance"].applicable)
+    assert not bool(narrow["distance_wide_network"].applicable)
+
+
+def test_missing_diagnostics_and_early_stop():
+    """Unsaved diagnostics make their checks not applicable; saves after an early stop (inf,
+    as `Trajectory` documents) are ignored."""
+    problem = _whitened(3, 3, 7, 2)
+    net = _index(_nets(4, 1, 7, 2, 6, 0.5, 0.5), 0)
+    saveat = flowlin.SaveAt(ts=jnp.linspace(0, 30.0, 31), diagnostics=("excess_loss",))
+    traj = flowlin.gradient_flow(net, problem, 30.0, saveat=saveat)
+    checks = flowlin.check_bounds(traj, net, problem)
+    for key in ("loss_imbalance", "loss_margin", "loss_margin_local", "limit_identity"):
+        assert bool(checks[key].applicable) and bool(checks[key].holds), key
+        assert np.isfinite(checks[key].worst_slack) and np.isfinite(checks[key].tightness)
+    for key in ("imbalance_conserved", "rate_instantaneous", "distance_deterministic",
+                "distance_a_posteriori"):
+        assert not bool(checks[key].applicable) and not bool(checks[key].holds), key
+
+    # The same run as if it had stopped at t = 5 (`stop_at_loss`): later saves are inf.
+    # (Built by hand so that the test does not depend on the event's root find.)
+    k = 5
+    after = jnp.arange(traj.ts.shape[0]) > k
+    stopped = eqx.tree_at(
+        lambda t: (t.ts, t.excess_loss, t.final_time, t.final_values, t.result),
+        traj,
+        (jnp.where(after, jnp.inf, traj.ts), jnp.where(after, jnp.inf, traj.excess_loss),
+         traj.ts[k], {"excess_loss": traj.excess_loss[k]}, flowlin.RESULTS.event_occurred),
+    )
+    short = flowlin.check_bounds(stopped, net, problem)
+    for key in ("loss_imbalance", "loss_margin", "loss_margin_local"):
+        assert bool(short[key].holds), key
+        assert np.isfinite(short[key].worst_slack) and np.isfinite(short[key].tightness)
+        # only the times before the stop count: the worst slack can only be larger
+        assert short[key].worst_slack >= checks[key].worst_slack - 1e-12, key
+    # A bound violated only after the stop would not be seen: make the stopped run's
+    # late entries huge instead of inf and the check fails.
+    corrupted = eqx.tree_at(lambda t: t.excess_loss, stopped,
+                            jnp.where(after, 1e3, traj.excess_loss))
+    corrupted = eqx.tree_at(lambda t: t.ts, corrupted, traj.ts)
+    assert not bool(flowlin.check_bounds(corrupted, net, problem)["loss_imbalance"].holds)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        # V-heavy (λm(−Λ) dominant), m = 1: the observed rate is 2(λ(U1U1ᵀ) + ‖V‖²) with
+        # ‖V‖² ≈ λ1(−Λ) = λm(−Λ), so Theorem 1 is almost exact.
+        ("v_heavy", 3, 12, 1, 60, 0.005, 0.6),
+        # U-heavy (λr(Λ) dominant): late-time decay along the weakest direction of U1U1ᵀ,
+        # whose eigenvalue is ≈ λr(Λ). (Same shapes as above: one compilation.)
+        ("u_heavy", 3, 12, 1, 60, 0.6, 0.005),
+    ],
+    ids=lambda c: c[0],
+)
+def test_theorem1_is_tight_for_unbalanced_inits(case):
+    name, n, D, m, h, std1, std2 = case
+    problem = _whitened(5, n, D, m)
+    net = _index(_nets(6, 1, D, m, h, std1, std2), 0)
+    rho = float(theory.rate_imbalance(net, problem))
+    t1 = 30.0 / rho
+    ts = jnp.linspace(0.0, t1, 61)
+    traj = flowlin.gradient_flow(net, problem, t1, saveat=ts)
+    ex = np.asarray(traj.excess_loss)
+    # Late times: the excess loss between 1e-6 and 1e-12 of its start (after the transient,
+    # above the solver's noise floor).
+    late = np.flatnonzero((ex < 1e-6 * ex[0]) & (ex > 1e-12 * ex[0]))
+    i, j = late[0], late[-1]
+    slope = -(np.log(ex[j]) - np.log(ex[i])) / float(ts[j] - ts[i])
+    ratio = slope / rho
+    print(f"{name}: late-time slope / (2 λr(Σ) c) = {ratio:.4f}")
+    assert 1 <= ratio < 1.1, ratio
+    checks = flowlin.check_bounds(traj, net, problem)
+    for key in ("loss_imbalance", "loss_margin", "loss_margin_local", "rate_instantaneous"):
+        assert bool(checks[key].holds), key
+    # The guaranteed fraction of the observed log-decay, from t = 0 to the last resolved time,
+    # and the guaranteed vs observed rate on the last interval.
+    print(f"{name}: tightness loss_imbalance {float(checks['loss_imbalance'].tightness):.4f}, "
+          f"loss_margin_local {float(checks['loss_margin_local'].tightness):.4f}, "
+          f"rate_instantaneous {float(checks['rate_instantaneous'].tightness):.4f}")
+    # (loss_imbalance's tightness measures from t = 0, so it includes the early transient in
+    # which the loss falls faster than the late rate; the last interval is the late-time one.)
+    assert checks["loss_margin_local"].tightness > 0.9
