@@ -196,8 +196,9 @@ def check_bounds(
     """
     call = "flowlin.check_bounds(...)"
     if not isinstance(trajectory, Trajectory):
-        raise TypeError(f"`{call}`: trajectory must be a flowlin.Trajectory, got "
-                        f"{type(trajectory).__name__}")
+        raise TypeError(
+            f"`{call}`: trajectory must be a flowlin.Trajectory, got {type(trajectory).__name__}"
+        )
     gram = th._as_gram(call, init, problem)
     if trajectory.ts.ndim != 1:
         raise ValueError(
@@ -298,7 +299,9 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
         # Applicable where the bound says more than its own tolerance (a bound that is zero
         # in exact arithmetic, e.g. h < min(r, m), is round-off, not a claim).
         out["rate_instantaneous"] = _result(
-            ok & jnp.any(checked & (tolerant > 0)), slack, checked,
+            ok & jnp.any(checked & (tolerant > 0)),
+            slack,
+            checked,
             _last(bound / rate, checked if resolved is None else checked & resolved),
         )
 
@@ -312,7 +315,9 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
         tolerant = (1 + rtol) * bound + d_noise
         checked = err_ok & jnp.isfinite(distance)
         return _result(
-            ok & applicable, _log_ratio(tolerant, distance), checked,
+            ok & applicable,
+            _log_ratio(tolerant, distance),
+            checked,
             _last(distance / bound, checked),
         )
 
@@ -344,7 +349,9 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
         bound = jnp.sqrt(jnp.sum(problem.error(final.product) ** 2) / lr)
         tolerant = (1 + rtol) * bound + d_noise
         out["limit_identity"] = _result(
-            ok, _log_ratio(tolerant, observed)[None], jnp.ones((1,), bool),
+            ok,
+            _log_ratio(tolerant, observed)[None],
+            jnp.ones((1,), bool),
             jnp.where(bound > 0, observed / bound, jnp.nan),
         )
 
@@ -357,17 +364,20 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
         one = jnp.ones((1,), bool)
         applies = wide.lemma1_applies
         # strict inequality c > h^{1-2α}: equality counts as a failure
-        slack_c = jnp.where(q.imbalance > wide.imbalance, _log_ratio(q.imbalance, wide.imbalance),
-                            -jnp.inf)
-        out["lemma1_imbalance"] = _result(
-            applies, slack_c[None], one, wide.imbalance / q.imbalance
+        slack_c = jnp.where(
+            q.imbalance > wide.imbalance, _log_ratio(q.imbalance, wide.imbalance), -jnp.inf
         )
+        out["lemma1_imbalance"] = _result(applies, slack_c[None], one, wide.imbalance / q.imbalance)
         out["lemma1_residual"] = _result(
-            applies, _log_ratio(wide.invariant_residual, q.invariant_residual)[None], one,
+            applies,
+            _log_ratio(wide.invariant_residual, q.invariant_residual)[None],
+            one,
             q.invariant_residual / wide.invariant_residual,
         )
         out["lemma1_product"] = _result(
-            applies, _log_ratio(wide.product_norm, q.product_norm)[None], one,
+            applies,
+            _log_ratio(wide.product_norm, q.product_norm)[None],
+            one,
             q.product_norm / wide.product_norm,
         )
     return {k: out[k] for k in CHECK_KEYS}

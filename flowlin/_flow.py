@@ -30,6 +30,11 @@ DEFAULT_TOLERANCES = {
 }
 #: float32 cannot resolve relative changes much below its epsilon (≈1.2e-7).
 _FLOAT32_RTOL_FLOOR = 1e-6
+#: Relative/absolute tolerance of the Newton root find that locates the `stop_at_loss`
+#: crossing in time. Far below the solution's own accuracy (rtol ~1e-8), yet well above what
+#: the interpolated event function's round-off lets Newton certify (100·eps was too tight and
+#: could end the root find at its step limit with the root already found).
+EVENT_TIME_TOLERANCE = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-5}
 #: Solver steps before giving up (reported as `RESULTS.max_steps_reached`, not raised).
 DEFAULT_MAX_STEPS = 100_000
 
@@ -286,8 +291,7 @@ def gradient_flow(
     adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     t1 = jnp.asarray(t1, dtype)
     threshold = None if stop_at_loss is None else jnp.asarray(stop_at_loss, dtype)
-    # The event time is found to near round-off in t.
-    event_tol = 100 * float(jnp.finfo(dtype).eps)
+    event_tol = EVENT_TIME_TOLERANCE.get(jnp.dtype(dtype), 1e-5)
     net = tree_cast(net, dtype)
     problem = tree_cast(problem, dtype)
     options = dict(

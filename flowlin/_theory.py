@@ -172,9 +172,7 @@ def _eigenvalues(gram: GramInit, problem: Problem) -> Float[Array, " k"]:
     return jnp.where(jnp.abs(ev) <= threshold, 0.0, ev)
 
 
-def imbalance_eigenvalues(
-    init: LinearNetwork | GramInit, problem: Problem
-) -> Float[Array, " k"]:
+def imbalance_eigenvalues(init: LinearNetwork | GramInit, problem: Problem) -> Float[Array, " k"]:
     r"""The $r + m$ eigenvalues of $\Lambda = U_1^\top U_1 - V^\top V$ that can be nonzero.
 
     In decreasing order.
@@ -640,8 +638,7 @@ def limit_identity(
     init = _as_network(call, init, problem, "init")
     if final.width != init.width:
         raise ValueError(
-            f"`{call}`: final and init must have the same width, got {final.width} and "
-            f"{init.width}"
+            f"`{call}`: final and init must have the same width, got {final.width} and {init.width}"
         )
     return problem.min_norm + final.W2 @ problem.null_part(init.W1)
 

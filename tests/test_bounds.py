@@ -29,8 +29,10 @@ def _nets(seed, count, D, m, h, std1, std2):
     rng = np.random.default_rng(seed)
     std1 = np.broadcast_to(std1, (count,))[:, None, None]
     std2 = np.broadcast_to(std2, (count,))[:, None, None]
-    return jax.vmap(flowlin.LinearNetwork)(jnp.asarray(std1 * rng.normal(size=(count, h, D))),
-                                           jnp.asarray(std2 * rng.normal(size=(count, m, h))))
+    return jax.vmap(flowlin.LinearNetwork)(
+        jnp.asarray(std1 * rng.normal(size=(count, h, D))),
+        jnp.asarray(std2 * rng.normal(size=(count, m, h))),
+    )
 
 
 def _index(tree, i):
@@ -53,8 +55,9 @@ def wide():
     """Three N(0, 1/h) inits and two others, solved once (one compilation)."""
     problem = _whitened(0, N, D, M)
     std = H**-ALPHA
-    nets = _nets(1, 5, D, M, H, [std, std, std, 3 * std, 0.2 * std],
-                 [std, std, std, 0.2 * std, 3 * std])
+    nets = _nets(
+        1, 5, D, M, H, [std, std, std, 3 * std, 0.2 * std], [std, std, std, 0.2 * std, 3 * std]
+    )
     trajs, checks = _solve_and_check(nets, problem, nets, T1, None)
     return problem, nets, trajs, checks
 
@@ -84,8 +87,9 @@ def test_per_instance_equals_batched(wide):
         for name in ("holds", "applicable", "worst_slack", "tightness"):
             # 1e-6: limit_identity compares two converged (~1e-9) residuals, each computed with
             # O(1) cancellation, so batched and unbatched round-off differ at ~1e-8 relative.
-            np.testing.assert_allclose(getattr(single[key], name),
-                                       getattr(checks[key], name)[1], rtol=1e-6, err_msg=key)
+            np.testing.assert_allclose(
+                getattr(single[key], name), getattr(checks[key], name)[1], rtol=1e-6, err_msg=key
+            )
     with pytest.raises(ValueError, match="batched"):
         flowlin.check_bounds(trajs, _index(nets, 0), problem)
 
@@ -110,8 +114,7 @@ def test_not_applicable_is_explicit(wide):
     net, traj = _index(nets, 0), _index(trajs, 0)
     # Without alpha, the wide-network checks do not apply (and do not hold).
     plain = flowlin.check_bounds(traj, net, problem)
-    for key in ("distance_wide_network", "lemma1_imbalance", "lemma1_residual",
-                "lemma1_product"):
+    for key in ("distance_wide_network", "lemma1_imbalance", "lemma1_residual", "lemma1_product"):
         assert not bool(plain[key].applicable) and not bool(plain[key].holds)
         assert np.isnan(plain[key].worst_slack) and np.isnan(plain[key].tightness)
     # A GramInit gives the same checks, except the limit identity (it needs U2(0) itself).
@@ -120,8 +123,9 @@ def test_not_applicable_is_explicit(wide):
     assert not bool(from_gram["limit_identity"].applicable)
     for key in flowlin.CHECK_KEYS:
         if key != "limit_identity":
-            np.testing.assert_allclose(from_gram[key].worst_slack, checks[key].worst_slack[0],
-                                       rtol=1e-7, err_msg=key)
+            np.testing.assert_allclose(
+                from_gram[key].worst_slack, checks[key].worst_slack[0], rtol=1e-7, err_msg=key
+            )
     # Below h0 (a width of 50 claimed), Lemma 1 and Theorem 2 do not apply.
     narrow = flowlin.check_bounds(traj, gram, problem, width=50, alpha=ALPHA)
     assert not bool(narrow["lemma1_imbalance"].applicable)
@@ -139,8 +143,12 @@ def test_missing_diagnostics_and_early_stop():
     for key in ("loss_imbalance", "loss_margin", "loss_margin_local", "limit_identity"):
         assert bool(checks[key].applicable) and bool(checks[key].holds), key
         assert np.isfinite(checks[key].worst_slack) and np.isfinite(checks[key].tightness)
-    for key in ("imbalance_conserved", "rate_instantaneous", "distance_deterministic",
-                "distance_a_posteriori"):
+    for key in (
+        "imbalance_conserved",
+        "rate_instantaneous",
+        "distance_deterministic",
+        "distance_a_posteriori",
+    ):
         assert not bool(checks[key].applicable) and not bool(checks[key].holds), key
 
     # The same run as if it had stopped at t = 5 (`stop_at_loss`): later saves are inf.
@@ -150,8 +158,13 @@ def test_missing_diagnostics_and_early_stop():
     stopped = eqx.tree_at(
         lambda t: (t.ts, t.excess_loss, t.final_time, t.final_values, t.result),
         traj,
-        (jnp.where(after, jnp.inf, traj.ts), jnp.where(after, jnp.inf, traj.excess_loss),
-         traj.ts[k], {"excess_loss": traj.excess_loss[k]}, flowlin.RESULTS.event_occurred),
+        (
+            jnp.where(after, jnp.inf, traj.ts),
+            jnp.where(after, jnp.inf, traj.excess_loss),
+            traj.ts[k],
+            {"excess_loss": traj.excess_loss[k]},
+            flowlin.RESULTS.event_occurred,
+        ),
     )
     short = flowlin.check_bounds(stopped, net, problem)
     for key in ("loss_imbalance", "loss_margin", "loss_margin_local"):
@@ -161,10 +174,18 @@ def test_missing_diagnostics_and_early_stop():
         assert short[key].worst_slack >= checks[key].worst_slack - 1e-12, key
     # A bound violated only after the stop would not be seen: make the stopped run's
     # late entries huge instead of inf and the check fails.
-    corrupted = eqx.tree_at(lambda t: t.excess_loss, stopped,
-                            jnp.where(after, 1e3, traj.excess_loss))
+    corrupted = eqx.tree_at(
+        lambda t: t.excess_loss, stopped, jnp.where(after, 1e3, traj.excess_loss)
+    )
     corrupted = eqx.tree_at(lambda t: t.ts, corrupted, traj.ts)
     assert not bool(flowlin.check_bounds(corrupted, net, problem)["loss_imbalance"].holds)
+    # And a real early stop (default tolerances): the stopped run is a success whose checks
+    # apply and hold.
+    real = flowlin.gradient_flow(net, problem, 30.0, saveat=saveat, stop_at_loss=1e-8)
+    assert bool(real.reached_threshold) and bool(real.succeeded)
+    real_checks = flowlin.check_bounds(real, net, problem)
+    for key in ("loss_imbalance", "loss_margin", "loss_margin_local"):
+        assert bool(real_checks[key].applicable) and bool(real_checks[key].holds), key
 
 
 @pytest.mark.parametrize(
@@ -201,9 +222,11 @@ def test_theorem1_is_tight_for_unbalanced_inits(case):
         assert bool(checks[key].holds), key
     # The guaranteed fraction of the observed log-decay, from t = 0 to the last resolved time,
     # and the guaranteed vs observed rate on the last interval.
-    print(f"{name}: tightness loss_imbalance {float(checks['loss_imbalance'].tightness):.4f}, "
-          f"loss_margin_local {float(checks['loss_margin_local'].tightness):.4f}, "
-          f"rate_instantaneous {float(checks['rate_instantaneous'].tightness):.4f}")
+    print(
+        f"{name}: tightness loss_imbalance {float(checks['loss_imbalance'].tightness):.4f}, "
+        f"loss_margin_local {float(checks['loss_margin_local'].tightness):.4f}, "
+        f"rate_instantaneous {float(checks['rate_instantaneous'].tightness):.4f}"
+    )
     # (loss_imbalance's tightness measures from t = 0, so it includes the early transient in
     # which the loss falls faster than the late rate; the last interval is the late-time one.)
     assert checks["loss_margin_local"].tightness > 0.9

@@ -207,6 +207,19 @@ def test_stop_at_loss(nonwhite):
     np.testing.assert_allclose(plain.excess_loss[-1], threshold, rtol=1e-6)
 
 
+def test_stop_at_loss_default_tolerances(nonwhite):
+    """The crossing is located (and the run reported a success) for every seed of a batch."""
+    problem = nonwhite
+    keys = jax.random.split(jax.random.key(8), 8)
+    nets = jax.vmap(lambda k: flowlin.init.paper(k, problem.D, problem.m, 9, 0.5))(keys)
+    saveat = flowlin.SaveAt(jnp.linspace(0.0, 80.0, 5), diagnostics=("excess_loss",))
+    traj = jax.vmap(
+        lambda n: flowlin.gradient_flow(n, problem, 80.0, saveat=saveat, stop_at_loss=1e-6)
+    )(nets)
+    assert bool(jnp.all(traj.reached_threshold)) and bool(jnp.all(traj.succeeded))
+    np.testing.assert_allclose(traj.final_values["excess_loss"], 1e-6, rtol=1e-6)
+
+
 def test_status_reported_not_raised(nonwhite):
     problem = nonwhite
     net = flowlin.init.gaussian(jax.random.key(5), problem.D, problem.m, 20, 0.5, 0.5)

@@ -78,9 +78,14 @@ def test_imbalance_spectrum_matches_h_by_h(shape, getkey):
     def compute(net, problem):
         gram = flowlin.init.gram_init(net, problem)
         padded = flowlin.init.pad_width(net, h + 7)
-        return (theory.imbalance(net, problem), theory.full_imbalance(net),
-                theory.imbalance_spreads(net, problem), theory.imbalance_eigenvalues(net, problem),
-                theory.imbalance_spreads(gram, problem), theory.imbalance_spreads(padded, problem))
+        return (
+            theory.imbalance(net, problem),
+            theory.full_imbalance(net),
+            theory.imbalance_spreads(net, problem),
+            theory.imbalance_eigenvalues(net, problem),
+            theory.imbalance_spreads(gram, problem),
+            theory.imbalance_spreads(padded, problem),
+        )
 
     lam, full, spreads, ev, spreads_gram, spreads_padded = compute(net, problem)
     np.testing.assert_allclose(lam, lam_h, atol=TOL)
@@ -121,8 +126,7 @@ def test_index_beyond_size_gives_zero(getkey):
 
 def test_balanced_init_has_zero_c(getkey):
     problem = _problem(11, 4, 10, 2)
-    net = flowlin.init.balanced_like(_net(1, 10, 2, 8, 0.5, 0.5),
-                                     problem)
+    net = flowlin.init.balanced_like(_net(1, 10, 2, 8, 0.5, 0.5), problem)
     # balanced_like leaves U2 = 0 only if the product has no null-space part; Λ = 0 anyway.
     np.testing.assert_allclose(theory.imbalance(net, problem), 0, atol=TOL)
     dp, dm, c = theory.imbalance_spreads(net, problem)
@@ -138,8 +142,10 @@ def test_rates_at_a_state(shape, getkey):
     problem = _problem(12, n, D, m, r=r, spread=spread)
     rng = np.random.default_rng(1)
     scale = np.linspace(0.05, 1.15, 64)[:, None, None]  # balanced, and unbalanced both ways
-    nets = jax.vmap(flowlin.LinearNetwork)(jnp.asarray(scale * rng.normal(size=(64, h, D))),
-                                           jnp.asarray((1.2 - scale) * rng.normal(size=(64, m, h))))
+    nets = jax.vmap(flowlin.LinearNetwork)(
+        jnp.asarray(scale * rng.normal(size=(64, h, D))),
+        jnp.asarray((1.2 - scale) * rng.normal(size=(64, m, h))),
+    )
 
     def rates(net):
         U1 = problem.row_part(net.W1)
@@ -180,8 +186,9 @@ def test_prop1_square_case_formula(getkey):
     np.testing.assert_allclose([dp, dm, c], [0, 0, 0.7], atol=TOL)
     U1, _, V = _numpy_parts(net, problem)
     s = np.linalg.svd(U1 @ V.T, compute_uv=False)[-1]
-    np.testing.assert_allclose(theory.instantaneous_rate_bound(net, problem),
-                               2 * np.sqrt(0.7**2 + 4 * s**2), rtol=1e-10)
+    np.testing.assert_allclose(
+        theory.instantaneous_rate_bound(net, problem), 2 * np.sqrt(0.7**2 + 4 * s**2), rtol=1e-10
+    )
 
 
 def test_rate_against_finite_differences_of_the_flow(getkey):
@@ -199,16 +206,19 @@ def test_rate_against_finite_differences_of_the_flow(getkey):
     fd = -(-log_e[4:] + 8 * log_e[3:-1] - 8 * log_e[1:-3] + log_e[:-4]) / (12 * dt)
     rate = np.asarray(traj.rate)[2:-2]
     np.testing.assert_allclose(fd, rate, rtol=1e-5)
-    states = jax.vmap(lambda W1, W2: flowlin.LinearNetwork(W1, W2))(*[
-        traj.networks.W1, traj.networks.W2])
+    states = jax.vmap(lambda W1, W2: flowlin.LinearNetwork(W1, W2))(
+        *[traj.networks.W1, traj.networks.W2]
+    )
     rho = jax.vmap(lambda s: theory.instantaneous_rate(s, problem))(states)
     np.testing.assert_allclose(rho, traj.rate, rtol=1e-9)
     # Λ is conserved along the flow (theory.md §2(a)).
     final = jax.tree.map(lambda x: x[-1], states)
-    np.testing.assert_allclose(theory.imbalance(final, problem), theory.imbalance(net, problem),
-                               atol=1e-9)
-    np.testing.assert_allclose(theory.imbalance_spreads(final, problem),
-                               theory.imbalance_spreads(net, problem), atol=1e-9)
+    np.testing.assert_allclose(
+        theory.imbalance(final, problem), theory.imbalance(net, problem), atol=1e-9
+    )
+    np.testing.assert_allclose(
+        theory.imbalance_spreads(final, problem), theory.imbalance_spreads(net, problem), atol=1e-9
+    )
 
 
 def test_asymptotic_rate_is_exact_for_lambda_balanced_square(getkey):
@@ -218,12 +228,19 @@ def test_asymptotic_rate_is_exact_for_lambda_balanced_square(getkey):
     lam = 0.6
     net = flowlin.init.lambda_balanced(getkey(), problem, 2, lam, scale=0.3)
     rho = theory.rate_asymptotic(net, problem)
-    np.testing.assert_allclose(rho, flowlin.exact.asymptotic_rate_balanced(problem.Y_tilde, lam),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        rho, flowlin.exact.asymptotic_rate_balanced(problem.Y_tilde, lam), rtol=1e-12
+    )
     t1 = 30.0 / float(rho)
     ts = jnp.linspace(0.0, t1, 61)
-    traj = flowlin.gradient_flow(net, problem, t1, saveat=flowlin.SaveAt(
-        ts=ts, diagnostics=("excess_loss", "rate")), rtol=1e-11, atol=1e-13)
+    traj = flowlin.gradient_flow(
+        net,
+        problem,
+        t1,
+        saveat=flowlin.SaveAt(ts=ts, diagnostics=("excess_loss", "rate")),
+        rtol=1e-11,
+        atol=1e-13,
+    )
     ex = np.asarray(traj.excess_loss)
     # Late times: the excess loss between 1e-8 and 1e-16 of its start (after the transient,
     # above the ~1e-20 round-off floor of this tolerance).
@@ -242,30 +259,40 @@ def test_margin_rate_and_envelope(getkey):
     dp, dm, c = theory.imbalance_spreads(net, problem)
     excess = 0.5 * np.sum(np.asarray(problem.error(net.product)) ** 2)
     np.testing.assert_allclose(theory.excess_loss(net, problem), excess, rtol=1e-12)
-    np.testing.assert_allclose(
-        excess, problem.loss(net.product) - problem.loss_star, rtol=1e-10)
+    np.testing.assert_allclose(excess, problem.loss(net.product) - problem.loss_star, rtol=1e-10)
     # Theorem 3 with zero margin (‖E‖ >= σ_min(Ỹ)) is Theorem 1; with ‖E‖ = 0 it is Cor. 6.
     big = np.linalg.norm(problem.Y_tilde) * 10
-    np.testing.assert_allclose(theory.rate_margin(net, problem, error_norm=big),
-                               theory.rate_imbalance(net, problem), rtol=1e-12)
-    np.testing.assert_allclose(theory.rate_margin(net, problem, error_norm=0.0),
-                               theory.rate_asymptotic(net, problem), rtol=1e-12)
+    np.testing.assert_allclose(
+        theory.rate_margin(net, problem, error_norm=big),
+        theory.rate_imbalance(net, problem),
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(
+        theory.rate_margin(net, problem, error_norm=0.0),
+        theory.rate_asymptotic(net, problem),
+        rtol=1e-12,
+    )
     # Hand evaluation of c(t) for a mid-range ‖E‖ (r = m = 3, so μ_m = μ_r).
     s = np.linalg.svd(np.asarray(problem.Y_tilde), compute_uv=False)
     e = 0.5 * s[-1]
     mu = s[-1] - e
     l1, lr = float(problem.sigma[0]), float(problem.sigma[-1])
-    expected = lr * (-dp + np.sqrt((dp + c) ** 2 + 4 * mu**2 / l1)
-                     - dm + np.sqrt((dm + c) ** 2 + 4 * mu**2 / l1))
-    np.testing.assert_allclose(theory.rate_margin(net, problem, error_norm=e), expected,
-                               rtol=1e-12)
+    expected = lr * (
+        -dp + np.sqrt((dp + c) ** 2 + 4 * mu**2 / l1) - dm + np.sqrt((dm + c) ** 2 + 4 * mu**2 / l1)
+    )
+    np.testing.assert_allclose(theory.rate_margin(net, problem, error_norm=e), expected, rtol=1e-12)
     # Per-time error norms broadcast.
     assert theory.rate_margin(net, problem, error_norm=jnp.ones((5,))).shape == (5,)
     ts = jnp.linspace(0, 3, 7)
-    for name, rate in (("imbalance", theory.rate_imbalance(net, problem)),
-                       ("margin", theory.rate_margin(net, problem))):
-        np.testing.assert_allclose(theory.loss_envelope(ts, net, problem, theorem=name),
-                                   np.exp(-float(rate) * np.asarray(ts)) * excess, rtol=1e-12)
+    for name, rate in (
+        ("imbalance", theory.rate_imbalance(net, problem)),
+        ("margin", theory.rate_margin(net, problem)),
+    ):
+        np.testing.assert_allclose(
+            theory.loss_envelope(ts, net, problem, theorem=name),
+            np.exp(-float(rate) * np.asarray(ts)) * excess,
+            rtol=1e-12,
+        )
 
 
 def test_invariant_set_residuals_and_limit_identity(getkey):
@@ -273,8 +300,9 @@ def test_invariant_set_residuals_and_limit_identity(getkey):
     net = _net(106, 10, 2, 9, 0.6, 0.6)
     U1, U2, V = _numpy_parts(net, problem)
     v, u = theory.invariant_set_residual(net, problem)
-    np.testing.assert_allclose([v, u], [np.linalg.norm(V @ U2.T), np.linalg.norm(U1 @ U2.T)],
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        [v, u], [np.linalg.norm(V @ U2.T), np.linalg.norm(U1 @ U2.T)], rtol=1e-10
+    )
     proj = flowlin.init.project_to_invariant_set(net, problem)
     np.testing.assert_allclose(theory.invariant_set_residual(proj, problem), 0, atol=1e-12)
     # Same U1, V (so the same growth factor), residual at round-off: the bound drops by as much.
@@ -317,8 +345,9 @@ def test_wide_network_bound_constants_and_flags(getkey):
     w = theory.wide_network_bound(300, 0.5, delta, problem)
     assert h0 < 300 and w.lemma1_applies and w.theorem2_applies
     np.testing.assert_allclose(w.imbalance, 1.0, rtol=1e-12)  # h^{1-2α} = 1 at α = 1/2
-    np.testing.assert_allclose(w.invariant_residual, 2 * np.sqrt(1 + 4) * b / np.sqrt(300),
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        w.invariant_residual, 2 * np.sqrt(1 + 4) * b / np.sqrt(300), rtol=1e-12
+    )
     np.testing.assert_allclose(w.product_norm, 2 * b / np.sqrt(300), rtol=1e-12)
     C = np.exp(1 + np.linalg.norm(problem.Y))
     np.testing.assert_allclose(w.distance, 2 * C * np.sqrt(5) * b / np.sqrt(300), rtol=1e-12)
@@ -329,8 +358,7 @@ def test_wide_network_bound_constants_and_flags(getkey):
     np.testing.assert_allclose(w.imbalance, 300**0.2, rtol=1e-12)
     w = theory.wide_network_bound(100, 0.5, delta, problem)  # h <= h0: nothing applies
     assert not w.lemma1_applies and not w.theorem2_applies
-    assert all(np.isnan(x) for x in (w.imbalance, w.invariant_residual, w.product_norm,
-                                      w.distance))
+    assert all(np.isnan(x) for x in (w.imbalance, w.invariant_residual, w.product_norm, w.distance))
 
 
 def test_errors_name_the_argument(getkey):
@@ -385,11 +413,14 @@ def test_quantities_fixed_keys_jit_vmap(getkey):
     # consistent with the individual functions
     np.testing.assert_allclose(full["rate_imbalance"], theory.rate_imbalance(net, problem))
     np.testing.assert_allclose(full["distance_bound"], theory.distance_bound(net, problem))
-    np.testing.assert_allclose(full["rate_bound_prop1"],
-                               theory.instantaneous_rate_bound(net, problem))
     np.testing.assert_allclose(
-        full["distance_initial"], np.linalg.norm(np.asarray(net.product - problem.min_norm)),
-        rtol=1e-10)
+        full["rate_bound_prop1"], theory.instantaneous_rate_bound(net, problem)
+    )
+    np.testing.assert_allclose(
+        full["distance_initial"],
+        np.linalg.norm(np.asarray(net.product - problem.min_norm)),
+        rtol=1e-10,
+    )
 
     # One compilation for a sweep over widths (zero-padded), alphas and seeds.
     @eqx.filter_jit
@@ -398,6 +429,7 @@ def test_quantities_fixed_keys_jit_vmap(getkey):
         def one(key, h, alpha):
             net = flowlin.init.paper(key, 6, 1, h, alpha, pad_to=64)
             return theory.quantities(net, problem, width=h, alpha=alpha)
+
         return jax.vmap(one)(keys, widths, alphas)
 
     widths = jnp.array([8, 16, 32, 64])
@@ -430,8 +462,10 @@ def test_fig2_imbalance_constants():
         c = float(np.mean(cs))
         assert abs(c / printed - 1) < 0.15, (su, sv, c, printed)
         assert abs(float(np.mean(rates)) / printed - 1) > 0.5  # the rate convention is 2x off
-        print(f"Fig. 2 (σU, σV) = ({su}, {sv}): c = {c:.3f} vs printed {printed} "
-              f"({100 * (c / printed - 1):+.1f}%)")
+        print(
+            f"Fig. 2 (σU, σV) = ({su}, {sv}): c = {c:.3f} vs printed {printed} "
+            f"({100 * (c / printed - 1):+.1f}%)"
+        )
 
 
 LEMMA1_SEEDS = 128
@@ -453,19 +487,25 @@ def test_lemma1_probability(alpha):
     assert bool(bound.lemma1_applies)
     rng = np.random.default_rng(int(alpha * 1000))
     std = h**-alpha
-    nets = jax.vmap(flowlin.LinearNetwork)(jnp.asarray(std * rng.normal(size=(LEMMA1_SEEDS, h, 6))),
-                                           jnp.asarray(std * rng.normal(size=(LEMMA1_SEEDS, 1, h))))
+    nets = jax.vmap(flowlin.LinearNetwork)(
+        jnp.asarray(std * rng.normal(size=(LEMMA1_SEEDS, h, 6))),
+        jnp.asarray(std * rng.normal(size=(LEMMA1_SEEDS, 1, h))),
+    )
     q = jax.jit(jax.vmap(lambda net: theory.lemma1_quantities(net, problem)))(nets)
     holds_c = np.asarray(q.imbalance > bound.imbalance)
     holds_res = np.asarray(q.invariant_residual <= bound.invariant_residual)
     holds_prod = np.asarray(q.product_norm <= bound.product_norm)
-    freq = [float(np.mean(x)) for x in (holds_c, holds_res, holds_prod,
-                                        holds_c & holds_res & holds_prod)]
-    msg = (f"alpha={alpha}, h={h} (h0={h0:.1f}), {LEMMA1_SEEDS} seeds: empirical frequency "
-           f"c > h^(1-2α): {freq[0]:.3f}, residual bound: {freq[1]:.3f}, product bound: "
-           f"{freq[2]:.3f}, all three: {freq[3]:.3f} (Lemma 1: each >= {1 - delta}); median "
-           f"bound/c {float(jnp.median(bound.imbalance / q.imbalance)):.2f}, residual/bound "
-           f"{float(jnp.median(q.invariant_residual / bound.invariant_residual)):.2f}, "
-           f"product/bound {float(jnp.median(q.product_norm / bound.product_norm)):.2f}")
+    freq = [
+        float(np.mean(x))
+        for x in (holds_c, holds_res, holds_prod, holds_c & holds_res & holds_prod)
+    ]
+    msg = (
+        f"alpha={alpha}, h={h} (h0={h0:.1f}), {LEMMA1_SEEDS} seeds: empirical frequency "
+        f"c > h^(1-2α): {freq[0]:.3f}, residual bound: {freq[1]:.3f}, product bound: "
+        f"{freq[2]:.3f}, all three: {freq[3]:.3f} (Lemma 1: each >= {1 - delta}); median "
+        f"bound/c {float(jnp.median(bound.imbalance / q.imbalance)):.2f}, residual/bound "
+        f"{float(jnp.median(q.invariant_residual / bound.invariant_residual)):.2f}, "
+        f"product/bound {float(jnp.median(q.product_norm / bound.product_norm)):.2f}"
+    )
     print(msg)
     assert min(freq[:3]) >= 1 - delta, msg

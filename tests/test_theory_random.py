@@ -114,8 +114,12 @@ def test_no_bound_violated(group):
     print(f"\n{name}: bound -> (instances where applicable, worst slack)\n{report}")
 
     # What must have been exercised in every instance of every group:
-    for key in ("imbalance_conserved", "loss_margin_local", "distance_a_posteriori",
-                "limit_identity"):
+    for key in (
+        "imbalance_conserved",
+        "loss_margin_local",
+        "distance_a_posteriori",
+        "limit_identity",
+    ):
         assert bool(jnp.all(checks[key].applicable)), f"{name}: {key} not always applicable"
     if h >= r + m:  # then c > 0 almost surely
         assert bool(jnp.all(checks["loss_imbalance"].applicable)), name
