@@ -144,7 +144,9 @@ def gradient_descent(
     """
     call = "flowlin.gradient_descent(...)"
     if not isinstance(problem, Problem):
-        raise TypeError(f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}")
+        raise TypeError(
+            f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
+        )
     check_compatible(call, net, problem)
     check_positive(call, "lr", lr)
     if is_concrete(steps):

@@ -52,7 +52,7 @@ def imbalance_change_norm(U1, V, U1_0, V_0) -> Float[Array, ""]:
 def weight_diagnostics(
     problem: Problem, W1, W2, ref: Reference, names: tuple[str, ...], error_integral=None
 ) -> dict[str, Float[Array, ""]]:
-    """The requested diagnostics (see `flowlin.Trajectory`) of the state (W1, W2).
+    r"""The requested diagnostics (see `flowlin.Trajectory`) of the state (W1, W2).
 
     `error_integral` is the running value of $\int_0^t\|E\|_F ds$, carried by the solver.
     """

@@ -48,7 +48,8 @@ def scalar(
 def balanced_scalar(
     t: Float[ArrayLike, "*times"], w0: ScalarLike, y: ScalarLike
 ) -> Float[Array, "*times"]:
-    r"""Product $w = uv$ of the balanced scalar flow ($u_0^2 = v_0^2$, $w_0 = u_0v_0$, theory.md §4):
+    r"""Product $w = uv$ of the balanced scalar flow ($u_0^2 = v_0^2$, $w_0 = u_0v_0$,
+    theory.md §4):
     $$w(t) = \frac{y\,w_0\,e^{2yt}}{y - w_0 + w_0 e^{2yt}}.$$
     """
     t = jnp.asarray(t)

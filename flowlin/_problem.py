@@ -183,7 +183,7 @@ class Problem(eqx.Module):
         return W1 - (W1 @ self.Phi1) @ self.Phi1.T
 
     def phi2(self) -> Float[Array, "D D-r"]:
-        r"""An orthonormal basis $\Phi_2$ of the null space of X ($D\times(D-r)$), built on demand."""
+        r"""An orthonormal basis $\Phi_2$ of the null space of X ($D\times(D-r)$), on demand."""
         # A complete QR of Φ1 gives an orthonormal basis of R^D whose first r columns span
         # range(Φ1); the remaining D - r span its orthogonal complement, the null space of X.
         q, _ = jnp.linalg.qr(self.Phi1, mode="complete")
@@ -194,5 +194,5 @@ class Problem(eqx.Module):
         return 0.5 * jnp.sum((self.Y - self.X @ product.T) ** 2)
 
     def error(self, product: Float[Array, "m D"]) -> Float[Array, "r m"]:
-        r"""$E = \tilde Y - \Sigma^{1/2}\Phi_1^\top W^\top$, so that $L - L^\star = \tfrac12\|E\|_F^2$."""
+        r"""$E = \tilde Y - \Sigma^{1/2}\Phi_1^\top W^\top$; $L - L^\star = \tfrac12\|E\|_F^2$."""
         return self.Y_tilde - self.sqrt_sigma[:, None] * (self.Phi1.T @ product.T)
