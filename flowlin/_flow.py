@@ -288,9 +288,14 @@ def gradient_flow(
             )
         check_gram_init(call, net, problem)
         dtype = jnp.result_type(net.Q.dtype, net.K.dtype, problem.dtype)
-    else:
+    elif isinstance(net, LinearNetwork):
         check_compatible(call, net, problem)
         dtype = jnp.result_type(net.dtype, problem.dtype)
+    else:
+        raise TypeError(
+            f"`{call}`: net must be a flowlin.LinearNetwork, or for method='gram' a "
+            f"flowlin.GramInit, got {type(net).__name__}"
+        )
     check_positive(call, "t1", t1)
     if stop_at_loss is not None:
         check_positive(call, "stop_at_loss", stop_at_loss)

@@ -330,7 +330,7 @@ def solve_gram(
     max_steps,
     dt0,
     event_tol,
-    reconstruct: bool | None = None,
+    reconstruct=None,
 ) -> Trajectory:
     r"""`flowlin.gradient_flow(..., method="gram")`: integrate $Z_r$ (theory.md §3).
 

@@ -119,6 +119,8 @@ def wishart(
         raise ValueError(f"`{call}`: h must be a scalar width, got shape {jnp.shape(h)}")
     check_positive(call, "std1", std1, allow_zero=True)
     check_positive(call, "std2", std2, allow_zero=True)
+    # As arrays, so that new values of h or the stds do not recompile.
+    h, std1, std2 = (jnp.asarray(x, problem.dtype) for x in (h, std1, std2))
     return _wishart(key, problem, h, std1, std2)
 
 
@@ -129,8 +131,6 @@ def _wishart(key, problem: Problem, h, std1, std2) -> GramInit:
     r, m, D = problem.rank, problem.m, problem.D
     k = r + m
     key_g, key_u = jax.random.split(key)
-    std1 = jnp.asarray(std1, dtype)
-    std2 = jnp.asarray(std2, dtype)
     T = jnp.concatenate([std1 * problem.sqrt_sigma, jnp.broadcast_to(std2, (m,))])
     TL = T[:, None] * bartlett(key_g, k, h, dtype)  # T L11, so that Q0 = (TL)(TL)ᵀ
     Q = TL @ TL.T
