@@ -311,7 +311,9 @@ def reduce_width(
     Z0 = jnp.concatenate([problem.sqrt_sigma[:, None] * problem.row_part(net.W1), net.W2], 0)
     A = Z0.T  # h×(r+m)
     if keep_null_space and D > r:
-        A = jnp.concatenate([A, net.W1 @ problem.phi2()], axis=1)  # [Z0ᵀ, U2ᵀ], h×(D+m)
+        # Φ2: the last D - r columns of a complete QR of Φ1 (see `Problem.phi2`).
+        Phi2 = jnp.linalg.qr(problem.Phi1, mode="complete")[0][:, r:]
+        A = jnp.concatenate([A, net.W1 @ Phi2], axis=1)  # [Z0ᵀ, U2ᵀ], h×(D+m)
     # Householder QR: A[:, :j] = Qh[:, :j] R[:j, :j] for every j, so the span of Z0's rows
     # lies in the first min(h, r+m) columns of Qh even when Z0 is rank-deficient.
     Qh, _ = jnp.linalg.qr(A)  # h×width
