@@ -18,7 +18,7 @@ the width $h$.
   $Z_0^\top = Q_hR$ (so $L = R^\top$, as in `flowlin.init.reduce_width`), for $h \le k$,
   $\Omega = I_h$ and $L = Z_0$. No pseudo-inverse, no rank decision.
 - From a `flowlin.GramInit` $(Q_0, K)$: $w = k$, $L = P\,\mathrm{diag}(\sqrt{q})$ from
-  $Q_0 = P\,\mathrm{diag}(q)P^\top$ with eigenvalues below `_RANK_RTOL` $\cdot\max q$ set to
+  $Q_0 = P\,\mathrm{diag}(q)P^\top$ with eigenvalues below `_rank_rtol` $\cdot\max q$ set to
   zero, and $J = L^+KL^{+\top}$ (range $K \subseteq$ range $Q_0$ for every $G_0^\top G_0$).
 
 **Why not $\Psi$ or $Q$.** $Q$ alone obeys an autonomous ODE of the same size, but it
@@ -53,8 +53,9 @@ from ._trajectory import Trajectory, make_trajectory
 def _rank_rtol(dtype, k: int) -> float:
     """Eigenvalues of a `GramInit`'s Q0 below this times the largest count as zero.
 
-    The round-off of forming Q0 = Z0Z0ᵀ is already ~h·eps·‖Q0‖, so this discards nothing real,
-    and it keeps the null-space directions of a singular Q0 (width h < r + m) out of the state.
+    Q0 = Z0Z0ᵀ is singular only for width h < k = r + m (or a rank-deficient init); its zero
+    eigenvalues then come out as round-off of ~h·eps·‖Q0‖ < 10·k·eps·‖Q0‖. Dropping them keeps
+    those directions out of the state; what is dropped is below the round-off of Q0 itself.
     """
     return 10 * k * float(jnp.finfo(dtype).eps)
 

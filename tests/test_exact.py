@@ -65,6 +65,7 @@ LAMBDA_CASES = [(0.5, 2), (0.5, 4), (-0.5, 2), (-0.5, 1), (0.0, 3), (0.0, 6)]
 PAD = 6
 
 
+@pytest.mark.slow  # ~20 s on 2 shared cores
 def test_lambda_balanced_riccati(getkey):
     """Q(t) = ZZᵀ of λ-balanced flows (Σ = I) from the Riccati closed form vs the gram
     solver; networks zero-padded to one width so that one compiled solver serves all."""

@@ -87,6 +87,7 @@ GROUP_SAVES = flowlin.SaveAt(
 )
 
 
+@pytest.mark.slow  # two Dopri8 compiles per group; ~20 s on 2 shared cores
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_gram_matches_full(group):
     n, D, m, r, widths, pad = GROUPS[group]
@@ -142,6 +143,7 @@ SHAPE = (5, 9, 2, 3)  # n, D, m, r
 # -- singular Q0 over long times (the reason the state is Z_r and not Ψ) ----------------------
 
 
+@pytest.mark.slow  # ~20 s on 2 shared cores
 def test_singular_init_long_time(getkey):
     """Width 1 < r + m: the flow stalls at a non-global stationary point (E(∞) ≠ 0). A Ψ
     state would blow up on the null space of Q0; the reduced state must stay put and agree
@@ -168,6 +170,7 @@ def test_singular_init_long_time(getkey):
 MEDIUM = dict(rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow  # ~20 s on 2 shared cores
 def test_stop_at_loss_and_saved_networks(getkey):
     """The excess-loss event stops both solvers at the same time; saves after it are inf;
     the networks saved along the way (rebuilt from the reduced state) are the full solver's."""
@@ -256,6 +259,7 @@ def test_jit_equals_eager(getkey):
 VMAP_RTOL = 1e-10
 
 
+@pytest.mark.slow  # ~20 s on 2 shared cores
 def test_vmap_over_widths_and_scales_compiles_once_and_equals_loop(getkey):
     """A sweep over (seed, width, scale) from Wishart statistics is one jit+vmap, traced once
     however the values change, and equals the same runs one by one."""

@@ -94,6 +94,7 @@ def test_same_distribution_as_materialised_gaussian_init(h, getkey):
     assert min(pvalues.values()) > P_MIN, pvalues
 
 
+@pytest.mark.slow  # ~20 s on 2 shared cores
 def test_final_distance_at_width_2000_matches_materialised_inits(getkey):
     """Issue 5: mean and spread of the final distance to the min-norm solution at h = 2000,
     over 256 seeds, from Wishart-sampled statistics vs materialised Gaussian networks (NTK
