@@ -10,13 +10,13 @@ Tsit5, rtol 1e-6, atol 1e-9, float64):
 - `wishart`: `gradient_flow(init.wishart(key, problem, h, ...), method="gram")`, statistics
             sampled without weights, h = 10 … 10⁹ — one compiled function for every h.
 
-Run time is the minimum over repeats (at least 3, and until 1 s is spent) of a compiled call
+Run time is the minimum over repeats (at least 3, and until 3 s is spent) of a compiled call
 (`block_until_ready`); compile time is the first call minus that, reported separately. The
 final excess loss and distance to the min-norm solution are printed beside, so that the
 methods can be seen to agree (full vs gram on the same network: their largest relative
 disagreement in the distance over the saved times is the last column).
 
-    python benchmarks/width_scaling.py             # the full table (a few minutes on 2 cores)
+    python benchmarks/width_scaling.py             # the full table (~5 minutes on 2 cores)
     python benchmarks/width_scaling.py --quick     # small widths only
 
 Writes `benchmarks/results/width_scaling-<time>.json` with the machine (CPU model, cores, GPU).
@@ -79,8 +79,8 @@ def machine() -> dict:
 
 #: Repeat a timed call at least `--repeats` times and until this much time has been spent (or
 #: MAX_REPEATS calls): the minimum of many short runs is robust to other load on the machine.
-MIN_TIMING_SECONDS = 1.0
-MAX_REPEATS = 25
+MIN_TIMING_SECONDS = 3.0
+MAX_REPEATS = 100
 
 
 def timed(fn, repeats: int):
@@ -144,7 +144,7 @@ def main():
             net = jax.block_until_ready(flowlin.init.paper(key, D, M, h, 0.5))
         results = {}
         if h <= args.max_full:
-            results["full"] = timed(partial(full_solve, net), args.repeats if h < 1e5 else 1)
+            results["full"] = timed(partial(full_solve, net), args.repeats if h < 1e5 else 2)
         if h <= args.max_gram:
             results["gram"] = timed(partial(gram_solve, net), args.repeats)
         if h <= args.max_wishart:
