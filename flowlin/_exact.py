@@ -1,9 +1,21 @@
-"""Closed-form gradient-flow solutions (theory.md §4): test oracles and tools in their own right."""
+"""Closed-form gradient-flow solutions (theory.md §4): test oracles and tools in their own right.
+
+Everything here is exact (no integration) and jit/vmap-compatible; value checks on the inputs
+(e.g. that an initialization is λ-balanced) run only on concrete arrays.
+"""
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import ScalarLike
+from ._errors import check_int, check_ndim, is_concrete
+
+
+#: `lambda_balanced_gram` refuses a concrete Z0 whose imbalance is farther than this (relative to
+#: its size) from λI: the closed form is then not the flow's. Inits built by
+#: `flowlin.init.lambda_balanced` are balanced to ~1e-15.
+_BALANCE_RTOL = 1e-8
 
 
 def scalar(
@@ -25,6 +37,16 @@ def scalar(
     (not both $y = 0$ and $u_0^2 = v_0^2$).
 
     **Returns:** `(u(t), v(t))`, each of the shape of `t`.
+
+    **Example:** the flow of `LinearNetwork(W1=[[u0, a]], W2=[[v0]])` on `Problem(X=[[1., 0.]],
+    Y=[[y]])` has `W1(t) = [[u(t), a]]`, `W2(t) = [[v(t)]]`:
+
+    ```python
+    u, v = flowlin.exact.scalar(jnp.linspace(0, 5, 6), u0=0.1, v0=-0.3, y=2.0)
+    ```
+
+    **Reference:** the $2\times2$ Riccati solution of Fukumizu (1998), "Effect of batch learning
+    in multilayer neural networks"; its λ-balanced matrix form is `lambda_balanced_gram`.
     """
     t = jnp.asarray(t)
     dtype = jnp.result_type(t.dtype, float)
@@ -32,6 +54,11 @@ def scalar(
     u0, v0, y = (jnp.asarray(a, dtype) for a in (u0, v0, y))
     d = u0**2 - v0**2
     k = jnp.sqrt(d**2 + 4 * y**2)
+    if is_concrete(k) and np.any(np.asarray(k) == 0):
+        raise ValueError(
+            "`flowlin.exact.scalar(...)`: y = 0 with u0² = v0² is a degenerate case of this "
+            "formula (k = 0); there the flow is u = v·sign, with uv → 0 — use y != 0"
+        )
     th = jnp.tanh(k * t / 2)
     sech2 = 1.0 / jnp.cosh(k * t / 2) ** 2
     # F z0
@@ -48,10 +75,14 @@ def scalar(
 def balanced_scalar(
     t: Float[ArrayLike, "*times"], w0: ScalarLike, y: ScalarLike
 ) -> Float[Array, "*times"]:
-    r"""Product $w = uv$ of the balanced scalar flow (theory.md §4).
-
-    With $u_0^2 = v_0^2$ and $w_0 = u_0v_0$:
+    r"""Product $w = uv$ of the balanced scalar flow ($u_0^2 = v_0^2$, $w_0 = u_0v_0$,
+    theory.md §4):
     $$w(t) = \frac{y\,w_0\,e^{2yt}}{y - w_0 + w_0 e^{2yt}}.$$
+
+    It is `scalar` with $d = 0$ (a logistic curve; for $w_0 > 0 < y$ it rises from $w_0$ to
+    $y$ at rate $2y$, so the excess loss decays at $4y$).
+
+    **Example:** `flowlin.exact.balanced_scalar(jnp.linspace(0, 5, 6), w0=0.01, y=1.0)`.
     """
     t = jnp.asarray(t)
     dtype = jnp.result_type(t.dtype, float)
@@ -87,14 +118,45 @@ def lambda_balanced_gram(
     `flowlin.init.lambda_balanced`).
 
     **Returns:** $Q(t)$, $(r+m)\times(r+m)$.
+
+    **Example:** with `problem = flowlin.problems.whitened(key, n=4, D=9, m=2)` and
+    `net = flowlin.init.lambda_balanced(key, problem, h=2, lam=0.5)`,
+
+    ```python
+    Z0 = jnp.concatenate([problem.row_part(net.W1), net.W2])   # [U1; V], Σ = I
+    Q = flowlin.exact.lambda_balanced_gram(3.0, Z0, problem.Y_tilde, 0.5)
+    E = problem.Y_tilde - Q[:4, 4:]                              # = lambda_balanced_error
+    ```
+
+    **References:** Fukumizu (1998) and Braun, Dominé, Fitzgerald, Saxe (2022), "Exact learning
+    dynamics of deep linear networks with prior knowledge", for λ = 0.
     """
+    call = "flowlin.exact.lambda_balanced_gram(...)"
     Z0 = jnp.asarray(Z0)
     dtype = jnp.result_type(Z0.dtype, float)
     Z0 = Z0.astype(dtype)
     Yt = jnp.asarray(Y_tilde, dtype)
     t = jnp.asarray(t, dtype)
+    check_ndim(call, "Y_tilde", Yt, 2, "r x m")
+    check_ndim(call, "Z0", Z0, 2, "(r+m) x h, the stacked [U1; V]")
     r, m = Yt.shape
     h = Z0.shape[1]
+    if Z0.shape[0] != r + m:
+        raise ValueError(
+            f"`{call}`: Z0 must have r + m = {r + m} rows ([U1; V] for Y_tilde of shape "
+            f"{Yt.shape}), got shape {Z0.shape}"
+        )
+    if is_concrete(Z0) and is_concrete(lam):
+        Zn = np.asarray(Z0)
+        imbalance = Zn[:r].T @ Zn[:r] - Zn[r:].T @ Zn[r:]
+        off = np.linalg.norm(imbalance - float(lam) * np.eye(h))
+        size = max(np.linalg.norm(Zn) ** 2, abs(float(lam)) * np.sqrt(h))
+        if off > _BALANCE_RTOL * size:
+            raise ValueError(
+                f"`{call}`: Z0 is not λ-balanced: ‖U1ᵀU1 - VᵀV - λI‖_F = {off:.3g} for "
+                f"lam={float(lam)} (relative {off / size:.3g}); build it with "
+                "flowlin.init.lambda_balanced"
+            )
     half = jnp.asarray(lam, dtype) / 2
     F = jnp.block([[half * jnp.eye(r, dtype=dtype), Yt], [Yt.T, -half * jnp.eye(m, dtype=dtype)]])
     expF = _sym_fn(F, lambda f: jnp.exp(t * f))
@@ -123,9 +185,69 @@ def lambda_balanced_error(
     return Yt - lambda_balanced_gram(t, Z0, Yt, lam)[:r, r:]
 
 
-def asymptotic_rate_balanced(Y_tilde: Float[ArrayLike, "r m"], lam: ScalarLike) -> Float[Array, ""]:
-    r"""Asymptotic decay rate of $L - L^\star$ for λ-balanced flows on whitened data:
-    $2\sqrt{\lambda^2 + 4\sigma_{\min}(\tilde Y)^2}$ (Tarmoun et al., 2021; theory.md §4)."""
-    s = jnp.linalg.svd(jnp.asarray(Y_tilde), compute_uv=False)
-    lam = jnp.asarray(lam, s.dtype)
-    return 2 * jnp.sqrt(lam**2 + 4 * s[-1] ** 2)
+def asymptotic_rate_balanced(
+    Y_tilde: Float[ArrayLike, "r m"], lam: ScalarLike, width: int | None = None
+) -> Float[Array, ""]:
+    r"""Asymptotic decay rate $\rho_\infty = \lim_{t\to\infty} -\tfrac{d}{dt}\log(L - L^\star)$
+    of a converging λ-balanced flow on whitened data ($\Sigma = I$, theory.md §4).
+
+    At the limit $U_1V^\top = \tilde Y$ and $U_1^\top U_1 - V^\top V = \lambda I_h$ fix the
+    spectra of $U_1U_1^\top$ ($r\times r$) and $VV^\top$ ($m\times m$): each singular value
+    $s$ of $\tilde Y$ contributes $\alpha(s) = (\lambda + \sqrt{\lambda^2 + 4s^2})/2$ to the
+    first and $\beta(s) = \alpha(s) - \lambda$ to the second; the other $h - q$ hidden
+    directions ($q = \min(r, m)$) contribute $\lambda$ to $U_1U_1^\top$ if $\lambda > 0$,
+    $|\lambda|$ to $VV^\top$ if $\lambda < 0$, nothing if $\lambda = 0$; the rest of each
+    spectrum is zeros. Near the limit $\dot E = -(U_1U_1^\top E + EVV^\top)$, a Sylvester
+    operator with eigenvalues $a_i + b_j$, so
+    $$\rho_\infty = 2\,\big(\lambda_{\min}(U_1U_1^\top) + \lambda_{\min}(VV^\top)\big).$$
+    For $r = m = h$ this is $2\sqrt{\lambda^2 + 4\sigma_{\min}(\tilde Y)^2}$ (Tarmoun et al.,
+    2021: "rate² = imbalance² + 4·margin²"); otherwise a direction that $U_1U_1^\top$ or
+    $VV^\top$ leaves at zero makes it slower, e.g. $2\sigma_{\min}(\tilde Y)$ for $\lambda = 0$,
+    $r > m$.
+
+    **Arguments:**
+
+    - `Y_tilde`: $\tilde Y$ ($r\times m$), assumed of full rank $q = \min(r, m)$.
+    - `lam`: $\lambda$ (may be traced).
+    - `width`: the width $h$ ($q \le h$, so that the flow can converge; $h \le r$ for
+      $\lambda > 0$, $h \le m$ for $\lambda < 0$). `None` only when $r = m$, meaning $h = r$.
+
+    **Returns:** $\rho_\infty$, so that $L - L^\star \approx C e^{-\rho_\infty t}$.
+
+    **Reference:** S. Tarmoun, G. França, B. Haeffele, R. Vidal (2021), "Understanding the
+    dynamics of gradient flow in overparameterized linear models", ICML.
+    """
+    call = "flowlin.exact.asymptotic_rate_balanced(...)"
+    Yt = jnp.asarray(Y_tilde)
+    Yt = Yt.astype(jnp.result_type(Yt.dtype, float))
+    check_ndim(call, "Y_tilde", Yt, 2, "r x m")
+    r, m = Yt.shape
+    q = min(r, m)
+    if width is None:
+        if r != m:
+            raise ValueError(
+                f"`{call}`: Y_tilde is {r}x{m} (r != m): pass width=h, the rate depends on it"
+            )
+        width = r
+    h = check_int(call, "width", width, minimum=1)
+    if h < q:
+        raise ValueError(
+            f"`{call}`: width={h} < min(r, m) = {q}: U1Vᵀ has rank <= {h} < rank(Y_tilde), so "
+            "the flow does not converge to L* and has no asymptotic rate"
+        )
+    if is_concrete(lam):
+        if float(lam) > 0 and h > r:
+            raise ValueError(f"`{call}`: lam > 0 needs width <= r = {r}, got {h}")
+        if float(lam) < 0 and h > m:
+            raise ValueError(f"`{call}`: lam < 0 needs width <= m = {m}, got {h}")
+    lam = jnp.asarray(lam, Yt.dtype)
+    s_min = jnp.linalg.svd(Yt, compute_uv=False)[-1]
+    alpha = (lam + jnp.sqrt(lam**2 + 4 * s_min**2)) / 2
+    beta = alpha - lam
+    pos, neg = lam > 0, lam < 0
+    # λ_min(U1U1ᵀ): zero unless U1U1ᵀ is full rank, i.e. it has r nonzero eigenvalues — h of
+    # them for λ > 0 (every α ≥ λ > 0), q otherwise; then the least is λ if extra directions
+    # (h > q) carry it, else α(σ_min). Symmetrically for VVᵀ.
+    a_min = jnp.where(jnp.where(pos, h >= r, q >= r), jnp.where(pos & (h > q), lam, alpha), 0.0)
+    b_min = jnp.where(jnp.where(neg, h >= m, q >= m), jnp.where(neg & (h > q), -lam, beta), 0.0)
+    return 2 * (a_min + b_min)

@@ -13,6 +13,8 @@ from jaxtyping import Array, ArrayLike, Float
 from ._custom_types import ScalarLike
 from ._diagnostics import Reference, weight_diagnostics
 from ._errors import check_positive, is_concrete
+from ._gram import check_gram_init, solve_gram
+from ._gram_init import GramInit
 from ._misc import tree_cast
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem
@@ -30,11 +32,6 @@ DEFAULT_TOLERANCES = {
 }
 #: float32 cannot resolve relative changes much below its epsilon (≈1.2e-7).
 _FLOAT32_RTOL_FLOOR = 1e-6
-#: Relative/absolute tolerance of the Newton root find that locates the `stop_at_loss`
-#: crossing in time. Far below the solution's own accuracy (rtol ~1e-8), yet well above what
-#: the interpolated event function's round-off lets Newton certify (100·eps was too tight and
-#: could end the root find at its step limit with the root already found).
-EVENT_TIME_TOLERANCE = {jnp.dtype("float64"): 1e-10, jnp.dtype("float32"): 1e-5}
 #: Solver steps before giving up (reported as `RESULTS.max_steps_reached`, not raised).
 DEFAULT_MAX_STEPS = 100_000
 
@@ -46,11 +43,8 @@ def resolve_tolerances(dtype, rtol, atol) -> tuple[float, float]:
     )
     rtol = d_rtol if rtol is None else rtol
     atol = d_atol if atol is None else atol
-    if (
-        jnp.dtype(dtype) != jnp.dtype("float64")
-        and is_concrete(rtol)
-        and rtol < _FLOAT32_RTOL_FLOOR
-    ):
+    low = is_concrete(rtol) and rtol < _FLOAT32_RTOL_FLOOR
+    if jnp.dtype(dtype) != jnp.dtype("float64") and low:
         warnings.warn(
             f"rtol={rtol} is below what {jnp.dtype(dtype).name} can resolve "
             f"(~{_FLOAT32_RTOL_FLOOR:g}); "
@@ -83,10 +77,24 @@ def resolve_save_times(call: str, saveat, t1, dtype) -> tuple[SaveAt, Float[Arra
     return saveat, ts
 
 
-class _FlowField(eqx.Module):
-    r"""The vector field $\dot W_1 = W_2^\top R^\top X$, $\dot W_2 = R^\top X W_1^\top$.
+def event_tolerance(problem: Problem, threshold) -> Float[Array, ""]:
+    r"""Tolerance (in $\log(L - L^\star)$ and in $t$) of the root find that locates
+    `stop_at_loss`.
 
-    Here $R = Y - XW_1^\top W_2^\top$ is the residual.
+    The event function $\log(L - L^\star) - \log(\text{threshold})$ is computed from
+    $E = \tilde Y - \Sigma^{1/2}U_1V^\top$, which loses digits to cancellation as $E$ shrinks:
+    at the crossing, $\|E\|_F = \sqrt{2\,\text{threshold}}$, it is known only to about
+    $\epsilon(1 + \|\tilde Y\|_F/\|E\|_F)$. Asking for less makes the root find fail (a fixed
+    $100\epsilon$ did, for thresholds below ~1e-4); this asks for 100 times that.
+    """
+    eps = jnp.finfo(problem.dtype).eps
+    scale = jnp.sqrt(jnp.sum(problem.Y_tilde**2)) / jnp.sqrt(2 * threshold)
+    return 100 * eps * (1 + scale)
+
+
+class _FlowField(eqx.Module):
+    r"""$\dot W_1 = W_2^\top R^\top X$, $\dot W_2 = R^\top X W_1^\top$,
+    $R = Y - XW_1^\top W_2^\top$.
 
     With `integrate_error`, the state carries a third component $I$ with $\dot I = \|E\|_F$,
     $E = W_x^\top R$ (theory.md §2(f)'s a-posteriori exponent).
@@ -205,7 +213,7 @@ def _solve_full(
 
 
 def gradient_flow(
-    net: LinearNetwork,
+    net: LinearNetwork | GramInit,
     problem: Problem,
     t1: ScalarLike,
     *,
@@ -230,14 +238,22 @@ def gradient_flow(
 
     **Arguments:**
 
-    - `net`: the initialization, a `flowlin.LinearNetwork` with `W1` (h×D), `W2` (m×h).
+    - `net`: the initialization, a `flowlin.LinearNetwork` with `W1` (h×D), `W2` (m×h); or,
+      for `method="gram"` only, a `flowlin.GramInit` (its statistics $Q_0$, $K$, e.g. from
+      `flowlin.init.wishart` at any width without materialising it).
     - `problem`: the `flowlin.Problem` (X, Y).
     - `t1`: final time (may be traced).
     - `saveat`: a `flowlin.SaveAt`, or just an array of save times in `[0, t1]`. Default:
       101 equally spaced times, all diagnostics.
     - `method`: `"full"` integrates $(W_1, W_2)$ (cost per step $O(nDh)$); `"gram"` integrates
-      the width-independent system of theory.md §3 (cost $O((r+m)^3)$ whatever $h$); both give
-      the same trajectory to tolerance.
+      the width-independent system of theory.md §3: $Z = [\Sigma^{1/2}U_1; V] = Z_r\Omega$
+      with $\Omega$ fixed and $Z_r$ of size $(r+m)\times\min(h, r+m)$ following
+      $\dot Z_r = A(Z_rZ_r^\top)Z_r$ (cost $O((r+m)^3)$ per step whatever $h$); every
+      diagnostic is computed from $Z_r$ and the initialization's statistics (see
+      `flowlin._gram`). Both methods give the same trajectory to tolerance. The gram method's
+      `u2_drift` is identically 0 ($U_2$ is constant and not integrated) and its
+      `imbalance_drift` is the drift of $\Lambda$ along the computed $Z(t) = Z_r(t)\Omega$,
+      with the full solver's normalization.
     - `solver`: any diffrax ODE solver (default `diffrax.Tsit5()`; `diffrax.Dopri8()` is
       cheaper at very tight tolerances).
     - `rtol`, `atol`: step-size-controller tolerances; defaults follow the dtype (float64:
@@ -253,6 +269,9 @@ def gradient_flow(
       units do not change the steps taken).
     - `adjoint`: how to differentiate through the solve (default
       `diffrax.RecursiveCheckpointAdjoint()`).
+    - `reconstruct` (`method="gram"` only): rebuild `Trajectory.final_network` from
+      $Z_r(t_1)$ (one $O(hD(r+m))$ product). Default `True` for a `LinearNetwork`; a
+      `GramInit` has no weights, so its `final_network` is `None` (and `True` is an error).
 
     **Returns:** a `flowlin.Trajectory`. Non-convergence (step budget, non-finite values) is
     reported in `result`/`succeeded`, never raised.
@@ -273,13 +292,28 @@ def gradient_flow(
         raise TypeError(
             f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
         )
-    check_compatible(call, net, problem)
+    if method not in ("full", "gram"):
+        raise ValueError(f"`{call}`: method must be 'full' or 'gram', got {method!r}")
+    if isinstance(net, GramInit):
+        if method != "gram":
+            raise ValueError(
+                f"`{call}`: net is a flowlin.GramInit (the statistics Q, K of an "
+                f"initialization, without its weights), which only method='gram' can "
+                f"integrate; got method={method!r}. Pass the LinearNetwork for method='full'."
+            )
+        check_gram_init(call, net, problem)
+        dtype = jnp.result_type(net.Q.dtype, net.K.dtype, problem.dtype)
+    elif isinstance(net, LinearNetwork):
+        check_compatible(call, net, problem)
+        dtype = jnp.result_type(net.dtype, problem.dtype)
+    else:
+        raise TypeError(
+            f"`{call}`: net must be a flowlin.LinearNetwork, or for method='gram' a "
+            f"flowlin.GramInit, got {type(net).__name__}"
+        )
     check_positive(call, "t1", t1)
     if stop_at_loss is not None:
         check_positive(call, "stop_at_loss", stop_at_loss)
-    if method not in ("full", "gram"):
-        raise ValueError(f"`{call}`: method must be 'full' or 'gram', got {method!r}")
-    dtype = jnp.result_type(net.dtype, problem.dtype)
     rtol, atol = resolve_tolerances(dtype, rtol, atol)
     saveat, ts = resolve_save_times(call, saveat, t1, dtype)
     solver = dfx.Tsit5() if solver is None else solver
@@ -291,9 +325,9 @@ def gradient_flow(
     adjoint = dfx.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     t1 = jnp.asarray(t1, dtype)
     threshold = None if stop_at_loss is None else jnp.asarray(stop_at_loss, dtype)
-    event_tol = EVENT_TIME_TOLERANCE.get(jnp.dtype(dtype), 1e-5)
     net = tree_cast(net, dtype)
     problem = tree_cast(problem, dtype)
+    event_tol = None if threshold is None else event_tolerance(problem, threshold)
     options = dict(
         saveat=saveat,
         solver=solver,
@@ -304,8 +338,6 @@ def gradient_flow(
         event_tol=event_tol,
     )
     if method == "gram":
-        from ._gram import solve_gram
-
         return solve_gram(net, problem, t1, ts, threshold, **options, **method_options)
     if method_options:
         raise TypeError(f"`{call}`: unexpected options for method='full': {sorted(method_options)}")

@@ -23,7 +23,9 @@ class GramInit(eqx.Module):
     Neither depends on the width $h$ in size, so a width-$10^9$ initialization is as cheap to
     hold as a width-10 one. The invariant set of ICML Proposition 1 is exactly $K = 0$.
 
-    Build one from a network with `flowlin.init.gram_init(net, problem)`.
+    Build one from a network with `flowlin.init.gram_init(net, problem)`, or sample that of a
+    Gaussian initialization of any width, without its weights, with `flowlin.init.wishart`;
+    integrate it with `flowlin.gradient_flow(init, problem, t1, method="gram")`.
     """
 
     Q: Float[Array, "k k"]

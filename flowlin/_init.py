@@ -255,3 +255,72 @@ def lambda_balanced(
         U1, V = O1 @ A, O2 @ A
     W1 = (problem.Phi1 @ U1).T  # U2 = 0: input weights inside the row space of X
     return LinearNetwork(W1, V)
+
+
+def reduce_width(
+    net: LinearNetwork, problem: Problem, *, keep_null_space: bool = False
+) -> LinearNetwork:
+    r"""An exactly equivalent network of width at most $r + m$ (theory.md §3).
+
+    The loss is invariant under $(W_1, W_2)\mapsto(RW_1, W_2R^\top)$ for orthogonal $R$
+    ($h\times h$) and gradient flow and descent are equivariant, so only the span of the
+    hidden-unit directions that move matters. Those are the rows of
+    $Z_0 = [\Sigma^{1/2}U_1(0); V(0)]$ ($(r+m)\times h$): $Z(t) = \Psi(t)Z_0$ keeps its row
+    space, and $U_2$ never moves. With the thin QR $Z_0^\top = Q_hR$ ($Q_h$:
+    $h\times k$, $k = \min(h, r+m)$) the reduced network is
+    $$W_1' = Q_h^\top W_1,\qquad W_2' = W_2Q_h.$$
+
+    **Exactness.** For gradient flow and for gradient descent (plain, or any optimizer whose
+    update commutes with an orthogonal change of hidden basis: SGD, momentum, Nesterov — not
+    Adam or RMSProp, which act per coordinate), at every time or iteration, in exact
+    arithmetic:
+
+    - the product is the same: $W_2'(t)W_1'(t) = W_2(t)W_1(t)$; hence so are the loss, $E$,
+      $\Theta$, the distance to $W^\star$, the rate and $\sigma_{\min}(U_1V^\top)$;
+    - so are $Q_0$ and $K$ (`gram_init` gives the same `GramInit`) and the nonzero spectrum of
+      $\Lambda = U_1^\top U_1 - V^\top V$;
+    - the original weights are recovered from the reduced ones:
+      $W_1(t) = Q_hW_1'(t) + (I - Q_hQ_h^\top)W_1(0)$, $W_2(t) = W_2'(t)Q_h^\top$.
+
+    What is *not* kept by default is the null-space part $(I - Q_hQ_h^\top)W_1(0)$ of the
+    input weights of hidden directions that carry no $U_1$ or $V$: those units have zero
+    output weights, never move and never touch the product, but they count in
+    $\|W_1\|_F$ and in the spectrum of $W_1W_1^\top - W_2^\top W_2 = \Lambda + U_2^\top U_2$.
+    With `keep_null_space=True` the QR is of $[Z_0^\top, U_2(0)^\top]$ instead, giving width
+    $\min(h, D + m)$: an orthogonal change of hidden basis that drops only exactly-zero
+    units, so *every* weight-space quantity is preserved (the first $\min(h, r+m)$ units
+    still carry all of the motion).
+
+    A network no wider than the target width is returned unchanged. When $Z_0$ is
+    rank-deficient some of the $k$ units carry (numerically) zero $U_1$ and $V$: still exact.
+
+    **Arguments:**
+
+    - `net`: the network to reduce.
+    - `problem`: gives $\Phi_1$, $\Sigma$ (and $\Phi_2$ for `keep_null_space`).
+    - `keep_null_space`: keep the full input weights (width $\le D + m$) rather than only
+      what the dynamics sees (width $\le r + m$).
+
+    **Returns:** a `flowlin.LinearNetwork` of width $\min(h, r+m)$ (or $\min(h, D+m)$).
+    """
+    call = "flowlin.init.reduce_width(...)"
+    check_compatible(call, net, problem)
+    if not isinstance(keep_null_space, bool):
+        raise TypeError(
+            f"`{call}`: keep_null_space must be a bool, got {type(keep_null_space).__name__}"
+        )
+    r, m, D, h = problem.rank, problem.m, problem.D, net.width
+    width = min(h, D + m) if keep_null_space else min(h, r + m)
+    if width >= h:
+        return net
+    net = LinearNetwork(net.W1.astype(problem.dtype), net.W2.astype(problem.dtype))
+    Z0 = jnp.concatenate([problem.sqrt_sigma[:, None] * problem.row_part(net.W1), net.W2], 0)
+    A = Z0.T  # h×(r+m)
+    if keep_null_space and D > r:
+        # Φ2: the last D - r columns of a complete QR of Φ1 (see `Problem.phi2`).
+        Phi2 = jnp.linalg.qr(problem.Phi1, mode="complete")[0][:, r:]
+        A = jnp.concatenate([A, net.W1 @ Phi2], axis=1)  # [Z0ᵀ, U2ᵀ], h×(D+m)
+    # Householder QR: A[:, :j] = Qh[:, :j] R[:j, :j] for every j, so the span of Z0's rows
+    # lies in the first min(h, r+m) columns of Qh even when Z0 is rank-deficient.
+    Qh, _ = jnp.linalg.qr(A)  # h×width
+    return LinearNetwork(Qh.T @ net.W1, net.W2 @ Qh)

@@ -32,15 +32,17 @@ class Trajectory(eqx.Module):
       (well defined also for balanced inits, where $\Lambda = 0$).
     - `distance_to_min_norm`: $\|W(t) - W^\star\|_F$, $W = W_2W_1$.
     - `u2_drift`: $\|U_2(t) - U_2(0)\|_F / \|W_1(0)\|_F$; exactly zero in exact arithmetic
-      ($X\Phi_2 = 0$), for the flow and for gradient descent.
+      ($X\Phi_2 = 0$), for the flow and for gradient descent. The gram method does not
+      integrate $U_2$ and reports exactly 0.
     - `product_min_singular_value`: $\sigma_{\min}(U_1V^\top)$, the singular value that enters
       v2 Proposition 1's rate bound at time $t$ (theory.md §2(c)).
     - `error_integral`: $\int_0^t\|E(s)\|_F\,ds$, carried as an extra ODE state (exact to
       solver tolerance; a left Riemann sum $\sum_k\tau\|E_k\|$ for gradient descent), for
       the a-posteriori distance bound of theory.md §2(f).
     - `networks`: $(W_1, W_2)$ at each time if `SaveAt(networks=True)`, else `None`.
-    - `final_network`: the network where the run ended (`None` for the gram method unless
-      reconstruction was asked for).
+    - `final_network`: the network where the run ended (for the gram method, rebuilt from the
+      reduced state when it started from a `LinearNetwork`; `None` when it started from a
+      `flowlin.GramInit` or with `reconstruct=False`).
     - `final_time`: the time the run ended ($t_1$, or the time the excess loss crossed
       `stop_at_loss`).
     - `final_values`: dict of the requested diagnostics at `final_time`.

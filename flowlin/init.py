@@ -1,4 +1,5 @@
-"""Initializations of `flowlin.LinearNetwork` (theory.md §2, §4, §5)."""
+"""Initializations of `flowlin.LinearNetwork`, and of their width-free statistics `flowlin.GramInit`
+(theory.md §2–§5)."""
 
 from ._gram_init import gram_init as gram_init
 from ._init import (
@@ -8,4 +9,6 @@ from ._init import (
     pad_width as pad_width,
     paper as paper,
     project_to_invariant_set as project_to_invariant_set,
+    reduce_width as reduce_width,
 )
+from ._wishart import wishart as wishart

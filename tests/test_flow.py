@@ -59,12 +59,13 @@ def test_lambda_balanced_riccati():
     width = 7
     cases = [(0.5, 4), (-0.3, 3), (0.0, 7)]  # (λ, h): h <= r for λ > 0, h <= m for λ < 0
     nets = [
-        flowlin.init.pad_width(
-            flowlin.init.lambda_balanced(jax.random.key(i), problem, h, lam, scale=0.3), width
-        )
+        flowlin.init.lambda_balanced(jax.random.key(i), problem, h, lam, scale=0.3)
         for i, (lam, h) in enumerate(cases)
     ]
-    batch = jax.tree.map(lambda *x: jnp.stack(x), *nets)
+    # Zero-padded to one width (exact, theory.md §3) so that one vmapped solve covers all.
+    batch = jax.tree.map(
+        lambda *x: jnp.stack(x), *[flowlin.init.pad_width(n, width) for n in nets]
+    )
     saveat = flowlin.SaveAt(ts, diagnostics=("excess_loss",), networks=True)
     traj = jax.vmap(lambda n: flowlin.gradient_flow(n, problem, 10.0, saveat=saveat, **TIGHT))(
         batch
