@@ -447,6 +447,22 @@ def sweep(
         )
     if executor not in ("local", "ray"):
         raise ValueError(f"`{call}`: executor must be 'local' or 'ray', got {executor!r}")
+    ray_options = None
+    if executor == "ray":
+        from ._ray import _import_ray, resolve_options
+
+        ray_options = resolve_options(executor_options)
+        if devices is not None:
+            raise ValueError(
+                f"`{call}`: devices=... chooses local devices; with executor='ray' each task "
+                "uses the devices Ray gives it (executor_options={'num_gpus': ...})"
+            )
+        _import_ray()
+    elif executor_options is not None:
+        raise ValueError(
+            f"`{call}`: executor_options is for executor='ray'; the local executor takes "
+            "devices=... instead"
+        )
     if dynamics == "descent":
         if lr is None or steps is None:
             raise ValueError(f"`{call}`: dynamics='descent' needs lr=... and steps=...")
@@ -512,7 +528,7 @@ def sweep(
         devices = list(devices) if devices is not None else jax.local_devices()
         if not devices:
             raise ValueError(f"`{call}`: devices is empty")
-    n_devices = len(devices) if executor == "local" else 1
+    n_devices = len(devices) if executor == "local" else ray_options.devices_per_task
     plan = _plan(
         pidx,
         width,
@@ -627,7 +643,7 @@ def sweep(
             pending,
             shard_store,
             results,
-            executor_options or {},
+            ray_options,
             progress=progress,
             total=len(plan.chunks),
             initial=len(done),
