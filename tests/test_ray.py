@@ -12,6 +12,7 @@ device; only `num_gpus=k >= 1` gives a task k devices).
 import json
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -164,7 +165,11 @@ def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, t
     assert len(before) == N_CHUNKS - 1
     assert not (store / "result.nc").exists()
 
-    ds = flowlin.sweep(problem, executor="ray", store=store, **GRID, **COMMON)
+    # Restart (retries on again), on the surviving workers of that runtime env: warm, so fast.
+    restart = {"max_retries": 3, **_fresh_workers("interrupted")}
+    ds = flowlin.sweep(
+        problem, executor="ray", executor_options=restart, store=store, **GRID, **COMMON
+    )
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards.iterdir()}
     # Exactly the missing chunk was computed; the shards already there were not rewritten.
     assert len(after) == N_CHUNKS
@@ -194,3 +199,9 @@ def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, t
 def test_bad_executor_options_rejected(problem, kwargs, match):
     with pytest.raises(ValueError, match=match):
         flowlin.sweep(problem, **GRID, **{**COMMON, **kwargs})
+
+
+def test_missing_ray_is_named(problem, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install flowlin\[ray\]"):
+        flowlin.sweep(problem, executor="ray", **GRID, **COMMON)
