@@ -35,6 +35,7 @@ DEFAULT_MAX_RETRIES = 3
 #: CPUs of the local Ray instance started when no cluster is given (small: a laptop or CI).
 DEFAULT_LOCAL_NUM_CPUS = 2
 _CALL = "flowlin.sweep(executor='ray', executor_options=...)"
+TASK_NAME = "flowlin_chunk"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +224,6 @@ def run_chunks_on_ray(
             env_vars.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
             runtime_env["env_vars"] = env_vars
         task_options = dict(
-            name="flowlin_chunk",
             num_cpus=opts.num_cpus,
             num_gpus=num_gpus,
             max_retries=opts.max_retries,
@@ -234,14 +234,21 @@ def run_chunks_on_ray(
             task_options["resources"] = opts.resources
         if runtime_env:
             task_options["runtime_env"] = runtime_env
-        remote = ray.remote(_compute_chunk).options(**task_options)
+        remote = ray.remote(_compute_chunk)
         store = None
         if shard_store is not None:
             store = (str(pathlib.Path(shard_store.path).resolve()), shard_store.format)
-        payload = ray.put(pickle.dumps(task))
+        # cloudpickle: a solver or other setting defined in the user's `__main__` travels too.
+        payload = ray.put(ray.cloudpickle.dumps(task))
         x64 = bool(jax.config.read("jax_enable_x64"))
         n_devices = opts.devices_per_task
-        refs = {remote.remote(payload, c, x64, n_devices, store): c for c in pending}
+        refs = {
+            # Named per chunk (Ray's dashboard and the worker's process title: ray::<name>).
+            remote.options(name=f"{TASK_NAME}_{c.index}", **task_options).remote(
+                payload, c, x64, n_devices, store
+            ): c
+            for c in pending
+        }
         where: dict[str, None] = {}
         failures = []
         with progress_bar(total=total, initial=initial, enabled=progress, unit="chunk") as bar:
