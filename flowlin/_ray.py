@@ -14,6 +14,7 @@ import os
 import pathlib
 import pickle
 import socket
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -214,9 +215,18 @@ def run_chunks_on_ray(
     ray = _import_ray()
     started = _connect(ray, opts)
     try:
+        available = ray.cluster_resources()
         num_gpus = opts.num_gpus
         if num_gpus is None:
-            num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            num_gpus = 1.0 if available.get("GPU", 0) > 0 else 0.0
+        for name, want in (("CPU", opts.num_cpus), ("GPU", num_gpus)):
+            if want > available.get(name, 0):
+                warnings.warn(
+                    f"`{_CALL}`: each task asks for {want:g} {name}(s) but the Ray cluster has "
+                    f"{available.get(name, 0):g} now; the tasks wait until Ray (or its "
+                    "autoscaler) provides them",
+                    stacklevel=3,
+                )
         runtime_env = dict(opts.runtime_env or {})
         if 0 < num_gpus < 1:
             # Several tasks share a GPU: JAX must not grab 75% of it in each of them.
