@@ -26,10 +26,10 @@ On a machine without accelerators the devices are `--xla_force_host_platform_dev
 CPU devices, set here before JAX starts: they share the machine's cores, so the speed-up is
 bounded by the core count, not by k. Writes `benchmarks/results/multi_device-<time>.json`.
 
-Latest result (2026-11-29; 2-core AMD EPYC, load average ~10 from other jobs, jax 0.9.2; the
-full table is in docs/ray.md): collectives in the chunk, shard_map 0, auto-sharded 5 all-reduce;
-1 device 225 configs/s; 4 devices shard_map 487 configs/s (2.17x); 4 devices auto-sharded 156
-configs/s (0.69x); all three bit-for-bit equal.
+Latest results (2026-11-29; 2-core AMD EPYC, load average 5-10 from other jobs, jax 0.9.2; the
+table is in docs/ray.md): collectives in the chunk: shard_map 0, auto-sharded 5 all-reduce.
+4 devices: shard_map 1.32x and 2.17x the 1-device configs/s (two runs), auto-sharded 0.68x and
+0.69x; 2 devices: shard_map 1.35x, auto-sharded 0.82x; all bit-for-bit equal to 1 device.
 """
 
 import argparse
