@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import flowlin
+from flowlin._ray import TASK_NAME  # a worker running a chunk is titled ray::TASK_NAME_<i>
 
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install flowlin[ray]`")
@@ -54,8 +55,6 @@ COMMON = dict(
     chunk_size=2,
 )
 N_CHUNKS = 4
-#: Name Ray gives the chunk tasks (a worker running one has the process title `ray::<name>`).
-TASK_NAME = "flowlin_chunk"
 
 
 @pytest.fixture(scope="module")
