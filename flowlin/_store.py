@@ -57,8 +57,9 @@ class ShardStore:
             if existing.get("fingerprint") != description["fingerprint"]:
                 raise ValueError(
                     f"`flowlin.sweep(store={str(self.path)!r})`: this store holds a different "
-                    "sweep (its problems, grid or settings differ); use a new store path or "
-                    "delete the old one"
+                    "sweep (its problems, grid, settings or chunking differ; chunks depend on "
+                    "chunk_size and on the devices per chunk); use a new store path or delete "
+                    "the old one"
                 )
         else:
             tmp = self.path / f"{_TMP_PREFIX}{uuid.uuid4().hex}.json"

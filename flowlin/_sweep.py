@@ -331,7 +331,12 @@ def _fingerprint(problems, plan, settings) -> str:
     for a in (plan.problem, plan.width, plan.scale_index, plan.seed, plan.scales):
         h.update(np.ascontiguousarray(a).tobytes())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    h.update(str(len(plan.chunks)).encode())
+    # The chunks themselves, not just their number: shards of a differently chunked run of the
+    # same grid (another chunk_size, or another number of devices per chunk, e.g. local vs Ray)
+    # would leave rows uncomputed or computed twice.
+    for c in plan.chunks:
+        h.update(np.asarray([c.index, c.pad_to, c.valid], np.int64).tobytes())
+        h.update(np.ascontiguousarray(c.rows, np.int64).tobytes())
     return h.hexdigest()
 
 
@@ -383,9 +388,10 @@ def sweep(
 
     Batching (see `performance.md`): configurations are bucketed by width (zero-padded to the
     bucket's largest width, exact by theory.md §3), ordered by scale inside a bucket to limit
-    lockstep waste, cut into chunks of `chunk_size` that share one compiled program, and
-    dispatched round-robin over `devices` (default: all local devices). Each distinct shape
-    compiles once per sweep.
+    lockstep waste, cut into chunks of `chunk_size` that share one compiled program, and each
+    chunk is split evenly over `devices` (default: all local devices) with `shard_map`: every
+    device runs its own vmapped adaptive loop, never in lockstep with the other devices. Each
+    distinct shape compiles once per sweep (per process).
 
     **Arguments:**
 
@@ -410,7 +416,19 @@ def sweep(
     - `store`: a folder; results are written chunk by chunk (netCDF, or Zarr if the path ends
       in `.zarr` or `store_format="zarr"`), and a sweep restarted with the same store resumes
       where it stopped, recomputing nothing that was written.
-    - `executor`: `"local"`, or `"ray"` to spread chunks over a Ray cluster.
+    - `executor`: `"local"` (this process's `devices`), or `"ray"`: one Ray task per chunk on
+      a Ray cluster (`pip install flowlin[ray]`; see docs/ray.md). Ray places the tasks,
+      retries those whose worker died, and the results are merged into the same Dataset; with
+      `store=`, each task writes its own shard, so the store must be on a filesystem shared by
+      all nodes.
+    - `executor_options` (Ray only): `address` (an existing cluster, e.g. `"auto"` or
+      `"ray://head:10001"`; default: Ray already initialized in this process, else
+      `RAY_ADDRESS`, else a local instance of `local_num_cpus` CPUs (default 2), shut down
+      after the sweep), and per task `num_cpus` (default 1), `num_gpus` (default 1 if the
+      cluster has GPUs, else 0; a fraction shares a GPU; $k \geq 1$ gives each task $k$
+      devices, and chunks a multiple of $k$ configurations), `memory`, `resources`,
+      `max_retries` (retries of a task whose worker died, default 3) and `runtime_env`.
+    - `devices` (local only): the devices to split each chunk over.
     - `progress`: a progress bar with ETA over chunks (shown only on a terminal).
 
     **Returns:** an `xarray.Dataset` with dims `(problem, width, scale, seed[, time])` for a
@@ -447,6 +465,22 @@ def sweep(
         )
     if executor not in ("local", "ray"):
         raise ValueError(f"`{call}`: executor must be 'local' or 'ray', got {executor!r}")
+    ray_options = None
+    if executor == "ray":
+        from ._ray import _import_ray, resolve_options
+
+        ray_options = resolve_options(executor_options)
+        if devices is not None:
+            raise ValueError(
+                f"`{call}`: devices=... chooses local devices; with executor='ray' each task "
+                "uses the devices Ray gives it (executor_options={'num_gpus': ...})"
+            )
+        _import_ray()
+    elif executor_options is not None:
+        raise ValueError(
+            f"`{call}`: executor_options is for executor='ray'; the local executor takes "
+            "devices=... instead"
+        )
     if dynamics == "descent":
         if lr is None or steps is None:
             raise ValueError(f"`{call}`: dynamics='descent' needs lr=... and steps=...")
@@ -512,7 +546,7 @@ def sweep(
         devices = list(devices) if devices is not None else jax.local_devices()
         if not devices:
             raise ValueError(f"`{call}`: devices is empty")
-    n_devices = len(devices) if executor == "local" else 1
+    n_devices = len(devices) if executor == "local" else ray_options.devices_per_task
     plan = _plan(
         pidx,
         width,
@@ -627,7 +661,7 @@ def sweep(
             pending,
             shard_store,
             results,
-            executor_options or {},
+            ray_options,
             progress=progress,
             total=len(plan.chunks),
             initial=len(done),

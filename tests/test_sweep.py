@@ -109,6 +109,21 @@ def test_resume_after_kill_is_bit_for_bit(problem, tmp_path, monkeypatch, suffix
         flowlin.sweep(problem, store=store, **{**kw, "seeds": 5})
 
 
+def test_store_refuses_other_chunking(problem, tmp_path, monkeypatch):
+    # 8 configurations, chunk_size 5: on 1 device chunks of 5 + 3, on 2 devices chunks of 6 + 2
+    # (a multiple of the device count). Same grid, same number of chunks, other rows per chunk:
+    # resuming one from the other's shards would leave row 5 uncomputed, so the store refuses.
+    kw = dict(widths=[3, 6], scales=[0.3], seeds=4, **{**COMMON, "chunk_size": 5})
+    store = tmp_path / "sweep"
+    _inject_failure(monkeypatch, at_chunk=0)  # fails before anything is compiled
+    with pytest.raises(RuntimeError, match="injected failure at chunk 0"):
+        flowlin.sweep(problem, store=store, devices=jax.devices()[:1], **kw)
+    with pytest.raises(RuntimeError, match="injected failure at chunk 0"):  # same chunks: fine
+        flowlin.sweep(problem, store=store, devices=jax.devices()[:1], **kw)
+    with pytest.raises(ValueError, match="holds a different sweep.*chunking"):
+        flowlin.sweep(problem, store=store, devices=jax.devices()[:2], **kw)
+
+
 def test_failed_runs_are_recorded_not_raised(problem):
     ds = flowlin.sweep(problem, widths=[4], scales=[0.5], seeds=3, **{**COMMON, "max_steps": 3})
     assert not bool(ds.succeeded.any())

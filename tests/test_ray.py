@@ -1,0 +1,212 @@
+"""`flowlin.sweep(executor="ray")`: equal to the local sweep bit for bit, survives a killed
+worker (Ray retries the chunk), resumes an interrupted sweep from the shards already written,
+and rejects bad options by name.
+
+All tests share one local Ray instance (2 CPUs, started once per module): each Ray worker
+imports JAX and compiles the chunk program itself, which costs seconds, so the problems are
+tiny and the chunks few. The test process has 4 forced host CPU devices (conftest) and the
+workers inherit that environment; each task still computes on one device (a CPU task has one
+device; only `num_gpus=k >= 1` gives a task k devices).
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowlin
+from flowlin._ray import TASK_NAME  # a worker running a chunk is titled ray::TASK_NAME_<i>
+
+
+ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install flowlin[ray]`")
+psutil = pytest.importorskip("psutil", reason="the worker-kill tests find Ray workers by pid")
+
+pytestmark = [
+    # One xdist worker runs the whole module, so that its tests share one Ray instance.
+    pytest.mark.xdist_group("ray"),
+    # ray.init forks its helper processes after JAX started threads (fork + exec: harmless).
+    pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning"),
+]
+
+D, M = 12, 2
+# 2 widths in one bucket x 4 seeds = 8 configurations in 4 chunks of 2: one compiled shape.
+GRID = dict(widths=[3, 5], scales=[0.4], seeds=4)
+# Gradient descent: the executor does not care what a chunk computes, and a fixed-length loop
+# compiles in a fraction of the time of the adaptive flow solver, in every worker.
+STEPS, LR = 50, 0.05
+COMMON = dict(
+    dynamics="descent",
+    method="full",
+    lr=LR,
+    steps=STEPS,
+    theory=False,
+    bounds=False,
+    saveat=flowlin.SaveAt(
+        jnp.linspace(0.0, STEPS * LR, 5), diagnostics=("loss", "distance_to_min_norm")
+    ),
+    progress=False,
+    chunk_size=2,
+)
+N_CHUNKS = 4
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return flowlin.problems.gaussian(jax.random.key(0), n=5, D=D, m=M)
+
+
+@pytest.fixture(scope="module")
+def reference(problem):
+    """The local sweep with the same chunks (one device: chunks are then cut exactly as for
+    Ray tasks of one device each, so every chunk is the same computation)."""
+    ds = flowlin.sweep(problem, devices=jax.devices()[:1], **GRID, **COMMON)
+    assert ds.attrs["n_chunks"] == N_CHUNKS
+    return ds
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _assert_identical(got, want):
+    assert set(got.data_vars) == set(want.data_vars)
+    for name in want.data_vars:
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)
+    for name in want.coords:
+        np.testing.assert_array_equal(got[name].values, want[name].values, err_msg=name)
+
+
+def _pids(ds) -> set[int]:
+    """The worker pids that computed a Ray sweep's chunks (from attrs['devices'])."""
+    return {int(w.split("/pid")[1].split(":")[0]) for w in json.loads(ds.attrs["devices"])}
+
+
+class _WorkerKiller(threading.Thread):
+    """Kills (SIGKILL, by pid) the first process of this test's Ray instance that is running a
+    chunk task; the pids it killed are in `.killed`."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.killed: list[int] = []
+        self.stop = threading.Event()
+
+    def run(self):
+        me = psutil.Process()
+        while not self.stop.is_set():
+            for proc in me.children(recursive=True):
+                try:
+                    title = " ".join(proc.cmdline())
+                except psutil.Error:
+                    continue
+                if title.startswith(f"ray::{TASK_NAME}"):
+                    os.kill(proc.pid, signal.SIGKILL)
+                    self.killed.append(proc.pid)
+                    return
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+
+
+def test_ray_equals_local(problem, reference, cluster):
+    ds = flowlin.sweep(problem, executor="ray", **GRID, **COMMON)
+    _assert_identical(ds, reference)
+    workers = json.loads(ds.attrs["devices"])
+    assert 1 <= len(workers) <= 2  # 2 CPUs, 1 CPU per task: at most 2 worker processes
+    # One device per task, though the workers see the 4 forced host devices.
+    assert all(w.endswith(": TFRT_CPU_0") for w in workers), workers
+
+
+def _fresh_workers(tag: str) -> dict:
+    """Task options that make Ray start new worker processes (a runtime env of their own): a
+    cold worker spends seconds importing JAX and compiling inside the chunk task, so the killer
+    finds it running (a warm worker finishes a tiny chunk in milliseconds)."""
+    return {"runtime_env": {"env_vars": {"FLOWLIN_TEST_WORKERS": tag}}}
+
+
+def test_killed_worker_is_retried(problem, reference, cluster):
+    options = {"max_retries": 2, **_fresh_workers("retried")}
+    with _WorkerKiller() as killer:
+        ds = flowlin.sweep(problem, executor="ray", executor_options=options, **GRID, **COMMON)
+    assert len(killer.killed) == 1
+    assert not psutil.pid_exists(killer.killed[0])
+    # The chunk the dead worker held was computed again elsewhere, to the same bits.
+    assert killer.killed[0] not in _pids(ds)
+    _assert_identical(ds, reference)
+
+
+def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, tmp_path):
+    store = tmp_path / "sweep"
+    shards = store / "shards"
+    # No retries: the chunk whose worker is killed fails, the others finish and are written.
+    options = {"max_retries": 0, **_fresh_workers("interrupted")}
+    with _WorkerKiller() as killer, pytest.raises(RuntimeError, match="1 chunk\\(s\\) failed"):
+        flowlin.sweep(
+            problem,
+            executor="ray",
+            executor_options=options,
+            store=store,
+            **GRID,
+            **COMMON,
+        )
+    assert len(killer.killed) == 1
+    before = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards.iterdir()}
+    assert len(before) == N_CHUNKS - 1
+    assert not (store / "result.nc").exists()
+
+    # Restart (retries on again), on the surviving workers of that runtime env: warm, so fast.
+    restart = {"max_retries": 3, **_fresh_workers("interrupted")}
+    ds = flowlin.sweep(
+        problem, executor="ray", executor_options=restart, store=store, **GRID, **COMMON
+    )
+    after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards.iterdir()}
+    # Exactly the missing chunk was computed; the shards already there were not rewritten.
+    assert len(after) == N_CHUNKS
+    assert {k: after[k] for k in before} == before
+    assert ds.attrs["chunks_resumed_from_store"] == N_CHUNKS - 1
+    _assert_identical(ds, reference)
+    _assert_identical(flowlin.open_sweep(store), reference)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(executor="dask"), "executor must be 'local' or 'ray', got 'dask'"),
+        (dict(executor="ray", executor_options={"num_gpu": 1}), "unknown option.*'num_gpu'"),
+        (dict(executor="ray", executor_options={"num_cpus": -1}), "num_cpus must be a number"),
+        (dict(executor="ray", executor_options={"num_gpus": 1.5}), "num_gpus must be a fraction"),
+        (dict(executor="ray", executor_options={"max_retries": 0.5}), "max_retries must be an int"),
+        (dict(executor="ray", executor_options={"address": 7}), "address must be a Ray cluster"),
+        (
+            dict(executor="ray", executor_options={"address": "auto", "local_num_cpus": 2}),
+            "local_num_cpus .* cannot be combined with address",
+        ),
+        (dict(executor="ray", devices=jax.devices()[:1]), "devices=... chooses local devices"),
+        (dict(executor_options={"num_cpus": 1}), "executor_options is for executor='ray'"),
+    ],
+)
+def test_bad_executor_options_rejected(problem, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        flowlin.sweep(problem, **GRID, **{**COMMON, **kwargs})
+
+
+def test_missing_ray_is_named(problem, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install flowlin\[ray\]"):
+        flowlin.sweep(problem, executor="ray", **GRID, **COMMON)
