@@ -162,6 +162,9 @@ def _run_chunk(dyn: _Dynamic, cfg: dict, st: _Static):
     def local(cfg):
         if st.batch_size >= cfg["seed"].shape[0]:
             return jax.vmap(one)(cfg)
+        if st.batch_size == 1:
+            # One configuration at a time: no batched LAPACK calls (see `_cpu_batch_size`).
+            return jax.lax.map(one, cfg)
         # Sequential over sub-batches of `batch_size`, vmapped within: bounds lockstep waste.
         return jax.lax.map(one, cfg, batch_size=st.batch_size)
 
@@ -411,8 +414,10 @@ def sweep(
     - `theory`, `bounds`: store `flowlin.theory.quantities` and `flowlin.check_bounds` for
       every run; `delta` is the failure probability of the wide-network results.
     - `chunk_size`: configurations per compiled chunk (memory stays bounded by it);
-      `batch_size`: if smaller, a chunk runs as sequential vmapped batches of this size
-      (`jax.lax.map`).
+      `batch_size`: configurations vmapped together on a device; a chunk runs as sequential
+      batches of this size (`jax.lax.map`). Default: the device's whole share on GPUs, 1 on
+      CPUs (jaxlib's batched LAPACK kernels can deadlock the CPU thread pool; a sequential
+      map is also at least as fast there).
     - `store`: a folder; results are written chunk by chunk (netCDF, or Zarr if the path ends
       in `.zarr` or `store_format="zarr"`), and a sweep restarted with the same store resumes
       where it stopped, recomputing nothing that was written.
@@ -735,7 +740,9 @@ class SweepTask:
         return _Static(
             **self.static_common,
             pad_to=int(chunk.pad_to),
-            batch_size=per_device if self.batch_size is None else int(self.batch_size),
+            batch_size=_default_batch_size(mesh, per_device)
+            if self.batch_size is None
+            else int(self.batch_size),
             mesh=mesh,
         )
 
@@ -767,6 +774,23 @@ class SweepTask:
     def compute(self, chunk: Chunk, devices=None) -> tuple[np.ndarray, dict]:
         """Compute one chunk synchronously on `devices` (default: this process's devices)."""
         return self.collect(chunk, self.launch(chunk, make_mesh(devices)))
+
+
+def _default_batch_size(mesh, per_device: int) -> int:
+    """Configurations vmapped together on one device when `batch_size` is not given.
+
+    GPUs: the whole per-device share of the chunk. CPUs: one at a time (`jax.lax.map`). On
+    CPU, jaxlib runs a batched LAPACK call (eigh, svd, qr — used by the diagnostics, theory
+    and bound checks) by splitting the batch over the same intra-op thread pool that runs the
+    devices' programs and blocking until the pieces finish; with several devices (or several
+    such calls) in flight every pool thread ends up waiting and the process deadlocks (seen
+    with jaxlib 0.9.2 and 0.10.2 on 2 cores, from batches of 64 12×12 matrices per device).
+    Unbatched calls never take that path, and on CPU a sequential map is as fast as a vmap
+    here (no lockstep waste between adaptive solves).
+    """
+    if all(d.platform == "cpu" for d in mesh.devices.flat):
+        return 1
+    return per_device
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
