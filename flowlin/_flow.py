@@ -286,7 +286,8 @@ def gradient_flow(
     - `adjoint`: how `jax.grad`/`jax.jacfwd` differentiate through the solve (see
       `docs/gradients.md`). Every choice gives the derivative of the computed trajectory
       with respect to `net` (its weights or `GramInit` statistics), `problem` (X and Y,
-      through its SVD, when X has distinct nonzero singular values), `t1` and
+      through its SVD: correct only when X has distinct nonzero singular values, silently
+      wrong otherwise, e.g. for whitened data), `t1` and
       `stop_at_loss`; with tolerances ~1e-12 these agree with central finite differences to
       ~1e-7 (float64).
 
