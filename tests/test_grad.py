@@ -172,16 +172,22 @@ def test_gradients_match_finite_differences(instances, jacobians, method):
     assert not bad, f"{method}: gradient vs FD relative error above {FD_RTOL}: {bad}"
 
 
-def test_gram_and_full_gradients_agree(jacobians):
+def test_gram_and_full_gradients_agree(instances, jacobians):
+    # Every Jacobian entry, relative to the largest entry of that output's derivative with
+    # respect to that input, floored at 1e-3 times the output's value: a derivative can vanish
+    # by accident (a distance at its minimum in time has d/dt1 ≈ 0; one instance here has
+    # 5e-5), and there only the absolute error, ~1e-11, is meaningful.
+    params, fixed, _, _ = instances
+    values = np.abs(np.asarray(_forward(params, fixed, "full")))  # (instances, outputs)
+    worst = {}
     for name in INPUTS:
-        full, gram = np.asarray(jacobians["full"][name]), np.asarray(jacobians["gram"][name])
-        scale = np.max(np.abs(full), axis=tuple(range(2, full.ndim)), keepdims=True)
-        # (The event time does not depend on t1: that column is exactly 0 in both.)
-        zero = scale == 0
-        assert np.all(full[np.broadcast_to(zero, full.shape)] == 0)
-        assert np.all(gram[np.broadcast_to(zero, gram.shape)] == 0)
-        rel = np.abs(full - gram) / np.where(zero, 1.0, scale)
-        assert np.all(rel <= METHOD_RTOL), f"{name}: gram vs full relative {rel.max():.2e}"
+        a, b = np.asarray(jacobians["full"][name]), np.asarray(jacobians["gram"][name])
+        a, b = a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)
+        scale = np.maximum(np.max(np.abs(a), axis=2), 1e-3 * values)
+        if name == "t1":  # the event time does not depend on t1: exactly 0 in both
+            assert np.all(a[:, 3] == 0) and np.all(b[:, 3] == 0)
+        worst[name] = float(np.max(np.abs(a - b) / scale[:, :, None]))
+    assert max(worst.values()) <= METHOD_RTOL, worst
 
 
 def _instance_zero(instances):
