@@ -299,13 +299,15 @@ def gradient_flow(
         `jax.hessian`); reverse mode costs more memory and compile time than the default.
       - `diffrax.ForwardMode()`: forward mode only, the cheapest for few inputs and many
         outputs (`jax.jacfwd` with respect to a handful of scales).
-      - `diffrax.BacksolveAdjoint()`: the continuous adjoint, solving an ODE backwards:
-        memory $O(1)$ in the number of steps, but its gradient is only as accurate as the
-        backward solve (its own tolerances) and it gives no gradient with respect to `t1`
-        (JAX raises a `CustomVJPException`); it cannot be combined with `stop_at_loss`. The
-        states at the save times are kept and the diagnostics computed after the solve.
+      - `diffrax.BacksolveAdjoint()`: the continuous adjoint, re-solving the flow backwards:
+        memory $O(1)$ in the number of steps, but a gradient flow run backwards is
+        exponentially unstable (it expands at the rates, up to $\lambda_1(\Sigma)\|W\|^2$,
+        at which it contracts), so its gradients are only usable on short horizons. No
+        gradient with respect to `t1` (JAX raises a `CustomVJPException`), no
+        `stop_at_loss`. The states at the save times are kept and the diagnostics computed
+        after the solve.
 
-      The event time `Trajectory.final_time` of `stop_at_loss` is differentiable with every
+      The event time `Trajectory.event_time` of `stop_at_loss` is differentiable with every
       adjoint that supports events: its derivative follows from the implicit function
       theorem applied to $\log(L(t) - L^\star) = \log(\text{threshold})$.
     - `reconstruct` (`method="gram"` only): rebuild `Trajectory.final_network` from
