@@ -199,6 +199,7 @@ def _instance_zero(instances):
     return first(params), first(fixed)
 
 
+@pytest.mark.slow  # two more compiles (~20 s each)
 @pytest.mark.parametrize(
     "method, adjoint", [("full", dfx.DirectAdjoint()), ("gram", dfx.ForwardMode())]
 )
@@ -222,6 +223,7 @@ BACKSOLVE_T1 = 0.01
 BACKSOLVE_RTOL = 1e-5
 
 
+@pytest.mark.slow  # two more compiles (~20 s each)
 @pytest.mark.parametrize("method", ["full", "gram"])
 def test_backsolve_adjoint_on_a_short_horizon(instances, method):
     params, fixed = _instance_zero(instances)
