@@ -287,8 +287,8 @@ SMALL_SCALE, LARGE_SCALE = 0.03, 10.0
 # Flow time to converge: the small init first escapes the saddle at 0 (t ~ log(1/s²)/‖Ỹ‖);
 # the large one converges at rate ~ 4s².
 SMALL_T1, LARGE_T1 = 150.0, 1.0
-# The neglected relative terms, O(s²/‖W*‖_*) and O(‖W*‖/s²), are ≈ 4e-3 and 2.4e-3 here
-# (‖W*‖ ≈ 0.24), with random sign per draw; slopes and the per-draw lazy derivative are
+# The neglected relative terms, O(s²/‖W*‖_*) and O(‖W*‖/s²), are ≈ 1.7e-3 and 5e-3 here
+# (‖W*‖ ≈ 0.53), with random sign per draw; slopes and the per-draw lazy derivative are
 # asserted within 4 times that.
 CORRECTION_FACTOR = 4
 # Means over seeds of χ²_{D−r}/(D−r)-distributed quantities: relative std
