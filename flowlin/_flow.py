@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import diffrax as dfx
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
@@ -162,9 +163,16 @@ def _solve_full(
     def final_fn(t, y, args):
         return (y[0], y[1]), diagnostics(y, args)
 
-    dfx_saveat = dfx.SaveAt(
-        subs=[dfx.SubSaveAt(ts=ts, fn=save_fn), dfx.SubSaveAt(t1=True, fn=final_fn)]
-    )
+    # BacksolveAdjoint accepts only a plain SaveAt of the state (no subs, no fn): then save
+    # the state at ts and t1 and compute the diagnostics after the solve. Otherwise compute
+    # them inside diffrax's save, which keeps only scalars per time (not h×D weights).
+    backsolve = isinstance(adjoint, dfx.BacksolveAdjoint)
+    if backsolve:
+        dfx_saveat = dfx.SaveAt(ts=ts, t1=True)
+    else:
+        dfx_saveat = dfx.SaveAt(
+            subs=[dfx.SubSaveAt(ts=ts, fn=save_fn), dfx.SubSaveAt(t1=True, fn=final_fn)]
+        )
     event = None
     if threshold is not None:
         event = dfx.Event(
@@ -188,10 +196,18 @@ def _solve_full(
         event=event,
         throw=False,
     )
-    diag, states = sol.ys[0]
-    (W1f, W2f), final_values = sol.ys[1]
-    W1f, W2f = W1f[0], W2f[0]
-    final_values = {k: v[0] for k, v in final_values.items()}
+    if backsolve:
+        saved_ys = jax.tree_util.tree_map(lambda x: x[:-1], sol.ys)
+        final_y = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
+        save_ts, final_time = sol.ts[:-1], sol.ts[-1]
+        diag, states = jax.vmap(lambda y: save_fn(None, y, args))(saved_ys)
+        (W1f, W2f), final_values = final_fn(None, final_y, args)
+    else:
+        diag, states = sol.ys[0]
+        (W1f, W2f), final_values = sol.ys[1]
+        W1f, W2f = W1f[0], W2f[0]
+        final_values = {k: v[0] for k, v in final_values.items()}
+        save_ts, final_time = sol.ts[0], sol.ts[1][0]
     result = RESULTS.promote(sol.result)
     finite = jnp.all(jnp.isfinite(W1f)) & jnp.all(jnp.isfinite(W2f))
     result = RESULTS.where(finite, result, RESULTS.diverged)
@@ -199,11 +215,11 @@ def _solve_full(
     if saveat.networks:
         networks = eqx.tree_at(lambda n: (n.W1, n.W2), net, states)
     return make_trajectory(
-        sol.ts[0],
+        save_ts,
         diag,
         networks=networks,
         final_network=LinearNetwork(W1f, W2f),
-        final_time=sol.ts[1][0],
+        final_time=final_time,
         final_values=final_values,
         result=result,
         num_steps=sol.stats["num_steps"],
@@ -267,8 +283,33 @@ def gradient_flow(
     - `stepsize_controller`: overrides the default `diffrax.PIDController(rtol, atol,
       norm=optimistix.max_norm)` (max norm: every weight meets the tolerance, and zero-padded
       units do not change the steps taken).
-    - `adjoint`: how to differentiate through the solve (default
-      `diffrax.RecursiveCheckpointAdjoint()`).
+    - `adjoint`: how `jax.grad`/`jax.jacfwd` differentiate through the solve (see
+      `docs/gradients.md`). Every choice gives the derivative of the computed trajectory
+      with respect to `net` (its weights or `GramInit` statistics), `problem` (X and Y,
+      through its SVD: correct only when X has distinct nonzero singular values, silently
+      wrong otherwise, e.g. for whitened data), `t1` and
+      `stop_at_loss`; with tolerances ~1e-12 these agree with central finite differences to
+      ~1e-7 (float64).
+
+      - `diffrax.RecursiveCheckpointAdjoint()` (default): reverse mode (`jax.grad`,
+        `jax.vjp`) through the solver's own steps, exact for the discretized solution;
+        memory $O(\sqrt{\text{steps}})$ states by binomial checkpointing (pass
+        `checkpoints=` to trade memory for recomputation). Not forward mode.
+      - `diffrax.DirectAdjoint()`: forward and reverse mode (`jax.jacfwd`, `jax.jvp`,
+        `jax.hessian`); reverse mode costs more memory and compile time than the default.
+      - `diffrax.ForwardMode()`: forward mode only, the cheapest for few inputs and many
+        outputs (`jax.jacfwd` with respect to a handful of scales).
+      - `diffrax.BacksolveAdjoint()`: the continuous adjoint, re-solving the flow backwards:
+        memory $O(1)$ in the number of steps, but a gradient flow run backwards is
+        exponentially unstable (it expands at the rates, up to $\lambda_1(\Sigma)\|W\|^2$,
+        at which it contracts), so its gradients are only usable on short horizons. No
+        gradient with respect to `t1` (JAX raises a `CustomVJPException`), no
+        `stop_at_loss`. The states at the save times are kept and the diagnostics computed
+        after the solve.
+
+      The event time `Trajectory.event_time` of `stop_at_loss` is differentiable with every
+      adjoint that supports events: its derivative follows from the implicit function
+      theorem applied to $\log(L(t) - L^\star) = \log(\text{threshold})$.
     - `reconstruct` (`method="gram"` only): rebuild `Trajectory.final_network` from
       $Z_r(t_1)$ (one $O(hD(r+m))$ product). Default `True` for a `LinearNetwork`; a
       `GramInit` has no weights, so its `final_network` is `None` (and `True` is an error).
@@ -314,6 +355,17 @@ def gradient_flow(
     check_positive(call, "t1", t1)
     if stop_at_loss is not None:
         check_positive(call, "stop_at_loss", stop_at_loss)
+    if adjoint is not None and not isinstance(adjoint, dfx.AbstractAdjoint):
+        raise TypeError(
+            f"`{call}`: adjoint must be a diffrax adjoint (e.g. diffrax.DirectAdjoint()), got "
+            f"{type(adjoint).__name__}"
+        )
+    if stop_at_loss is not None and isinstance(adjoint, dfx.BacksolveAdjoint):
+        raise ValueError(
+            f"`{call}`: adjoint=diffrax.BacksolveAdjoint() cannot differentiate through the "
+            "event of stop_at_loss (diffrax does not support events with it); use the default "
+            "diffrax.RecursiveCheckpointAdjoint() or diffrax.DirectAdjoint()"
+        )
     rtol, atol = resolve_tolerances(dtype, rtol, atol)
     saveat, ts = resolve_save_times(call, saveat, t1, dtype)
     solver = dfx.Tsit5() if solver is None else solver

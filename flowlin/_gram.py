@@ -265,7 +265,13 @@ def _solve_gram_impl(
 
     # The state is (r+m)×w: save it at every time and compute the diagnostics once, after the
     # solve (vmapped), rather than inside diffrax's save machinery (halves compile time).
-    dfx_saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts), dfx.SubSaveAt(t1=True)])
+    # BacksolveAdjoint accepts only one plain SaveAt; the two subs are otherwise kept, as
+    # diffrax differentiates the event time only through the t1 save of its own sub.
+    backsolve = isinstance(adjoint, dfx.BacksolveAdjoint)
+    if backsolve:
+        dfx_saveat = dfx.SaveAt(ts=ts, t1=True)
+    else:
+        dfx_saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts), dfx.SubSaveAt(t1=True)])
     event = None
     args = None
     if threshold is not None:
@@ -297,11 +303,18 @@ def _solve_gram_impl(
 
     # Saves after an early stop are inf in `ts` (diffrax's fill); so are their diagnostics
     # and networks, as in the full solver.
-    saved = jnp.isfinite(sol.ts[0])
-    diag = jax.vmap(diagnostics)(sol.ys[0])
+    if backsolve:
+        save_ts, final_time = sol.ts[:-1], sol.ts[-1]
+        saved_ys = jax.tree_util.tree_map(lambda x: x[:-1], sol.ys)
+        y_f = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
+    else:
+        save_ts, final_time = sol.ts[0], sol.ts[1][0]
+        saved_ys = sol.ys[0]
+        y_f = jax.tree_util.tree_map(lambda x: x[0], sol.ys[1])
+    saved = jnp.isfinite(save_ts)
+    diag = jax.vmap(diagnostics)(saved_ys)
     diag = {key: jnp.where(saved, v, jnp.inf) for key, v in diag.items()}
-    states = sol.ys[0][0]
-    y_f = jax.tree_util.tree_map(lambda x: x[0], sol.ys[1])
+    states = saved_ys[0]
     Z_f = y_f[0]
     final_values = diagnostics(y_f)
     result = RESULTS.promote(sol.result)
@@ -315,11 +328,11 @@ def _solve_gram_impl(
             lambda x: jnp.where(saved[:, None, None], x, jnp.inf), networks
         )
     return make_trajectory(
-        sol.ts[0],
+        save_ts,
         diag,
         networks=networks,
         final_network=final_network,
-        final_time=sol.ts[1][0],
+        final_time=final_time,
         final_values=final_values,
         result=result,
         num_steps=sol.stats["num_steps"],

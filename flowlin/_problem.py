@@ -39,6 +39,12 @@ class Problem(eqx.Module):
       min-norm question; this is refused unless set to `True` (for studying convergence rates
       only). Then `min_norm` is the unique solution and everything about $U_2$ is empty.
 
+    **Differentiation.** Everything above is a differentiable function of X and Y (build the
+    `Problem` inside the differentiated function, with `rank=`). The derivative with respect
+    to X goes through JAX's SVD derivative and is correct only when the nonzero singular
+    values of X are distinct: with a repeated one (e.g. whitened data) it is silently wrong.
+    See `docs/gradients.md`.
+
     **Example:**
 
     ```python

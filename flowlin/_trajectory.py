@@ -46,6 +46,8 @@ class Trajectory(eqx.Module):
     - `final_time`: the time the run ended ($t_1$, or the time the excess loss crossed
       `stop_at_loss`).
     - `final_values`: dict of the requested diagnostics at `final_time`.
+    - `event_time` (property): `final_time` where the run stopped at `stop_at_loss`, else
+      `inf`; differentiable (see `docs/gradients.md`).
     - `result`: a `flowlin.RESULTS` status; `num_steps`: accepted solver steps (flow) or
       iterations (descent).
     - `iterations`: for gradient descent, the iteration index of each save; else `None`.
@@ -82,6 +84,16 @@ class Trajectory(eqx.Module):
             axis=0,
         )
         return ok & finite
+
+    @property
+    def event_time(self) -> Float[Array, "*batch"]:
+        """The time the excess loss crossed `stop_at_loss` (`inf` where it did not).
+
+        Differentiable (implicit function theorem on the event condition): `jax.grad` of it
+        with respect to the initialization, the data, or the threshold is the sensitivity of
+        the time to reach that loss. See `docs/gradients.md`.
+        """
+        return jnp.where(self.reached_threshold, self.final_time, jnp.inf)
 
     @property
     def reached_threshold(self) -> Bool[Array, "*batch"]:
