@@ -142,9 +142,7 @@ def _print_table(rows: list[dict], columns: list[tuple[str, str, str]], echo=pri
             v = r.get(key)
             line.append("" if v is None else format(v, fmt))
         cells.append(line)
-    widths = [
-        max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h, _) in enumerate(columns)
-    ]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h, _) in enumerate(columns)]
     echo(" | ".join(h.rjust(w) for (_, h, _), w in zip(columns, widths)))
     echo("-+-".join("-" * w for w in widths))
     for line in cells:
@@ -194,9 +192,7 @@ def numpy_flow_scipy(W1, W2, X, Y, t1, ts, rtol, atol):
     if not sol.success:
         raise RuntimeError(f"solve_ivp failed: {sol.message}")
     ys = sol.y.T
-    products = np.stack(
-        [y[h * D :].reshape(m, h) @ y[: h * D].reshape(h, D) for y in ys]
-    )
+    products = np.stack([y[h * D :].reshape(m, h) @ y[: h * D].reshape(h, D) for y in ys])
     return products, sol.nfev
 
 
@@ -263,9 +259,7 @@ def _throughput_problem(grid):
 
 
 def _configs(grid):
-    return [
-        (h, a, s) for h in grid["widths"] for a in grid["alphas"] for s in range(grid["seeds"])
-    ]
+    return [(h, a, s) for h in grid["widths"] for a in grid["alphas"] for s in range(grid["seeds"])]
 
 
 def _baseline_init(D, m, h, alpha, seed, key=0):
@@ -296,7 +290,6 @@ def _rel_frobenius(a, b):
 
 def throughput(quick: bool = False, *, lr: float = GD_LR, echo=print, grid=None) -> dict:
     """configs/s of the four approaches on one grid, and their largest disagreement."""
-    import jax
     import numpy as np
 
     import flowlin
@@ -522,10 +515,14 @@ def width_scaling(
     problem = flowlin.problems.gaussian(jax.random.key(0), n=n, D=D, m=m)
     key = jax.random.key(1)
     full_solve = jax.jit(
-        lambda net: flowlin.gradient_flow(net, problem, t1, saveat=saves, method="full", **tolerances)
+        lambda net: flowlin.gradient_flow(
+            net, problem, t1, saveat=saves, method="full", **tolerances
+        )
     )
     gram_solve = jax.jit(
-        lambda net: flowlin.gradient_flow(net, problem, t1, saveat=saves, method="gram", **tolerances)
+        lambda net: flowlin.gradient_flow(
+            net, problem, t1, saveat=saves, method="gram", **tolerances
+        )
     )
 
     @jax.jit
@@ -701,7 +698,9 @@ def fig1(
                 )
                 spent = time.perf_counter() - t0
                 dist_gd = float(np.linalg.norm(P[-1] - Wstar))
-                dist_flow = float(ds["final_distance_to_min_norm"].sel(width=h, scale=alpha, seed=s))
+                dist_flow = float(
+                    ds["final_distance_to_min_norm"].sel(width=h, scale=alpha, seed=s)
+                )
                 checks.append(
                     dict(
                         width=h,
@@ -1007,9 +1006,7 @@ def gpu_sweep(
                 **peak_memory(),
             )
             rows.append(row)
-            echo(
-                f"  {dtype} {n_cfg}: {run:.2f} s ({rate:.0f} configs/s), first call {first:.2f} s"
-            )
+            echo(f"  {dtype} {n_cfg}: {run:.2f} s ({rate:.0f} configs/s), first call {first:.2f} s")
             del ds
     echo("")
     _print_table(
@@ -1070,8 +1067,10 @@ def run(which: str, quick: bool, out_dir, echo=print) -> list[pathlib.Path]:
     for name in names:
         record = BENCHMARKS[name](quick, echo=echo)
         path = write_json(record, out_dir, JSON_NAMES[name])
-        echo(f"machine: {record['machine']['cpu']} ({record['machine']['cores']} cores), "
-             f"gpu {record['machine']['gpu']}, load {record['machine']['load_average']}")
+        echo(
+            f"machine: {record['machine']['cpu']} ({record['machine']['cores']} cores), "
+            f"gpu {record['machine']['gpu']}, load {record['machine']['load_average']}"
+        )
         echo(f"wrote {path}\n")
         paths.append(path)
     return paths
