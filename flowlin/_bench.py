@@ -155,13 +155,30 @@ def _enable_x64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
+class Stopwatch:
+    """Wall-clock and process CPU seconds of a `with` block.
+
+    The CPU time (all threads of this process) is what the same work costs on an otherwise
+    idle machine when it runs on one thread; on a shared machine the wall time also counts the
+    waits for a core. Both are recorded.
+    """
+
+    def __enter__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
 def _timed(fn: Callable):
-    """(seconds, result) of one call, waiting for JAX results."""
+    """(Stopwatch, result) of one call, waiting for JAX results."""
     import jax
 
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return time.perf_counter() - t0, out
+    with Stopwatch() as sw:
+        out = jax.block_until_ready(fn())
+    return sw, out
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,7 +256,8 @@ def numpy_gradient_descent(W1, W2, X, Y, lr, save_iterations, *, averaged=False,
 THROUGHPUT_GRID = dict(
     n=10, D=40, m=2, widths=(10, 30, 100, 300), alphas=(0.25, 0.5, 0.75), seeds=4, t1=20.0
 )
-THROUGHPUT_QUICK = dict(n=10, D=40, m=2, widths=(10, 30), alphas=(0.5,), seeds=2, t1=5.0)
+#: One width bucket (20 <= 2·10: one compiled shape per method), 4 configurations.
+THROUGHPUT_QUICK = dict(n=10, D=40, m=2, widths=(10, 20), alphas=(0.5,), seeds=2, t1=5.0)
 RTOL, ATOL = 1e-6, 1e-9
 #: Gradient descent step of the throughput benchmark (t = ηk): the flow is matched to O(η).
 GD_LR = 1e-3
@@ -315,27 +333,42 @@ def throughput(quick: bool = False, *, lr: float = GD_LR, echo=print, grid=None)
     rows = []
 
     # (a) scipy solve_ivp loop
-    t0 = time.perf_counter()
     out, nfev = [], 0
-    for W1, W2 in inits:
-        p, f = numpy_flow_scipy(W1, W2, X, Y, t1, ts, RTOL, ATOL)
-        out.append(p)
-        nfev += f
-    t_scipy = time.perf_counter() - t0
+    with Stopwatch() as sw:
+        for W1, W2 in inits:
+            p, f = numpy_flow_scipy(W1, W2, X, Y, t1, ts, RTOL, ATOL)
+            out.append(p)
+            nfev += f
     products["scipy"] = np.stack(out)
-    rows.append(dict(method="scipy solve_ivp RK45 loop", key="scipy", run_s=t_scipy, compile_s=0.0))
-    echo(f"  scipy: {t_scipy:.2f} s ({nfev} rhs evaluations)")
+    rows.append(
+        dict(
+            method="scipy solve_ivp RK45 loop",
+            key="scipy",
+            run_s=sw.wall,
+            cpu_s=sw.cpu,
+            compile_s=0.0,
+        )
+    )
+    echo(f"  scipy: {sw.wall:.2f} s, CPU {sw.cpu:.2f} s ({nfev} rhs evaluations)")
 
     # (b) plain gradient descent in NumPy, t = ηk
     ks = np.rint(ts / lr).astype(np.int64)
-    t0 = time.perf_counter()
-    out = [numpy_gradient_descent(W1, W2, X, Y, lr, ks)[0] for W1, W2 in inits]
-    t_gd = time.perf_counter() - t0
+    with Stopwatch() as sw:
+        out = [numpy_gradient_descent(W1, W2, X, Y, lr, ks)[0] for W1, W2 in inits]
     products["gd"] = np.stack(out)
     rows.append(
-        dict(method=f"NumPy gradient descent (eta={lr:g})", key="gd", run_s=t_gd, compile_s=0.0)
+        dict(
+            method=f"NumPy gradient descent (eta={lr:g})",
+            key="gd",
+            run_s=sw.wall,
+            cpu_s=sw.cpu,
+            compile_s=0.0,
+        )
     )
-    echo(f"  numpy GD: {t_gd:.2f} s ({int(ks[-1])} iterations per configuration)")
+    echo(
+        f"  numpy GD: {sw.wall:.2f} s, CPU {sw.cpu:.2f} s ({int(ks[-1])} iterations per "
+        "configuration)"
+    )
 
     # (c), (d) flowlin.sweep, full and gram
     for method in ("full", "gram"):
@@ -364,14 +397,20 @@ def throughput(quick: bool = False, *, lr: float = GD_LR, echo=print, grid=None)
             dict(
                 method=f"flowlin.sweep(method={method!r})",
                 key=method,
-                run_s=run,
-                compile_s=max(first - run, 0.0),
+                run_s=run.wall,
+                cpu_s=run.cpu,
+                compile_s=max(first.wall - run.wall, 0.0),
+                compile_cpu_s=max(first.cpu - run.cpu, 0.0),
+                mean_steps=float(ds["num_steps"].mean()),
                 compiled_shapes=int(ds.attrs["compiled_shapes"]),
                 max_steps_taken=int(ds["num_steps"].max()),
                 all_succeeded=bool(ds["succeeded"].all()),
             )
         )
-        echo(f"  flowlin {method}: {run:.3f} s (compile {max(first - run, 0.0):.1f} s)")
+        echo(
+            f"  flowlin {method}: {run.wall:.3f} s, CPU {run.cpu:.3f} s (compile "
+            f"{first.wall - run.wall:.1f} s, CPU {first.cpu - run.cpu:.1f} s)"
+        )
 
     # Distances and losses of every approach over (config, time).
     def from_products(P):
@@ -392,11 +431,13 @@ def throughput(quick: bool = False, *, lr: float = GD_LR, echo=print, grid=None)
         for k, v in products.items()
     }
     ref_loss, ref_dist = curves["scipy"]
+    t_scipy, cpu_scipy = rows[0]["run_s"], rows[0]["cpu_s"]
     loss0 = ref_loss[:, :1]
     for row in rows:
         loss, dist = curves[row["key"]]
         row["configs_per_s"] = n_cfg / row["run_s"]
         row["speedup_vs_scipy"] = t_scipy / row["run_s"]
+        row["cpu_speedup_vs_scipy"] = cpu_scipy / row["cpu_s"]
         if row["key"] != "scipy":
             row["distance_vs_scipy"] = _rel(dist, ref_dist)
             row["loss_vs_scipy"] = float(np.max(np.abs(loss - ref_loss) / loss0))
@@ -427,6 +468,8 @@ def throughput(quick: bool = False, *, lr: float = GD_LR, echo=print, grid=None)
             ("compile_s", "compile (s)", ".2f"),
             ("configs_per_s", "configs/s", ".1f"),
             ("speedup_vs_scipy", "vs scipy", ".1f"),
+            ("cpu_s", "CPU (s)", ".3f"),
+            ("cpu_speedup_vs_scipy", "vs scipy (CPU)", ".1f"),
             ("distance_vs_scipy", "max rel. diff distance", ".1e"),
             ("loss_vs_scipy", "max diff loss / L(0)", ".1e"),
         ],
@@ -481,9 +524,9 @@ def _timed_repeats(fn, repeats: int):
     runs = []
     while len(runs) < repeats or (sum(runs) < MIN_TIMING_SECONDS and len(runs) < MAX_REPEATS):
         run, out = _timed(fn)
-        runs.append(run)
+        runs.append(run.wall)
     run = min(runs)
-    return max(first - run, 0.0), run, out
+    return max(first.wall - run, 0.0), run, out
 
 
 def width_scaling(
@@ -671,32 +714,39 @@ def fig1(
             progress=False,
         )
 
-    first, _ = _timed(call)
-    warm, ds = _timed(call)
+    first_sw, _ = _timed(call)
+    warm_sw, ds = _timed(call)
+    first, warm = first_sw.wall, warm_sw.wall
     compile_s = max(first - warm, 0.0)
-    echo(f"  flowlin sweep (gram): first call {first:.2f} s, second {warm:.2f} s")
+    echo(
+        f"  flowlin sweep (gram): first call {first:.2f} s (CPU {first_sw.cpu:.2f} s), "
+        f"second {warm:.2f} s (CPU {warm_sw.cpu:.2f} s)"
+    )
 
     rows = []
-    gd_total = 0.0
+    gd_total = gd_cpu = 0.0
     checks = []
     for h in widths:
         # Per-iteration cost at this width (one seed).
         W1, W2 = _baseline_init(D, m, h, alpha, 0)
         probe_ks = [gd_probe_iterations]
-        t0 = time.perf_counter()
-        numpy_gradient_descent(W1, W2, X, Y, FIG1_LR, probe_ks, averaged=True)
-        per_iter = (time.perf_counter() - t0) / gd_probe_iterations
+        with Stopwatch() as probe:
+            numpy_gradient_descent(W1, W2, X, Y, FIG1_LR, probe_ks, averaged=True)
+        per_iter = probe.wall / gd_probe_iterations
+        per_iter_cpu = probe.cpu / gd_probe_iterations
+        width_cpu = 0.0
         width_total, measured, extrapolated = 0.0, 0, 0
         for s in range(seeds):
             t_stop = float(ds["final_time"].sel(width=h, scale=alpha, seed=s))
             k_pred = math.ceil(t_stop * n / (2 * FIG1_LR))
             if h <= gd_full_max_width and s < gd_full_seeds:
                 W1, W2 = _baseline_init(D, m, h, alpha, s)
-                t0 = time.perf_counter()
-                P, k = numpy_gradient_descent(
-                    W1, W2, X, Y, FIG1_LR, [], averaged=True, stop=FIG1_STOP
-                )
-                spent = time.perf_counter() - t0
+                with Stopwatch() as run_sw:
+                    P, k = numpy_gradient_descent(
+                        W1, W2, X, Y, FIG1_LR, [], averaged=True, stop=FIG1_STOP
+                    )
+                spent = run_sw.wall
+                width_cpu += run_sw.cpu
                 dist_gd = float(np.linalg.norm(P[-1] - Wstar))
                 dist_flow = float(
                     ds["final_distance_to_min_norm"].sel(width=h, scale=alpha, seed=s)
@@ -717,8 +767,10 @@ def fig1(
                 measured += 1
             else:
                 width_total += k_pred * per_iter
+                width_cpu += k_pred * per_iter_cpu
                 extrapolated += 1
         gd_total += width_total
+        gd_cpu += width_cpu
         rows.append(
             dict(
                 width=h,
@@ -736,6 +788,7 @@ def fig1(
                     )
                 ),
                 gd_seconds=width_total,
+                gd_cpu_seconds=width_cpu,
                 gd_runs_measured=measured,
                 gd_runs_extrapolated=extrapolated,
                 mean_distance=float(ds["final_distance_to_min_norm"].sel(width=h).mean()),
@@ -763,7 +816,12 @@ def fig1(
         flowlin_first_call_s=first,
         flowlin_warm_s=warm,
         flowlin_compile_s=compile_s,
+        flowlin_first_call_cpu_s=first_sw.cpu,
+        flowlin_warm_cpu_s=warm_sw.cpu,
         gd_total_s=gd_total,
+        gd_total_cpu_s=gd_cpu,
+        speedup_first_call_cpu=gd_cpu / first_sw.cpu,
+        speedup_warm_cpu=gd_cpu / warm_sw.cpu,
         speedup_first_call=gd_total / first,
         speedup_warm=gd_total / warm,
         all_succeeded=bool(ds["succeeded"].all()),
@@ -771,7 +829,9 @@ def fig1(
     echo(
         f"flowlin: {first:.1f} s (first call, incl. {compile_s:.1f} s compile), {warm:.2f} s warm; "
         f"papers' GD: {gd_total:.0f} s -> {summary['speedup_first_call']:.0f}x (first call), "
-        f"{summary['speedup_warm']:.0f}x (warm)"
+        f"{summary['speedup_warm']:.0f}x (warm); in CPU seconds {gd_cpu:.0f} s vs "
+        f"{first_sw.cpu:.1f} s -> {summary['speedup_first_call_cpu']:.0f}x (first call), "
+        f"{summary['speedup_warm_cpu']:.0f}x (warm)"
     )
     if checks:
         worst_k = max(
@@ -839,10 +899,15 @@ elif entry == "check_bounds":
     f = lambda: flowlin.check_bounds(traj, net, problem, width=100, alpha=0.5)
 else:
     raise SystemExit(f"unknown entry point {entry}")
-t0 = time.perf_counter(); jax.block_until_ready(f()); first = time.perf_counter() - t0
-t0 = time.perf_counter(); jax.block_until_ready(f()); second = time.perf_counter() - t0
+def timed():
+    t0, c0 = time.perf_counter(), time.process_time()
+    jax.block_until_ready(f())
+    return time.perf_counter() - t0, time.process_time() - c0
+first, first_cpu = timed()
+second, second_cpu = timed()
 import resource
-print(json.dumps(dict(import_s=t_import, first_s=first, second_s=second,
+print(json.dumps(dict(import_s=t_import, first_s=first, second_s=second, first_cpu_s=first_cpu,
+                      second_cpu_s=second_cpu,
                       peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
 """
 
@@ -883,6 +948,7 @@ def compile_times(quick: bool = False, *, echo=print, entries=None) -> dict:
             first_call_s=r["first_s"],
             run_s=r["second_s"],
             compile_s=max(r["first_s"] - r["second_s"], 0.0),
+            compile_cpu_s=max(r["first_cpu_s"] - r["second_cpu_s"], 0.0),
             peak_rss_mib=r["peak_rss_mib"],
             load=load_average()[0] if load_average() else None,
         )
@@ -897,6 +963,7 @@ def compile_times(quick: bool = False, *, echo=print, entries=None) -> dict:
             ("first_call_s", "first call (s)", ".2f"),
             ("run_s", "second call (s)", ".4f"),
             ("compile_s", "compile (s)", ".2f"),
+            ("compile_cpu_s", "compile CPU (s)", ".2f"),
             ("peak_rss_mib", "peak RSS (MiB)", ".0f"),
             ("load", "load", ".1f"),
         ],
@@ -982,12 +1049,14 @@ def gpu_sweep(
                     progress=False,
                 )
 
-            first, ds = _timed(call)
+            first_sw, ds = _timed(call)
+            first = first_sw.wall
             # Compile happens at the first chunk shapes; a second call gives the warm rate
             # (skipped when the first one already used most of the time cap).
             warm = None
             if first < (time_cap - spent) / 3:
-                warm, ds = _timed(call)
+                warm_sw, ds = _timed(call)
+                warm = warm_sw.wall
             spent += first + (warm or 0.0)
             run = warm if warm is not None else first
             rate = n_cfg / run

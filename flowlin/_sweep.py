@@ -34,6 +34,15 @@ DEFAULT_SWEEP_SAVES = 21
 #: Widths that share a compiled shape are padded to at most this factor of the smallest
 #: (the full solver pays for the padded width; the gram solver only at initialization).
 WIDTH_BUCKET_RATIO = 2.0
+#: The gram solver's cost does not depend on the width, so for it widths also share a bucket
+#: whenever the padded weights of one configuration stay under this many entries (width ·
+#: (D + m)): fewer compiled shapes (each costs seconds) at a negligible initialization cost.
+GRAM_BUCKET_ENTRIES = 2**18
+#: On CPU, a chunk runs as sequential vmapped batches of at most this many configurations
+#: (unless `batch_size` is given): a vmapped adaptive solve takes, in lockstep, as many steps
+#: as its slowest element, and on CPU a wide vmap buys little. Measured on the performance.md
+#: grid (benchmarks/README.md). Accelerators run the whole chunk as one vmap.
+CPU_BATCH_SIZE = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,19 +213,28 @@ def _round_up(x: int, k: int) -> int:
     return -(-x // k) * k
 
 
-def _buckets(widths: np.ndarray, ratio: float) -> dict[int, int]:
-    """Map each width to the padded width of its bucket (geometric buckets)."""
+def _buckets(widths: np.ndarray, ratio: float, max_shared: int = 0) -> dict[int, int]:
+    """Map each width to the padded width of its bucket (geometric buckets; widths up to
+    `max_shared` may also share one bucket whatever their ratio)."""
     out = {}
     ws = sorted(set(int(w) for w in widths))
     i = 0
     while i < len(ws):
         j = i
-        while j + 1 < len(ws) and ws[j + 1] <= ratio * ws[i]:
+        while j + 1 < len(ws) and (ws[j + 1] <= ratio * ws[i] or ws[j + 1] <= max_shared):
             j += 1
         for w in ws[i : j + 1]:
             out[w] = ws[j]
         i = j + 1
     return out
+
+
+def _log_product_scale(init: str, width: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """log of the typical size of an initial product W2W1's entries: std1·std2·√h."""
+    width = np.asarray(width, float)
+    if init == "paper":  # std = h^-alpha for both layers
+        return (0.5 - 2 * pairs[:, 0]) * np.log(width)
+    return np.log(pairs[:, 0]) + np.log(pairs[:, 1]) + 0.5 * np.log(width)
 
 
 def _plan(
@@ -231,17 +249,29 @@ def _plan(
     widths,
     seeds,
     n_devices,
+    max_shared: int = 0,
+    init: str = "gaussian",
 ):
     n = len(width)
     if pad_widths:
-        bucket_of = _buckets(width, WIDTH_BUCKET_RATIO)
+        bucket_of = _buckets(width, WIDTH_BUCKET_RATIO, max_shared)
         pad = np.array([bucket_of[int(w)] for w in width])
     else:
         pad = np.ones(n, dtype=int)  # shapes independent of the width (Wishart sampling)
-    # Bucket by padded width; inside a bucket, order by scale so that a chunk holds similar
-    # initializations (similar plateaus: less lockstep waste), then width, seed, problem.
+    # Bucket by padded width; inside a bucket, order by the initial product's scale
+    # (‖W2W1‖ ~ std1·std2·√h: it sets the plateau a run starts on, hence its step count) so
+    # that a chunk, and each vmapped batch in it, holds runs of similar length (less lockstep
+    # waste), then by scale, width, seed, problem.
     order = np.lexsort(
-        (problem_idx, seed, width, scales[scale_index, 1], scales[scale_index, 0], pad)
+        (
+            problem_idx,
+            seed,
+            width,
+            scales[scale_index, 1],
+            scales[scale_index, 0],
+            np.round(_log_product_scale(init, width, scales[scale_index]), 1),
+            pad,
+        )
     )
     chunks = []
     for p in sorted(set(pad.tolist())):
@@ -406,7 +436,9 @@ def sweep(
       every run; `delta` is the failure probability of the wide-network results.
     - `chunk_size`: configurations per compiled chunk (memory stays bounded by it);
       `batch_size`: if smaller, a chunk runs as sequential vmapped batches of this size
-      (`jax.lax.map`).
+      (`jax.lax.map`). Default: on CPU devices `CPU_BATCH_SIZE` (8: a vmapped adaptive solve
+      takes as many steps as its slowest element, and a wide vmap buys little on CPU), on
+      accelerators the whole chunk as one vmap.
     - `store`: a folder; results are written chunk by chunk (netCDF, or Zarr if the path ends
       in `.zarr` or `store_format="zarr"`), and a sweep restarted with the same store resumes
       where it stopped, recomputing nothing that was written.
@@ -525,6 +557,9 @@ def sweep(
         widths_arr,
         seeds_arr,
         n_devices,
+        # The gram solve costs the same at every width: share shapes while memory allows.
+        GRAM_BUCKET_ENTRIES // (problems[0].D + problems[0].m) if method == "gram" else 0,
+        init,
     )
 
     # Save times shared by every run.
@@ -698,10 +733,14 @@ class SweepTask:
                 f"chunk of {len(chunk.rows)} configurations cannot be split over {n_dev} devices"
             )
         per_device = len(chunk.rows) // n_dev
+        batch_size = self.batch_size
+        if batch_size is None:
+            on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
+            batch_size = min(per_device, CPU_BATCH_SIZE) if on_cpu else per_device
         return _Static(
             **self.static_common,
             pad_to=int(chunk.pad_to),
-            batch_size=per_device if self.batch_size is None else int(self.batch_size),
+            batch_size=int(batch_size),
             mesh=mesh,
         )
 
