@@ -174,6 +174,11 @@ def _run_chunk(dyn: _Dynamic, cfg: dict, st: _Static):
         # Sequential over sub-batches of `batch_size`, vmapped within: bounds lockstep waste.
         return jax.lax.map(one, cfg, batch_size=st.batch_size)
 
+    if st.mesh.devices.size == 1:
+        # One device: no shard_map. (Inside shard_map, diffrax's event root find — used by
+        # stop_at_loss — fails to trace with "pytree does not match out_structure" from lineax,
+        # jax 0.9.2 / diffrax 0.7; on one device it is not needed.)
+        return local(cfg)
     spec = jax.sharding.PartitionSpec(_DEVICE_AXIS)
     return jax.shard_map(local, mesh=st.mesh, in_specs=(spec,), out_specs=spec, check_vma=False)(
         cfg
