@@ -51,7 +51,13 @@ def test_baseline_init_is_the_sweeps():
     # the full solver from them reproduces the sweep's distance to the min-norm solution.
     problem = flowlin.problems.gaussian(jax.random.key(0), n=10, D=40, m=2)
     ds = flowlin.sweep(
-        problem, widths=[12], scales=[0.5], seeds=[3], t1=2.0, theory=False, bounds=False,
+        problem,
+        widths=[12],
+        scales=[0.5],
+        seeds=[3],
+        t1=2.0,
+        theory=False,
+        bounds=False,
         progress=False,
     )
     W1, W2 = _bench._baseline_init(40, 2, 12, 0.5, seed=3)
@@ -95,3 +101,36 @@ def test_bench_rejects_unknown_benchmark(tmp_path):
     assert "BENCHMARK" in result.output and "throughput" in result.output
     with pytest.raises(ValueError, match="benchmark must be one of"):
         _bench.run("nope", True, tmp_path)
+
+
+def test_sweep_stop_at_loss_on_one_device():
+    # What `flowlin bench fig1` runs: a gram sweep stopped at a loss threshold. On one device
+    # (no shard_map) the stopping times are the single solves' ones.
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=10, D=40, m=1)
+    ds = flowlin.sweep(
+        problem,
+        widths=[20],
+        scales=[0.5],
+        seeds=3,
+        t1=100.0,
+        stop_at_loss=1e-6,
+        theory=False,
+        bounds=False,
+        progress=False,
+        devices=jax.devices()[:1],
+    )
+    for s in range(3):
+        W1, W2 = _bench._baseline_init(40, 1, 20, 0.5, seed=s)
+        tr = flowlin.gradient_flow(
+            flowlin.LinearNetwork(W1, W2),
+            problem,
+            100.0,
+            method="gram",
+            stop_at_loss=1e-6,
+            saveat=[0.0],
+        )
+        assert bool(tr.reached_threshold)
+        np.testing.assert_allclose(
+            float(ds["final_time"].sel(seed=s).squeeze()), float(tr.final_time), rtol=1e-6
+        )
+        assert float(ds["final_excess_loss"].sel(seed=s).squeeze()) == pytest.approx(1e-6, rel=1e-6)
