@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import datetime
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -111,6 +112,12 @@ def _run_one(dyn: _Dynamic, st: _Static, problem_index, width, s1, s2, seed):
     saveat = SaveAt(dyn.ts, diagnostics=st.diagnostics)
     threshold = dyn.threshold if st.has_threshold else None
     if st.dynamics == "flow":
+        # The rebuilt final network (an O(h·D·(r+m)) product) is read only by check_bounds.
+        options = (
+            dict(reconstruct=False)
+            if st.method == "gram" and st.sampling == "weights" and not st.bounds
+            else {}
+        )
         traj = gradient_flow(
             init,
             problem,
@@ -122,6 +129,7 @@ def _run_one(dyn: _Dynamic, st: _Static, problem_index, width, s1, s2, seed):
             atol=st.atol,
             max_steps=st.max_steps,
             stop_at_loss=threshold,
+            **options,
         )
     else:
         traj = gradient_descent(
@@ -348,6 +356,7 @@ def _int_array(call, name, values, minimum) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict:
     out = {}
     for pkg in ("flowlin", "jax", "jaxlib", "equinox", "diffrax", "optax", "xarray"):
@@ -691,7 +700,7 @@ def sweep(
             results[index] = (rows, arrays)
 
     ds = _assemble(plan, problems, results, ts, scale_pairs, init)
-    ds.attrs.update(_versions())
+    ds.attrs.update(dict(_versions()))
     ds.attrs.update({k: _attr(v) for k, v in settings.items()})
     ds.attrs["devices"] = json.dumps(device_names)
     ds.attrs["n_chunks"] = len(plan.chunks)
