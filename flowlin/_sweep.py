@@ -814,9 +814,14 @@ def _run_local(
             results[chunk.index] = (rows, arrays)
             bar.update(1)
 
+        # On CPU, one chunk at a time: two executions sharing the host thread pool can
+        # deadlock in jaxlib's batched LAPACK kernels (each blocks a pool thread waiting for
+        # its batch items; seen with the batched SVD of check_bounds, jaxlib 0.9.2, 2 cores).
+        on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
+        max_inflight = 1 if on_cpu else 2
         for chunk in pending:
             inflight.append((chunk, task.launch(chunk, mesh, dyn)))
-            if len(inflight) >= 2:
+            if len(inflight) >= max_inflight:
                 finish()
         while inflight:
             finish()
