@@ -828,10 +828,10 @@ def fig1(
     )
     echo(
         f"flowlin: {first:.1f} s (first call, incl. {compile_s:.1f} s compile), {warm:.2f} s warm; "
-        f"papers' GD: {gd_total:.0f} s -> {summary['speedup_first_call']:.0f}x (first call), "
-        f"{summary['speedup_warm']:.0f}x (warm); in CPU seconds {gd_cpu:.0f} s vs "
-        f"{first_sw.cpu:.1f} s -> {summary['speedup_first_call_cpu']:.0f}x (first call), "
-        f"{summary['speedup_warm_cpu']:.0f}x (warm)"
+        f"papers' GD: {gd_total:.0f} s -> {summary['speedup_first_call']:.3g}x (first call), "
+        f"{summary['speedup_warm']:.3g}x (warm); in CPU seconds {gd_cpu:.0f} s vs "
+        f"{first_sw.cpu:.1f} s -> {summary['speedup_first_call_cpu']:.3g}x (first call), "
+        f"{summary['speedup_warm_cpu']:.3g}x (warm)"
     )
     if checks:
         worst_k = max(
