@@ -15,9 +15,17 @@ run gradient descent with η = 5e-3 on the averaged loss until it is ≤ 1e-8.
     python benchmarks/fig1_cost.py [--quick]      # same as `flowlin bench fig1`
 """
 
-import _common
+import os
 
-from flowlin._bench import fig1
+
+# One BLAS thread for the NumPy baseline: on a shared 2-core machine OpenBLAS's threads spin
+# against the other jobs (measured 1.8 ms per iteration at h = 500, 30× the single-threaded
+# cost). Set before NumPy loads OpenBLAS; recorded in the JSON's machine record.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import _common  # noqa: E402
+
+from flowlin._bench import fig1  # noqa: E402
 
 
 if __name__ == "__main__":

@@ -96,6 +96,10 @@ def machine() -> dict:
         versions=_versions(),
         x64=bool(jax.config.jax_enable_x64),
         load_average=load_average(),
+        blas_threads={
+            k: os.environ.get(k)
+            for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+        },
     )
 
 

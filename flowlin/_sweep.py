@@ -750,7 +750,13 @@ class SweepTask:
         batch_size = self.batch_size
         if batch_size is None:
             on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
-            batch_size = min(per_device, CPU_BATCH_SIZE) if on_cpu else per_device
+            cpu_batch = CPU_BATCH_SIZE
+            if self.static_common["theory"] or self.static_common["bounds"]:
+                # theory/check_bounds call LAPACK (SVD, eigh); jaxlib 0.9.2's batched CPU
+                # kernels can deadlock on a small host thread pool (seen: batched gesdd, 2
+                # cores, a Fig. 1 sweep hung). One configuration per batch keeps them unbatched.
+                cpu_batch = 1
+            batch_size = min(per_device, cpu_batch) if on_cpu else per_device
         return _Static(
             **self.static_common,
             pad_to=int(chunk.pad_to),
