@@ -13,9 +13,17 @@ call) and the largest disagreement between the approaches over 21 save times.
     python benchmarks/sweep_throughput.py [--quick]      # same as `flowlin bench throughput`
 """
 
-import _common
+import os
 
-from flowlin._bench import GD_LR, throughput
+
+# One BLAS thread for the scipy/NumPy baselines: on a shared machine OpenBLAS's worker threads
+# spin against other jobs and inflate both wall and CPU time (a scipy loop measured 25.9 s at
+# load 7 and 1.45 s at load 1.5). Set before NumPy loads OpenBLAS; recorded in the JSON.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import _common  # noqa: E402
+
+from flowlin._bench import GD_LR, throughput  # noqa: E402
 
 
 if __name__ == "__main__":
