@@ -86,5 +86,26 @@ def demo(
     typer.echo(f"wrote {out / 'demo.png'} ({elapsed:.1f} s)")
 
 
+@app.command()
+def bench(
+    benchmark: Annotated[
+        str, typer.Argument(help="throughput | width | fig1 | compile | all")
+    ] = "all",
+    quick: Annotated[bool, typer.Option(help="A small grid: seconds, not minutes.")] = False,
+    out: Annotated[pathlib.Path, typer.Option(help="Folder for the JSON results.")] = (
+        pathlib.Path("flowlin-results/bench")
+    ),
+) -> None:
+    """Benchmarks against scipy and NumPy gradient descent (tables + JSON; see benchmarks/)."""
+    from ._bench import BENCHMARKS, run
+
+    if benchmark != "all" and benchmark not in BENCHMARKS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(BENCHMARKS)} or all, got {benchmark!r}",
+            param_hint="BENCHMARK",
+        )
+    run(benchmark, quick, out, echo=typer.echo)
+
+
 def main() -> None:
     app()

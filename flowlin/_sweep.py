@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import datetime
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -34,6 +35,14 @@ DEFAULT_SWEEP_SAVES = 21
 #: Widths that share a compiled shape are padded to at most this factor of the smallest
 #: (the full solver pays for the padded width; the gram solver only at initialization).
 WIDTH_BUCKET_RATIO = 2.0
+#: The gram solver's cost does not depend on the width, so for it widths also share a bucket
+#: whenever the padded weights of one configuration stay under this many entries (width ·
+#: (D + m)): fewer compiled shapes (each costs seconds) at a negligible initialization cost.
+GRAM_BUCKET_ENTRIES = 2**18
+#: On CPU, a chunk runs one configuration at a time (unless `batch_size` is given): see
+#: `_default_batch_size` — batched LAPACK kernels deadlock jaxlib's CPU thread pool.
+#: Accelerators run each device's share of the chunk as one vmap.
+CPU_BATCH_SIZE = 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,6 +111,12 @@ def _run_one(dyn: _Dynamic, st: _Static, problem_index, width, s1, s2, seed):
     saveat = SaveAt(dyn.ts, diagnostics=st.diagnostics)
     threshold = dyn.threshold if st.has_threshold else None
     if st.dynamics == "flow":
+        # The rebuilt final network (an O(h·D·(r+m)) product) is read only by check_bounds.
+        options = (
+            dict(reconstruct=False)
+            if st.method == "gram" and st.sampling == "weights" and not st.bounds
+            else {}
+        )
         traj = gradient_flow(
             init,
             problem,
@@ -113,6 +128,7 @@ def _run_one(dyn: _Dynamic, st: _Static, problem_index, width, s1, s2, seed):
             atol=st.atol,
             max_steps=st.max_steps,
             stop_at_loss=threshold,
+            **options,
         )
     else:
         traj = gradient_descent(
@@ -168,6 +184,11 @@ def _run_chunk(dyn: _Dynamic, cfg: dict, st: _Static):
         # Sequential over sub-batches of `batch_size`, vmapped within: bounds lockstep waste.
         return jax.lax.map(one, cfg, batch_size=st.batch_size)
 
+    if st.mesh.devices.size == 1:
+        # One device: no shard_map. (Inside shard_map, diffrax's event root find — used by
+        # stop_at_loss — fails to trace with "pytree does not match out_structure" from lineax,
+        # jax 0.9.2 / diffrax 0.7; on one device it is not needed.)
+        return local(cfg)
     spec = jax.sharding.PartitionSpec(_DEVICE_AXIS)
     return jax.shard_map(local, mesh=st.mesh, in_specs=(spec,), out_specs=spec, check_vma=False)(
         cfg
@@ -207,19 +228,28 @@ def _round_up(x: int, k: int) -> int:
     return -(-x // k) * k
 
 
-def _buckets(widths: np.ndarray, ratio: float) -> dict[int, int]:
-    """Map each width to the padded width of its bucket (geometric buckets)."""
+def _buckets(widths: np.ndarray, ratio: float, max_shared: int = 0) -> dict[int, int]:
+    """Map each width to the padded width of its bucket (geometric buckets; widths up to
+    `max_shared` may also share one bucket whatever their ratio)."""
     out = {}
     ws = sorted(set(int(w) for w in widths))
     i = 0
     while i < len(ws):
         j = i
-        while j + 1 < len(ws) and ws[j + 1] <= ratio * ws[i]:
+        while j + 1 < len(ws) and (ws[j + 1] <= ratio * ws[i] or ws[j + 1] <= max_shared):
             j += 1
         for w in ws[i : j + 1]:
             out[w] = ws[j]
         i = j + 1
     return out
+
+
+def _log_product_scale(init: str, width: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """log of the typical size of an initial product W2W1's entries: std1·std2·√h."""
+    width = np.asarray(width, float)
+    if init == "paper":  # std = h^-alpha for both layers
+        return (0.5 - 2 * pairs[:, 0]) * np.log(width)
+    return np.log(pairs[:, 0]) + np.log(pairs[:, 1]) + 0.5 * np.log(width)
 
 
 def _plan(
@@ -234,17 +264,29 @@ def _plan(
     widths,
     seeds,
     n_devices,
+    max_shared: int = 0,
+    init: str = "gaussian",
 ):
     n = len(width)
     if pad_widths:
-        bucket_of = _buckets(width, WIDTH_BUCKET_RATIO)
+        bucket_of = _buckets(width, WIDTH_BUCKET_RATIO, max_shared)
         pad = np.array([bucket_of[int(w)] for w in width])
     else:
         pad = np.ones(n, dtype=int)  # shapes independent of the width (Wishart sampling)
-    # Bucket by padded width; inside a bucket, order by scale so that a chunk holds similar
-    # initializations (similar plateaus: less lockstep waste), then width, seed, problem.
+    # Bucket by padded width; inside a bucket, order by the initial product's scale
+    # (‖W2W1‖ ~ std1·std2·√h: it sets the plateau a run starts on, hence its step count) so
+    # that a chunk, and each vmapped batch in it, holds runs of similar length (less lockstep
+    # waste), then by scale, width, seed, problem.
     order = np.lexsort(
-        (problem_idx, seed, width, scales[scale_index, 1], scales[scale_index, 0], pad)
+        (
+            problem_idx,
+            seed,
+            width,
+            scales[scale_index, 1],
+            scales[scale_index, 0],
+            np.round(_log_product_scale(init, width, scales[scale_index]), 1),
+            pad,
+        )
     )
     chunks = []
     for p in sorted(set(pad.tolist())):
@@ -316,6 +358,7 @@ def _int_array(call, name, values, minimum) -> np.ndarray:
     return arr.astype(np.int64)
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict:
     out = {}
     for pkg in ("flowlin", "jax", "jaxlib", "equinox", "diffrax", "optax", "xarray"):
@@ -564,6 +607,9 @@ def sweep(
         widths_arr,
         seeds_arr,
         n_devices,
+        # The gram solve costs the same at every width: share shapes while memory allows.
+        GRAM_BUCKET_ENTRIES // (problems[0].D + problems[0].m) if method == "gram" else 0,
+        init,
     )
 
     # Save times shared by every run.
@@ -690,7 +736,7 @@ def sweep(
             results[index] = (rows, arrays)
 
     ds = _assemble(plan, problems, results, ts, scale_pairs, init)
-    ds.attrs.update(_versions())
+    ds.attrs.update(dict(_versions()))
     ds.attrs.update({k: _attr(v) for k, v in settings.items()})
     ds.attrs["devices"] = json.dumps(device_names)
     ds.attrs["n_chunks"] = len(plan.chunks)
@@ -737,12 +783,13 @@ class SweepTask:
                 f"chunk of {len(chunk.rows)} configurations cannot be split over {n_dev} devices"
             )
         per_device = len(chunk.rows) // n_dev
+        batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = _default_batch_size(mesh, per_device)
         return _Static(
             **self.static_common,
             pad_to=int(chunk.pad_to),
-            batch_size=_default_batch_size(mesh, per_device)
-            if self.batch_size is None
-            else int(self.batch_size),
+            batch_size=int(batch_size),
             mesh=mesh,
         )
 
@@ -785,11 +832,12 @@ def _default_batch_size(mesh, per_device: int) -> int:
     devices' programs and blocking until the pieces finish; with several devices (or several
     such calls) in flight every pool thread ends up waiting and the process deadlocks (seen
     with jaxlib 0.9.2 and 0.10.2 on 2 cores, from batches of 64 12×12 matrices per device).
-    Unbatched calls never take that path, and on CPU a sequential map is as fast as a vmap
-    here (no lockstep waste between adaptive solves).
+    Unbatched calls never take that path. The price: on the performance.md grid (12×12
+    matrices, too small to deadlock) batches of 8 took ~1.8× less CPU time than one at a time
+    (benchmarks/README.md); pass `batch_size=8` there if you accept the risk.
     """
     if all(d.platform == "cpu" for d in mesh.devices.flat):
-        return 1
+        return min(per_device, CPU_BATCH_SIZE)
     return per_device
 
 
@@ -819,9 +867,14 @@ def _run_local(
             results[chunk.index] = (rows, arrays)
             bar.update(1)
 
+        # On CPU, one chunk at a time: two executions sharing the host thread pool can
+        # deadlock in jaxlib's batched LAPACK kernels (each blocks a pool thread waiting for
+        # its batch items; seen with the batched SVD of check_bounds, jaxlib 0.9.2, 2 cores).
+        on_cpu = all(d.platform == "cpu" for d in mesh.devices.flat)
+        max_inflight = 1 if on_cpu else 2
         for chunk in pending:
             inflight.append((chunk, task.launch(chunk, mesh, dyn)))
-            if len(inflight) >= 2:
+            if len(inflight) >= max_inflight:
                 finish()
         while inflight:
             finish()
