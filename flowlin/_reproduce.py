@@ -653,7 +653,8 @@ def run_v2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool = T
     dss = []
     for h, tr, net in zip(widths, trajs, nets):
         d = _cases_dataset([f"h={h}"], [tr], [net], problem)
-        d = d.assign_coords(time=d.time / d.time[-1]).rename(time="fraction_of_t1")
+        d = d.assign_coords(time=np.linspace(0.0, 1.0, d.sizes["time"]))
+        d = d.rename(time="fraction_of_t1")
         dss.append(d)
     ds = xr.concat(dss, "case")
     ds["t1"] = ("case", np.asarray(t_ends))
