@@ -58,6 +58,7 @@ class Sizes:
     fig1_seeds: int
     fig1_t1: float
     fig1_saves: int
+    fig1_sampling: str  # "weights" (exact weights, cross-checked with the full solver) or "wishart"
     fig1_wishart_widths: tuple[int, ...]
     fig1_wishart_seeds: int
     fig2_n: int
@@ -69,6 +70,7 @@ class Sizes:
     v2_widths: tuple[int, ...]
     v2_steps: int
     saves: int
+    cross_check: bool  # also run the full solver (diffrax on the weights) once per figure
 
 
 FULL = Sizes(
@@ -78,6 +80,7 @@ FULL = Sizes(
     fig1_seeds=5,
     fig1_t1=25.0,
     fig1_saves=126,
+    fig1_sampling="weights",
     fig1_wishart_widths=(1_000, 10_000, 100_000, 1_000_000),
     fig1_wishart_seeds=5,
     fig2_n=100,
@@ -89,27 +92,32 @@ FULL = Sizes(
     v2_widths=(30, 100, 300, 1000),
     v2_steps=V2_STEPS,
     saves=301,
+    cross_check=True,
 )
-# Reduced runs (tests): ICML Fig. 2 keeps its sizes (c depends on h and r; the solves are
-# short), Fig. 1 keeps n, D and fewer widths, v2 keeps its sizes with fewer GD steps.
+# Reduced runs (tests): ICML Fig. 2 keeps its sizes (c depends on h and r) with fewer GD
+# steps; Fig. 1 keeps n, D, three widths of the paper's range and samples every init's
+# statistics from their Wishart law (both sweeps then share one compiled program: same
+# shapes); v2 one width, fewer steps. The full-solver cross-checks are skipped.
 QUICK = Sizes(
     fig1_n=100,
     fig1_D=400,
-    fig1_widths=(500, 2000, 10_000),
+    fig1_widths=(500, 2_000, 10_000),
     fig1_seeds=3,
     fig1_t1=25.0,
     fig1_saves=126,
-    fig1_wishart_widths=(10_000, 1_000_000),
-    fig1_wishart_seeds=4,
+    fig1_sampling="wishart",
+    fig1_wishart_widths=(30_000, 100_000, 1_000_000),
+    fig1_wishart_seeds=3,
     fig2_n=100,
     fig2_D=400,
     fig2_h=500,
     fig2_steps=3_000,
     v2_n=20,
     v2_m=5,
-    v2_widths=(30, 300),
+    v2_widths=(100,),
     v2_steps=3_000,
     saves=121,
+    cross_check=False,
 )
 
 
@@ -165,9 +173,7 @@ def _cases_dataset(names, trajs, nets, problem, *, widths=None, alpha=None) -> x
     qs = [th.quantities(n, problem, width=h, alpha=alpha) for n, h in zip(nets, hs)]
     for k in qs[0]:
         put(f"theory_{k}", [q[k] for q in qs])
-    checks = [
-        check_bounds(t, n, problem, width=h, alpha=alpha) for t, n, h in zip(trajs, nets, hs)
-    ]
+    checks = [check_bounds(t, n, problem, width=h, alpha=alpha) for t, n, h in zip(trajs, nets, hs)]
     for k in checks[0]:
         ok = [c[k].applicable & t.succeeded for c, t in zip(checks, trajs)]
         put(f"bound_{k}_applicable", ok)
@@ -256,9 +262,7 @@ def _descent_reduced(nets, problem: Problem, lr, steps: int, ts):
     \Sigma^{1/2}U_1V^\top\|^2$, so the iterates of $(U_1, V)$ and the excess loss are those
     of gradient descent on the original weights. The runs are vmapped (one compile).
     Returns the excess loss at `ts` (flow time $t = \eta k$), shape (runs, times)."""
-    reduced = Problem(
-        jnp.diag(problem.sqrt_sigma), problem.Y_tilde, allow_full_column_rank=True
-    )
+    reduced = Problem(jnp.diag(problem.sqrt_sigma), problem.Y_tilde, allow_full_column_rank=True)
     small = [reduce_width(n, problem) for n in nets]
     W1 = jnp.stack([problem.row_part(n.W1).T for n in small])
     W2 = jnp.stack([n.W2 for n in small])
@@ -306,7 +310,14 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
     t1 = sizes.fig1_t1
     ts = np.linspace(0.0, t1, sizes.fig1_saves)
     common = dict(scales=[0.5], init="paper", method="gram", t1=t1, saveat=ts, progress=progress)
-    ds = sweep(problem, sizes.fig1_widths, seeds=sizes.fig1_seeds, key=seed + 1, **common)
+    ds = sweep(
+        problem,
+        sizes.fig1_widths,
+        seeds=sizes.fig1_seeds,
+        key=seed + 1,
+        sampling=sizes.fig1_sampling,
+        **common,
+    )
     ds_w = sweep(
         problem,
         sizes.fig1_wishart_widths,
@@ -320,12 +331,18 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
     def stop_stats(d):
         """Flow time to the paper's stopping loss, and the distance there, per run."""
         t_stop = xr.apply_ufunc(
-            lambda e: _crossing_time(ts, e, stop), d.excess_loss, input_core_dims=[["time"]],
+            lambda e: _crossing_time(ts, e, stop),
+            d.excess_loss,
+            input_core_dims=[["time"]],
             vectorize=True,
         )
         dist = xr.apply_ufunc(
-            _interp_at_pair, d.distance_to_min_norm, t_stop, input_core_dims=[["time"], []],
-            vectorize=True, kwargs={"ts": ts},
+            _interp_at_pair,
+            d.distance_to_min_norm,
+            t_stop,
+            input_core_dims=[["time"], []],
+            vectorize=True,
+            kwargs={"ts": ts},
         )
         return t_stop, dist
 
@@ -344,12 +361,14 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
 
     # Cross-check: the full solver (diffrax on the weights) at the smallest width, seed 0.
     h_x = int(sizes.fig1_widths[0])
-    net_x = paper_init(jax.random.fold_in(jax.random.key(seed + 1), 0), D, m, h_x, 0.5)
-    full = gradient_flow(
-        net_x, problem, t1, saveat=_only(ts[::5], "distance_to_min_norm"), method="full"
-    )
-    gram_x = ds.distance_to_min_norm.sel(width=h_x, seed=0).values[::5]
-    cross = float(np.max(np.abs(np.asarray(full.distance_to_min_norm) - gram_x)))
+    cross = float("nan")
+    if sizes.cross_check and sizes.fig1_sampling == "weights":
+        net_x = paper_init(jax.random.fold_in(jax.random.key(seed + 1), 0), D, m, h_x, 0.5)
+        full = gradient_flow(
+            net_x, problem, t1, saveat=_only(ts[::5], "distance_to_min_norm"), method="full"
+        )
+        gram_x = ds.distance_to_min_norm.sel(width=h_x, seed=0).values[::5]
+        cross = float(np.max(np.abs(np.asarray(full.distance_to_min_norm) - gram_x)))
 
     widths = ds.width.values
     slope, lo, hi, _ = fit_loglog_slope(
@@ -368,14 +387,26 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
 
     # ---- figure: the three panels of ICML Fig. 1 ------------------------------------------
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
-    ax[0].errorbar(widths, res_v.mean("seed"), res_v.std("seed"), fmt="s-", capsize=3,
-                   label=r"$\|\Phi_2\Phi_2^\top(\Theta(0)-\hat\Theta)\|_F$ (init)")
-    ax[0].errorbar(widths, mean, std, fmt="o-", capsize=3,
-                   label=r"$\|\Theta(t_f)-\hat\Theta\|_F$ (flow)")
+    ax[0].errorbar(
+        widths,
+        res_v.mean("seed"),
+        res_v.std("seed"),
+        fmt="s-",
+        capsize=3,
+        label=r"$\|\Phi_2\Phi_2^\top(\Theta(0)-\hat\Theta)\|_F$ (init)",
+    )
+    ax[0].errorbar(
+        widths, mean, std, fmt="o-", capsize=3, label=r"$\|\Theta(t_f)-\hat\Theta\|_F$ (flow)"
+    )
     for h, v in PAPER_DISTANCE.items():
         ax[0].plot([h], [v], "k*", ms=11, label="paper (read off)" if h == 500 else None)
-    ax[0].set(xscale="log", yscale="log", xlabel="width h",
-              ylabel="distance", title="Distance to the min-norm solution")
+    ax[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="width h",
+        ylabel="distance",
+        title="Distance to the min-norm solution",
+    )
     x = 1 / np.sqrt(widths)
     ax[1].errorbar(x, res_v.mean("seed"), res_v.std("seed"), fmt="s", capsize=3, label="init")
     ax[1].errorbar(x, mean, std, fmt="o", capsize=3, label=r"$t_f$")
@@ -384,10 +415,20 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
         xx = np.linspace(0, x.max() * 1.05, 50)
         ax[1].plot(xx, a * xx + b, style, lw=1, label=f"fit {a:.2f}/√h {b:+.3f}")
     ax[1].set(xlabel=r"$1/\sqrt{h}$", ylabel="distance", title="Same vs $1/\\sqrt{h}$")
-    ax[2].errorbar(widths, ds.stop_iterations.mean("seed"), ds.stop_iterations.std("seed"),
-                   fmt="o-", capsize=3, label=r"flow time mapped: $k = t_f n/(2\eta)$")
-    ax[2].set(xscale="log", xlabel="width h", ylabel=f"GD iterations to loss < 1e-8 (η={FIG1_LR})",
-              title="Iterations to converge")
+    ax[2].errorbar(
+        widths,
+        ds.stop_iterations.mean("seed"),
+        ds.stop_iterations.std("seed"),
+        fmt="o-",
+        capsize=3,
+        label=r"flow time mapped: $k = t_f n/(2\eta)$",
+    )
+    ax[2].set(
+        xscale="log",
+        xlabel="width h",
+        ylabel=f"GD iterations to loss < 1e-8 (η={FIG1_LR})",
+        title="Iterations to converge",
+    )
     for a_ in ax:
         a_.grid(alpha=0.3, which="both")
         a_.legend(fontsize=8)
@@ -395,21 +436,47 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
 
     # ---- figure: beyond the paper, widths to 10^6 and the h → ∞ limit ----------------------
     fig, ax = plt.subplots(1, 2, figsize=(11, 4.3))
-    ax[0].loglog(np.repeat(widths, dist.shape[1]), dist.values.ravel(), "o", ms=3, alpha=0.6,
-                 label="weights sampled")
-    ax[0].loglog(np.repeat(ds_w.width.values, dist_w.shape[1]), dist_w.values.ravel(), "s",
-                 ms=3, alpha=0.6, label="Wishart-sampled statistics")
+    ax[0].loglog(
+        np.repeat(widths, dist.shape[1]),
+        dist.values.ravel(),
+        "o",
+        ms=3,
+        alpha=0.6,
+        label="weights sampled",
+    )
+    ax[0].loglog(
+        np.repeat(ds_w.width.values, dist_w.shape[1]),
+        dist_w.values.ravel(),
+        "s",
+        ms=3,
+        alpha=0.6,
+        label="Wishart-sampled statistics",
+    )
     hh = np.geomspace(min(all_w), max(all_w), 50)
-    ax[0].loglog(hh, limit_const / np.sqrt(hh), "k--", lw=1,
-                 label=r"$\sqrt{(D-r)\|V_\infty\|^2/h}$ (h→∞ limit)")
-    ax[0].set(xlabel="width h", ylabel=r"$\|\Theta(t_f)-\hat\Theta\|_F$",
-              title=f"Distance vs width, fitted slope {slope_all:.3f}")
-    ax[1].semilogx(all_w, np.concatenate([
-        np.sqrt((ds.width * dist**2).mean("seed")).values, rms_scaled_w]), "o-",
-        label=r"$\sqrt{h\,\mathrm{mean}\,\|\Theta(t_f)-\hat\Theta\|^2}$")
+    ax[0].loglog(
+        hh,
+        limit_const / np.sqrt(hh),
+        "k--",
+        lw=1,
+        label=r"$\sqrt{(D-r)\|V_\infty\|^2/h}$ (h→∞ limit)",
+    )
+    ax[0].set(
+        xlabel="width h",
+        ylabel=r"$\|\Theta(t_f)-\hat\Theta\|_F$",
+        title=f"Distance vs width, fitted slope {slope_all:.3f}",
+    )
+    ax[1].semilogx(
+        all_w,
+        np.concatenate([np.sqrt((ds.width * dist**2).mean("seed")).values, rms_scaled_w]),
+        "o-",
+        label=r"$\sqrt{h\,\mathrm{mean}\,\|\Theta(t_f)-\hat\Theta\|^2}$",
+    )
     ax[1].axhline(limit_const, color="k", ls="--", lw=1, label="h→∞ limit")
-    ax[1].set(xlabel="width h", ylabel=r"$\sqrt{h}\times$ RMS distance",
-              title="Scaled distance and its h→∞ limit")
+    ax[1].set(
+        xlabel="width h",
+        ylabel=r"$\sqrt{h}\times$ RMS distance",
+        title="Scaled distance and its h→∞ limit",
+    )
     for a_ in ax:
         a_.grid(alpha=0.3, which="both")
         a_.legend(fontsize=8)
@@ -438,12 +505,11 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
         bounds_held=bool(held and held_w),
     )
     rows = [
-        [int(w), f"{mu:.4f} ± {sd:.4f}", f"{PAPER_DISTANCE.get(int(w), '')}",
-         f"{float(iv):.3g}"]
+        [int(w), f"{mu:.4f} ± {sd:.4f}", f"{PAPER_DISTANCE.get(int(w), '')}", f"{float(iv):.3g}"]
         for w, mu, sd, iv in zip(widths, mean, std, numbers["iterations_mean"])
     ]
     md = [
-        f"## ICML Fig. 1 — distance to the min-norm solution vs width\n",
+        "## ICML Fig. 1 — distance to the min-norm solution vs width\n",
         f"n = {n}, D = {D}, m = {m}, X entries N(0, 1/D), init entries N(0, 1/h) (α = 1/2), "
         f"{sizes.fig1_seeds} seeds per width; exact gradient flow (gram method) to the paper's "
         f"stop, averaged loss < {FIG1_AVERAGED_LOSS_STOP:g} (excess loss {stop:.3g}); "
@@ -456,8 +522,13 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
         f"\nh → ∞ limit: √h · RMS distance → √((D − r)‖V(∞)‖²) = **{limit_const:.4f}** "
         f"(flow from the limit init); measured at h = {max(all_w):.0e}: "
         f"{rms_scaled_w[-1]:.4f}.\n",
-        f"\nCross-check, full solver vs gram method (h = {h_x}, seed 0), max |Δ distance| "
-        f"over time: {cross:.2e}.\n",
+        (
+            f"\nCross-check, full solver vs gram method (h = {h_x}, seed 0), max |Δ distance| "
+            f"over time: {cross:.2e}.\n"
+            if np.isfinite(cross)
+            else "\nInits' statistics sampled from their Wishart law (--quick): no weights, "
+            "no full-solver cross-check.\n"
+        ),
         "\n### Bound checks (paper widths)\n\n" + _bounds_markdown(ds),
         "\n### Bound checks (Wishart-sampled widths)\n\n" + _bounds_markdown(ds_w),
     ]
@@ -502,11 +573,12 @@ def run_fig2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
         gd_loss = _descent_reduced(nets, problem, 2 * FIG2_LR / n, sizes.fig2_steps, ts)
         bar.update(1)
     # Cross-check on the weights (diffrax on W1, W2), at every 10th save, one diagnostic.
-    full = gradient_flow(nets[0], problem, t1, saveat=_only(ts[::10], "excess_loss"),
-                         method="full")
-    cross = float(
-        np.max(np.abs(np.log(full.excess_loss) - np.log(trajs[0].excess_loss[::10])))
-    )
+    cross = float("nan")
+    if sizes.cross_check:
+        full = gradient_flow(
+            nets[0], problem, t1, saveat=_only(ts[::10], "excess_loss"), method="full"
+        )
+        cross = float(np.max(np.abs(np.log(full.excess_loss) - np.log(trajs[0].excess_loss[::10]))))
     ds = _cases_dataset(names, trajs, nets, problem)
     ds["gd_excess_loss"] = (("case", "time"), gd_loss)
     ds.attrs.update(lr=FIG2_LR, steps=sizes.fig2_steps, averaged=1, full_vs_gram_max_log=cross)
@@ -528,8 +600,11 @@ def run_fig2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
             ax.semilogy(iters, env, f"C{i}--", lw=1)
     ax.plot([], [], "k--", lw=1, label="ICML Thm 1 envelope $e^{-2\\lambda_r c t}(L_0-L^*)$")
     ax.plot([], [], "k.", label=f"gradient descent, η = {FIG2_LR} (averaged loss)")
-    ax.set(xlabel=f"GD iteration k  (flow time t = 2ηk/n, up to {t1:.3g})",
-           ylabel="excess loss L − L*", title=f"ICML Fig. 2: rate vs imbalance (h = {h})")
+    ax.set(
+        xlabel=f"GD iteration k  (flow time t = 2ηk/n, up to {t1:.3g})",
+        ylabel="excess loss L − L*",
+        title=f"ICML Fig. 2: rate vs imbalance (h = {h})",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="lower left")
     _save(fig, out / "fig2.png", files)
@@ -545,12 +620,18 @@ def run_fig2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
         bounds_held=held,
     )
     rows = [
-        [names[i], f"{cs[i]:.3f}", PAPER_C[pairs[i]], f"{cs[i] / PAPER_C[pairs[i]]:.3f}",
-         f"{float(ds.final_excess_loss[i]):.3e}"]
+        [
+            names[i],
+            f"{cs[i]:.3f}",
+            PAPER_C[pairs[i]],
+            f"{cs[i] / PAPER_C[pairs[i]]:.3f}",
+            f"{float(ds.final_excess_loss[i]):.3e}",
+        ]
         for i in range(len(pairs))
     ]
-    rows.append([names[-1], f"{cs[-1]:.3g}", "0 (balanced)", "-",
-                 f"{float(ds.final_excess_loss[-1]):.3e}"])
+    rows.append(
+        [names[-1], f"{cs[-1]:.3g}", "0 (balanced)", "-", f"{float(ds.final_excess_loss[-1]):.3e}"]
+    )
     md = [
         "## ICML Fig. 2 — convergence rate vs imbalance\n",
         f"Whitened data n = {n}, D = {D}, m = {m}; h = {h}; gradient descent η = {FIG2_LR}, "
@@ -612,24 +693,37 @@ def run_v2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool = T
             a.axhline(lamr, color="C0", ls=":", lw=1)
             a.axhline(negm, color="C3", ls=":", lw=1)
             xa = len(ev) + 1.5
-            for y0, y1, lab, col in ((lamr, lam1, "Δ₊", "C0"), (neg1, negm, "Δ₋", "C3"),
-                                     (negm, lamr, "Δ", "k")):
-                a.annotate("", xy=(xa, y1), xytext=(xa, y0),
-                           arrowprops=dict(arrowstyle="<->", color=col))
+            for y0, y1, lab, col in (
+                (lamr, lam1, "Δ₊", "C0"),
+                (neg1, negm, "Δ₋", "C3"),
+                (negm, lamr, "Δ", "k"),
+            ):
+                a.annotate(
+                    "", xy=(xa, y1), xytext=(xa, y0), arrowprops=dict(arrowstyle="<->", color=col)
+                )
                 a.text(xa + 0.5, (y0 + y1) / 2, lab, color=col, va="center")
-            a.set(xlim=(0, len(ev) + 4), xlabel="index i", ylabel=r"$\lambda_i(\Lambda)$",
-                  title=f"h = {h}: Δ₊={dp:.2f}, Δ₋={dm:.2f}, Δ={d:.2f}")
+            a.set(
+                xlim=(0, len(ev) + 4),
+                xlabel="index i",
+                ylabel=r"$\lambda_i(\Lambda)$",
+                title=f"h = {h}: Δ₊={dp:.2f}, Δ₋={dm:.2f}, Δ={d:.2f}",
+            )
             # Row 2: the excess loss and v2 Theorem 3's envelope (and ICML Theorem 1's).
             a = ax[1, j]
             a.semilogy(ts, tr.excess_loss, "C0-", lw=2, label="gradient flow")
             a.semilogy(ts[::8], gd[::8], "C1.", ms=4, label="gradient descent")
-            a.semilogy(ts, th.loss_envelope(ts, net, problem, theorem="margin"), "k--", lw=1,
-                       label="v2 Thm 3 envelope")
-            a.semilogy(ts, th.loss_envelope(ts, net, problem), "k:", lw=1,
-                       label="ICML Thm 1 envelope")
+            a.semilogy(
+                ts,
+                th.loss_envelope(ts, net, problem, theorem="margin"),
+                "k--",
+                lw=1,
+                label="v2 Thm 3 envelope",
+            )
+            a.semilogy(
+                ts, th.loss_envelope(ts, net, problem), "k:", lw=1, label="ICML Thm 1 envelope"
+            )
             floor = float(tr.excess_loss[0]) * RATE_PLOT_FLOOR
-            a.set(ylim=(floor, 2 * float(tr.excess_loss[0])), xlabel="flow time t",
-                  ylabel="L − L*")
+            a.set(ylim=(floor, 2 * float(tr.excess_loss[0])), xlabel="flow time t", ylabel="L − L*")
             # Row 3: the measured rate and v2 Proposition 1's bound.
             a = ax[2, j]
             ok = np.asarray(tr.excess_loss) > floor
@@ -638,8 +732,13 @@ def run_v2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool = T
             )
             a.plot(ts[ok], np.asarray(tr.rate)[ok], "C0-", lw=2, label=r"measured $\rho(t)$")
             a.plot(ts[ok], np.asarray(bound)[ok], "k--", lw=1, label="v2 Prop 1 bound")
-            a.axhline(float(th.rate_imbalance(net, problem)), color="k", ls=":", lw=1,
-                      label="ICML Thm 1 rate")
+            a.axhline(
+                float(th.rate_imbalance(net, problem)),
+                color="k",
+                ls=":",
+                lw=1,
+                label="ICML Thm 1 rate",
+            )
             a.set(xlabel="flow time t", ylabel="rate")
     for a in ax[1:, :].ravel():
         a.grid(alpha=0.3, which="both")
@@ -679,11 +778,24 @@ def run_v2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool = T
         bounds_held=held,
     )
     rows = [
-        [h, f"{s[0]:.3f}", f"{s[1]:.3f}", f"{s[2]:.3f}", f"{float(cm):.3f}",
-         f"{float(ra):.3f}", f"{t:.3g}", f"{float(fe):.2e}"]
-        for h, s, cm, ra, t, fe in zip(widths, spreads, ds.theory_c_margin.values,
-                                        ds.theory_rate_asymptotic.values, t_ends,
-                                        ds.final_excess_loss.values)
+        [
+            h,
+            f"{s[0]:.3f}",
+            f"{s[1]:.3f}",
+            f"{s[2]:.3f}",
+            f"{float(cm):.3f}",
+            f"{float(ra):.3f}",
+            f"{t:.3g}",
+            f"{float(fe):.2e}",
+        ]
+        for h, s, cm, ra, t, fe in zip(
+            widths,
+            spreads,
+            ds.theory_c_margin.values,
+            ds.theory_rate_asymptotic.values,
+            t_ends,
+            ds.final_excess_loss.values,
+        )
     ]
     md = [
         "## v2 — imbalance spectrum, Theorem 3 envelope, Proposition 1 rate bound\n",
@@ -691,8 +803,10 @@ def run_v2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool = T
         f"N(0, (mh)^(-1/2)) (the paper's N(0, 1) with the 1/√(mh) output scaling); gradient "
         f"descent η = {V2_LR}/√(mh) for {sizes.v2_steps} steps (the paper's iterates), beside "
         "the exact flow (gram method).\n",
-        _md_table(["h", "Δ₊", "Δ₋", "Δ = c", "c(0) (Thm 3)", "asymptotic rate", "t1",
-                   "L − L* at t1"], rows),
+        _md_table(
+            ["h", "Δ₊", "Δ₋", "Δ = c", "c(0) (Thm 3)", "asymptotic rate", "t1", "L − L* at t1"],
+            rows,
+        ),
         "\n### Bound checks\n\n" + _bounds_markdown(ds),
     ]
     return Section("v2", numbers, "\n".join(md), files, time.perf_counter() - start)
@@ -765,10 +879,12 @@ def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool
     for sec in sections.values():
         rel = [str(p.relative_to(out)) for p in sec.files]
         figs = [f"![{p}]({p})" for p in rel if p.endswith(".png")]
-        head += [sec.markdown, "\nFiles: " + ", ".join(f"`{p}`" for p in rel) + "\n",
-                 *figs, ""]
+        head += [sec.markdown, "\nFiles: " + ", ".join(f"`{p}`" for p in rel) + "\n", *figs, ""]
     (out / "report.md").write_text("\n".join(head))
     (out / "numbers.json").write_text(
-        json.dumps({k: dict(s.numbers, seconds=s.seconds) for k, s in sections.items()},
-                   indent=2, default=float)
+        json.dumps(
+            {k: dict(s.numbers, seconds=s.seconds) for k, s in sections.items()},
+            indent=2,
+            default=float,
+        )
     )

@@ -2,10 +2,15 @@
 
 import dataclasses
 import pathlib
-import tomllib
 from typing import Any
 
 import numpy as np
+
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 
 class ConfigError(ValueError):
@@ -143,8 +148,9 @@ def validate_config(raw: dict, path="<config>") -> SweepConfig:
     if p["noise"] < 0:
         fail("problem", "noise", f"must be >= 0, got {p['noise']}")
     widths = i["widths"]
-    if not widths or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1
-                             for w in widths):
+    if not widths or not all(
+        isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths
+    ):
         fail("init", "widths", f"must be a non-empty list of integers >= 1, got {widths!r}")
     scales = i["scales"]
     ok_scalar = all(isinstance(s, _NUMBER) and not isinstance(s, bool) and s > 0 for s in scales)
@@ -190,8 +196,13 @@ def validate_config(raw: dict, path="<config>") -> SweepConfig:
 
 
 def _type_names(types) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", list: "a list",
-             bool: "true/false"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        bool: "true/false",
+    }
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 
@@ -243,8 +254,10 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True):
         import xarray as xr
 
         ds["stop_time"] = xr.apply_ufunc(
-            lambda e: _crossing_time(ts, e, stop), ds.excess_loss,
-            input_core_dims=[["time"]], vectorize=True,
+            lambda e: _crossing_time(ts, e, stop),
+            ds.excess_loss,
+            input_core_dims=[["time"]],
+            vectorize=True,
         )
     files: list = []
     _to_netcdf(ds, out / "sweep.nc", files)
@@ -258,22 +271,33 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True):
     for wi, w in enumerate(ds.width.values):
         for gi in range(flat.sizes["group"]):
             label = f"h={w}" + (f", {others[0]}={flat.group.values[gi]}" if others else "")
-            ax.semilogy(ts, flat.sel(width=w).isel(group=gi), f"C{wi % 10}{styles[gi % 4]}",
-                        label=label)
-    ax.set(xlabel="flow time t", ylabel="excess loss L − L* (mean over seeds)",
-           title=cfg["title"])
+            ax.semilogy(
+                ts, flat.sel(width=w).isel(group=gi), f"C{wi % 10}{styles[gi % 4]}", label=label
+            )
+    ax.set(xlabel="flow time t", ylabel="excess loss L − L* (mean over seeds)", title=cfg["title"])
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     _save(fig, out / "loss.png", files)
     if ds.sizes["width"] > 1:
         fig, ax = plt.subplots(figsize=(6, 4.5))
         dist = ds.final_distance_to_min_norm
-        for gi, s in enumerate(ds.scale.values):
+        for s in ds.scale.values:
             ds_s = dist.sel(scale=s)
-            ax.errorbar(ds.width.values, ds_s.mean("seed"), ds_s.std("seed"), fmt="o-",
-                        capsize=3, label=f"scale {s}")
-        ax.set(xscale="log", yscale="log", xlabel="width h",
-               ylabel=r"$\|W(t_1) - W^*\|_F$", title="Distance to the min-norm solution")
+            ax.errorbar(
+                ds.width.values,
+                ds_s.mean("seed"),
+                ds_s.std("seed"),
+                fmt="o-",
+                capsize=3,
+                label=f"scale {s}",
+            )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="width h",
+            ylabel=r"$\|W(t_1) - W^*\|_F$",
+            title="Distance to the min-norm solution",
+        )
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
         _save(fig, out / "distance.png", files)
@@ -286,8 +310,10 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True):
     if flow:
         lines.append("## Bound checks\n\n" + _bounds_markdown(ds))
     else:
-        lines.append("Gradient descent: the bounds are theorems about gradient flow; not "
-                     "checked.\n\n" + summarize_bounds(ds).to_markdown())
+        lines.append(
+            "Gradient descent: the bounds are theorems about gradient flow; not "
+            "checked.\n\n" + summarize_bounds(ds).to_markdown()
+        )
     if "stop_time" in ds:
         st = ds.stop_time.mean("seed")
         lines.append(
