@@ -274,7 +274,8 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True):
             ax.semilogy(
                 ts, flat.sel(width=w).isel(group=gi), f"C{wi % 10}{styles[gi % 4]}", label=label
             )
-    ax.set(xlabel="flow time t", ylabel="excess loss L − L* (mean over seeds)", title=cfg[""]["title"])
+    title = cfg[""]["title"]
+    ax.set(xlabel="flow time t", ylabel="excess loss L − L* (mean over seeds)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     _save(fig, out / "loss.png", files)

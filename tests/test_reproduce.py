@@ -78,8 +78,9 @@ def test_fig1_distance_and_slope(quick_run):
 def test_v2_spreads_and_rates(quick_run):
     _, numbers = quick_run
     v2 = numbers["v2"]
-    for (dp, dm, d), c, cm, ra in zip(v2["spreads"], v2["c"], v2["c_margin"],
-                                      v2["rate_asymptotic"]):
+    for (dp, dm, d), c, cm, ra in zip(
+        v2["spreads"], v2["c"], v2["c_margin"], v2["rate_asymptotic"]
+    ):
         assert dp >= 0 and dm >= 0 and d > 0 and c == d
         # v2 Theorem 3: c(0) ≥ 2Δ (the ICML Theorem 1 rate is contained).
         assert cm >= 2 * d * (1 - 1e-12)
