@@ -3,6 +3,7 @@ and against theory, every bound held, every file written; bad configurations rej
 field named."""
 
 import json
+import pathlib
 
 import jax
 import numpy as np
@@ -223,3 +224,11 @@ def test_bad_config_rejected_by_the_cli(tmp_path):
     path.write_text("[problem\nkind = 1")
     result = _invoke("sweep", path, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "not valid TOML" in result.output
+
+
+def test_example_config_is_valid():
+    from flowlin._sweep_config import load_config
+
+    cfg = load_config(pathlib.Path(__file__).resolve().parents[1] / "examples" / "fig1.toml")
+    assert cfg["init"]["widths"] == [500, 1000, 2000, 5000, 10000]
+    assert cfg["report"]["stop_at_loss"] == 100 * 1e-8 / 2  # the paper's stop, n = 100
