@@ -244,6 +244,18 @@ def _crossing_time(ts, values, level):
     return float(ts[i - 1] + (ts[i] - ts[i - 1]) * (la - ll) / (la - lb))
 
 
+def sweep_devices() -> list:
+    """The devices the reproduction's sweeps run on: all local accelerators, but one CPU device.
+
+    Several CPU "devices" (``--xla_force_host_platform_device_count``, as the test suite sets)
+    share the same cores, so splitting over them gains nothing here; and with jaxlib 0.9 a
+    `shard_map` over them of the vmapped batched LAPACK calls (eigh, SVD) in the bound checks
+    was seen to hang (a process at 0% CPU, never finishing).
+    """
+    devices = jax.local_devices()
+    return devices[:1] if devices[0].platform == "cpu" else devices
+
+
 def _only(ts, *diagnostics) -> SaveAt:
     """Save only `diagnostics` at `ts` (the full solver's diagnostics cost O(h²) per save)."""
     return SaveAt(np.asarray(ts), diagnostics=diagnostics)
@@ -309,7 +321,15 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
     stop = sizes.fig1_n * FIG1_AVERAGED_LOSS_STOP / 2
     t1 = sizes.fig1_t1
     ts = np.linspace(0.0, t1, sizes.fig1_saves)
-    common = dict(scales=[0.5], init="paper", method="gram", t1=t1, saveat=ts, progress=progress)
+    common = dict(
+        scales=[0.5],
+        init="paper",
+        method="gram",
+        t1=t1,
+        saveat=ts,
+        progress=progress,
+        devices=sweep_devices(),
+    )
     ds = sweep(
         problem,
         sizes.fig1_widths,

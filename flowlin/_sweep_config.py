@@ -222,7 +222,14 @@ def _problem(cfg: SweepConfig):
 def run_config(cfg: SweepConfig, out, *, progress: bool = True):
     """Run a validated configuration with `flowlin.sweep`; write `sweep.nc`, PNGs and
     `report.md` under `out`. Returns the dataset."""
-    from ._reproduce import _bounds_markdown, _crossing_time, _plt, _save, _to_netcdf
+    from ._reproduce import (
+        _bounds_markdown,
+        _crossing_time,
+        _plt,
+        _save,
+        _to_netcdf,
+        sweep_devices,
+    )
     from ._summary import summarize_bounds
     from ._sweep import sweep
 
@@ -242,6 +249,7 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True):
         key=i["key"],
         progress=progress,
         bounds=flow,  # the bounds are theorems about gradient flow
+        devices=sweep_devices(),
     )
     if flow:
         kw.update(t1=d["t1"], rtol=d["rtol"], atol=d["atol"])
