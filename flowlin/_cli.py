@@ -95,7 +95,7 @@ def reproduce(
         "flowlin-results"
     ),
     quick: Annotated[
-        bool, typer.Option("--quick", help="Reduced sizes (seconds; used by the tests).")
+        bool, typer.Option("--quick", help="Reduced sizes (a minute or two; used by the tests).")
     ] = False,
     seed: Annotated[int, typer.Option(help="Seed of the data and initializations.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
