@@ -773,7 +773,7 @@ def run_v2(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool = T
         a.grid(alpha=0.3, which="both")
     ax[1, 0].legend(fontsize=7)
     ax[2, 0].legend(fontsize=7)
-    fig.suptitle(f"v2: matrix factorization n = {problem.n}, m = {m} (time t = t_paper/√(mh))")
+    fig.suptitle(f"v2: matrix factorization n = {problem.n}, m = {m}\n(t = t_paper/√(mh))")
     _save(fig, out / "v2.png", files)
 
     # One dataset per width (time grids differ), concatenated along "case" on a common
