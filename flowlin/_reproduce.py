@@ -82,7 +82,7 @@ FULL = Sizes(
     fig1_saves=126,
     fig1_sampling="weights",
     fig1_wishart_widths=(1_000, 10_000, 100_000, 1_000_000),
-    fig1_wishart_seeds=5,
+    fig1_wishart_seeds=12,
     fig2_n=100,
     fig2_D=400,
     fig2_h=500,
@@ -403,7 +403,10 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
     )
     mean, std = dist.mean("seed").values, dist.std("seed").values
     res_v = ds.theory_residual_v
-    rms_scaled_w = np.sqrt((ds_w.width * dist_w**2).mean("seed")).values
+    # W(∞): the distance at t1 (excess loss ~1e-20 there), not at the stop (where the residual
+    # ‖E‖/√λr(Σ) ~ 2e-3 still adds ~1% to √h·distance at h = 10^6).
+    rms_scaled = np.sqrt((ds.width * ds.final_distance_to_min_norm**2).mean("seed")).values
+    rms_scaled_w = np.sqrt((ds_w.width * ds_w.final_distance_to_min_norm**2).mean("seed")).values
 
     # ---- figure: the three panels of ICML Fig. 1 ------------------------------------------
     fig, ax = plt.subplots(1, 3, figsize=(15, 4.3))
@@ -487,9 +490,9 @@ def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool =
     )
     ax[1].semilogx(
         widths,
-        np.sqrt((ds.width * dist**2).mean("seed")).values,
+        rms_scaled,
         "o-",
-        label=r"$\sqrt{h\,\mathrm{mean}\,\|\Theta(t_f)-\hat\Theta\|^2}$, weights",
+        label=r"$\sqrt{h\,\mathrm{mean}\,\|\Theta(t_1)-\hat\Theta\|^2}$, weights",
     )
     ax[1].semilogx(ds_w.width.values, rms_scaled_w, "s-", label="same, Wishart-sampled")
     ax[1].axhline(limit_const, color="k", ls="--", lw=1, label="h→∞ limit")

@@ -142,7 +142,7 @@ seed = 3
 
 [init]
 kind = "paper"
-widths = [5, 20]
+widths = [5, 8]  # one bucket (padded to 8): one compile
 scales = [0.5]
 seeds = 2
 
@@ -165,12 +165,12 @@ def test_sweep_config_runs_and_matches_the_full_solver(tmp_path):
     assert result.exit_code == 0, result.output
     with xr.open_dataset(out / "sweep.nc") as ds:
         assert dict(ds.sizes)["width"] == 2 and dict(ds.sizes)["seed"] == 2
-        got = float(ds.final_distance_to_min_norm.sel(width=20, seed=1, scale=0.5))
-        loss = ds.excess_loss.sel(width=20, seed=1, scale=0.5).values
-        stop = float(ds.stop_time.sel(width=20, seed=1, scale=0.5))
+        got = float(ds.final_distance_to_min_norm.sel(width=8, seed=1, scale=0.5))
+        loss = ds.excess_loss.sel(width=8, seed=1, scale=0.5).values
+        stop = float(ds.stop_time.sel(width=8, seed=1, scale=0.5))
     # Independent truth: the full solver (diffrax on the weights) from the same init.
     problem = flowlin.problems.gaussian(jax.random.key(3), n=5, D=12, m=1)
-    net = flowlin.init.paper(jax.random.fold_in(jax.random.key(0), 1), 12, 1, 20, 0.5)
+    net = flowlin.init.paper(jax.random.fold_in(jax.random.key(0), 1), 12, 1, 8, 0.5)
     full = flowlin.gradient_flow(net, problem, 20.0, stop_at_loss=1e-6)
     ref = flowlin.gradient_flow(net, problem, 20.0, saveat=np.linspace(0, 20, 41))
     np.testing.assert_allclose(got, ref.final_values["distance_to_min_norm"], rtol=1e-6)
