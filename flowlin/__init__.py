@@ -23,6 +23,7 @@ from ._flow import (
 from ._gram_init import GramInit as GramInit
 from ._network import LinearNetwork as LinearNetwork
 from ._problem import Problem as Problem
+from ._reproduce import reproduce as reproduce
 from ._results import RESULTS as RESULTS
 from ._saveat import DIAGNOSTICS as DIAGNOSTICS, SaveAt as SaveAt
 from ._store import open_sweep as open_sweep

@@ -87,6 +87,59 @@ def demo(
 
 
 @app.command()
+def reproduce(
+    target: Annotated[
+        str, typer.Argument(help="What to reproduce: fig1, fig2, v2 or all.")
+    ] = "all",
+    out: Annotated[pathlib.Path, typer.Option(help="Output folder.")] = pathlib.Path(
+        "flowlin-results"
+    ),
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Reduced sizes (a minute or two; used by the tests).")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the data and initializations.")] = 0,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Reproduce the papers' figures (theory.md §5): netCDF data, PNGs and report.md."""
+    from ._reproduce import RUNNERS
+
+    if target != "all" and target not in RUNNERS:
+        raise typer.BadParameter(
+            f"must be one of {', '.join([*RUNNERS, 'all'])}, got {target!r}", param_hint="TARGET"
+        )
+    _enable_x64()
+    from ._reproduce import reproduce as run
+
+    start = time.perf_counter()
+    run(target, out, quick=quick, seed=seed, progress=progress, echo=typer.echo)
+    typer.echo(f"wrote {out / 'report.md'} ({time.perf_counter() - start:.1f} s)")
+
+
+@app.command()
+def sweep(
+    config: Annotated[
+        pathlib.Path, typer.Argument(help="A sweep configuration (TOML, docs/sweep-config.md).")
+    ],
+    out: Annotated[pathlib.Path, typer.Option(help="Output folder.")] = pathlib.Path(
+        "flowlin-results/sweep"
+    ),
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run a user-defined sweep from a TOML file: netCDF data, PNGs and report.md."""
+    from ._sweep_config import ConfigError, load_config, run_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    _enable_x64()
+    start = time.perf_counter()
+    run_config(cfg, out, progress=progress)
+    typer.echo(f"wrote {out / 'report.md'} ({time.perf_counter() - start:.1f} s)")
+
+
+@app.command()
 def bench(
     benchmark: Annotated[
         str, typer.Argument(help="throughput | width | fig1 | compile | all")

@@ -1,0 +1,335 @@
+"""`flowlin sweep CONFIG.toml`: a user-defined sweep from a TOML file (docs/sweep-config.md)."""
+
+import dataclasses
+import pathlib
+from typing import Any
+
+import numpy as np
+
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+
+class ConfigError(ValueError):
+    """A sweep configuration that cannot be run; the message names the file and the field."""
+
+
+_NUMBER = (int, float)
+
+#: The schema: section -> key -> (accepted types, default; `...` = required). Documented in
+#: docs/sweep-config.md; keep the two in step.
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
+    "": {"title": ((str,), "flowlin sweep")},
+    "problem": {
+        "kind": ((str,), ...),
+        "n": ((int,), ...),
+        "D": ((int,), None),
+        "m": ((int,), 1),
+        "noise": (_NUMBER, 0.01),
+        "seed": ((int,), 0),
+    },
+    "init": {
+        "kind": ((str,), "paper"),
+        "widths": ((list,), ...),
+        "scales": ((list,), ...),
+        "seeds": ((int, list), 1),
+        "sampling": ((str,), "weights"),
+        "key": ((int,), 0),
+    },
+    "dynamics": {
+        "kind": ((str,), "flow"),
+        "method": ((str,), "gram"),
+        "t1": (_NUMBER, None),
+        "lr": (_NUMBER, None),
+        "steps": ((int,), None),
+        "averaged": ((bool,), False),
+        "saves": ((int,), 101),
+        "rtol": (_NUMBER, None),
+        "atol": (_NUMBER, None),
+    },
+    "report": {"stop_at_loss": (_NUMBER, None)},
+}
+CHOICES = {
+    ("problem", "kind"): ("gaussian", "whitened", "factorization"),
+    ("init", "kind"): ("paper", "gaussian"),
+    ("init", "sampling"): ("weights", "wishart"),
+    ("dynamics", "kind"): ("flow", "descent"),
+    ("dynamics", "method"): ("gram", "full"),
+}
+
+
+@dataclasses.dataclass
+class SweepConfig:
+    """A validated configuration: `values[section][key]` with defaults filled in."""
+
+    path: pathlib.Path
+    values: dict
+
+    def __getitem__(self, section: str) -> dict:
+        return self.values[section]
+
+
+def _field(section: str, key: str) -> str:
+    return f"[{section}].{key}" if section else key
+
+
+def load_config(path) -> SweepConfig:
+    """Read and validate a sweep configuration; `ConfigError` names the offending field."""
+    path = pathlib.Path(path)
+    where = f"`{path}`"
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML ({e})") from None
+    return validate_config(raw, path)
+
+
+def validate_config(raw: dict, path="<config>") -> SweepConfig:
+    """Validate a parsed TOML mapping against `SCHEMA` (types, choices, ranges, required keys,
+    no unknown keys) and fill in defaults."""
+    where = f"`{path}`"
+
+    def fail(section, key, msg):
+        raise ConfigError(f"{where}: {_field(section, key)} {msg}")
+
+    for name, value in raw.items():
+        if name not in SCHEMA or (name and isinstance(value, dict) != (name in SCHEMA)):
+            if not isinstance(value, dict) and name in SCHEMA[""]:
+                continue
+            raise ConfigError(
+                f"{where}: unknown {'section' if isinstance(value, dict) else 'key'} "
+                f"{name!r}; sections are {[s for s in SCHEMA if s]}, top-level keys "
+                f"{list(SCHEMA[''])}"
+            )
+    values: dict = {}
+    for section, keys in SCHEMA.items():
+        given = raw if section == "" else raw.get(section, {})
+        if section and not isinstance(given, dict):
+            fail("", section, "must be a table ([section])")
+        if section:
+            unknown = sorted(set(given) - set(keys))
+            if unknown:
+                fail(section, unknown[0], f"is not a known key; known: {sorted(keys)}")
+        out = {}
+        for key, (types, default) in keys.items():
+            if key not in given:
+                if default is ...:
+                    fail(section, key, "is required")
+                out[key] = default
+                continue
+            v = given[key]
+            if isinstance(v, bool) and bool not in types:
+                fail(section, key, f"must be {_type_names(types)}, got {v!r}")
+            if not isinstance(v, types):
+                fail(section, key, f"must be {_type_names(types)}, got {v!r}")
+            choices = CHOICES.get((section, key))
+            if choices and v not in choices:
+                fail(section, key, f"must be one of {list(choices)}, got {v!r}")
+            out[key] = v
+        values[section] = out
+
+    p, i, d = values["problem"], values["init"], values["dynamics"]
+    for key in ("n", "m"):
+        if p[key] < 1:
+            fail("problem", key, f"must be >= 1, got {p[key]}")
+    if p["kind"] == "factorization":
+        if p["D"] is not None:
+            fail("problem", "D", "is not used by kind = 'factorization' (X = I_n, D = n)")
+    else:
+        if p["D"] is None:
+            fail("problem", "D", f"is required for kind = {p['kind']!r}")
+        if p["D"] <= p["n"]:
+            fail("problem", "D", f"must exceed n (under-determined), got D={p['D']}, n={p['n']}")
+    if p["noise"] < 0:
+        fail("problem", "noise", f"must be >= 0, got {p['noise']}")
+    widths = i["widths"]
+    if not widths or not all(
+        isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths
+    ):
+        fail("init", "widths", f"must be a non-empty list of integers >= 1, got {widths!r}")
+    scales = i["scales"]
+    ok_scalar = all(isinstance(s, _NUMBER) and not isinstance(s, bool) and s > 0 for s in scales)
+    ok_pairs = all(
+        isinstance(s, list) and len(s) == 2 and all(isinstance(x, _NUMBER) and x > 0 for x in s)
+        for s in scales
+    )
+    if not scales or not (ok_scalar or (ok_pairs and i["kind"] == "gaussian")):
+        fail(
+            "init",
+            "scales",
+            "must be a non-empty list of numbers > 0 (alpha for kind = 'paper', std for "
+            f"'gaussian') or, for kind = 'gaussian', of [std1, std2] pairs; got {scales!r}",
+        )
+    seeds = i["seeds"]
+    if isinstance(seeds, int) and seeds < 1:
+        fail("init", "seeds", f"must be >= 1 or a list of seeds, got {seeds}")
+    if isinstance(seeds, list) and (
+        not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds)
+    ):
+        fail("init", "seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
+    if i["sampling"] == "wishart" and (d["kind"] != "flow" or d["method"] != "gram"):
+        fail("init", "sampling", "= 'wishart' needs [dynamics] kind = 'flow', method = 'gram'")
+    if d["kind"] == "flow":
+        if d["t1"] is None:
+            fail("dynamics", "t1", "is required for kind = 'flow'")
+        if not d["t1"] > 0:
+            fail("dynamics", "t1", f"must be > 0, got {d['t1']}")
+    else:
+        for key in ("lr", "steps"):
+            if d[key] is None:
+                fail("dynamics", key, "is required for kind = 'descent'")
+        if not d["lr"] > 0:
+            fail("dynamics", "lr", f"must be > 0, got {d['lr']}")
+        if d["steps"] < 1:
+            fail("dynamics", "steps", f"must be >= 1, got {d['steps']}")
+    if d["saves"] < 2:
+        fail("dynamics", "saves", f"must be >= 2, got {d['saves']}")
+    stop = values["report"]["stop_at_loss"]
+    if stop is not None and not stop > 0:
+        fail("report", "stop_at_loss", f"must be > 0, got {stop}")
+    return SweepConfig(pathlib.Path(str(path)), values)
+
+
+def _type_names(types) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        bool: "true/false",
+    }
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def _problem(cfg: SweepConfig):
+    import jax
+
+    from ._generators import factorization, gaussian, whitened
+
+    p = cfg["problem"]
+    key = jax.random.key(p["seed"])
+    if p["kind"] == "factorization":
+        return factorization(key, n=p["n"], m=p["m"], y_std=p["noise"])
+    make = gaussian if p["kind"] == "gaussian" else whitened
+    return make(key, n=p["n"], D=p["D"], m=p["m"], noise=p["noise"])
+
+
+def run_config(cfg: SweepConfig, out, *, progress: bool = True):
+    """Run a validated configuration with `flowlin.sweep`; write `sweep.nc`, PNGs and
+    `report.md` under `out`. Returns the dataset."""
+    from ._reproduce import (
+        _bounds_markdown,
+        _crossing_time,
+        _plt,
+        _save,
+        _to_netcdf,
+        sweep_devices,
+    )
+    from ._summary import summarize_bounds
+    from ._sweep import sweep
+
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem = _problem(cfg)
+    i, d = cfg["init"], cfg["dynamics"]
+    flow = d["kind"] == "flow"
+    horizon = d["t1"] if flow else d["lr"] * d["steps"] * (2 / problem.n if d["averaged"] else 1)
+    ts = np.linspace(0.0, horizon, d["saves"])
+    kw = dict(
+        init=i["kind"],
+        sampling=i["sampling"],
+        method=d["method"],
+        dynamics=d["kind"],
+        saveat=ts,
+        key=i["key"],
+        progress=progress,
+        bounds=flow,  # the bounds are theorems about gradient flow
+        devices=sweep_devices(),
+    )
+    if flow:
+        kw.update(t1=d["t1"], rtol=d["rtol"], atol=d["atol"])
+    else:
+        kw.update(lr=d["lr"], steps=d["steps"], averaged=d["averaged"])
+    scales = [tuple(s) if isinstance(s, list) else s for s in i["scales"]]
+    ds = sweep(problem, i["widths"], scales, i["seeds"], **kw)
+    stop = cfg["report"]["stop_at_loss"]
+    if stop is not None:
+        import xarray as xr
+
+        ds["stop_time"] = xr.apply_ufunc(
+            lambda e: _crossing_time(ts, e, stop),
+            ds.excess_loss,
+            input_core_dims=[["time"]],
+            vectorize=True,
+        )
+    files: list = []
+    _to_netcdf(ds, out / "sweep.nc", files)
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    mean = ds.excess_loss.mean("seed")
+    others = [k for k in mean.dims if k not in ("time", "width")]
+    flat = mean.stack(group=others) if others else mean.expand_dims(group=[0])
+    styles = ["-", "--", ":", "-."]
+    for wi, w in enumerate(ds.width.values):
+        for gi in range(flat.sizes["group"]):
+            label = f"h={w}" + (f", {others[0]}={flat.group.values[gi]}" if others else "")
+            ax.semilogy(
+                ts, flat.sel(width=w).isel(group=gi), f"C{wi % 10}{styles[gi % 4]}", label=label
+            )
+    title = cfg[""]["title"]
+    ax.set(xlabel="flow time t", ylabel="excess loss L − L* (mean over seeds)", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, out / "loss.png", files)
+    if ds.sizes["width"] > 1:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        dist = ds.final_distance_to_min_norm
+        for s in ds.scale.values:
+            ds_s = dist.sel(scale=s)
+            ax.errorbar(
+                ds.width.values,
+                ds_s.mean("seed"),
+                ds_s.std("seed"),
+                fmt="o-",
+                capsize=3,
+                label=f"scale {s}",
+            )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="width h",
+            ylabel=r"$\|W(t_1) - W^*\|_F$",
+            title="Distance to the min-norm solution",
+        )
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        _save(fig, out / "distance.png", files)
+
+    lines = [
+        f"# {cfg['']['title']}\n",
+        f"Configuration `{cfg.path}`: problem {cfg['problem']}, init {cfg['init']}, "
+        f"dynamics {cfg['dynamics']}.\n",
+    ]
+    if flow:
+        lines.append("## Bound checks\n\n" + _bounds_markdown(ds))
+    else:
+        lines.append(
+            "Gradient descent: the bounds are theorems about gradient flow; not "
+            "checked.\n\n" + summarize_bounds(ds).to_markdown()
+        )
+    if "stop_time" in ds:
+        st = ds.stop_time.mean("seed")
+        lines.append(
+            f"\nMean flow time to excess loss {stop:g} (interpolated between saves; NaN: not "
+            f"reached by t1):\n\n```\n{st.to_series().to_string()}\n```\n"
+        )
+    lines += ["\nFiles: " + ", ".join(f"`{p.name}`" for p in files) + "\n"]
+    lines += [f"![{p.name}]({p.name})" for p in files if p.suffix == ".png"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return ds
