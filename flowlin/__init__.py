@@ -7,6 +7,25 @@ gradient descent (optax), and every bound of the papers as a function.
 """
 
 import importlib.metadata
+import os
+
+
+def _size_cpu_thread_pool() -> None:
+    """Give XLA's CPU thread pool room for jaxlib's LAPACK kernels, unless told otherwise.
+
+    jaxlib (seen: 0.9.2, 0.10.2) runs an eigh/svd/qr kernel by queueing pieces of it on the
+    same intra-op thread pool that executes the devices' programs, then blocking until they
+    finish. The pool has max(cores, devices) threads, so with as many programs in flight as
+    threads (e.g. 4 forced host devices on 2 cores, a sharded sweep) every thread waits and
+    the process hangs forever. A larger pool leaves threads free for the queued pieces. The
+    pool is sized once, when JAX creates its CPU client, from `PJRT_NPROC`: set it yourself
+    (any value) to opt out; it has no effect if JAX's CPU backend already exists.
+    """
+    if "PJRT_NPROC" not in os.environ and "NPROC" not in os.environ:
+        os.environ["PJRT_NPROC"] = str(max(16, (os.cpu_count() or 1) + 8))
+
+
+_size_cpu_thread_pool()
 
 from . import exact as exact, init as init, problems as problems, theory as theory
 from ._bounds import (
