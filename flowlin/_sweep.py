@@ -7,6 +7,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 
 import equinox as eqx
@@ -594,6 +595,15 @@ def sweep(
         devices = list(devices) if devices is not None else jax.local_devices()
         if not devices:
             raise ValueError(f"`{call}`: devices is empty")
+        if stop_at_loss is not None and len(devices) > 1:
+            # diffrax's event root find (stop_at_loss) fails to trace inside shard_map
+            # ("pytree does not match out_structure", jax 0.9.2 / diffrax 0.7.2).
+            warnings.warn(
+                f"`{call}`: stop_at_loss runs on one device ({devices[0]}) — the event "
+                f"does not trace under shard_map over {len(devices)} devices",
+                stacklevel=2,
+            )
+            devices = devices[:1]
     n_devices = len(devices) if executor == "local" else ray_options.devices_per_task
     plan = _plan(
         pidx,

@@ -119,6 +119,21 @@ def test_sweep_stop_at_loss_on_one_device():
         progress=False,
         devices=jax.devices()[:1],
     )
+    # On several devices the sweep falls back to one (the event does not trace under
+    # shard_map), says so, and gives the same numbers.
+    with pytest.warns(UserWarning, match="stop_at_loss runs on one device"):
+        multi = flowlin.sweep(
+            problem,
+            widths=[20],
+            scales=[0.5],
+            seeds=3,
+            t1=100.0,
+            stop_at_loss=1e-6,
+            theory=False,
+            bounds=False,
+            progress=False,
+        )
+    np.testing.assert_array_equal(multi["final_time"].values, ds["final_time"].values)
     for s in range(3):
         W1, W2 = _bench._baseline_init(40, 1, 20, 0.5, seed=s)
         tr = flowlin.gradient_flow(

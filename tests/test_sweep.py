@@ -193,3 +193,48 @@ def test_loglog_slope_fit():
     ref = np.polyfit(np.log(widths), np.log(d), 1)[0]
     np.testing.assert_allclose(slope, ref, rtol=1e-12)
     assert lo < -0.5 < hi and hi - lo < 0.05 and n == 40
+
+
+@pytest.mark.slow
+def test_icml_fig1_grid_slope_and_bounds():
+    """ICML Fig. 1 (theory.md §5): n = 100, D = 400, m = 1, α = 1/2, h = 500…10⁴, 5 seeds,
+    gram method. Distance vs h has slope −1/2 (ICML Thm 2); every applicable bound holds in
+    every run. Theorem 2 itself needs h > h0 (≈ 2.8e5 for this data, b² ≈ 478 and
+    λ1/λr³ ≈ 150): at the figure's widths it must report "not applicable", and at
+    h = 10⁶, 10⁷ (Wishart-sampled Gram statistics, exact in distribution) it must hold."""
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=100, D=400, m=1)
+    widths = [500, 1000, 2000, 5000, 10000]
+    common = dict(scales=[0.5], init="paper", method="gram", t1=25.0, progress=False)
+    ds = flowlin.sweep(problem, widths, seeds=5, saveat=np.linspace(0.0, 25.0, 11), **common)
+    assert bool(ds.succeeded.all())
+    # Converged: the final excess loss is negligible next to L(0) − L* (distance = W(∞)'s).
+    assert float((ds.final_excess_loss / ds.excess_loss.isel(time=0)).max()) < 1e-10
+    d = ds.final_distance_to_min_norm.sel(scale=0.5)
+    # The papers' numbers: ≈ 0.8 at h = 500 and ≈ 0.2 at h = 10⁴.
+    assert 0.65 < float(d.sel(width=500).mean()) < 0.95
+    assert 0.15 < float(d.sel(width=10000).mean()) < 0.25
+    summary = flowlin.summarize_bounds(ds)
+    (slope,) = summary.slopes
+    assert abs(slope.slope + 0.5) < 0.05, slope
+    assert slope.n == 25 and slope.ci_low < slope.slope < slope.ci_high
+    applicable_any = 0
+    for row in summary.bounds:
+        applicable = ds[f"bound_{row.bound}_applicable"].values.astype(bool)
+        holds = ds[f"bound_{row.bound}_holds"].values.astype(bool)
+        assert np.all(holds[applicable]), row.bound
+        applicable_any += int(applicable.any())
+    assert applicable_any >= 6  # the rate, envelope and distance bounds apply here
+    h0 = float(flowlin.theory.h0(problem, delta=0.05))
+    assert 1e5 < h0 < 1e6
+    assert not ds.bound_distance_wide_network_applicable.values.any()
+
+    wide = flowlin.sweep(
+        problem, [10**6, 10**7], seeds=5, sampling="wishart", saveat=[0.0, 25.0], **common
+    )
+    assert bool(wide.succeeded.all())
+    assert wide.bound_distance_wide_network_applicable.values.all()
+    assert wide.bound_distance_wide_network_holds.values.all()
+    # Still h^{-1/2}: the mean distance drops by √10 from 10⁶ to 10⁷ (within seed noise).
+    dw = wide.final_distance_to_min_norm.sel(scale=0.5).mean("seed")
+    ratio = float(dw.sel(width=10**6) / dw.sel(width=10**7))
+    assert abs(ratio / np.sqrt(10) - 1) < 0.1
