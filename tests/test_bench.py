@@ -107,32 +107,13 @@ def test_sweep_stop_at_loss_on_one_device():
     # What `flowlin bench fig1` runs: a gram sweep stopped at a loss threshold. On one device
     # (no shard_map) the stopping times are the single solves' ones.
     problem = flowlin.problems.gaussian(jax.random.key(0), n=10, D=40, m=1)
-    ds = flowlin.sweep(
-        problem,
-        widths=[20],
-        scales=[0.5],
-        seeds=3,
-        t1=100.0,
-        stop_at_loss=1e-6,
-        theory=False,
-        bounds=False,
-        progress=False,
-        devices=jax.devices()[:1],
-    )
+    grid = dict(widths=[20], scales=[0.5], seeds=3, t1=100.0, stop_at_loss=1e-6)
+    options = dict(theory=False, bounds=False, progress=False)
+    ds = flowlin.sweep(problem, **grid, **options, devices=jax.devices()[:1])
     # On several devices the sweep falls back to one (the event does not trace under
     # shard_map), says so, and gives the same numbers.
     with pytest.warns(UserWarning, match="stop_at_loss runs on one device"):
-        multi = flowlin.sweep(
-            problem,
-            widths=[20],
-            scales=[0.5],
-            seeds=3,
-            t1=100.0,
-            stop_at_loss=1e-6,
-            theory=False,
-            bounds=False,
-            progress=False,
-        )
+        multi = flowlin.sweep(problem, **grid, **options)
     np.testing.assert_array_equal(multi["final_time"].values, ds["final_time"].values)
     for s in range(3):
         W1, W2 = _bench._baseline_init(40, 1, 20, 0.5, seed=s)
