@@ -20,7 +20,7 @@ from ._misc import tree_cast
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem
 from ._results import RESULTS
-from ._saveat import DEFAULT_NUM_SAVES, SaveAt
+from ._saveat import DEFAULT_NUM_SAVES, SaveAt, diffrax_saveat, split_solution
 from ._trajectory import Trajectory, make_trajectory
 
 
@@ -167,12 +167,7 @@ def _solve_full(
     # the state at ts and t1 and compute the diagnostics after the solve. Otherwise compute
     # them inside diffrax's save, which keeps only scalars per time (not h×D weights).
     backsolve = isinstance(adjoint, dfx.BacksolveAdjoint)
-    if backsolve:
-        dfx_saveat = dfx.SaveAt(ts=ts, t1=True)
-    else:
-        dfx_saveat = dfx.SaveAt(
-            subs=[dfx.SubSaveAt(ts=ts, fn=save_fn), dfx.SubSaveAt(t1=True, fn=final_fn)]
-        )
+    dfx_saveat = diffrax_saveat(ts, adjoint, save_fn, final_fn)
     event = None
     if threshold is not None:
         event = dfx.Event(
@@ -196,18 +191,13 @@ def _solve_full(
         event=event,
         throw=False,
     )
+    save_ts, final_time, saved, final = split_solution(sol, adjoint)
     if backsolve:
-        saved_ys = jax.tree_util.tree_map(lambda x: x[:-1], sol.ys)
-        final_y = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
-        save_ts, final_time = sol.ts[:-1], sol.ts[-1]
-        diag, states = jax.vmap(lambda y: save_fn(None, y, args))(saved_ys)
-        (W1f, W2f), final_values = final_fn(None, final_y, args)
+        diag, states = jax.vmap(lambda y: save_fn(None, y, args))(saved)
+        (W1f, W2f), final_values = final_fn(None, final, args)
     else:
-        diag, states = sol.ys[0]
-        (W1f, W2f), final_values = sol.ys[1]
-        W1f, W2f = W1f[0], W2f[0]
-        final_values = {k: v[0] for k, v in final_values.items()}
-        save_ts, final_time = sol.ts[0], sol.ts[1][0]
+        diag, states = saved
+        (W1f, W2f), final_values = final
     result = RESULTS.promote(sol.result)
     finite = jnp.all(jnp.isfinite(W1f)) & jnp.all(jnp.isfinite(W2f))
     result = RESULTS.where(finite, result, RESULTS.diverged)

@@ -46,7 +46,7 @@ from ._gram_init import GramInit
 from ._network import LinearNetwork
 from ._problem import Problem
 from ._results import RESULTS
-from ._saveat import SaveAt
+from ._saveat import SaveAt, diffrax_saveat, split_solution
 from ._trajectory import Trajectory, make_trajectory
 
 
@@ -267,11 +267,7 @@ def _solve_gram_impl(
     # solve (vmapped), rather than inside diffrax's save machinery (halves compile time).
     # BacksolveAdjoint accepts only one plain SaveAt; the two subs are otherwise kept, as
     # diffrax differentiates the event time only through the t1 save of its own sub.
-    backsolve = isinstance(adjoint, dfx.BacksolveAdjoint)
-    if backsolve:
-        dfx_saveat = dfx.SaveAt(ts=ts, t1=True)
-    else:
-        dfx_saveat = dfx.SaveAt(subs=[dfx.SubSaveAt(ts=ts), dfx.SubSaveAt(t1=True)])
+    dfx_saveat = diffrax_saveat(ts, adjoint)
     event = None
     args = None
     if threshold is not None:
@@ -303,14 +299,7 @@ def _solve_gram_impl(
 
     # Saves after an early stop are inf in `ts` (diffrax's fill); so are their diagnostics
     # and networks, as in the full solver.
-    if backsolve:
-        save_ts, final_time = sol.ts[:-1], sol.ts[-1]
-        saved_ys = jax.tree_util.tree_map(lambda x: x[:-1], sol.ys)
-        y_f = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
-    else:
-        save_ts, final_time = sol.ts[0], sol.ts[1][0]
-        saved_ys = sol.ys[0]
-        y_f = jax.tree_util.tree_map(lambda x: x[0], sol.ys[1])
+    save_ts, final_time, saved_ys, y_f = split_solution(sol, adjoint)
     saved = jnp.isfinite(save_ts)
     diag = jax.vmap(diagnostics)(saved_ys)
     diag = {key: jnp.where(saved, v, jnp.inf) for key, v in diag.items()}

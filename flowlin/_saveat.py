@@ -2,7 +2,9 @@
 
 from collections.abc import Sequence
 
+import diffrax as dfx
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
@@ -67,3 +69,31 @@ class SaveAt(eqx.Module):
         self.ts = ts
         self.diagnostics = diagnostics
         self.networks = bool(networks)
+
+
+def diffrax_saveat(ts, adjoint, fn=None, final_fn=None):
+    """The `diffrax.SaveAt` of a flowlin solve: the state (or `fn` of it) at `ts`, and the
+    state (or `final_fn` of it) at the end of the run, as two subs.
+
+    `diffrax.BacksolveAdjoint` accepts only one plain `SaveAt` of the state (no subs, no
+    `fn`): then the state is saved at `ts` and at t1 together, and the caller applies `fn` /
+    `final_fn` after the solve. Otherwise the subs are kept (diffrax differentiates an event
+    time only through the t1 save of its own sub). Unpack with `split_solution`.
+    """
+    if isinstance(adjoint, dfx.BacksolveAdjoint):
+        return dfx.SaveAt(ts=ts, t1=True)
+    at_ts = dfx.SubSaveAt(ts=ts) if fn is None else dfx.SubSaveAt(ts=ts, fn=fn)
+    at_t1 = dfx.SubSaveAt(t1=True) if final_fn is None else dfx.SubSaveAt(t1=True, fn=final_fn)
+    return dfx.SaveAt(subs=[at_ts, at_t1])
+
+
+def split_solution(sol, adjoint):
+    """`(save_ts, final_time, saved, final)` of a solve saved with `diffrax_saveat`: what
+    was saved at `ts` (batched over them) and at the end of the run (unbatched). Under
+    `BacksolveAdjoint` both are raw states (apply `fn` / `final_fn` yourself)."""
+    if isinstance(adjoint, dfx.BacksolveAdjoint):
+        saved = jax.tree_util.tree_map(lambda x: x[:-1], sol.ys)
+        final = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
+        return sol.ts[:-1], sol.ts[-1], saved, final
+    final = jax.tree_util.tree_map(lambda x: x[0], sol.ys[1])
+    return sol.ts[0], sol.ts[1][0], sol.ys[0], final
