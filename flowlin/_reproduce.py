@@ -248,9 +248,8 @@ def sweep_devices() -> list:
     """The devices the reproduction's sweeps run on: all local accelerators, but one CPU device.
 
     Several CPU "devices" (``--xla_force_host_platform_device_count``, as the test suite sets)
-    share the same cores, so splitting over them gains nothing here; and with jaxlib 0.9 a
-    `shard_map` over them of the vmapped batched LAPACK calls (eigh, SVD) in the bound checks
-    was seen to hang (a process at 0% CPU, never finishing).
+    share the same cores, so splitting over them gains nothing here (and multiplies the
+    LAPACK calls in flight on the shared thread pool; see README "Known issues").
     """
     devices = jax.local_devices()
     return devices[:1] if devices[0].platform == "cpu" else devices

@@ -180,7 +180,7 @@ def _run_chunk(dyn: _Dynamic, cfg: dict, st: _Static):
         if st.batch_size >= cfg["seed"].shape[0]:
             return jax.vmap(one)(cfg)
         if st.batch_size == 1:
-            # One configuration at a time: no batched LAPACK calls (see `_cpu_batch_size`).
+            # One configuration at a time: no batched LAPACK calls (see `_default_batch_size`).
             return jax.lax.map(one, cfg)
         # Sequential over sub-batches of `batch_size`, vmapped within: bounds lockstep waste.
         return jax.lax.map(one, cfg, batch_size=st.batch_size)
@@ -460,8 +460,8 @@ def sweep(
     - `chunk_size`: configurations per compiled chunk (memory stays bounded by it);
       `batch_size`: configurations vmapped together on a device; a chunk runs as sequential
       batches of this size (`jax.lax.map`). Default: the device's whole share on GPUs, 1 on
-      CPUs (jaxlib's batched LAPACK kernels can deadlock the CPU thread pool; a sequential
-      map is also at least as fast there).
+      CPUs (jaxlib's batched LAPACK kernels can deadlock the CPU thread pool; batches of 8
+      were ~1.8× faster on small problems, see `_sweep._default_batch_size`).
     - `store`: a folder; results are written chunk by chunk (netCDF, or Zarr if the path ends
       in `.zarr` or `store_format="zarr"`), and a sweep restarted with the same store resumes
       where it stopped, recomputing nothing that was written.
@@ -837,14 +837,16 @@ def _default_batch_size(mesh, per_device: int) -> int:
     """Configurations vmapped together on one device when `batch_size` is not given.
 
     GPUs: the whole per-device share of the chunk. CPUs: one at a time (`jax.lax.map`). On
-    CPU, jaxlib runs a batched LAPACK call (eigh, svd, qr — used by the diagnostics, theory
-    and bound checks) by splitting the batch over the same intra-op thread pool that runs the
-    devices' programs and blocking until the pieces finish; with several devices (or several
-    such calls) in flight every pool thread ends up waiting and the process deadlocks (seen
-    with jaxlib 0.9.2 and 0.10.2 on 2 cores, from batches of 64 12×12 matrices per device).
-    Unbatched calls never take that path. The price: on the performance.md grid (12×12
-    matrices, too small to deadlock) batches of 8 took ~1.8× less CPU time than one at a time
-    (benchmarks/README.md); pass `batch_size=8` there if you accept the risk.
+    CPU, jaxlib runs a LAPACK call (eigh, svd, qr — used by the diagnostics, theory and bound
+    checks) by queueing pieces of it on the same intra-op thread pool that runs the devices'
+    programs and blocking until they finish; with as many such calls in flight as pool
+    threads the process deadlocks (seen with jaxlib 0.9.2 and 0.10.2 on 2 cores: batches of
+    64 12×12 matrices per device over 4 host devices, and also unbatched 101×101 SVDs over 4
+    devices). The fix is a larger pool, set at import (`flowlin._size_cpu_thread_pool`);
+    running one configuration at a time (and one chunk in flight) keeps the number of
+    kernels in flight small as well, in case JAX was initialized before flowlin. The price:
+    on the performance.md grid batches of 8 took ~1.8× less CPU time than one at a time
+    (benchmarks/README.md); pass `batch_size=8` if the pool is sized.
     """
     if all(d.platform == "cpu" for d in mesh.devices.flat):
         return min(per_device, CPU_BATCH_SIZE)
