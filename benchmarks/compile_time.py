@@ -5,15 +5,131 @@ gradient_flow (full, gram), gradient_descent, check_bounds and sweep on a small 
 (the compile time), and the time to import flowlin. A fresh `python` process per entry point
 so that no in-process cache hides the compilation. Target: first gradient_flow < 5 s on CPU.
 
-    python benchmarks/compile_time.py [--quick]   # same as `flowlin bench compile`
+    python benchmarks/compile_time.py [--quick]
 """
 
-import _common
+import json
+import os
+import pathlib
+import subprocess
+import sys
 
-from flowlin._bench import compile_times
+
+# Benchmark the checkout this script lives in, not whichever flowlin is installed.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from benchmarks import _harness as H  # noqa: E402
+
+
+SCRIPT = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import flowlin
+t_import = time.perf_counter() - t0
+entry = sys.argv[1]
+problem = flowlin.problems.gaussian(jax.random.key(0), n=10, D=40, m=2)
+net = flowlin.init.paper(jax.random.key(1), 40, 2, 100, 0.5)
+jax.block_until_ready((problem, net))
+ts = jnp.linspace(0.0, 20.0, 21)
+if entry == "gradient_flow_full":
+    f = lambda: flowlin.gradient_flow(net, problem, 20.0, saveat=ts, method=flowlin.FullWeights())
+elif entry == "gradient_flow_gram":
+    f = lambda: flowlin.gradient_flow(net, problem, 20.0, saveat=ts, method=flowlin.Gram())
+elif entry == "gradient_descent":
+    f = lambda: flowlin.gradient_descent(net, problem, 0.01, 2000, saveat=ts)
+elif entry == "sweep":
+    f = lambda: flowlin.sweep(problem, widths=[50, 100], scales=[0.5], seeds=2, t1=20.0,
+                              progress=False)
+elif entry == "check_bounds":
+    traj = jax.block_until_ready(flowlin.gradient_flow(net, problem, 20.0, saveat=ts))
+    f = lambda: flowlin.check_bounds(traj, net, problem, width=100, alpha=0.5)
+else:
+    raise SystemExit(f"unknown entry point {entry}")
+def timed():
+    t0, c0 = time.perf_counter(), time.process_time()
+    jax.block_until_ready(f())
+    return time.perf_counter() - t0, time.process_time() - c0
+first, first_cpu = timed()
+second, second_cpu = timed()
+import resource
+print(json.dumps(dict(import_s=t_import, first_s=first, second_s=second, first_cpu_s=first_cpu,
+                      second_cpu_s=second_cpu,
+                      peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+"""
+
+ENTRY_POINTS = (
+    "gradient_flow_full",
+    "gradient_flow_gram",
+    "gradient_descent",
+    "check_bounds",
+    "sweep",
+)
+TARGET_S = 5.0
+
+
+def one_entry(entry: str, env: dict) -> dict:
+    """First and second call of one entry point in a fresh process: its table row."""
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, entry], capture_output=True, text=True, env=env, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"compile benchmark of {entry} failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    load = H.load_average()
+    return dict(
+        entry_point=entry,
+        import_s=r["import_s"],
+        first_call_s=r["first_s"],
+        run_s=r["second_s"],
+        compile_s=max(r["first_s"] - r["second_s"], 0.0),
+        compile_cpu_s=max(r["first_cpu_s"] - r["second_cpu_s"], 0.0),
+        peak_rss_mib=r["peak_rss_mib"],
+        load=load[0] if load else None,
+    )
+
+
+def compile_times(quick: bool = False, *, echo=print, entries=None) -> dict:
+    """First-call time minus second-call time of each entry point, in a fresh process each."""
+    entries = list(entries or (ENTRY_POINTS[:2] if quick else ENTRY_POINTS))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(H.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    load_before = H.load_average()
+    rows = []
+    echo("compile time of the first call, each entry point in a fresh process (float64, CPU)")
+    for entry in entries:
+        row = one_entry(entry, env)
+        rows.append(row)
+        echo(f"  {entry}: first call {row['first_call_s']:.2f} s, then {row['run_s']:.4f} s")
+    echo("")
+    H.print_table(
+        rows,
+        [
+            ("entry_point", "entry point", ""),
+            ("import_s", "import flowlin (s)", ".2f"),
+            ("first_call_s", "first call (s)", ".2f"),
+            ("run_s", "second call (s)", ".4f"),
+            ("compile_s", "compile (s)", ".2f"),
+            ("compile_cpu_s", "compile CPU (s)", ".2f"),
+            ("peak_rss_mib", "peak RSS (MiB)", ".0f"),
+            ("load", "load", ".1f"),
+        ],
+        echo=echo,
+    )
+    settings = dict(
+        problem="gaussian n=10 D=40 m=2, paper init h=100 alpha=0.5, t1=20, 21 saves, defaults",
+        entries=entries,
+        target_first_gradient_flow_s=TARGET_S,
+        quick=quick,
+    )
+    return H.record(
+        "compile_time", settings, rows, load_before=load_before, load_after=H.load_average()
+    )
 
 
 if __name__ == "__main__":
-    args = _common.parser(__doc__).parse_args()
-    _common.enable_x64()
-    _common.finish(compile_times(args.quick), args.out, "compile_time")
+    args = H.parser(__doc__).parse_args()
+    H.enable_x64()
+    H.finish(compile_times(args.quick), args.out, "compile_time")

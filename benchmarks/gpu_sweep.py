@@ -1,9 +1,9 @@
 """GPU sweep: the throughput grid at 10⁴–10⁶ configurations on one device (gram method).
 
 The grid of `sweep_throughput.py` (n = 10, D = 40, m = 2, widths 10–300, 3 scales, t1 = 20)
-with as many seeds as make up each size, solved by `flowlin.sweep(method="gram")` in float32
-(rtol 1e-5, atol 1e-7) and float64 (rtol 1e-6, atol 1e-9); configs/s (second call when time
-allows, so compile is excluded) and peak device memory (`jax.devices()[0].memory_stats()`).
+with as many seeds as make up each size, solved by `flowlin.sweep(method=flowlin.Gram())` in
+float32 (rtol 1e-5, atol 1e-7) and float64 (rtol 1e-6, atol 1e-9); configs/s (second call when
+time allows, so compile is excluded) and peak device memory (`jax.devices()[0].memory_stats()`).
 A size is skipped when the previous size's throughput predicts it would overrun the time cap.
 
     python benchmarks/gpu_sweep.py --sizes 10000,100000,1000000 --time-cap 400
@@ -19,13 +19,152 @@ import os
 # Several processes may share the GPU; do not grab 75% of its memory up front.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
-import _common  # noqa: E402
+import pathlib  # noqa: E402
+import sys  # noqa: E402
 
-from flowlin._bench import gpu_sweep  # noqa: E402
+
+# Benchmark the checkout this script lives in, not whichever flowlin is installed.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from benchmarks import _harness as H  # noqa: E402
+
+
+def one_size(problem, seeds, n_cfg, rtol, atol, chunk_size, time_left):
+    """Time the gram sweep of `seeds` seeds: its table row (first call, and warm if time left)."""
+    import numpy as np
+
+    import flowlin
+
+    grid = H.THROUGHPUT_GRID
+
+    def call():
+        return flowlin.sweep(
+            problem,
+            widths=list(grid["widths"]),
+            scales=list(grid["alphas"]),
+            seeds=seeds,
+            method=flowlin.Gram(),
+            t1=grid["t1"],
+            saveat=flowlin.SaveAt(
+                np.linspace(0.0, grid["t1"], 21),
+                diagnostics=("excess_loss", "distance_to_min_norm"),
+            ),
+            rtol=rtol,
+            atol=atol,
+            theory=False,
+            bounds=False,
+            chunk_size=chunk_size,
+            progress=False,
+        )
+
+    first_sw, ds = H.timed(call)
+    first = first_sw.wall
+    # Compile happens at the first chunk shapes; a second call gives the warm rate (skipped
+    # when the first one already used most of the time cap).
+    warm = None
+    if first < time_left / 3:
+        warm_sw, ds = H.timed(call)
+        warm = warm_sw.wall
+    run = warm if warm is not None else first
+    return dict(
+        configs=n_cfg,
+        first_call_s=first,
+        run_s=run,
+        warm=warm is not None,
+        configs_per_s=n_cfg / run,
+        compiled_shapes=int(ds.attrs["compiled_shapes"]),
+        succeeded_fraction=float(ds["succeeded"].mean()),
+        median_distance=float(np.nanmedian(ds["final_distance_to_min_norm"].values)),
+        rtol=rtol,
+        atol=atol,
+        **H.peak_memory(),
+    ), first + (warm or 0.0)
+
+
+def gpu_sweep(
+    sizes=(10_000, 100_000, 1_000_000),
+    *,
+    time_cap: float = 300.0,
+    dtypes=("float32", "float64"),
+    chunk_size: int = 16384,
+    echo=print,
+) -> dict:
+    """configs/s and memory peak of `flowlin.sweep(method=Gram())` at growing sizes.
+
+    The grid is the throughput grid's (widths 10–300, 3 scales) with as many seeds as make up
+    each size. A size is skipped when the throughput measured at the previous size predicts it
+    would exceed what is left of `time_cap` seconds (per dtype).
+    """
+    import jax
+
+    import flowlin
+
+    grid = H.THROUGHPUT_GRID
+    per_seed = len(grid["widths"]) * len(grid["alphas"])
+    load_before = H.load_average()
+    rows = []
+    echo(
+        f"gram sweep throughput on {jax.devices()[0].device_kind} ({jax.default_backend()}), "
+        f"sizes {list(sizes)}, time cap {time_cap:g} s per dtype, chunk_size {chunk_size}"
+    )
+    for dtype in dtypes:
+        if dtype == "float64" and not jax.config.jax_enable_x64:
+            echo("  float64 skipped: jax_enable_x64 is off")
+            continue
+        problem = flowlin.problems.gaussian(
+            jax.random.key(0), n=grid["n"], D=grid["D"], m=grid["m"], dtype=dtype
+        )
+        rtol, atol = (H.RTOL, H.ATOL) if dtype == "float64" else (1e-5, 1e-7)
+        spent, rate = 0.0, None
+        for size in sizes:
+            seeds = max(1, -(-int(size) // per_seed))
+            n_cfg = seeds * per_seed
+            if rate is not None and n_cfg / rate > time_cap - spent:
+                echo(f"  {dtype} {n_cfg}: skipped (predicted {n_cfg / rate:.0f} s > time left)")
+                rows.append(dict(dtype=dtype, configs=n_cfg, skipped=True))
+                continue
+            row, seconds = one_size(
+                problem, seeds, n_cfg, rtol, atol, chunk_size, time_cap - spent
+            )
+            spent += seconds
+            rate = row["configs_per_s"]
+            rows.append(dict(dtype=dtype, **row))
+            echo(
+                f"  {dtype} {n_cfg}: {row['run_s']:.2f} s ({rate:.0f} configs/s), first call "
+                f"{row['first_call_s']:.2f} s"
+            )
+    echo("")
+    H.print_table(
+        rows,
+        [
+            ("dtype", "dtype", ""),
+            ("configs", "configs", "d"),
+            ("first_call_s", "first call (s)", ".2f"),
+            ("run_s", "timed (s)", ".2f"),
+            ("configs_per_s", "configs/s", ".0f"),
+            ("succeeded_fraction", "succeeded", ".3f"),
+            ("device_peak_mib", "device peak (MiB)", ".0f"),
+            ("host_peak_rss_mib", "host peak RSS (MiB)", ".0f"),
+        ],
+        echo=echo,
+    )
+    settings = dict(
+        grid={k: list(v) if isinstance(v, tuple) else v for k, v in grid.items()},
+        sizes=list(sizes),
+        time_cap_s=time_cap,
+        dtypes=list(dtypes),
+        chunk_size=chunk_size,
+        method="gram",
+        sampling="weights",
+        on_cpu=jax.default_backend() == "cpu",
+        timing="second call when the first left time (compile excluded), else the first call",
+    )
+    return H.record(
+        "gpu_sweep", settings, rows, load_before=load_before, load_after=H.load_average()
+    )
 
 
 if __name__ == "__main__":
-    p = _common.parser(__doc__)
+    p = H.parser(__doc__)
     p.add_argument("--sizes", default="10000,100000,1000000", help="comma-separated")
     p.add_argument("--time-cap", type=float, default=300.0, help="seconds per dtype")
     p.add_argument("--dtypes", default="float32,float64")
@@ -33,11 +172,11 @@ if __name__ == "__main__":
     args = p.parse_args()
     if args.quick:
         args.sizes, args.chunk_size = "96,192", 96
-    _common.enable_x64()
-    record = gpu_sweep(
+    H.enable_x64()
+    result = gpu_sweep(
         [int(s) for s in args.sizes.split(",")],
         time_cap=args.time_cap,
         dtypes=args.dtypes.split(","),
         chunk_size=args.chunk_size,
     )
-    _common.finish(record, args.out, "gpu_sweep")
+    H.finish(result, args.out, "gpu_sweep")

@@ -1,10 +1,30 @@
-"""`flowlin sweep CONFIG.toml`: a user-defined sweep from a TOML file (docs/sweep-config.md)."""
+"""`flowlin sweep CONFIG.toml`: a user-defined sweep from a TOML file (docs/sweep-config.md).
+
+The one place where the file's strings become flowlin objects: `[dynamics] method` through
+`flowlin._method.method_from_name`, the `[executor]` table through `build_executor`
+(`flowlin.LocalExecutor` / `flowlin.RayExecutor`).
+"""
 
 import dataclasses
 import pathlib
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
+import xarray as xr
+
+from .. import problems
+from .._method import METHOD_NAMES, method_from_name
+from .._summary import summarize_bounds
+from .._sweep import sweep
+from .._sweep._validate import DynamicsName, InitName, SamplingName
+from ._report import (
+    bounds_markdown,
+    crossing_time,
+    plt,
+    save_figure,
+    save_netcdf,
+    sweep_executor,
+)
 
 
 try:
@@ -50,14 +70,29 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "rtol": (_NUMBER, None),
         "atol": (_NUMBER, None),
     },
+    "executor": {
+        "kind": ((str,), "local"),
+        "batch_size": ((int,), None),
+        "address": ((str,), None),
+        "num_cpus": (_NUMBER, None),
+        "num_gpus": (_NUMBER, None),
+        "max_retries": ((int,), None),
+    },
     "report": {"stop_at_loss": (_NUMBER, None)},
 }
+#: The string choices; the sweep's own `Literal` types and the method names are the source.
 CHOICES = {
     ("problem", "kind"): ("gaussian", "whitened", "factorization"),
-    ("init", "kind"): ("paper", "gaussian"),
-    ("init", "sampling"): ("weights", "wishart"),
-    ("dynamics", "kind"): ("flow", "descent"),
-    ("dynamics", "method"): ("gram", "full"),
+    ("init", "kind"): get_args(InitName),
+    ("init", "sampling"): get_args(SamplingName),
+    ("dynamics", "kind"): get_args(DynamicsName),
+    ("dynamics", "method"): tuple(METHOD_NAMES),
+    ("executor", "kind"): ("local", "ray"),
+}
+#: `[executor]` keys that only one kind of executor takes.
+EXECUTOR_KEYS = {
+    "local": ("batch_size",),
+    "ray": ("address", "num_cpus", "num_gpus", "max_retries"),
 }
 
 
@@ -76,6 +111,17 @@ def _field(section: str, key: str) -> str:
     return f"[{section}].{key}" if section else key
 
 
+def _type_names(types) -> str:
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        bool: "true/false",
+    }
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
 def load_config(path) -> SweepConfig:
     """Read and validate a sweep configuration; `ConfigError` names the offending field."""
     path = pathlib.Path(path)
@@ -89,14 +135,7 @@ def load_config(path) -> SweepConfig:
     return validate_config(raw, path)
 
 
-def validate_config(raw: dict, path="<config>") -> SweepConfig:
-    """Validate a parsed TOML mapping against `SCHEMA` (types, choices, ranges, required keys,
-    no unknown keys) and fill in defaults."""
-    where = f"`{path}`"
-
-    def fail(section, key, msg):
-        raise ConfigError(f"{where}: {_field(section, key)} {msg}")
-
+def _check_sections(raw: dict, where: str) -> None:
     for name, value in raw.items():
         if name not in SCHEMA or (name and isinstance(value, dict) != (name in SCHEMA)):
             if not isinstance(value, dict) and name in SCHEMA[""]:
@@ -106,6 +145,10 @@ def validate_config(raw: dict, path="<config>") -> SweepConfig:
                 f"{name!r}; sections are {[s for s in SCHEMA if s]}, top-level keys "
                 f"{list(SCHEMA[''])}"
             )
+
+
+def _typed_values(raw: dict, fail) -> dict:
+    """Every section's keys: types, choices, required keys, no unknown keys; defaults filled."""
     values: dict = {}
     for section, keys in SCHEMA.items():
         given = raw if section == "" else raw.get(section, {})
@@ -132,8 +175,10 @@ def validate_config(raw: dict, path="<config>") -> SweepConfig:
                 fail(section, key, f"must be one of {list(choices)}, got {v!r}")
             out[key] = v
         values[section] = out
+    return values
 
-    p, i, d = values["problem"], values["init"], values["dynamics"]
+
+def _check_problem(p: dict, fail) -> None:
     for key in ("n", "m"):
         if p[key] < 1:
             fail("problem", key, f"must be >= 1, got {p[key]}")
@@ -147,6 +192,9 @@ def validate_config(raw: dict, path="<config>") -> SweepConfig:
             fail("problem", "D", f"must exceed n (under-determined), got D={p['D']}, n={p['n']}")
     if p["noise"] < 0:
         fail("problem", "noise", f"must be >= 0, got {p['noise']}")
+
+
+def _check_init(i: dict, d: dict, fail) -> None:
     widths = i["widths"]
     if not widths or not all(
         isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths
@@ -174,6 +222,9 @@ def validate_config(raw: dict, path="<config>") -> SweepConfig:
         fail("init", "seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
     if i["sampling"] == "wishart" and (d["kind"] != "flow" or d["method"] != "gram"):
         fail("init", "sampling", "= 'wishart' needs [dynamics] kind = 'flow', method = 'gram'")
+
+
+def _check_dynamics(d: dict, fail) -> None:
     if d["kind"] == "flow":
         if d["t1"] is None:
             fail("dynamics", "t1", "is required for kind = 'flow'")
@@ -189,53 +240,67 @@ def validate_config(raw: dict, path="<config>") -> SweepConfig:
             fail("dynamics", "steps", f"must be >= 1, got {d['steps']}")
     if d["saves"] < 2:
         fail("dynamics", "saves", f"must be >= 2, got {d['saves']}")
+
+
+def _check_executor(e: dict, fail) -> None:
+    for kind, keys in EXECUTOR_KEYS.items():
+        for key in keys:
+            if kind != e["kind"] and e[key] is not None:
+                fail("executor", key, f"is an option of kind = {kind!r}, not {e['kind']!r}")
+    for key, minimum in (("batch_size", 1), ("num_cpus", 0), ("num_gpus", 0), ("max_retries", 0)):
+        if e[key] is not None and not e[key] >= minimum:
+            fail("executor", key, f"must be >= {minimum}, got {e[key]}")
+
+
+def validate_config(raw: dict, path="<config>") -> SweepConfig:
+    """Validate a parsed TOML mapping against `SCHEMA` (types, choices, ranges, required keys,
+    no unknown keys) and fill in defaults."""
+    where = f"`{path}`"
+
+    def fail(section, key, msg):
+        raise ConfigError(f"{where}: {_field(section, key)} {msg}")
+
+    _check_sections(raw, where)
+    values = _typed_values(raw, fail)
+    _check_problem(values["problem"], fail)
+    _check_init(values["init"], values["dynamics"], fail)
+    _check_dynamics(values["dynamics"], fail)
+    _check_executor(values["executor"], fail)
     stop = values["report"]["stop_at_loss"]
     if stop is not None and not stop > 0:
         fail("report", "stop_at_loss", f"must be > 0, got {stop}")
     return SweepConfig(pathlib.Path(str(path)), values)
 
 
-def _type_names(types) -> str:
-    names = {
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        bool: "true/false",
-    }
-    return " or ".join(dict.fromkeys(names[t] for t in types))
-
-
-def _problem(cfg: SweepConfig):
+# --------------------------------------------------------------------------------------------
+# Strings → objects
+# --------------------------------------------------------------------------------------------
+def build_problem(cfg: SweepConfig):
+    """The `[problem]` table as a `flowlin.Problem`."""
     import jax
-
-    from ._generators import factorization, gaussian, whitened
 
     p = cfg["problem"]
     key = jax.random.key(p["seed"])
     if p["kind"] == "factorization":
-        return factorization(key, n=p["n"], m=p["m"], y_std=p["noise"])
-    make = gaussian if p["kind"] == "gaussian" else whitened
+        return problems.factorization(key, n=p["n"], m=p["m"], y_std=p["noise"])
+    make = problems.gaussian if p["kind"] == "gaussian" else problems.whitened
     return make(key, n=p["n"], D=p["D"], m=p["m"], noise=p["noise"])
 
 
-def run_config(cfg: SweepConfig, out, *, progress: bool = True):
-    """Run a validated configuration with `flowlin.sweep`; write `sweep.nc`, PNGs and
-    `report.md` under `out`. Returns the dataset."""
-    from ._reproduce import (
-        _bounds_markdown,
-        _crossing_time,
-        _plt,
-        _save,
-        _to_netcdf,
-        sweep_devices,
-    )
-    from ._summary import summarize_bounds
-    from ._sweep import sweep
+def build_executor(cfg: SweepConfig):
+    """The `[executor]` table as a `flowlin.LocalExecutor` (the reproduction's devices: all
+    local accelerators, or one CPU device) or a `flowlin.RayExecutor`."""
+    from .. import RayExecutor
 
-    out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    problem = _problem(cfg)
+    e = cfg["executor"]
+    if e["kind"] == "local":
+        return sweep_executor(batch_size=e["batch_size"])
+    options = {k: e[k] for k in EXECUTOR_KEYS["ray"] if e[k] is not None}
+    return RayExecutor(**options)
+
+
+def sweep_arguments(cfg: SweepConfig, problem) -> tuple[np.ndarray, dict]:
+    """The save times and the keyword arguments of the configuration's `flowlin.sweep`."""
     i, d = cfg["init"], cfg["dynamics"]
     flow = d["kind"] == "flow"
     horizon = d["t1"] if flow else d["lr"] * d["steps"] * (2 / problem.n if d["averaged"] else 1)
@@ -243,35 +308,27 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True):
     kw = dict(
         init=i["kind"],
         sampling=i["sampling"],
-        method=d["method"],
+        method=method_from_name(d["method"]),
         dynamics=d["kind"],
         saveat=ts,
         key=i["key"],
-        progress=progress,
         bounds=flow,  # the bounds are theorems about gradient flow
-        devices=sweep_devices(),
+        executor=build_executor(cfg),
     )
     if flow:
         kw.update(t1=d["t1"], rtol=d["rtol"], atol=d["atol"])
     else:
         kw.update(lr=d["lr"], steps=d["steps"], averaged=d["averaged"])
-    scales = [tuple(s) if isinstance(s, list) else s for s in i["scales"]]
-    ds = sweep(problem, i["widths"], scales, i["seeds"], **kw)
-    stop = cfg["report"]["stop_at_loss"]
-    if stop is not None:
-        import xarray as xr
+    return ts, kw
 
-        ds["stop_time"] = xr.apply_ufunc(
-            lambda e: _crossing_time(ts, e, stop),
-            ds.excess_loss,
-            input_core_dims=[["time"]],
-            vectorize=True,
-        )
-    files: list = []
-    _to_netcdf(ds, out / "sweep.nc", files)
 
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+# --------------------------------------------------------------------------------------------
+# Running and reporting
+# --------------------------------------------------------------------------------------------
+def config_figures(ds: xr.Dataset, ts, title: str, out: pathlib.Path, files: list) -> None:
+    """`loss.png` (excess loss over time per width and scale) and, with several widths,
+    `distance.png` (final distance vs width)."""
+    fig, ax = plt().subplots(figsize=(7, 4.5))
     mean = ds.excess_loss.mean("seed")
     others = [k for k in mean.dims if k not in ("time", "width")]
     flat = mean.stack(group=others) if others else mean.expand_dims(group=[0])
@@ -282,42 +339,45 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True):
             ax.semilogy(
                 ts, flat.sel(width=w).isel(group=gi), f"C{wi % 10}{styles[gi % 4]}", label=label
             )
-    title = cfg[""]["title"]
     ax.set(xlabel="flow time t", ylabel="excess loss L − L* (mean over seeds)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
-    _save(fig, out / "loss.png", files)
-    if ds.sizes["width"] > 1:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        dist = ds.final_distance_to_min_norm
-        for s in ds.scale.values:
-            ds_s = dist.sel(scale=s)
-            ax.errorbar(
-                ds.width.values,
-                ds_s.mean("seed"),
-                ds_s.std("seed"),
-                fmt="o-",
-                capsize=3,
-                label=f"scale {s}",
-            )
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="width h",
-            ylabel=r"$\|W(t_1) - W^*\|_F$",
-            title="Distance to the min-norm solution",
+    save_figure(fig, out / "loss.png", files)
+    if ds.sizes["width"] == 1:
+        return
+    fig, ax = plt().subplots(figsize=(6, 4.5))
+    dist = ds.final_distance_to_min_norm
+    for s in ds.scale.values:
+        ds_s = dist.sel(scale=s)
+        ax.errorbar(
+            ds.width.values,
+            ds_s.mean("seed"),
+            ds_s.std("seed"),
+            fmt="o-",
+            capsize=3,
+            label=f"scale {s}",
         )
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        _save(fig, out / "distance.png", files)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="width h",
+        ylabel=r"$\|W(t_1) - W^*\|_F$",
+        title="Distance to the min-norm solution",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "distance.png", files)
 
+
+def config_markdown(cfg: SweepConfig, ds: xr.Dataset, files: list) -> str:
+    """`report.md`: the configuration, the bound verdict, stopping times, the files."""
     lines = [
         f"# {cfg['']['title']}\n",
         f"Configuration `{cfg.path}`: problem {cfg['problem']}, init {cfg['init']}, "
         f"dynamics {cfg['dynamics']}.\n",
     ]
-    if flow:
-        lines.append("## Bound checks\n\n" + _bounds_markdown(ds))
+    if cfg["dynamics"]["kind"] == "flow":
+        lines.append("## Bound checks\n\n" + bounds_markdown(ds))
     else:
         lines.append(
             "Gradient descent: the bounds are theorems about gradient flow; not "
@@ -326,10 +386,34 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True):
     if "stop_time" in ds:
         st = ds.stop_time.mean("seed")
         lines.append(
-            f"\nMean flow time to excess loss {stop:g} (interpolated between saves; NaN: not "
-            f"reached by t1):\n\n```\n{st.to_series().to_string()}\n```\n"
+            f"\nMean flow time to excess loss {cfg['report']['stop_at_loss']:g} (interpolated "
+            f"between saves; NaN: not reached by t1):\n\n```\n{st.to_series().to_string()}\n```\n"
         )
     lines += ["\nFiles: " + ", ".join(f"`{p.name}`" for p in files) + "\n"]
     lines += [f"![{p.name}]({p.name})" for p in files if p.suffix == ".png"]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def run_config(cfg: SweepConfig, out, *, progress: bool = True) -> xr.Dataset:
+    """Run a validated configuration with `flowlin.sweep`; write `sweep.nc`, PNGs and
+    `report.md` under `out`. Returns the dataset."""
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem = build_problem(cfg)
+    i = cfg["init"]
+    ts, kw = sweep_arguments(cfg, problem)
+    scales = [tuple(s) if isinstance(s, list) else s for s in i["scales"]]
+    ds = sweep(problem, i["widths"], scales, i["seeds"], progress=progress, **kw)
+    stop = cfg["report"]["stop_at_loss"]
+    if stop is not None:
+        ds["stop_time"] = xr.apply_ufunc(
+            lambda e: crossing_time(ts, e, stop),
+            ds.excess_loss,
+            input_core_dims=[["time"]],
+            vectorize=True,
+        )
+    files: list = []
+    save_netcdf(ds, out / "sweep.nc", files)
+    config_figures(ds, ts, cfg[""]["title"], out, files)
+    (out / "report.md").write_text(config_markdown(cfg, ds, files))
     return ds

@@ -1,0 +1,367 @@
+r"""ICML Fig. 1: $\|\Theta(t_f) - \hat\Theta\|_F$ vs width $h$ at $\alpha = 1/2$.
+
+`fig1_data` computes (two sweeps, stopping times, the $h\to\infty$ limit, a cross-check, slope
+fits), `fig1_figures` draws, `fig1_numbers`/`fig1_markdown` report; `run_fig1` runs the three.
+"""
+
+import dataclasses
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from .. import init, problems
+from .._dataset import all_bounds_held
+from .._flow import gradient_flow
+from .._method import FullWeights, Gram
+from .._network import LinearNetwork
+from .._problem import Problem
+from .._summary import fit_loglog_slope
+from .._sweep import sweep
+from ._compute import interp_at, saveat_only
+from ._report import (
+    Section,
+    bounds_markdown,
+    crossing_time,
+    md_table,
+    plt,
+    save_figure,
+    save_netcdf,
+    sweep_executor,
+)
+from ._sizes import Sizes
+from .paper import FIG1_AVERAGED_LOSS_STOP, FIG1_LR, PAPER_DISTANCE, PAPER_SLOPE
+
+
+@dataclasses.dataclass
+class Fig1Result:
+    """What `fig1_data` computed: the two sweeps (paper widths; Wishart-sampled widths, with
+    `stop_time`/`stop_distance` added), the limit constant, the cross-check and the fits."""
+
+    sizes: Sizes
+    problem: Problem
+    ts: np.ndarray
+    stop: float  # the papers' stop as an excess loss
+    ds: xr.Dataset
+    ds_w: xr.Dataset
+    limit_const: float  # lim √h · RMS distance
+    cross: float  # max |Δ distance|, full solver vs gram method (NaN: not run)
+    cross_width: int
+    slope: tuple  # (slope, ci_low, ci_high) over the paper widths
+    slope_all: tuple  # ... including the Wishart-sampled widths
+
+
+def limit_network(problem: Problem) -> LinearNetwork:
+    r"""The $h\to\infty$ limit of the paper's init (entries $N(0, 1/h)$): $U_1U_1^\top\to I_r$,
+    $VV^\top\to I_m$, $U_1V^\top\to 0$, $U_2\to$ (a vanishing cross term), realized at width
+    $r + m$ by $W_1 = [\Phi_1^\top; 0]$, $W_2 = [0, I_m]$."""
+    r, m, D = problem.rank, problem.m, problem.D
+    W1 = jnp.concatenate([problem.Phi1.T, jnp.zeros((m, D), problem.dtype)], axis=0)
+    W2 = jnp.concatenate([jnp.zeros((m, r), problem.dtype), jnp.eye(m, dtype=problem.dtype)], 1)
+    return LinearNetwork(W1, W2)
+
+
+def add_stop_stats(d: xr.Dataset, ts, stop: float) -> xr.Dataset:
+    """`d` with the flow time to the papers' stopping loss and the distance there, per run."""
+    t_stop = xr.apply_ufunc(
+        lambda e: crossing_time(ts, e, stop),
+        d.excess_loss,
+        input_core_dims=[["time"]],
+        vectorize=True,
+    )
+    dist = xr.apply_ufunc(
+        lambda v, t: interp_at(ts, v, t),
+        d.distance_to_min_norm,
+        t_stop,
+        input_core_dims=[["time"], []],
+        vectorize=True,
+    )
+    d["stop_time"], d["stop_distance"] = t_stop, dist
+    d.attrs["stop_excess_loss"] = stop
+    return d
+
+
+def full_solver_cross_check(problem, sizes: Sizes, ds, ts, seed: int) -> float:
+    """Max |Δ distance| over time between the full solver (diffrax on the weights) and the
+    sweep's gram method, at the smallest width, seed 0; NaN where not run."""
+    if not (sizes.cross_check and sizes.fig1_sampling == "weights"):
+        return float("nan")
+    h_x, D, m = int(sizes.fig1_widths[0]), problem.D, problem.m
+    net_x = init.paper(jax.random.fold_in(jax.random.key(seed + 1), 0), D, m, h_x, 0.5)
+    saveat = saveat_only(ts[::5], "distance_to_min_norm")
+    full = gradient_flow(net_x, problem, sizes.fig1_t1, saveat=saveat, method=FullWeights())
+    gram_x = ds.distance_to_min_norm.sel(width=h_x, seed=0).values[::5]
+    return float(np.max(np.abs(np.asarray(full.distance_to_min_norm) - gram_x)))
+
+
+def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Result:
+    r"""The computation of ICML Fig. 1 (see `run_fig1`)."""
+    problem = problems.gaussian(jax.random.key(seed), n=sizes.fig1_n, D=sizes.fig1_D, m=1)
+    n, D, r = problem.n, problem.D, problem.rank
+    # (1/n)‖R‖² < 1e-8  ⇔  ½‖R‖² < n·1e-8/2; here L* = 0 (r = n), so this is the excess loss.
+    stop = sizes.fig1_n * FIG1_AVERAGED_LOSS_STOP / 2
+    t1 = sizes.fig1_t1
+    ts = np.linspace(0.0, t1, sizes.fig1_saves)
+    common = dict(
+        scales=[0.5],
+        init="paper",
+        method=Gram(),
+        t1=t1,
+        saveat=ts,
+        progress=progress,
+        executor=sweep_executor(),
+    )
+    ds = sweep(
+        problem,
+        sizes.fig1_widths,
+        seeds=sizes.fig1_seeds,
+        key=seed + 1,
+        sampling=sizes.fig1_sampling,
+        **common,
+    )
+    ds_w = sweep(
+        problem,
+        sizes.fig1_wishart_widths,
+        seeds=sizes.fig1_wishart_seeds,
+        key=seed + 2,
+        sampling="wishart",
+        **common,
+    )
+    ds = add_stop_stats(ds.sel(scale=0.5), ts, stop)
+    ds_w = add_stop_stats(ds_w.sel(scale=0.5), ts, stop)
+    ds["stop_iterations"] = ds.stop_time * n / (2 * FIG1_LR)
+
+    # The h → ∞ limit: (D - r)‖V(∞)‖² from the limit init (full solver, width r + m).
+    limit = gradient_flow(limit_network(problem), problem, t1, saveat=ts[[0, -1]])
+    limit_const = float(np.sqrt((D - r) * float(jnp.sum(limit.final_network.W2**2))))
+    cross = full_solver_cross_check(problem, sizes, ds, ts, seed)
+
+    widths, dist, dist_w = ds.width.values, ds.stop_distance, ds_w.stop_distance
+    slope = fit_loglog_slope(
+        np.broadcast_to(widths[:, None], dist.shape).ravel(), dist.values.ravel()
+    )[:3]
+    slope_all = fit_loglog_slope(
+        np.concatenate(
+            [np.repeat(widths, dist.shape[1]), np.repeat(ds_w.width.values, dist_w.shape[1])]
+        ),
+        np.concatenate([dist.values.ravel(), dist_w.values.ravel()]),
+    )[:3]
+    ds.attrs.update(limit_sqrt_h_distance=limit_const, full_vs_gram_max_abs=cross)
+    return Fig1Result(
+        sizes, problem, ts, stop, ds, ds_w, limit_const, cross, int(widths[0]), slope, slope_all
+    )
+
+
+def rms_scaled(d: xr.Dataset) -> np.ndarray:
+    r"""$\sqrt{h\,\mathrm{mean}_{seed}\|\Theta(t_1) - \hat\Theta\|^2}$ per width.
+
+    W(∞): the distance at t1 (excess loss ~1e-20 there), not at the stop (where the residual
+    ‖E‖/√λr(Σ) ~ 2e-3 still adds ~1% to √h·distance at h = 10^6)."""
+    return np.sqrt((d.width * d.final_distance_to_min_norm**2).mean("seed")).values
+
+
+def figure_paper(res: Fig1Result, path: pathlib.Path, files: list) -> None:
+    """The three panels of ICML Fig. 1: distance vs h, vs 1/√h, and iterations to converge."""
+    ds = res.ds
+    widths, dist, res_v = ds.width.values, ds.stop_distance, ds.theory_residual_v
+    mean, std = dist.mean("seed").values, dist.std("seed").values
+    fig, ax = plt().subplots(1, 3, figsize=(15, 4.3))
+    ax[0].errorbar(
+        widths,
+        res_v.mean("seed"),
+        res_v.std("seed"),
+        fmt="s-",
+        capsize=3,
+        label=r"$\|\Phi_2\Phi_2^\top(\Theta(0)-\hat\Theta)\|_F$ (init)",
+    )
+    ax[0].errorbar(
+        widths, mean, std, fmt="o-", capsize=3, label=r"$\|\Theta(t_f)-\hat\Theta\|_F$ (flow)"
+    )
+    for h, v in PAPER_DISTANCE.items():
+        ax[0].plot([h], [v], "k*", ms=11, label="paper (read off)" if h == 500 else None)
+    ax[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="width h",
+        ylabel="distance",
+        title="Distance to the min-norm solution",
+    )
+    x = 1 / np.sqrt(widths)
+    ax[1].errorbar(x, res_v.mean("seed"), res_v.std("seed"), fmt="s", capsize=3, label="init")
+    ax[1].errorbar(x, mean, std, fmt="o", capsize=3, label=r"$t_f$")
+    for y, style in ((res_v.mean("seed").values, "C0--"), (mean, "C1--")):
+        a, b = np.polyfit(x, y, 1)
+        xx = np.linspace(0, x.max() * 1.05, 50)
+        ax[1].plot(xx, a * xx + b, style, lw=1, label=f"fit {a:.2f}/√h {b:+.3f}")
+    ax[1].set(xlabel=r"$1/\sqrt{h}$", ylabel="distance", title="Same vs $1/\\sqrt{h}$")
+    ax[2].errorbar(
+        widths,
+        ds.stop_iterations.mean("seed"),
+        ds.stop_iterations.std("seed"),
+        fmt="o-",
+        capsize=3,
+        label=r"flow time mapped: $k = t_f n/(2\eta)$",
+    )
+    ax[2].set(
+        xscale="log",
+        xlabel="width h",
+        ylabel=f"GD iterations to loss < 1e-8 (η={FIG1_LR})",
+        title="Iterations to converge",
+    )
+    for a_ in ax:
+        a_.grid(alpha=0.3, which="both")
+        a_.legend(fontsize=8)
+    save_figure(fig, path, files)
+
+
+def figure_wide(res: Fig1Result, path: pathlib.Path, files: list) -> None:
+    """Beyond the paper: widths to 10^6 and the h → ∞ limit."""
+    ds, ds_w = res.ds, res.ds_w
+    widths, dist, dist_w = ds.width.values, ds.stop_distance, ds_w.stop_distance
+    all_w = np.concatenate([widths, ds_w.width.values])
+    fig, ax = plt().subplots(1, 2, figsize=(11, 4.3))
+    ax[0].loglog(
+        np.repeat(widths, dist.shape[1]),
+        dist.values.ravel(),
+        "o",
+        ms=3,
+        alpha=0.6,
+        label="weights sampled",
+    )
+    ax[0].loglog(
+        np.repeat(ds_w.width.values, dist_w.shape[1]),
+        dist_w.values.ravel(),
+        "s",
+        ms=3,
+        alpha=0.6,
+        label="Wishart-sampled statistics",
+    )
+    hh = np.geomspace(min(all_w), max(all_w), 50)
+    ax[0].loglog(
+        hh,
+        res.limit_const / np.sqrt(hh),
+        "k--",
+        lw=1,
+        label=r"$\sqrt{(D-r)\|V_\infty\|^2/h}$ (h→∞ limit)",
+    )
+    ax[0].set(
+        xlabel="width h",
+        ylabel=r"$\|\Theta(t_f)-\hat\Theta\|_F$",
+        title=f"Distance vs width, fitted slope {res.slope_all[0]:.3f}",
+    )
+    ax[1].semilogx(
+        widths,
+        rms_scaled(ds),
+        "o-",
+        label=r"$\sqrt{h\,\mathrm{mean}\,\|\Theta(t_1)-\hat\Theta\|^2}$, weights",
+    )
+    ax[1].semilogx(ds_w.width.values, rms_scaled(ds_w), "s-", label="same, Wishart-sampled")
+    ax[1].axhline(res.limit_const, color="k", ls="--", lw=1, label="h→∞ limit")
+    ax[1].set(
+        xlabel="width h",
+        ylabel=r"$\sqrt{h}\times$ RMS distance",
+        title="Scaled distance and its h→∞ limit",
+    )
+    for a_ in ax:
+        a_.grid(alpha=0.3, which="both")
+        a_.legend(fontsize=8)
+    save_figure(fig, path, files)
+
+
+def fig1_figures(res: Fig1Result, out: pathlib.Path) -> list[pathlib.Path]:
+    """Write `fig1.png`, `fig1_wide.png` and the data `fig1.nc`, `fig1_wishart.nc`."""
+    files: list = []
+    figure_paper(res, out / "fig1.png", files)
+    figure_wide(res, out / "fig1_wide.png", files)
+    save_netcdf(res.ds, out / "fig1.nc", files)
+    save_netcdf(res.ds_w, out / "fig1_wishart.nc", files)
+    return files
+
+
+def fig1_numbers(res: Fig1Result) -> dict:
+    """The numbers reported (numbers.json)."""
+    ds, ds_w = res.ds, res.ds_w
+    dist = ds.stop_distance
+    (slope, lo, hi), (slope_all, lo_all, hi_all) = res.slope, res.slope_all
+    return dict(
+        widths=[int(w) for w in ds.width.values],
+        distance_mean=[float(v) for v in dist.mean("seed").values],
+        distance_std=[float(v) for v in dist.std("seed").values],
+        initial_null_distance_mean=[float(v) for v in ds.theory_residual_v.mean("seed").values],
+        iterations_mean=[float(v) for v in ds.stop_iterations.mean("seed").values],
+        slope=slope,
+        slope_ci=[lo, hi],
+        slope_to_1e6=slope_all,
+        slope_to_1e6_ci=[lo_all, hi_all],
+        limit_sqrt_h_distance=res.limit_const,
+        sqrt_h_rms_distance_widest=float(rms_scaled(ds_w)[-1]),
+        full_vs_gram_max_abs=res.cross,
+        all_converged=bool(
+            np.all(np.isfinite(ds.stop_time.values)) and np.all(np.isfinite(ds_w.stop_time))
+        ),
+        bounds_held=bool(all_bounds_held(ds)[0] and all_bounds_held(ds_w)[0]),
+    )
+
+
+def fig1_markdown(res: Fig1Result, numbers: dict) -> str:
+    """The report's section."""
+    p, sizes = res.problem, res.sizes
+    rows = [
+        [int(w), f"{mu:.4f} ± {sd:.4f}", f"{PAPER_DISTANCE.get(int(w), '')}", f"{float(iv):.3g}"]
+        for w, mu, sd, iv in zip(
+            numbers["widths"],
+            numbers["distance_mean"],
+            numbers["distance_std"],
+            numbers["iterations_mean"],
+        )
+    ]
+    (slope, lo, hi), (slope_all, lo_all, hi_all) = res.slope, res.slope_all
+    widest = max(numbers["widths"] + [int(w) for w in res.ds_w.width.values])
+    md = [
+        "## ICML Fig. 1 — distance to the min-norm solution vs width\n",
+        f"n = {p.n}, D = {p.D}, m = {p.m}, X entries N(0, 1/D), init entries N(0, 1/h) "
+        f"(α = 1/2), {sizes.fig1_seeds} seeds per width; exact gradient flow (gram method) to the "
+        f"paper's stop, averaged loss < {FIG1_AVERAGED_LOSS_STOP:g} (excess loss "
+        f"{res.stop:.3g}); iterations mapped from flow time, k = t n / (2η), η = {FIG1_LR}.\n",
+        md_table(["h", "‖Θ(t_f) − Θ̂‖_F (ours)", "paper", "GD iterations (mapped)"], rows),
+        f"\nFitted slope of log distance vs log h: **{slope:.4f}** "
+        f"(95% CI [{lo:.4f}, {hi:.4f}]; paper/Theorem 2: {PAPER_SLOPE}). "
+        f"Including Wishart-sampled widths up to {widest:.0e}: **{slope_all:.4f}** "
+        f"[{lo_all:.4f}, {hi_all:.4f}].\n",
+        f"\nh → ∞ limit: √h · RMS distance → √((D − r)‖V(∞)‖²) = **{res.limit_const:.4f}** "
+        f"(flow from the limit init); measured at h = {widest:.0e}: "
+        f"{numbers['sqrt_h_rms_distance_widest']:.4f}.\n",
+        (
+            f"\nCross-check, full solver vs gram method (h = {res.cross_width}, seed 0), max "
+            f"|Δ distance| over time: {res.cross:.2e}.\n"
+            if np.isfinite(res.cross)
+            else "\nInits' statistics sampled from their Wishart law (--quick): no weights, "
+            "no full-solver cross-check.\n"
+        ),
+        "\n### Bound checks (paper widths)\n\n" + bounds_markdown(res.ds),
+        "\n### Bound checks (Wishart-sampled widths)\n\n" + bounds_markdown(res.ds_w),
+    ]
+    return "\n".join(md)
+
+
+def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Section:
+    r"""ICML Fig. 1: $\|\Theta(t_f) - \hat\Theta\|_F$ vs width $h$ at $\alpha = 1/2$.
+
+    The paper runs gradient descent ($\eta = 5\cdot10^{-3}$ on the averaged loss) until the
+    averaged loss is below $10^{-8}$; here the exact gradient flow (gram method, one
+    `flowlin.sweep`) to the same loss level, with iterations mapped from flow time
+    ($k = tn/(2\eta)$). Beyond the paper: widths to $10^6$ with Wishart sampling of the init's
+    statistics, and the $h\to\infty$ limit: since $U_2(0)$ is independent of everything else,
+    $\mathbb E[h\,\|W(\infty) - W^\star\|_F^2] = (D - r)\,\mathbb E\|V(\infty)\|_F^2$ exactly, and
+    $V(\infty)$ tends to that of the flow from the limit init (`limit_network`).
+    """
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    res = fig1_data(sizes, seed=seed, progress=progress)
+    files = fig1_figures(res, out)
+    numbers = fig1_numbers(res)
+    md = fig1_markdown(res, numbers)
+    return Section("fig1", numbers, md, files, time.perf_counter() - start)
