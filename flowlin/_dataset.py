@@ -31,19 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
+from jaxtyping import ArrayLike
 
-from . import theory as _theory_namespace
 from ._bounds import BoundCheck, check_bounds
+from ._results import status_code
 from ._saveat import DIAGNOSTICS
 from ._trajectory import Trajectory
-
-
-try:  # the lead adds `status_code` (issue 14); until then read the enumeration's value
-    from ._results import status_code
-except ImportError:  # pragma: no cover - stopgap
-
-    def status_code(result):
-        return result._value
+from .theory import quantities as theory_quantities
 
 
 _TIME = "time_"
@@ -65,6 +59,7 @@ TIME = "time"
 CONFIG = "config"
 CASE = "case"
 GRID_DIMS = ("problem", "width", "scale", "seed")
+PROBLEM, WIDTH, SCALE, SEED = GRID_DIMS
 
 #: Package versions recorded in every result (`versions`).
 VERSIONED_PACKAGES = (
@@ -187,7 +182,7 @@ def grid_coords(
     widths: np.ndarray,
     scale_pairs: np.ndarray,
     seeds: np.ndarray,
-    ts: np.ndarray,
+    ts: ArrayLike,
     *,
     paper_init: bool,
 ) -> tuple[tuple[str, ...], dict]:
@@ -211,7 +206,7 @@ def list_coords(
     width: np.ndarray,
     scale_pairs: np.ndarray,
     seed: np.ndarray,
-    ts: np.ndarray,
+    ts: ArrayLike,
 ) -> tuple[tuple[str, ...], dict]:
     """Dims and coordinates of a sweep over an explicit list of configurations."""
     coords = {
@@ -270,7 +265,7 @@ def trajectory_dataset(names, trajs, nets, problem, *, widths=None, alpha=None) 
     hs = list(widths) if widths else [n.width for n in nets]
     records = []
     for t, n, h in zip(trajs, nets, hs):
-        q = _theory_namespace.quantities(n, problem, width=h, alpha=alpha)
+        q = theory_quantities(n, problem, width=h, alpha=alpha)
         checks = check_bounds(t, n, problem, width=h, alpha=alpha)
         records.append(record(t, q, checks))
     coords = {CASE: list(names), TIME: np.asarray(trajs[0].ts), "width": (CASE, hs)}

@@ -3,7 +3,10 @@
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import xarray as xr
+
+from . import _dataset as schema
 
 
 #: Quantiles of the slack reported per bound.
@@ -49,8 +52,6 @@ class BoundsSummary:
 
     def table(self):
         """The bound rows as a `pandas.DataFrame`."""
-        import pandas as pd
-
         rows = [dict(dataclasses.asdict(b), fraction_held=b.fraction_held) for b in self.bounds]
         return pd.DataFrame(rows).set_index("bound") if rows else pd.DataFrame()
 
@@ -139,20 +140,12 @@ def _md_table(head, body):
     ]
 
 
-def _bound_names(ds: xr.Dataset) -> list[str]:
-    names = []
-    for v in ds.data_vars:
-        if v.startswith("bound_") and v.endswith("_holds"):
-            names.append(v[len("bound_") : -len("_holds")])
-    return sorted(names)
-
-
 def fit_loglog_slope(widths, distances, confidence: float = 0.95):
     """Least-squares slope of log(distance) on log(width) with a t-based confidence interval.
 
     Returns (slope, ci_low, ci_high, n). Needs at least 3 points and 2 distinct widths.
     """
-    from scipy import stats
+    from scipy import stats  # here, not at the top: importing scipy.stats costs ~0.5 s
 
     x = np.log(np.asarray(widths, float))
     y = np.log(np.asarray(distances, float))
@@ -172,7 +165,7 @@ def fit_loglog_slope(widths, distances, confidence: float = 0.95):
 def summarize_bounds(
     ds: xr.Dataset,
     *,
-    distance: str = "final_distance_to_min_norm",
+    distance: str = schema.final_var("distance_to_min_norm"),
     confidence: float = 0.95,
 ) -> BoundsSummary:
     r"""Summarize a `flowlin.sweep` result: the in-bulk verdict on every bound.
@@ -188,18 +181,29 @@ def summarize_bounds(
 
     **Returns:** a `BoundsSummary`; `print` it, or `.to_markdown()`, or `.table()` for pandas.
     """
-    if "succeeded" not in ds:
+    if schema.SUCCEEDED not in ds:
         raise ValueError(
             "`flowlin.summarize_bounds(ds)`: ds is not a flowlin.sweep result "
-            "(no 'succeeded' variable)"
+            f"(no {schema.SUCCEEDED!r} variable)"
         )
-    succeeded = ds["succeeded"].values.astype(bool)
+    succeeded = ds[schema.SUCCEEDED].values.astype(bool)
+    return BoundsSummary(
+        _bound_rows(ds, succeeded),
+        _slope_rows(ds, distance, confidence),
+        runs=int(succeeded.size),
+        failed=int((~succeeded).sum()),
+        confidence=confidence,
+    )
+
+
+def _bound_rows(ds: xr.Dataset, succeeded: np.ndarray) -> list[BoundRow]:
     rows = []
-    for name in _bound_names(ds):
-        applicable = ds[f"bound_{name}_applicable"].values.astype(bool) & succeeded
-        holds = ds[f"bound_{name}_holds"].values.astype(bool) & applicable
-        slack = ds[f"bound_{name}_worst_slack"].values[applicable]
-        tight = ds[f"bound_{name}_tightness"].values[applicable]
+    for name in schema.bound_names(ds):
+        check = schema.bound_arrays(ds, name)
+        applicable = check["applicable"].astype(bool) & succeeded
+        holds = check["holds"].astype(bool) & applicable
+        slack = check["worst_slack"][applicable]
+        tight = check["tightness"][applicable]
         slack = slack[np.isfinite(slack)]
         tight = tight[np.isfinite(tight)]
         q = (
@@ -220,16 +224,21 @@ def summarize_bounds(
                 tightness_max=float(np.max(tight)) if tight.size else float("nan"),
             )
         )
+    return rows
+
+
+def _slope_rows(ds: xr.Dataset, distance: str, confidence: float) -> list[SlopeRow]:
     slopes = []
-    if distance in ds and "width" in ds.coords:
-        d = ds[distance].where(ds["succeeded"].astype(bool))
-        width = ds["width"].broadcast_like(d)
-        if "scale" in d.dims:
-            groups = [(s, d.sel(scale=s), width.sel(scale=s)) for s in d["scale"].values]
-        elif "scale" in ds.coords and "config" in d.dims:
+    if distance in ds and schema.WIDTH in ds.coords:
+        d = ds[distance].where(ds[schema.SUCCEEDED].astype(bool))
+        width = ds[schema.WIDTH].broadcast_like(d)
+        scale = schema.SCALE
+        if scale in d.dims:
+            groups = [(s, d.sel({scale: s}), width.sel({scale: s})) for s in d[scale].values]
+        elif scale in ds.coords and schema.CONFIG in d.dims:
             groups = [
-                (s, d.where(ds["scale"] == s, drop=True), width.where(ds["scale"] == s, drop=True))
-                for s in np.unique(ds["scale"].values)
+                (s, d.where(ds[scale] == s, drop=True), width.where(ds[scale] == s, drop=True))
+                for s in np.unique(ds[scale].values)
             ]
         else:
             groups = [("all", d, width)]
@@ -243,10 +252,4 @@ def summarize_bounds(
                     else str(s)
                 )
                 slopes.append(SlopeRow(label, slope, lo, hi, n, ws))
-    return BoundsSummary(
-        rows,
-        slopes,
-        runs=int(succeeded.size),
-        failed=int((~succeeded).sum()),
-        confidence=confidence,
-    )
+    return slopes

@@ -1,4 +1,4 @@
-"""Chunked, resumable result storage for sweeps: one shard per chunk, written atomically.
+"""Chunked, resumable result storage: one shard per chunk, written atomically.
 
 Layout of a store folder::
 
@@ -19,11 +19,13 @@ import pathlib
 import shutil
 import uuid
 
-import numpy as np
 import xarray as xr
 
 
 FORMATS = {".nc": "netcdf", ".zarr": "zarr"}
+#: Where the shards of a store are, and the name of its merged result.
+SHARDS = "shards"
+RESULT = "result"
 _SHARD_PREFIX = "chunk-"
 _TMP_PREFIX = ".tmp-"
 
@@ -32,34 +34,36 @@ def _shard_name(index: int, suffix: str) -> str:
     return f"{_SHARD_PREFIX}{index:06d}{suffix}"
 
 
+class StoreMismatchError(ValueError):
+    """The store holds the shards of another job (its description's fingerprint differs)."""
+
+
 class ShardStore:
-    """A folder of per-chunk result shards (netCDF or Zarr)."""
+    """A folder of per-chunk result shards (netCDF or Zarr, `fmt`; default: Zarr if the path
+    ends in `.zarr`). It stores whatever datasets it is given: the caller owns their schema."""
 
     def __init__(self, path, fmt: str | None = None):
         self.path = pathlib.Path(path)
         if fmt is None:
             fmt = "zarr" if self.path.suffix == ".zarr" else "netcdf"
-        if fmt not in ("netcdf", "zarr"):
-            raise ValueError(
-                f"`flowlin.sweep(store_format=...)`: expected 'netcdf' or 'zarr', got {fmt!r}"
-            )
+        if fmt not in FORMATS.values():
+            raise ValueError(f"`ShardStore(fmt=...)`: expected 'netcdf' or 'zarr', got {fmt!r}")
         self.format = fmt
         self.suffix = ".zarr" if fmt == "zarr" else ".nc"
-        self.shards = self.path / "shards"
+        self.shards = self.path / SHARDS
 
-    # -- the sweep description ---------------------------------------------------------------
+    # -- the job description -----------------------------------------------------------------
     def open(self, description: dict) -> None:
-        """Create the store, or check that an existing one holds the same sweep."""
+        """Create the store, or check that an existing one holds the same job (the same
+        `description["fingerprint"]`; else `StoreMismatchError`)."""
         self.shards.mkdir(parents=True, exist_ok=True)
         meta = self.path / "sweep.json"
         if meta.exists():
             existing = json.loads(meta.read_text())
             if existing.get("fingerprint") != description["fingerprint"]:
-                raise ValueError(
-                    f"`flowlin.sweep(store={str(self.path)!r})`: this store holds a different "
-                    "sweep (its problems, grid, settings or chunking differ; chunks depend on "
-                    "chunk_size and on the devices per chunk); use a new store path or delete "
-                    "the old one"
+                raise StoreMismatchError(
+                    f"the store {str(self.path)!r} holds a different job (fingerprint "
+                    f"{existing.get('fingerprint')!r})"
                 )
         else:
             tmp = self.path / f"{_TMP_PREFIX}{uuid.uuid4().hex}.json"
@@ -100,7 +104,7 @@ class ShardStore:
             return ds.load()
 
     def write_result(self, ds: xr.Dataset) -> pathlib.Path:
-        final = self.path / f"result{self.suffix}"
+        final = self.path / f"{RESULT}{self.suffix}"
         tmp = self.path / f"{_TMP_PREFIX}{uuid.uuid4().hex}{self.suffix}"
         if self.format == "zarr":
             ds.to_zarr(tmp, mode="w", consolidated=False)
@@ -113,40 +117,17 @@ class ShardStore:
         return final
 
 
-def shard_to_dataset(index: int, rows: np.ndarray, arrays: dict[str, np.ndarray]) -> xr.Dataset:
-    """One chunk's results as a Dataset along `config` (the flat configuration index)."""
-    data = {}
-    for name, value in arrays.items():
-        dims = ("config",) + tuple(f"{name}_dim{i}" for i in range(1, value.ndim))
-        if name.startswith("time_"):
-            dims = ("config", "time")
-        data[name] = (dims, value)
-    return xr.Dataset(data, coords={"config": rows}, attrs={"chunk": index})
-
-
-def dataset_to_arrays(ds: xr.Dataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    return ds["config"].values, {k: v.values for k, v in ds.data_vars.items()}
-
-
-def open_sweep(path) -> xr.Dataset:
-    """Load the merged result of a finished `flowlin.sweep(..., store=path)`.
-
-    **Arguments:** `path`, the store folder given to `flowlin.sweep` (netCDF or Zarr).
-
-    **Returns:** the same `xarray.Dataset` the sweep returned (loaded into memory).
-    """
+def read_result(path) -> xr.Dataset | None:
+    """The merged result in the store folder `path` (netCDF or Zarr, loaded into memory), or
+    `None` if there is none (the job has not finished)."""
     path = pathlib.Path(path)
     for suffix, fmt in FORMATS.items():
-        result = path / f"result{suffix}"
+        result = path / f"{RESULT}{suffix}"
         if result.exists():
-            opener = (
-                (lambda p: xr.open_zarr(p, consolidated=False))
-                if fmt == "zarr"
-                else (lambda p: xr.open_dataset(p, engine="netcdf4"))
-            )
-            with opener(result) as ds:
+            if fmt == "zarr":
+                ds = xr.open_zarr(result, consolidated=False)
+            else:
+                ds = xr.open_dataset(result, engine="netcdf4")
+            with ds:
                 return ds.load()
-    raise FileNotFoundError(
-        f"`flowlin.open_sweep({str(path)!r})`: no result.nc or result.zarr there; the sweep may "
-        "not have finished (run it again with the same store to resume)"
-    )
+    return None

@@ -1,0 +1,204 @@
+"""What runs inside one compiled chunk: initialize → solve → theory and bounds → record, for
+every configuration of the chunk, split over the devices of a mesh."""
+
+import collections
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from .. import _dataset as schema
+from .._bounds import check_bounds
+from .._descent import gradient_descent
+from .._flow import gradient_flow
+from .._init import gaussian as gaussian_init
+from .._problem import Problem
+from .._saveat import SaveAt
+from .._wishart import wishart
+from ..theory import quantities
+from ._grid import Grid
+from ._plan import Chunk
+from ._settings import SweepSettings
+
+
+#: On CPU, a chunk runs one configuration at a time (unless `batch_size` is given): see
+#: `default_batch_size` — batched LAPACK kernels deadlock jaxlib's CPU thread pool.
+#: Accelerators run each device's share of the chunk as one vmap.
+CPU_BATCH_SIZE = 1
+#: The mesh axis a chunk's configurations are split along.
+DEVICE_AXIS = "devices"
+
+#: Number of times the per-configuration function (and the chunk program) was traced: the
+#: compile-once guarantee is checked against this.
+TRACES = collections.Counter()
+
+
+class Payload(eqx.Module):
+    """The arrays shared by every chunk of a sweep (replicated on the devices)."""
+
+    settings: SweepSettings
+    problems: Problem  # stacked along a leading axis
+
+
+class ChunkProgram(eqx.Module):
+    """What fixes one chunk's compiled program besides the settings (hashed by `filter_jit`)."""
+
+    pad_to: int = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    mesh: jax.sharding.Mesh = eqx.field(static=True)
+
+
+def _initialize(st: SweepSettings, problem: Problem, row: dict, pad_to: int):
+    """The run's initialization and its `alpha` (for the paper's family, else None)."""
+    key = jax.random.fold_in(st.key, row["seed"])
+    width_f = row["width"].astype(problem.dtype)
+    if st.init == "paper":
+        alpha, std1, std2 = row["s1"], width_f ** (-row["s1"]), width_f ** (-row["s1"])
+    else:
+        alpha, std1, std2 = None, row["s1"], row["s2"]
+    if st.sampling == "wishart":
+        return wishart(key, problem, row["width"], std1, std2), alpha
+    net = gaussian_init(
+        key, problem.D, problem.m, row["width"], std1, std2, pad_to=pad_to, dtype=problem.dtype
+    )
+    return net, alpha
+
+
+def run_one(payload: Payload, pad_to: int, row: dict) -> dict:
+    """One configuration (`row`: problem index, width, scales s1/s2, seed) → its record."""
+    TRACES["run_one"] += 1
+    st = payload.settings
+    problem = jax.tree.map(lambda x: x[row["problem"]], payload.problems)
+    init, alpha = _initialize(st, problem, row, pad_to)
+    saveat = SaveAt(st.ts, diagnostics=st.diagnostics)
+    if st.dynamics == "flow":
+        traj = gradient_flow(
+            init,
+            problem,
+            st.t1,
+            saveat=saveat,
+            method=st.method_for_run,
+            solver=st.solver,
+            rtol=st.rtol,
+            atol=st.atol,
+            max_steps=st.max_steps,
+            stop_at_loss=st.stop_at_loss,
+        )
+    else:
+        traj = gradient_descent(
+            init, problem, st.lr, st.steps, averaged=st.averaged, saveat=saveat,
+            stop_at_loss=st.stop_at_loss,
+        )  # fmt: skip
+    width = row["width"].astype(problem.dtype)
+    wide = dict(width=width, alpha=alpha, delta=st.delta)
+    q = quantities(init, problem, **wide) if st.theory else None
+    checks = check_bounds(traj, init, problem, **wide) if st.bounds else None
+    return schema.record(traj, q, checks, dtype=problem.dtype)
+
+
+@eqx.filter_jit
+def run_chunk(payload: Payload, rows: dict, program: ChunkProgram) -> dict:
+    """One chunk: split over the devices of `program.mesh` with `shard_map` (each device runs
+    its own adaptive loops, no lockstep across devices — see performance.md), vmapped (or
+    mapped in batches of `program.batch_size`) on each."""
+    TRACES["chunk"] += 1
+
+    def one(row):
+        return run_one(payload, program.pad_to, row)
+
+    def local(rows):
+        if program.batch_size >= rows["seed"].shape[0]:
+            return jax.vmap(one)(rows)
+        if program.batch_size == 1:
+            # One configuration at a time: no batched LAPACK calls (see `default_batch_size`).
+            return jax.lax.map(one, rows)
+        # Sequential over sub-batches of `batch_size`, vmapped within: bounds lockstep waste.
+        return jax.lax.map(one, rows, batch_size=program.batch_size)
+
+    if program.mesh.devices.size == 1:
+        # One device: no shard_map. (Inside shard_map, diffrax's event root find — used by
+        # stop_at_loss — fails to trace with "pytree does not match out_structure" from lineax,
+        # jax 0.9.2 / diffrax 0.7; on one device it is not needed.)
+        return local(rows)
+    spec = jax.sharding.PartitionSpec(DEVICE_AXIS)
+    return jax.shard_map(
+        local, mesh=program.mesh, in_specs=(spec,), out_specs=spec, check_vma=False
+    )(rows)
+
+
+def default_batch_size(mesh: jax.sharding.Mesh, per_device: int) -> int:
+    """Configurations vmapped together on one device when `batch_size` is not given.
+
+    GPUs: the whole per-device share of the chunk. CPUs: one at a time (`jax.lax.map`). On
+    CPU, jaxlib runs a LAPACK call (eigh, svd, qr — used by the diagnostics, theory and bound
+    checks) by queueing pieces of it on the same intra-op thread pool that runs the devices'
+    programs and blocking until they finish; with as many such calls in flight as pool
+    threads the process deadlocks (seen with jaxlib 0.9.2 and 0.10.2 on 2 cores: batches of
+    64 12×12 matrices per device over 4 host devices, and also unbatched 101×101 SVDs over 4
+    devices). The fix is a larger pool, set at import (`flowlin._size_cpu_thread_pool`);
+    running one configuration at a time (and one chunk in flight) keeps the number of
+    kernels in flight small as well, in case JAX was initialized before flowlin. The price:
+    on the performance.md grid batches of 8 took ~1.8× less CPU time than one at a time
+    (benchmarks/README.md); pass `batch_size=8` if the pool is sized.
+    """
+    if on_cpu(mesh):
+        return min(per_device, CPU_BATCH_SIZE)
+    return per_device
+
+
+def on_cpu(mesh: jax.sharding.Mesh) -> bool:
+    return all(d.platform == "cpu" for d in mesh.devices.flat)
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    devices = jax.local_devices() if devices is None else list(devices)
+    return jax.sharding.Mesh(np.array(devices), (DEVICE_AXIS,))
+
+
+class SweepTask:
+    """Everything needed to compute any chunk of a sweep; picklable, so that another process
+    (a Ray worker) can compute chunks with its own devices."""
+
+    def __init__(self, payload: Payload, grid: Grid, batch_size: int | None):
+        self.payload = payload
+        self.grid = grid
+        self.batch_size = batch_size
+
+    def program(self, chunk: Chunk, mesh: jax.sharding.Mesh) -> ChunkProgram:
+        n_dev = mesh.devices.size
+        if len(chunk.rows) % n_dev:
+            raise ValueError(
+                f"chunk of {len(chunk.rows)} configurations cannot be split over {n_dev} devices"
+            )
+        batch_size = self.batch_size
+        if batch_size is None:
+            batch_size = default_batch_size(mesh, len(chunk.rows) // n_dev)
+        return ChunkProgram(int(chunk.pad_to), int(batch_size), mesh)
+
+    def replicated(self, mesh: jax.sharding.Mesh) -> Payload:
+        """The payload, placed on every device of `mesh`."""
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        return jax.device_put(self.payload, sharding)
+
+    def arguments(self, chunk: Chunk, mesh, payload: Payload | None = None) -> tuple:
+        """`(payload, rows, program)`: the arguments of `run_chunk` for `chunk`, placed on the
+        devices of `mesh` (the rows split over them)."""
+        split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DEVICE_AXIS))
+        if payload is None:
+            payload = self.replicated(mesh)
+        rows = jax.device_put(self.grid.rows(chunk.rows), split)
+        return payload, rows, self.program(chunk, mesh)
+
+    def launch(self, chunk: Chunk, mesh, payload: Payload | None = None) -> dict:
+        """Start computing `chunk` on the devices of `mesh` (returns without waiting)."""
+        return run_chunk(*self.arguments(chunk, mesh, payload))
+
+    @staticmethod
+    def collect(chunk: Chunk, out: dict) -> tuple[np.ndarray, dict]:
+        """Wait for a launched chunk; its rows and host arrays (padding dropped)."""
+        arrays = {k: np.asarray(v)[: chunk.valid] for k, v in out.items()}
+        return chunk.rows[: chunk.valid], arrays
+
+    def compute(self, chunk: Chunk, devices=None) -> tuple[np.ndarray, dict]:
+        """Compute one chunk synchronously on `devices` (default: this process's devices)."""
+        return self.collect(chunk, self.launch(chunk, make_mesh(devices)))

@@ -1,0 +1,218 @@
+"""`flowlin.sweep`: normalise the arguments, then grid → plan → executor → store → dataset."""
+
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import xarray as xr
+from jaxtyping import ArrayLike
+
+from .. import _dataset as schema
+from .._custom_types import ScalarLike
+from .._flow import DEFAULT_MAX_STEPS
+from .._method import AbstractFlowMethod, Gram
+from .._problem import Problem
+from .._results import status_names
+from .._saveat import SaveAt
+from ._executor import AbstractExecutor, LocalExecutor, check_executor
+from ._grid import Grid
+from ._kernel import TRACES, Payload, SweepTask
+from ._plan import fingerprint, plan_chunks
+from ._settings import SweepSettings, make_settings
+from ._store import ShardStore, StoreMismatchError, read_result
+from ._validate import (
+    DynamicsName,
+    InitName,
+    SamplingName,
+    StoreFormat,
+    as_problems,
+    check_choices,
+    check_grid_arguments,
+    check_numbers,
+)
+
+
+_CALL = "flowlin.sweep(...)"
+
+
+def sweep(
+    problems: Problem | Sequence[Problem],
+    widths: ArrayLike | Sequence | None = None,
+    scales: ArrayLike | Sequence | None = None,
+    seeds: int | ArrayLike | Sequence = 1,
+    *,
+    configs: Sequence[Mapping] | None = None,
+    init: InitName = "paper",
+    sampling: SamplingName = "weights",
+    method: AbstractFlowMethod = Gram(),  # noqa: B008 (a frozen Module: immutable)
+    dynamics: DynamicsName = "flow",
+    t1: ScalarLike = 50.0,
+    lr: ScalarLike | None = None,
+    steps: int | None = None,
+    averaged: bool = False,
+    saveat: SaveAt | ArrayLike | Sequence[float] | None = None,
+    stop_at_loss: ScalarLike | None = None,
+    solver=None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    theory: bool = True,
+    bounds: bool = True,
+    delta: float = 0.05,
+    key: int | jax.Array = 0,
+    chunk_size: int = 64,
+    store: str | pathlib.Path | None = None,
+    store_format: StoreFormat | None = None,
+    executor: AbstractExecutor = LocalExecutor(),  # noqa: B008 (a frozen Module)
+    progress: bool = True,
+) -> xr.Dataset:
+    r"""Solve a grid (or list) of initializations in bulk and check every bound on each.
+
+    The grid is width × scale × seed (× problem): for each configuration the network is
+    initialized (`init="paper"`: entries $N(0, h^{-2\alpha})$ with `scale` $=\alpha$;
+    `init="gaussian"`: entries $N(0,\sigma_1^2)$ / $N(0,\sigma_2^2)$ with `scale` $=\sigma$ or a
+    pair $(\sigma_1,\sigma_2)$), trained by gradient flow (`method=flowlin.Gram()`, the
+    width-independent solver of theory.md §3, or `flowlin.FullWeights()`) or by gradient
+    descent (`dynamics="descent"`), and compared with every result of `flowlin.theory`.
+
+    Batching (see `performance.md`): configurations are bucketed by width (zero-padded to the
+    bucket's largest width, exact by theory.md §3), ordered by scale inside a bucket to limit
+    lockstep waste, and cut into chunks of `chunk_size` that share one compiled program; the
+    `executor` computes the chunks (by default on all local devices, each chunk split over
+    them with `shard_map`). Each distinct shape compiles once per sweep (per process).
+
+    **Arguments:**
+
+    - `problems`: a `flowlin.Problem`, or a list of problems of equal shapes (data draws).
+    - `widths`, `scales`, `seeds`: the grid. `seeds` may be an int $k$ (seeds $0..k-1$).
+      Seed $s$ initializes from `fold_in(key, s)`, identically for every width and method.
+    - `configs`: instead of a grid, a list of mappings with keys `width`, `scale`, `seed` and
+      optionally `problem` (an index into `problems`).
+    - `init`: `"paper"` or `"gaussian"` (see above).
+    - `sampling`: `"weights"` materializes the width-$h$ weights (exact, comparable across
+      methods); `"wishart"` (`flowlin.Gram()` only) samples the width-independent statistics
+      directly from their Wishart law, so $h = 10^9$ costs what $h = 10$ does.
+    - `method`: a flow method, `flowlin.Gram()` (default) or `flowlin.FullWeights()`;
+      `dynamics`: `"flow"` or `"descent"` (then `lr`, `steps`, `averaged` as in
+      `flowlin.gradient_descent`).
+    - `t1`, `saveat`, `stop_at_loss`, `solver`, `rtol`, `atol`, `max_steps`: as in
+      `flowlin.gradient_flow`. Default save times: 21 equally spaced in $[0, t_1]$.
+    - `theory`, `bounds`: store `flowlin.theory.quantities` and `flowlin.check_bounds` for
+      every run; `delta` is the failure probability of the wide-network results.
+    - `chunk_size`: configurations per compiled chunk (memory stays bounded by it).
+    - `store`: a folder; results are written chunk by chunk (netCDF, or Zarr if the path ends
+      in `.zarr` or `store_format="zarr"`), and a sweep restarted with the same store resumes
+      where it stopped, recomputing nothing that was written.
+    - `executor`: `flowlin.LocalExecutor(devices=None, batch_size=None)` (default: this
+      process's devices) or `flowlin.RayExecutor(...)` (one Ray task per chunk on a Ray
+      cluster; see docs/ray.md).
+    - `progress`: a progress bar with ETA over chunks (shown only on a terminal).
+
+    **Returns:** an `xarray.Dataset` with dims `(problem, width, scale, seed[, time])` for a
+    grid (`(config[, time])` for a list); variables: every diagnostic over `time`, their
+    `final_*` values, `final_time`, `num_steps`, `status` (a `flowlin.RESULTS` code; messages
+    in `attrs["status_codes"]`), `succeeded`, `theory_*` quantities, and per bound
+    `bound_<name>_{holds,applicable,worst_slack,tightness}`; attrs record versions, dtype,
+    tolerances, devices and settings. Failed runs are recorded (status), never raised, and
+    never count as a bound holding.
+
+    **Example:**
+
+    ```python
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=100, D=400, m=1)
+    ds = flowlin.sweep(problem, widths=[500, 1000, 2000, 5000, 10000], scales=[0.5],
+                       seeds=5, t1=100.0)
+    print(flowlin.summarize_bounds(ds))
+    ```
+    """
+    problems = as_problems(_CALL, problems)
+    check_choices(
+        _CALL, init=init, sampling=sampling, dynamics=dynamics, method=method,
+        store_format=store_format,
+    )  # fmt: skip
+    check_executor(_CALL, executor)
+    check_numbers(
+        _CALL, dynamics=dynamics, t1=t1, lr=lr, steps=steps, stop_at_loss=stop_at_loss,
+        chunk_size=chunk_size, delta=delta,
+    )  # fmt: skip
+    check_grid_arguments(_CALL, widths, scales, configs)
+    settings = make_settings(
+        dtype=problems[0].dtype, n_samples=problems[0].n, init=init, sampling=sampling,
+        method=method, dynamics=dynamics, t1=t1, lr=lr, steps=steps, averaged=averaged,
+        saveat=saveat, stop_at_loss=stop_at_loss, solver=solver, rtol=rtol, atol=atol,
+        max_steps=max_steps, theory=theory, bounds=bounds, delta=delta, key=key,
+    )  # fmt: skip
+    if configs is not None:
+        grid = Grid.from_configs(_CALL, problems, configs, init)
+    else:
+        grid = Grid.from_axes(_CALL, problems, widths, scales, seeds, init)
+    executor = executor.resolve(_CALL, settings)
+    return _run(grid, settings, executor, chunk_size, store, store_format, progress)
+
+
+def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store_format, progress):
+    """Plan the chunks, compute those the store lacks, and assemble the dataset."""
+    chunks = plan_chunks(
+        grid, chunk_size, executor.devices_per_chunk(),
+        pad_widths=settings.sampling == "weights", gram=isinstance(settings.method, Gram),
+    )  # fmt: skip
+    described = dict(settings.to_json(), chunk_size=chunk_size, batch_size=executor.batch_size)
+    job = fingerprint(grid, chunks, described)
+    shards, done = _open_store(store, store_format, job, described, len(chunks), len(grid))
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *grid.problems)
+    task = SweepTask(Payload(settings, stacked), grid, executor.batch_size)
+    traces_before = TRACES["run_one"]
+    results, places = {}, {}
+    pending = [c for c in chunks if c.index not in done]
+    for finished in executor.run(
+        task, pending, shards, progress=progress, total=len(chunks), initial=len(done)
+    ):
+        results[finished.chunk.index] = (finished.rows, finished.arrays)
+        places.update(dict.fromkeys(finished.where))
+    for index in sorted(done):
+        results[index] = schema.shard_arrays(shards.read(index))
+    ds = grid.assemble(results, settings.ts)
+    ds.attrs.update(
+        schema.run_attrs(
+            settings=described, devices=list(places), n_chunks=len(chunks), resumed=len(done),
+            compiled_shapes=TRACES["run_one"] - traces_before, fingerprint=job,
+            status_codes=status_names(),
+        )
+    )  # fmt: skip
+    if shards is not None:
+        shards.write_result(ds)
+    return ds
+
+
+def _open_store(store, store_format, job: str, described: dict, n_chunks: int, n_configs: int):
+    """The shard store (or None) and the chunks it already holds."""
+    if store is None:
+        return None, set()
+    shards = ShardStore(store, store_format)
+    description = dict(fingerprint=job, settings=described, n_chunks=n_chunks, n_configs=n_configs)
+    try:
+        shards.open(description)
+    except StoreMismatchError:
+        raise ValueError(
+            f"`flowlin.sweep(store={str(store)!r})`: this store holds a different sweep (its "
+            "problems, grid, settings or chunking differ; chunks depend on chunk_size and on "
+            "the devices per chunk); use a new store path or delete the old one"
+        ) from None
+    return shards, shards.done() & set(range(n_chunks))
+
+
+def open_sweep(path) -> xr.Dataset:
+    """Load the merged result of a finished `flowlin.sweep(..., store=path)`.
+
+    **Arguments:** `path`, the store folder given to `flowlin.sweep` (netCDF or Zarr).
+
+    **Returns:** the same `xarray.Dataset` the sweep returned (loaded into memory).
+    """
+    ds = read_result(path)
+    if ds is None:
+        raise FileNotFoundError(
+            f"`flowlin.open_sweep({str(path)!r})`: no result.nc or result.zarr there; the sweep "
+            "may not have finished (run it again with the same store to resume)"
+        )
+    return ds

@@ -1,0 +1,162 @@
+"""Every check of `flowlin.sweep`'s arguments, in one place, each naming the call and the
+argument (the lineax style of `flowlin._errors`). Runs before anything is computed.
+
+Cross-constraints between settings (Wishart sampling needs the gram method and the flow,
+gradient descent needs `lr` and `steps`) are invariants of `SweepSettings` and are checked in
+its `__check_init__`; executor options in the executors' own `__check_init__`, and the
+executor's type by `_executor.check_executor` (above this module: executors import the grid).
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Literal, get_args
+
+import numpy as np
+
+from .._method import AbstractFlowMethod
+from .._problem import Problem
+
+
+InitName = Literal["paper", "gaussian"]
+SamplingName = Literal["weights", "wishart"]
+DynamicsName = Literal["flow", "descent"]
+StoreFormat = Literal["netcdf", "zarr"]
+
+
+def check_choice(call: str, name: str, value, choices) -> None:
+    """A string choice (a `Literal`-typed argument): a TypeError outside it, as a static type
+    checker would report."""
+    options = get_args(choices)
+    if value not in options:
+        raise TypeError(f"`{call}`: {name} must be one of {options}, got {value!r}")
+
+
+def check_choices(call: str, *, init, sampling, dynamics, method, store_format) -> None:
+    check_choice(call, "init", init, InitName)
+    check_choice(call, "sampling", sampling, SamplingName)
+    check_choice(call, "dynamics", dynamics, DynamicsName)
+    if store_format is not None:
+        check_choice(call, "store_format", store_format, StoreFormat)
+    if not isinstance(method, AbstractFlowMethod):
+        raise TypeError(
+            f"`{call}`: method must be one of flowlin.Gram() or flowlin.FullWeights() (a "
+            f"flowlin.AbstractFlowMethod), got {method!r}"
+        )
+
+
+def _finite_positive(x) -> bool:
+    try:
+        return bool(np.isfinite(x) and x > 0)
+    except TypeError:
+        return False
+
+
+def check_numbers(call: str, *, dynamics, t1, lr, steps, stop_at_loss, chunk_size, delta) -> None:
+    if dynamics == "descent":
+        if lr is None or steps is None:
+            raise ValueError(f"`{call}`: dynamics='descent' needs lr=... and steps=...")
+        if not _finite_positive(lr):
+            raise ValueError(f"`{call}`: lr must be finite and > 0, got {lr!r}")
+        if int(steps) < 0:
+            raise ValueError(f"`{call}`: steps must be >= 0, got {steps!r}")
+    elif not _finite_positive(t1):
+        raise ValueError(f"`{call}`: t1 must be finite and > 0, got {t1!r}")
+    if stop_at_loss is not None and not _finite_positive(stop_at_loss):
+        raise ValueError(f"`{call}`: stop_at_loss must be finite and > 0, got {stop_at_loss!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"`{call}`: chunk_size must be a positive int, got {chunk_size!r}")
+    if not (0 < delta < 1):
+        raise ValueError(f"`{call}`: delta must be in (0, 1), got {delta!r}")
+
+
+def check_save_times(call: str, ts: np.ndarray, horizon: float) -> None:
+    if float(np.min(ts)) < 0 or float(np.max(ts)) > horizon * (1 + 1e-12):
+        raise ValueError(f"`{call}`: saveat times must lie in [0, {horizon}]")
+
+
+# --------------------------------------------------------------------------------------------
+# The grid's arguments
+# --------------------------------------------------------------------------------------------
+def as_problems(call: str, problems) -> list[Problem]:
+    if isinstance(problems, Problem):
+        return [problems]
+    problems = list(problems) if isinstance(problems, Sequence) else None
+    if not problems or not all(isinstance(p, Problem) for p in problems):
+        raise TypeError(f"`{call}`: problems must be a flowlin.Problem or a list of them")
+    first = problems[0]
+    for i, p in enumerate(problems[1:], 1):
+        if (p.X.shape, p.Y.shape, p.rank) != (first.X.shape, first.Y.shape, first.rank):
+            raise ValueError(
+                f"`{call}`: problems[{i}] has X {p.X.shape}, Y {p.Y.shape}, rank {p.rank} but "
+                f"problems[0] has X {first.X.shape}, Y {first.Y.shape}, rank {first.rank}; the "
+                "problems of one sweep must share shapes and rank"
+            )
+    return problems
+
+
+def scale_pairs(call: str, init: str, scales) -> np.ndarray:
+    """The scales as (std1, std2) rows (for `init="paper"`: (alpha, alpha))."""
+    arr = np.asarray(scales, dtype=float)
+    if arr.ndim == 1:
+        arr = np.stack([arr, arr], axis=1)
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:
+        raise ValueError(
+            f"`{call}`: scales must be a non-empty list of numbers or of (std1, std2) pairs, got "
+            f"shape {np.shape(scales)}"
+        )
+    if init == "paper" and not np.all(arr[:, 0] == arr[:, 1]):
+        raise ValueError(f"`{call}`: init='paper' takes one exponent alpha per scale, not pairs")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        what = "alpha (init='paper': entries N(0, h^-2α))" if init == "paper" else "std"
+        raise ValueError(f"`{call}`: every scale ({what}) must be finite and > 0, got {scales!r}")
+    return arr
+
+
+def int_array(call: str, name: str, values, minimum: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = arr[None]
+    if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
+        if arr.size and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(
+                f"`{call}`: {name} must be a non-empty list of integers, got {values!r}"
+            )
+    if np.any(arr < minimum):
+        raise ValueError(f"`{call}`: every entry of {name} must be >= {minimum}, got {values!r}")
+    return arr.astype(np.int64)
+
+
+def seed_array(call: str, seeds) -> np.ndarray:
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        arr = np.arange(seeds)
+    else:
+        arr = int_array(call, "seeds", seeds, 0)
+    if len(arr) == 0:
+        raise ValueError(f"`{call}`: seeds must be >= 1 (or a non-empty list)")
+    return arr
+
+
+def check_grid_arguments(call: str, widths, scales, configs) -> None:
+    """Either a grid (`widths` and `scales`) or `configs`, never both."""
+    if configs is not None:
+        if widths is not None or scales is not None:
+            raise ValueError(f"`{call}`: give either configs=... or widths/scales/seeds, not both")
+    elif widths is None or scales is None:
+        raise ValueError(f"`{call}`: give widths=... and scales=... (or configs=...)")
+
+
+def check_configs(call: str, configs: Sequence[Mapping], n_problems: int) -> list[Mapping]:
+    configs = list(configs)
+    if not configs:
+        raise ValueError(f"`{call}`: configs is empty")
+    for i, c in enumerate(configs):
+        missing = {"width", "scale", "seed"} - set(c)
+        if missing:
+            raise ValueError(f"`{call}`: configs[{i}] lacks field(s) {sorted(missing)}")
+    problem = [c.get("problem", 0) for c in configs]
+    if np.any(int_array(call, "configs[...]['problem']", problem, 0) >= n_problems):
+        raise ValueError(
+            f"`{call}`: configs[...]['problem'] must index the {n_problems} problem(s) given"
+        )
+    return configs
