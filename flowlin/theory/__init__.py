@@ -6,29 +6,38 @@ the excess loss, $L(t) - L^\\star \\le e^{-\\rho t}(L(0) - L^\\star)$; distances
 of $W - W^\\star$ unless the name says otherwise. `quantities` gathers all scalars of an init
 in a dict with fixed keys (`QUANTITY_KEYS`); `flowlin.check_bounds` checks them along a
 trajectory.
+
+One module per section of theory.md §2: `_imbalance` (a), `_rates` (b)–(d), `_distance`
+(e)–(f), `_wide` (g), `_quantities` (everything at once); `_statistics` holds the input handling
+and `InitStatistics`, an initialization's statistics computed once (internal API).
 """
 
-from ._theory import (
-    QUANTITY_KEYS as QUANTITY_KEYS,
-    Lemma1Quantities as Lemma1Quantities,
-    WideNetworkBound as WideNetworkBound,
+from ._distance import (
     distance_bound as distance_bound,
-    excess_loss as excess_loss,
+    invariant_set_residual as invariant_set_residual,
+    limit_identity as limit_identity,
+)
+from ._imbalance import (
     full_imbalance as full_imbalance,
-    h0 as h0,
     imbalance as imbalance,
     imbalance_eigenvalues as imbalance_eigenvalues,
     imbalance_spreads as imbalance_spreads,
+)
+from ._quantities import QUANTITY_KEYS as QUANTITY_KEYS, quantities as quantities
+from ._rates import (
+    excess_loss as excess_loss,
     instantaneous_rate as instantaneous_rate,
     instantaneous_rate_bound as instantaneous_rate_bound,
-    invariant_set_residual as invariant_set_residual,
-    lemma1_quantities as lemma1_quantities,
     lemma7_bound as lemma7_bound,
-    limit_identity as limit_identity,
     loss_envelope as loss_envelope,
-    quantities as quantities,
     rate_asymptotic as rate_asymptotic,
     rate_imbalance as rate_imbalance,
     rate_margin as rate_margin,
+)
+from ._wide import (
+    Lemma1Quantities as Lemma1Quantities,
+    WideNetworkBound as WideNetworkBound,
+    h0 as h0,
+    lemma1_quantities as lemma1_quantities,
     wide_network_bound as wide_network_bound,
 )
