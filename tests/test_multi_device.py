@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 import flowlin
-import flowlin._sweep as sweep_module
+from flowlin._sweep._kernel import make_mesh, run_chunk, run_one
 
 
 COLLECTIVES = ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter")
@@ -20,31 +20,42 @@ class _Captured(Exception):
     pass
 
 
-def _chunk_arguments(monkeypatch):
-    """The (dyn, inputs, static) of the first chunk of a 4-device sweep, without running it."""
-    captured = {}
+class _Capture(flowlin.AbstractExecutor):
+    """Places the first chunk on all local devices as the local executor does, and stops
+    with its `run_chunk` arguments instead of running it."""
 
-    def capture(chunk, dyn, inputs, static):
-        captured["args"] = (dyn, inputs, static)
-        raise _Captured
+    batch_size = None
 
-    monkeypatch.setattr(sweep_module, "dispatch_chunk", capture)
+    def resolve(self, call, settings):
+        return self
+
+    def devices_per_chunk(self):
+        return len(jax.local_devices())
+
+    def run(self, task, chunks, store, **kwargs):
+        raise _Captured(task.arguments(chunks[0], make_mesh()))
+        yield
+
+
+def _chunk_arguments():
+    """The (payload, rows, program) of the first chunk of a 4-device sweep, without running it."""
     problem = flowlin.problems.gaussian(jax.random.key(0), n=5, D=12, m=2)
-    with pytest.raises(_Captured):
+    with pytest.raises(_Captured) as captured:
         flowlin.sweep(
             problem,
             widths=[3, 5],
             scales=[0.4],
             seeds=4,
-            method="gram",
+            method=flowlin.Gram(),
             theory=False,
             bounds=False,
             t1=T1,
             saveat=flowlin.SaveAt(jnp.linspace(0.0, T1, 3), diagnostics=("loss",)),
             chunk_size=8,
             progress=False,
+            executor=_Capture(),
         )
-    return captured["args"]
+    return captured.value.args[0]
 
 
 def _collectives(lowered) -> int:
@@ -53,17 +64,14 @@ def _collectives(lowered) -> int:
 
 
 @eqx.filter_jit
-def _auto_sharded(dyn, cfg, st):
-    def one(c):
-        return sweep_module._run_one(dyn, st, c["problem"], c["width"], c["s1"], c["s2"], c["seed"])
-
-    return jax.vmap(one)(cfg)
+def _auto_sharded(payload, rows, program):
+    return jax.vmap(lambda row: run_one(payload, program.pad_to, row))(rows)
 
 
-def test_chunk_has_no_cross_device_collectives(monkeypatch):
+def test_chunk_has_no_cross_device_collectives():
     assert len(jax.devices()) == 4, "conftest forces 4 host devices"
-    dyn, inputs, static = _chunk_arguments(monkeypatch)
-    assert static.mesh.devices.size == 4
-    assert len(inputs["seed"].sharding.device_set) == 4  # the chunk is split over 4 devices
-    assert _collectives(sweep_module._run_chunk.lower(dyn, inputs, static)) == 0
-    assert _collectives(_auto_sharded.lower(dyn, inputs, static)) > 0
+    payload, rows, program = _chunk_arguments()
+    assert program.mesh.devices.size == 4
+    assert len(rows["seed"].sharding.device_set) == 4  # the chunk is split over 4 devices
+    assert _collectives(run_chunk.lower(payload, rows, program)) == 0
+    assert _collectives(_auto_sharded.lower(payload, rows, program)) > 0

@@ -1,6 +1,6 @@
-"""`flowlin.sweep(executor="ray")`: equal to the local sweep bit for bit, survives a killed
-worker (Ray retries the chunk), resumes an interrupted sweep from the shards already written,
-and rejects bad options by name.
+"""`flowlin.sweep(executor=flowlin.RayExecutor())`: equal to the local sweep bit for bit,
+survives a killed worker (Ray retries the chunk), resumes an interrupted sweep from the shards
+already written, and rejects bad options by name.
 
 All tests share one local Ray instance (2 CPUs, started once per module): each Ray worker
 imports JAX and compiles the chunk program itself, which costs seconds, so the problems are
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import flowlin
-from flowlin._ray import TASK_NAME  # a worker running a chunk is titled ray::TASK_NAME_<i>
+from flowlin._sweep._ray import TASK_NAME  # a worker running a chunk is ray::TASK_NAME_<i>
 
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install flowlin[ray]`")
@@ -43,7 +43,7 @@ GRID = dict(widths=[3, 5], scales=[0.4], seeds=4)
 STEPS, LR = 50, 0.05
 COMMON = dict(
     dynamics="descent",
-    method="full",
+    method=flowlin.FullWeights(),
     lr=LR,
     steps=STEPS,
     theory=False,
@@ -66,7 +66,8 @@ def problem():
 def reference(problem):
     """The local sweep with the same chunks (one device: chunks are then cut exactly as for
     Ray tasks of one device each, so every chunk is the same computation)."""
-    ds = flowlin.sweep(problem, devices=jax.devices()[:1], **GRID, **COMMON)
+    one_device = flowlin.LocalExecutor(devices=jax.devices()[:1])
+    ds = flowlin.sweep(problem, executor=one_device, **GRID, **COMMON)
     assert ds.attrs["n_chunks"] == N_CHUNKS
     return ds
 
@@ -125,7 +126,7 @@ class _WorkerKiller(threading.Thread):
 
 
 def test_ray_equals_local(problem, reference, cluster):
-    ds = flowlin.sweep(problem, executor="ray", **GRID, **COMMON)
+    ds = flowlin.sweep(problem, executor=flowlin.RayExecutor(), **GRID, **COMMON)
     _assert_identical(ds, reference)
     workers = json.loads(ds.attrs["devices"])
     assert 1 <= len(workers) <= 2  # 2 CPUs, 1 CPU per task: at most 2 worker processes
@@ -143,7 +144,7 @@ def _fresh_workers(tag: str) -> dict:
 def test_killed_worker_is_retried(problem, reference, cluster):
     options = {"max_retries": 2, **_fresh_workers("retried")}
     with _WorkerKiller() as killer:
-        ds = flowlin.sweep(problem, executor="ray", executor_options=options, **GRID, **COMMON)
+        ds = flowlin.sweep(problem, executor=flowlin.RayExecutor(**options), **GRID, **COMMON)
     assert len(killer.killed) == 1
     assert not psutil.pid_exists(killer.killed[0])
     # The chunk the dead worker held was computed again elsewhere, to the same bits.
@@ -159,8 +160,7 @@ def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, t
     with _WorkerKiller() as killer, pytest.raises(RuntimeError, match="1 chunk\\(s\\) failed"):
         flowlin.sweep(
             problem,
-            executor="ray",
-            executor_options=options,
+            executor=flowlin.RayExecutor(**options),
             store=store,
             **GRID,
             **COMMON,
@@ -173,7 +173,7 @@ def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, t
     # Restart (retries on again), on the surviving workers of that runtime env: warm, so fast.
     restart = {"max_retries": 3, **_fresh_workers("interrupted")}
     ds = flowlin.sweep(
-        problem, executor="ray", executor_options=restart, store=store, **GRID, **COMMON
+        problem, executor=flowlin.RayExecutor(**restart), store=store, **GRID, **COMMON
     )
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shards.iterdir()}
     # Exactly the missing chunk was computed; the shards already there were not rewritten.
@@ -185,28 +185,47 @@ def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, t
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "options, match",
     [
-        (dict(executor="dask"), "executor must be 'local' or 'ray', got 'dask'"),
-        (dict(executor="ray", executor_options={"num_gpu": 1}), "unknown option.*'num_gpu'"),
-        (dict(executor="ray", executor_options={"num_cpus": -1}), "num_cpus must be a number"),
-        (dict(executor="ray", executor_options={"num_gpus": 1.5}), "num_gpus must be a fraction"),
-        (dict(executor="ray", executor_options={"max_retries": 0.5}), "max_retries must be an int"),
-        (dict(executor="ray", executor_options={"address": 7}), "address must be a Ray cluster"),
+        (dict(num_cpus=-1), "num_cpus must be a number"),
+        (dict(num_gpus=1.5), "num_gpus must be a fraction"),
         (
-            dict(executor="ray", executor_options={"address": "auto", "local_num_cpus": 2}),
+            dict(address="auto", local_num_cpus=2),
             "local_num_cpus .* cannot be combined with address",
         ),
-        (dict(executor="ray", devices=jax.devices()[:1]), "devices=... chooses local devices"),
-        (dict(executor_options={"num_cpus": 1}), "executor_options is for executor='ray'"),
     ],
 )
-def test_bad_executor_options_rejected(problem, kwargs, match):
+def test_bad_executor_options_rejected(options, match):
     with pytest.raises(ValueError, match=match):
-        flowlin.sweep(problem, **GRID, **{**COMMON, **kwargs})
+        flowlin.RayExecutor(**options)
+
+
+# Options of the wrong type: a TypeError naming the option (under the test suite's
+# jaxtyping/beartype hook, its own TypeError naming the argument comes first).
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        (dict(num_gpu=1), "num_gpu"),
+        (dict(max_retries=0.5), "max_retries"),
+        (dict(address=7), "address"),
+    ],
+)
+def test_wrongly_typed_executor_options_rejected(options, match):
+    with pytest.raises(TypeError, match=match):
+        flowlin.RayExecutor(**options)
+
+
+def test_bad_executor_rejected(problem):
+    with pytest.raises(TypeError, match="executor"):
+        flowlin.sweep(problem, executor="dask", **GRID, **COMMON)
+
+
+def test_local_executor_checks_devices():
+    with pytest.raises(ValueError, match="devices is empty"):
+        flowlin.LocalExecutor(devices=[])
 
 
 def test_missing_ray_is_named(problem, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install flowlin\[ray\]"):
-        flowlin.sweep(problem, executor="ray", **GRID, **COMMON)
+        flowlin.sweep(problem, executor=flowlin.RayExecutor(), **GRID, **COMMON)
