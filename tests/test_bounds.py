@@ -74,7 +74,10 @@ def test_keys_all_applicable_and_hold(wide):
         assert bool(jnp.all(check.applicable[:3])), key
         assert bool(jnp.all(check.holds[:3])), (key, check.worst_slack)
         np.testing.assert_array_equal(check.holds, check.applicable & (check.worst_slack >= 0))
-        assert bool(jnp.all(check.holds == (check.applicable & check.holds)))
+        # BoundCheck's NaN contract: worst_slack is NaN exactly where the bound is not
+        # applicable (an applicable check always has a number: NaN there would be a bug that
+        # the line above reads as a failure).
+        np.testing.assert_array_equal(np.isnan(check.worst_slack), ~np.asarray(check.applicable))
     # Theorem 2's constants are loose: orders of magnitude above the observed distance.
     assert bool(jnp.all(checks["distance_wide_network"].tightness[:3] < 1e-2))
 
@@ -130,6 +133,25 @@ def test_not_applicable_is_explicit(wide):
     narrow = flowlin.check_bounds(traj, gram, problem, width=50, alpha=ALPHA)
     assert not bool(narrow["lemma1_imbalance"].applicable)
     assert not bool(narrow["distance_wide_network"].applicable)
+
+
+def test_vacuous_bounds_are_not_applicable():
+    """A bound that says nothing is not reported as held, although its inequality is then
+    satisfied vacuously: at width h = 1 < r = m = 2, c = 0, so ICML Theorem 1's rate is 0 (its
+    envelope is the constant L(0) - L*, which the flow never exceeds), the deterministic
+    distance bound is inf, and v2 Proposition 1's bound is 0 up to round-off."""
+    problem = _whitened(7, 2, 5, 2)
+    net = _index(_nets(8, 1, 5, 2, 1, 0.5, 0.5), 0)
+    assert float(theory.rate_imbalance(net, problem)) == 0
+    assert np.isinf(theory.distance_bound(net, problem))
+    traj = flowlin.gradient_flow(net, problem, 10.0)
+    checks = flowlin.check_bounds(traj, net, problem)
+    for key in ("loss_imbalance", "distance_deterministic", "rate_instantaneous"):
+        assert not bool(checks[key].applicable) and not bool(checks[key].holds), key
+        assert np.isnan(checks[key].worst_slack) and np.isnan(checks[key].tightness), key
+    # The bounds that do say something here apply and hold.
+    for key in ("imbalance_conserved", "loss_margin_local", "distance_a_posteriori"):
+        assert bool(checks[key].applicable) and bool(checks[key].holds), key
 
 
 def test_missing_diagnostics_and_early_stop():
