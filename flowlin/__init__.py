@@ -40,14 +40,23 @@ from ._flow import (
     gradient_flow as gradient_flow,
 )
 from ._gram_init import GramInit as GramInit
+from ._method import (
+    AbstractFlowMethod as AbstractFlowMethod,
+    FullWeights as FullWeights,
+    Gram as Gram,
+)
 from ._network import LinearNetwork as LinearNetwork
 from ._problem import Problem as Problem
-from ._reproduce import reproduce as reproduce
 from ._results import RESULTS as RESULTS
 from ._saveat import DIAGNOSTICS as DIAGNOSTICS, SaveAt as SaveAt
-from ._store import open_sweep as open_sweep
 from ._summary import BoundsSummary as BoundsSummary, summarize_bounds as summarize_bounds
-from ._sweep import sweep as sweep
+from ._sweep import (
+    AbstractExecutor as AbstractExecutor,
+    LocalExecutor as LocalExecutor,
+    RayExecutor as RayExecutor,
+    open_sweep as open_sweep,
+    sweep as sweep,
+)
 from ._trajectory import Trajectory as Trajectory
 
 

@@ -8,7 +8,7 @@ from jaxtyping import Array, Float
 from ._problem import Problem
 
 
-def _safe_div(a, b):
+def safe_div(a, b):
     ok = b > 0
     return jnp.where(ok, a / jnp.where(ok, b, 1.0), jnp.where(a == 0, 0.0, jnp.nan))
 
@@ -73,10 +73,10 @@ def weight_diagnostics(
             # ρ = 2(‖U1ᵀ Σ^{1/2} E‖² + ⟨E, Σ E V Vᵀ⟩)/‖E‖², and ⟨E, ΣEVVᵀ⟩ = ‖Σ^{1/2} E V‖².
             SE = S * E
             num = jnp.sum((U1.T @ SE) ** 2) + jnp.sum((SE @ W2) ** 2)
-            out["rate"] = 2.0 * _safe_div(num, e2)
+            out["rate"] = 2.0 * safe_div(num, e2)
     if "imbalance_drift" in names:
         change = imbalance_change_norm(U1, W2, ref.U1, ref.V)
-        out["imbalance_drift"] = _safe_div(change, ref.imbalance_scale)
+        out["imbalance_drift"] = safe_div(change, ref.imbalance_scale)
     if "product_min_singular_value" in names:
         # σ_min(U1 Vᵀ) (r×m): the only singular value of v2 Proposition 1's bound that can be
         # nonzero among σ_m and σ_r (an index beyond min(r, m) gives 0).
@@ -86,5 +86,5 @@ def weight_diagnostics(
     if "u2_drift" in names:
         # U2 is linear in W1: project the movement (not the two states) for full accuracy.
         d = problem.null_part(W1 - ref.W1)
-        out["u2_drift"] = _safe_div(jnp.sqrt(jnp.sum(d**2)), ref.w1_norm)
+        out["u2_drift"] = safe_div(jnp.sqrt(jnp.sum(d**2)), ref.w1_norm)
     return {k: out[k] for k in names}

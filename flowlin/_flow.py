@@ -4,24 +4,21 @@ import warnings
 from collections.abc import Sequence
 
 import diffrax as dfx
-import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import ScalarLike
-from ._diagnostics import Reference, weight_diagnostics
 from ._errors import check_positive, is_concrete
-from ._gram import check_gram_init, solve_gram
 from ._gram_init import GramInit
+from ._method import AbstractFlowMethod, FullWeights
+from ._method._integrate import event_tolerance, integrate
 from ._misc import tree_cast
-from ._network import LinearNetwork, check_compatible
+from ._network import LinearNetwork
 from ._problem import Problem
-from ._results import RESULTS
-from ._saveat import DEFAULT_NUM_SAVES, SaveAt, diffrax_saveat, split_solution
-from ._trajectory import Trajectory, make_trajectory
+from ._saveat import DEFAULT_NUM_SAVES, SaveAt
+from ._trajectory import Trajectory
 
 
 #: Default (rtol, atol) per dtype. float64: rtol 1e-8 leaves ~7 digits of margin over
@@ -78,153 +75,13 @@ def resolve_save_times(call: str, saveat, t1, dtype) -> tuple[SaveAt, Float[Arra
     return saveat, ts
 
 
-def event_tolerance(problem: Problem, threshold) -> Float[Array, ""]:
-    r"""Tolerance (in $\log(L - L^\star)$ and in $t$) of the root find that locates
-    `stop_at_loss`.
-
-    The event function $\log(L - L^\star) - \log(\text{threshold})$ is computed from
-    $E = \tilde Y - \Sigma^{1/2}U_1V^\top$, which loses digits to cancellation as $E$ shrinks:
-    at the crossing, $\|E\|_F = \sqrt{2\,\text{threshold}}$, it is known only to about
-    $\epsilon(1 + \|\tilde Y\|_F/\|E\|_F)$. Asking for less makes the root find fail (a fixed
-    $100\epsilon$ did, for thresholds below ~1e-4); this asks for 100 times that.
-    """
-    eps = jnp.finfo(problem.dtype).eps
-    scale = jnp.sqrt(jnp.sum(problem.Y_tilde**2)) / jnp.sqrt(2 * threshold)
-    return 100 * eps * (1 + scale)
-
-
-class _FlowField(eqx.Module):
-    r"""$\dot W_1 = W_2^\top R^\top X$, $\dot W_2 = R^\top X W_1^\top$,
-    $R = Y - XW_1^\top W_2^\top$.
-
-    With `integrate_error`, the state carries a third component $I$ with $\dot I = \|E\|_F$,
-    $E = W_x^\top R$ (theory.md §2(f)'s a-posteriori exponent).
-    """
-
-    X: Float[Array, "n D"]
-    Y: Float[Array, "n m"]
-    Wx: Float[Array, "n r"]
-    integrate_error: bool = eqx.field(static=True)
-
-    def __call__(self, t, y, args):
-        W1, W2 = y[0], y[1]
-        R = self.Y - (self.X @ W1.T) @ W2.T  # n×m
-        RX = R.T @ self.X  # m×D; -∂L/∂W = Rᵀ X
-        if not self.integrate_error:
-            return W2.T @ RX, RX @ W1.T
-        return W2.T @ RX, RX @ W1.T, jnp.sqrt(jnp.sum((self.Wx.T @ R) ** 2))
-
-
-class _FlowArgs(eqx.Module):
-    problem: Problem
-    ref: Reference
-    log_threshold: Float[Array, ""] | None
-
-
-def _log_excess_minus_threshold(t, y, args: _FlowArgs, **kwargs):
-    """Event function: log(L - L*) - log(threshold), crossing zero downward at the stop."""
-    W1, W2 = y[0], y[1]
-    E = args.problem.error(W2 @ W1)
-    excess = 0.5 * jnp.sum(E**2)
-    tiny = jnp.finfo(excess.dtype).tiny
-    return jnp.log(jnp.maximum(excess, tiny)) - args.log_threshold
-
-
-@eqx.filter_jit
-def _solve_full(
-    net,
-    problem,
-    t1,
-    ts,
-    threshold,
-    *,
-    saveat,
-    solver,
-    controller,
-    adjoint,
-    max_steps,
-    dt0,
-    event_tol,
-):
-    names = saveat.diagnostics
-    integrate_error = "error_integral" in names
-    W1, W2 = net.W1, net.W2
-    ref = Reference(problem, W1, W2)
-    log_thr = None if threshold is None else jnp.log(threshold)
-    args = _FlowArgs(problem, ref, log_thr)
-
-    def diagnostics(y, args):
-        integral = y[2] if integrate_error else None
-        return weight_diagnostics(args.problem, y[0], y[1], args.ref, names, integral)
-
-    def save_fn(t, y, args):
-        return diagnostics(y, args), ((y[0], y[1]) if saveat.networks else None)
-
-    def final_fn(t, y, args):
-        return (y[0], y[1]), diagnostics(y, args)
-
-    # BacksolveAdjoint accepts only a plain SaveAt of the state (no subs, no fn): then save
-    # the state at ts and t1 and compute the diagnostics after the solve. Otherwise compute
-    # them inside diffrax's save, which keeps only scalars per time (not h×D weights).
-    backsolve = isinstance(adjoint, dfx.BacksolveAdjoint)
-    dfx_saveat = diffrax_saveat(ts, adjoint, save_fn, final_fn)
-    event = None
-    if threshold is not None:
-        event = dfx.Event(
-            _log_excess_minus_threshold,
-            root_finder=optx.Newton(rtol=event_tol, atol=event_tol),
-            direction=False,
-        )
-    y0 = (W1, W2, jnp.zeros((), W1.dtype)) if integrate_error else (W1, W2)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(_FlowField(problem.X, problem.Y, problem.Wx, integrate_error)),
-        solver,
-        t0=jnp.zeros((), ts.dtype),
-        t1=t1,
-        dt0=dt0,
-        y0=y0,
-        args=args,
-        saveat=dfx_saveat,
-        stepsize_controller=controller,
-        adjoint=adjoint,
-        max_steps=max_steps,
-        event=event,
-        throw=False,
-    )
-    save_ts, final_time, saved, final = split_solution(sol, adjoint)
-    if backsolve:
-        diag, states = jax.vmap(lambda y: save_fn(None, y, args))(saved)
-        (W1f, W2f), final_values = final_fn(None, final, args)
-    else:
-        diag, states = saved
-        (W1f, W2f), final_values = final
-    result = RESULTS.promote(sol.result)
-    finite = jnp.all(jnp.isfinite(W1f)) & jnp.all(jnp.isfinite(W2f))
-    result = RESULTS.where(finite, result, RESULTS.diverged)
-    networks = None
-    if saveat.networks:
-        networks = eqx.tree_at(lambda n: (n.W1, n.W2), net, states)
-    return make_trajectory(
-        save_ts,
-        diag,
-        networks=networks,
-        final_network=LinearNetwork(W1f, W2f),
-        final_time=final_time,
-        final_values=final_values,
-        result=result,
-        num_steps=sol.stats["num_steps"],
-        iterations=None,
-        method="full",
-    )
-
-
 def gradient_flow(
     net: LinearNetwork | GramInit,
     problem: Problem,
     t1: ScalarLike,
     *,
     saveat: SaveAt | Float[ArrayLike, " times"] | Sequence[float] | None = None,
-    method: str = "full",  # "full" | "gram"
+    method: AbstractFlowMethod = FullWeights(),
     solver: dfx.AbstractSolver | None = None,
     rtol: float | None = None,
     atol: float | None = None,
@@ -233,7 +90,6 @@ def gradient_flow(
     dt0: ScalarLike | None = None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
     adjoint: dfx.AbstractAdjoint | None = None,
-    **method_options,
 ) -> Trajectory:
     r"""Integrate the gradient flow of $L = \tfrac12\|Y - XW_1^\top W_2^\top\|_F^2$ exactly.
 
@@ -245,21 +101,18 @@ def gradient_flow(
     **Arguments:**
 
     - `net`: the initialization, a `flowlin.LinearNetwork` with `W1` (h×D), `W2` (m×h); or,
-      for `method="gram"` only, a `flowlin.GramInit` (its statistics $Q_0$, $K$, e.g. from
-      `flowlin.init.wishart` at any width without materialising it).
+      for `method=flowlin.Gram()` only, a `flowlin.GramInit` (its statistics $Q_0$, $K$, e.g.
+      from `flowlin.init.wishart` at any width without materialising it).
     - `problem`: the `flowlin.Problem` (X, Y).
     - `t1`: final time (may be traced).
     - `saveat`: a `flowlin.SaveAt`, or just an array of save times in `[0, t1]`. Default:
       101 equally spaced times, all diagnostics.
-    - `method`: `"full"` integrates $(W_1, W_2)$ (cost per step $O(nDh)$); `"gram"` integrates
-      the width-independent system of theory.md §3: $Z = [\Sigma^{1/2}U_1; V] = Z_r\Omega$
-      with $\Omega$ fixed and $Z_r$ of size $(r+m)\times\min(h, r+m)$ following
-      $\dot Z_r = A(Z_rZ_r^\top)Z_r$ (cost $O((r+m)^3)$ per step whatever $h$); every
-      diagnostic is computed from $Z_r$ and the initialization's statistics (see
-      `flowlin._gram`). Both methods give the same trajectory to tolerance. The gram method's
-      `u2_drift` is identically 0 ($U_2$ is constant and not integrated) and its
-      `imbalance_drift` is the drift of $\Lambda$ along the computed $Z(t) = Z_r(t)\Omega$,
-      with the full solver's normalization.
+    - `method`: how to integrate, a `flowlin.AbstractFlowMethod`:
+      `flowlin.FullWeights()` (default) integrates $(W_1, W_2)$, cost per step $O(nDh)$;
+      `flowlin.Gram()` integrates the width-independent reduced system of theory.md §3,
+      $\dot Z_r = A(Z_rZ_r^\top)Z_r$ of size $(r+m)\times\min(h, r+m)$, cost $O((r+m)^3)$ per
+      step whatever $h$. Both give the same trajectory to tolerance. A method's options are
+      its fields (e.g. `flowlin.Gram(reconstruct=False)`).
     - `solver`: any diffrax ODE solver (default `diffrax.Tsit5()`; `diffrax.Dopri8()` is
       cheaper at very tight tolerances).
     - `rtol`, `atol`: step-size-controller tolerances; defaults follow the dtype (float64:
@@ -300,9 +153,6 @@ def gradient_flow(
       The event time `Trajectory.event_time` of `stop_at_loss` is differentiable with every
       adjoint that supports events: its derivative follows from the implicit function
       theorem applied to $\log(L(t) - L^\star) = \log(\text{threshold})$.
-    - `reconstruct` (`method="gram"` only): rebuild `Trajectory.final_network` from
-      $Z_r(t_1)$ (one $O(hD(r+m))$ product). Default `True` for a `LinearNetwork`; a
-      `GramInit` has no weights, so its `final_network` is `None` (and `True` is an error).
 
     **Returns:** a `flowlin.Trajectory`. Non-convergence (step budget, non-finite values) is
     reported in `result`/`succeeded`, never raised.
@@ -323,25 +173,21 @@ def gradient_flow(
         raise TypeError(
             f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
         )
-    if method not in ("full", "gram"):
-        raise ValueError(f"`{call}`: method must be 'full' or 'gram', got {method!r}")
-    if isinstance(net, GramInit):
-        if method != "gram":
-            raise ValueError(
-                f"`{call}`: net is a flowlin.GramInit (the statistics Q, K of an "
-                f"initialization, without its weights), which only method='gram' can "
-                f"integrate; got method={method!r}. Pass the LinearNetwork for method='full'."
-            )
-        check_gram_init(call, net, problem)
-        dtype = jnp.result_type(net.Q.dtype, net.K.dtype, problem.dtype)
-    elif isinstance(net, LinearNetwork):
-        check_compatible(call, net, problem)
-        dtype = jnp.result_type(net.dtype, problem.dtype)
-    else:
+    if not isinstance(method, AbstractFlowMethod):
+        hint = ""
+        if isinstance(method, str):
+            hint = " (the strings 'full'/'gram' are only for sweep TOML files and the CLI)"
         raise TypeError(
-            f"`{call}`: net must be a flowlin.LinearNetwork, or for method='gram' a "
+            f"`{call}`: method must be a flow method object, flowlin.FullWeights() or "
+            f"flowlin.Gram(), got {method!r}{hint}"
+        )
+    if not isinstance(net, (LinearNetwork, GramInit)):
+        raise TypeError(
+            f"`{call}`: net must be a flowlin.LinearNetwork, or for method=flowlin.Gram() a "
             f"flowlin.GramInit, got {type(net).__name__}"
         )
+    networks = isinstance(saveat, SaveAt) and saveat.networks
+    dtype = method.check(call, net, problem, networks)
     check_positive(call, "t1", t1)
     if stop_at_loss is not None:
         check_positive(call, "stop_at_loss", stop_at_loss)
@@ -370,7 +216,13 @@ def gradient_flow(
     net = tree_cast(net, dtype)
     problem = tree_cast(problem, dtype)
     event_tol = None if threshold is None else event_tolerance(problem, threshold)
-    options = dict(
+    return integrate(
+        method,
+        net,
+        problem,
+        t1,
+        ts,
+        threshold,
         saveat=saveat,
         solver=solver,
         controller=stepsize_controller,
@@ -379,8 +231,3 @@ def gradient_flow(
         dt0=dt0,
         event_tol=event_tol,
     )
-    if method == "gram":
-        return solve_gram(net, problem, t1, ts, threshold, **options, **method_options)
-    if method_options:
-        raise TypeError(f"`{call}`: unexpected options for method='full': {sorted(method_options)}")
-    return _solve_full(net, problem, t1, ts, threshold, **options)

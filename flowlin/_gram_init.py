@@ -2,10 +2,18 @@
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float
 
+from ._errors import as_float_array, check_finite, is_concrete
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem
+
+
+def _symmetry_rtol(dtype, k: int) -> float:
+    """A Gram matrix formed in floating point is symmetric to round-off (~k·eps relative to
+    its largest entry); anything 100 times farther from symmetric is not one."""
+    return 100 * k * float(jnp.finfo(dtype).eps)
 
 
 class GramInit(eqx.Module):
@@ -25,11 +33,40 @@ class GramInit(eqx.Module):
 
     Build one from a network with `flowlin.init.gram_init(net, problem)`, or sample that of a
     Gaussian initialization of any width, without its weights, with `flowlin.init.wishart`;
-    integrate it with `flowlin.gradient_flow(init, problem, t1, method="gram")`.
+    integrate it with `flowlin.gradient_flow(init, problem, t1, method=flowlin.Gram())`.
     """
 
     Q: Float[Array, "k k"]
     K: Float[Array, "k k"]
+
+    def __init__(self, Q: ArrayLike, K: ArrayLike):  # (k, k) each: validated below
+        call = "flowlin.GramInit(Q=..., K=...)"
+        self.Q = as_float_array(call, "Q", Q)
+        self.K = as_float_array(call, "K", K)
+
+    def __check_init__(self):
+        call = "flowlin.GramInit(Q=..., K=...)"
+        for name in ("Q", "K"):
+            x = getattr(self, name)
+            if not eqx.is_array(x) or not jnp.issubdtype(x.dtype, jnp.floating):
+                raise TypeError(
+                    f"`{call}`: {name} must be a floating-point array, got {type(x).__name__}"
+                )
+            if x.ndim != 2 or x.shape[0] != x.shape[1]:
+                raise ValueError(f"`{call}`: {name} must be a square matrix, got shape {x.shape}")
+        if self.K.shape != self.Q.shape:
+            raise ValueError(
+                f"`{call}`: Q and K must have one shape (r+m, r+m), got {self.Q.shape} and "
+                f"{self.K.shape}"
+            )
+        for name in ("Q", "K"):
+            x = getattr(self, name)
+            check_finite(call, name, x)
+            if is_concrete(x):
+                a = np.asarray(x)
+                tol = _symmetry_rtol(a.dtype, a.shape[0]) * np.max(np.abs(a), initial=0.0)
+                if np.max(np.abs(a - a.T), initial=0.0) > tol:
+                    raise ValueError(f"`{call}`: {name} must be symmetric (a Gram matrix)")
 
 
 def gram_init(net: LinearNetwork, problem: Problem) -> GramInit:

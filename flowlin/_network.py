@@ -39,6 +39,13 @@ class LinearNetwork(eqx.Module):
         W2 = as_float_array(call, "W2", W2)
         check_ndim(call, "W1", W1, 2, "width h x inputs D")
         check_ndim(call, "W2", W2, 2, "outputs m x width h")
+        dtype = jnp.result_type(W1.dtype, W2.dtype)
+        self.W1 = W1.astype(dtype)
+        self.W2 = W2.astype(dtype)
+
+    def __check_init__(self):
+        call = "LinearNetwork(W1=..., W2=...)"
+        W1, W2 = self.W1, self.W2
         if W1.shape[0] != W2.shape[1]:
             raise ValueError(
                 f"`{call}`: the hidden widths disagree: W1 has {W1.shape[0]} rows but W2 has "
@@ -50,9 +57,6 @@ class LinearNetwork(eqx.Module):
             raise ValueError(f"`{call}`: empty layer, got W1.shape={W1.shape}, W2.shape={W2.shape}")
         check_finite(call, "W1", W1)
         check_finite(call, "W2", W2)
-        dtype = jnp.result_type(W1.dtype, W2.dtype)
-        self.W1 = W1.astype(dtype)
-        self.W2 = W2.astype(dtype)
 
     def __call__(self, x: Float[Array, " D"]) -> Float[Array, " m"]:
         """The network applied to one input `x` (use `jax.vmap` for a batch)."""

@@ -47,50 +47,48 @@ class SaveAt(eqx.Module):
         self,
         ts: Float[ArrayLike, " times"] | Sequence[float] | None = None,
         *,
-        diagnostics: tuple[str, ...] | list[str] = DIAGNOSTICS,
+        diagnostics: str | tuple[str, ...] | list[str] = DIAGNOSTICS,
         networks: bool = False,
     ):
         if isinstance(diagnostics, str):
             diagnostics = (diagnostics,)
-        diagnostics = tuple(diagnostics)
-        unknown = [d for d in diagnostics if d not in DIAGNOSTICS]
+        self.ts = None if ts is None else jnp.asarray(ts)
+        self.diagnostics = tuple(diagnostics)
+        self.networks = bool(networks)
+
+    def __check_init__(self):
+        unknown = [d for d in self.diagnostics if d not in DIAGNOSTICS]
         if unknown:
             raise ValueError(
                 f"`flowlin.SaveAt(diagnostics=...)`: unknown diagnostic(s) {unknown}; "
                 f"choose from {DIAGNOSTICS}"
             )
-        if ts is not None:
-            ts = jnp.asarray(ts)
-            if ts.ndim != 1 or ts.shape[0] == 0:
-                raise ValueError(
-                    f"`flowlin.SaveAt(ts=...)`: ts must be a non-empty 1-D array of times, "
-                    f"got shape {ts.shape}"
-                )
-        self.ts = ts
-        self.diagnostics = diagnostics
-        self.networks = bool(networks)
+        if self.ts is not None and (self.ts.ndim != 1 or self.ts.shape[0] == 0):
+            raise ValueError(
+                f"`flowlin.SaveAt(ts=...)`: ts must be a non-empty 1-D array of times, "
+                f"got shape {self.ts.shape}"
+            )
 
 
-def diffrax_saveat(ts, adjoint, fn=None, final_fn=None):
-    """The `diffrax.SaveAt` of a flowlin solve: the state (or `fn` of it) at `ts`, and the
-    state (or `final_fn` of it) at the end of the run, as two subs.
+def diffrax_saveat(ts, adjoint, fn=None):
+    """The `diffrax.SaveAt` of a flowlin solve: `fn` of the state (or the state) at `ts`, and
+    the state at the end of the run, as two subs.
 
     `diffrax.BacksolveAdjoint` accepts only one plain `SaveAt` of the state (no subs, no
-    `fn`): then the state is saved at `ts` and at t1 together, and the caller applies `fn` /
-    `final_fn` after the solve. Otherwise the subs are kept (diffrax differentiates an event
-    time only through the t1 save of its own sub). Unpack with `split_solution`.
+    `fn`): then the state is saved at `ts` and at t1 together, and the caller applies `fn`
+    after the solve. Otherwise the subs are kept (diffrax differentiates an event time only
+    through the t1 save of its own sub). Unpack with `split_solution`.
     """
     if isinstance(adjoint, dfx.BacksolveAdjoint):
         return dfx.SaveAt(ts=ts, t1=True)
     at_ts = dfx.SubSaveAt(ts=ts) if fn is None else dfx.SubSaveAt(ts=ts, fn=fn)
-    at_t1 = dfx.SubSaveAt(t1=True) if final_fn is None else dfx.SubSaveAt(t1=True, fn=final_fn)
-    return dfx.SaveAt(subs=[at_ts, at_t1])
+    return dfx.SaveAt(subs=[at_ts, dfx.SubSaveAt(t1=True)])
 
 
 def split_solution(sol, adjoint):
     """`(save_ts, final_time, saved, final)` of a solve saved with `diffrax_saveat`: what
-    was saved at `ts` (batched over them) and at the end of the run (unbatched). Under
-    `BacksolveAdjoint` both are raw states (apply `fn` / `final_fn` yourself)."""
+    was saved at `ts` (batched over them) and the state at the end of the run (unbatched).
+    Under `BacksolveAdjoint` the saves at `ts` are raw states too (apply `fn` yourself)."""
     if isinstance(adjoint, dfx.BacksolveAdjoint):
         saved = jax.tree_util.tree_map(lambda x: x[:-1], sol.ys)
         final = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)

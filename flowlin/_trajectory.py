@@ -42,7 +42,7 @@ class Trajectory(eqx.Module):
     - `networks`: $(W_1, W_2)$ at each time if `SaveAt(networks=True)`, else `None`.
     - `final_network`: the network where the run ended (for the gram method, rebuilt from the
       reduced state when it started from a `LinearNetwork`; `None` when it started from a
-      `flowlin.GramInit` or with `reconstruct=False`).
+      `flowlin.GramInit` or with `flowlin.Gram(reconstruct=False)`).
     - `final_time`: the time the run ended ($t_1$, or the time the excess loss crossed
       `stop_at_loss`).
     - `final_values`: dict of the requested diagnostics at `final_time`.

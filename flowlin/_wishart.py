@@ -73,7 +73,7 @@ def wishart(
     reduced to two $(r+m)\times(r+m)$ factors (module docstring).
 
     **What this reproduces.** The distribution of $Q_0 = Z_0Z_0^\top$ and
-    $K = G_0^\top G_0$, hence of everything `flowlin.gradient_flow(..., method="gram")`
+    $K = G_0^\top G_0$, hence of everything `flowlin.gradient_flow(..., method=flowlin.Gram())`
     computes from them: the whole trajectory of the loss, excess loss, rate, imbalance drift,
     distance to the min-norm solution, $\sigma_{\min}(U_1V^\top)$ and error integral; and of
     the initialization's theory quantities that are functions of $(Q_0, K)$: the nonzero
@@ -93,7 +93,7 @@ def wishart(
       for the paper's scaling (`flowlin.init.paper`) pass `h ** -alpha` for both.
 
     **Returns:** a `flowlin.GramInit` for `flowlin.gradient_flow(init, problem, t1,
-    method="gram")`.
+    method=flowlin.Gram())`.
 
     **Example:**
 
@@ -101,7 +101,7 @@ def wishart(
     problem = flowlin.problems.gaussian(jax.random.key(0), n=100, D=400, m=1)
     h = 10**9
     init = flowlin.init.wishart(jax.random.key(1), problem, h, h**-0.5, h**-0.5)
-    traj = flowlin.gradient_flow(init, problem, t1=50.0, method="gram")
+    traj = flowlin.gradient_flow(init, problem, t1=50.0, method=flowlin.Gram())
     ```
     """
     call = "flowlin.init.wishart(...)"

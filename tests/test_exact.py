@@ -43,7 +43,9 @@ def test_scalar_closed_form(getkey):
         problem = flowlin.Problem(jnp.array([[1.0, 0.0]]), jnp.reshape(y, (1, 1)), rank=1)
         net = flowlin.LinearNetwork(jnp.stack([u0, a])[None], jnp.reshape(v0, (1, 1)))
         saves = flowlin.SaveAt(ts=TS, networks=True, diagnostics=("excess_loss",))
-        return flowlin.gradient_flow(net, problem, TS[-1], saveat=saves, method="gram", **TIGHT)
+        return flowlin.gradient_flow(
+            net, problem, TS[-1], saveat=saves, method=flowlin.Gram(), **TIGHT
+        )
 
     traj = jax.vmap(solve)(jnp.asarray(SCALAR_CASES))
     worst = 0.0
@@ -88,7 +90,7 @@ def test_lambda_balanced_riccati(getkey):
         saves = flowlin.SaveAt(ts=TS, networks=True, diagnostics=("excess_loss",))
         return jax.vmap(
             lambda n: flowlin.gradient_flow(
-                n, problem, TS[-1], saveat=saves, method="gram", **TIGHT
+                n, problem, TS[-1], saveat=saves, method=flowlin.Gram(), **TIGHT
             )
         )(nets)
 
@@ -142,7 +144,7 @@ def test_asymptotic_rate(getkey):
         saves = flowlin.SaveAt(ts=jnp.array([0.0]), diagnostics=("rate",))
         traj = jax.vmap(
             lambda n, thr: flowlin.gradient_flow(
-                n, problem, 500.0, saveat=saves, method="gram", stop_at_loss=thr, **TIGHT
+                n, problem, 500.0, saveat=saves, method=flowlin.Gram(), stop_at_loss=thr, **TIGHT
             )
         )(nets, thresholds)
         return traj.final_values["rate"], traj.reached_threshold

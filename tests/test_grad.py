@@ -79,6 +79,10 @@ def _instance(key):
     return params, fixed, directions, steps
 
 
+#: The two flow methods, by the names the tests are parametrized with.
+METHODS = {"full": flowlin.FullWeights(), "gram": flowlin.Gram()}
+
+
 def _outputs(params, fixed, method, adjoint=None):
     """(distance, loss, rate) at t1 and the time to reach the threshold, as one vector."""
     problem = flowlin.Problem(params["X"], params["Y"], rank=N)
@@ -87,7 +91,7 @@ def _outputs(params, fixed, method, adjoint=None):
         s[0] * fixed["G1"] + e * fixed["dW1"], s[1] * fixed["G2"] + e * fixed["dW2"]
     )
     saveat = flowlin.SaveAt(ts=jnp.zeros(1), diagnostics=DIAGNOSTICS)
-    common = dict(method=method, saveat=saveat, adjoint=adjoint, **SOLVER_TOL)
+    common = dict(method=METHODS[method], saveat=saveat, adjoint=adjoint, **SOLVER_TOL)
     traj = flowlin.gradient_flow(net, problem, params["t1"], **common)
     stop = flowlin.gradient_flow(net, problem, T_MAX, stop_at_loss=fixed["threshold"], **common)
     at_t1 = [traj.final_values[name] for name in DIAGNOSTICS]
@@ -239,7 +243,7 @@ def test_backsolve_adjoint_on_a_short_horizon(instances, method):
             problem,
             BACKSOLVE_T1,
             saveat=saveat,
-            method=method,
+            method=METHODS[method],
             adjoint=dfx.BacksolveAdjoint(),
             **SOLVER_TOL,
         )
@@ -303,7 +307,7 @@ def _final_distance(s, unit, problem, t1):
     init = flowlin.GramInit(Q=s**2 * unit.Q, K=s**4 * unit.K)
     saveat = flowlin.SaveAt(ts=jnp.zeros(1), diagnostics=("distance_to_min_norm", "excess_loss"))
     traj = flowlin.gradient_flow(
-        init, problem, t1, saveat=saveat, method="gram", rtol=1e-10, atol=1e-12
+        init, problem, t1, saveat=saveat, method=flowlin.Gram(), rtol=1e-10, atol=1e-12
     )
     return traj.final_values["distance_to_min_norm"], traj.final_values["excess_loss"]
 

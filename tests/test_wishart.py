@@ -106,7 +106,7 @@ def test_final_distance_at_width_2000_matches_materialised_inits(getkey):
 
     @eqx.filter_jit
     def final_distances(inits):
-        run = lambda g: flowlin.gradient_flow(g, problem, t1, saveat=saves, method="gram")  # noqa: E731
+        run = lambda g: flowlin.gradient_flow(g, problem, t1, saveat=saves, method=flowlin.Gram())  # noqa: E731
         traj = jax.vmap(run)(inits)
         return traj.distance_to_min_norm[:, -1], traj.excess_loss[:, -1], traj.succeeded
 
@@ -152,7 +152,7 @@ def test_any_width_costs_the_same_and_h_may_be_traced(getkey):
     np.testing.assert_array_equal(np.asarray(traced.K), np.asarray(huge.K))
     std = 1e-9**0.5  # NTK scaling: O(1) statistics at any width
     ntk = flowlin.init.wishart(key, problem, 10**9, std, std)
-    traj = flowlin.gradient_flow(ntk, problem, 20.0, method="gram")
+    traj = flowlin.gradient_flow(ntk, problem, 20.0, method=flowlin.Gram())
     assert bool(traj.succeeded)
     assert float(traj.excess_loss[-1]) < 1e-6 * float(traj.excess_loss[0])
 

@@ -1,4 +1,4 @@
-r"""The width-independent exact gradient flow of the two-layer network (theory.md §3).
+r"""The width-independent method: integrate the reduced state $Z_r$ (theory.md §3).
 
 With $S = \Sigma^{1/2}$ and $Z = [SU_1; V]$ ($k\times h$, $k = r + m$), gradient flow is
 $\dot Z = A(Q)Z$ with $Q = ZZ^\top$, $E = \tilde Y - Q_{12}$ and
@@ -11,7 +11,7 @@ $$\dot Z_r = A(Z_rZ_r^\top)\,Z_r,\qquad Z_r(0) = L,$$
 
 is the same flow for a width-$w$ network, and every quantity flowlin reports is a function of
 $Z_r(t)$, $L$ and the null-space Gram $J = \Omega U_2(0)^\top U_2(0)\Omega^\top$ ($w\times w$;
-$K = G_0^\top G_0 = LJL^\top$): see `_GramSystem.diagnostics`. Per step: $O(k^3)$, whatever
+$K = G_0^\top G_0 = LJL^\top$): see `GramSystem.diagnostics`. Per step: $O(k^3)$, whatever
 the width $h$.
 
 - From a `LinearNetwork`: $w = \min(h, k)$; for $h > k$, $\Omega = Q_h^\top$ from the thin QR
@@ -33,21 +33,19 @@ bounded (it is a network's weights), keeps $Q = Z_rZ_r^\top$ positive semi-defin
 step-size control sees exactly the state the final weights are rebuilt from.
 """
 
-import diffrax as dfx
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optimistix as optx
 from jaxtyping import Array, Float
 
-from ._diagnostics import _safe_div
-from ._errors import check_finite
-from ._gram_init import GramInit
-from ._network import LinearNetwork
-from ._problem import Problem
-from ._results import RESULTS
-from ._saveat import SaveAt, diffrax_saveat, split_solution
-from ._trajectory import Trajectory, make_trajectory
+from .._diagnostics import safe_div
+from .._errors import check_finite
+from .._gram_init import GramInit
+from .._network import LinearNetwork, check_compatible
+from .._problem import Problem
+from ._base import AbstractFlowMethod
 
 
 def _rank_rtol(dtype, k: int) -> float:
@@ -60,7 +58,7 @@ def _rank_rtol(dtype, k: int) -> float:
     return 10 * k * float(jnp.finfo(dtype).eps)
 
 
-class _GramSystem(eqx.Module):
+class GramSystem(eqx.Module):
     r"""The data of the reduced system: the problem's $\Sigma$, $\tilde Y$, $L^\star$ and the
     initialization's factor $L = Z_r(0)$ and null-space Gram $J$."""
 
@@ -113,12 +111,12 @@ class _GramSystem(eqx.Module):
             out["excess_loss"] = 0.5 * e2
         if "rate" in names:
             num = jnp.sum((top.T @ E) ** 2) + jnp.sum(((sqrt_sigma[:, None] * E) @ bot) ** 2)
-            out["rate"] = 2.0 * _safe_div(num, e2)
+            out["rate"] = 2.0 * safe_div(num, e2)
         if "imbalance_drift" in names:
             M = jnp.concatenate([1.0 / self.sigma, -jnp.ones(Z.shape[0] - r, Z.dtype)])
             change = (Z.T * M) @ Z - (self.L.T * M) @ self.L
             scale = jnp.sum(jnp.abs(M)[:, None] * self.L**2)
-            out["imbalance_drift"] = _safe_div(jnp.sqrt(jnp.sum(change**2)), scale)
+            out["imbalance_drift"] = safe_div(jnp.sqrt(jnp.sum(change**2)), scale)
         if "distance_to_min_norm" in names:
             row = jnp.sum((E / sqrt_sigma[:, None]) ** 2)
             null = jnp.maximum(jnp.sum(bot * (bot @ self.J)), 0.0)  # tr(Z_b J Z_bᵀ) >= 0
@@ -133,34 +131,7 @@ class _GramSystem(eqx.Module):
         return {key: out[key] for key in names}
 
 
-class _GramField(eqx.Module):
-    r"""$\dot Z_r = A(Z_rZ_r^\top)Z_r = [\Sigma EZ_b;\ E^\top Z_t]$ (theory.md §3).
-
-    With `integrate_error`, the state carries $I$ with $\dot I = \|E\|_F$ (theory.md §2(f)).
-    """
-
-    system: _GramSystem
-    integrate_error: bool = eqx.field(static=True)
-
-    def __call__(self, t, y, args):
-        Z = y[0]
-        r = self.system.rank
-        E = self.system.error(Z)
-        dZ = jnp.concatenate([self.system.sigma[:, None] * (E @ Z[r:]), E.T @ Z[:r]], axis=0)
-        if not self.integrate_error:
-            return (dZ,)
-        return dZ, jnp.sqrt(jnp.sum(E**2))
-
-
-def _log_excess_minus_threshold(t, y, args, **kwargs):
-    """Event function: log(L - L*) - log(threshold), crossing zero downward at the stop."""
-    system, log_threshold = args
-    excess = 0.5 * jnp.sum(system.error(y[0]) ** 2)
-    tiny = jnp.finfo(excess.dtype).tiny
-    return jnp.log(jnp.maximum(excess, tiny)) - log_threshold
-
-
-class _NetworkFrame(eqx.Module):
+class NetworkFrame(eqx.Module):
     r"""How a network's weights hang off the reduced state: $Z_0 = L\Omega$ and $W_1(0)$, $W_2(0)$.
 
     `Omega` is `None` for $h \le r + m$ (then $\Omega = I_h$ and $Z_r = Z$).
@@ -171,7 +142,7 @@ class _NetworkFrame(eqx.Module):
     Omega: Float[Array, "w h"] | None
 
 
-def _from_network(net: LinearNetwork, problem: Problem):
+def from_network(net: LinearNetwork, problem: Problem):
     """(L, J, frame) of a network: the exact QR factorization of theory.md §3."""
     S = problem.sqrt_sigma[:, None]
     Z0 = jnp.concatenate([S * problem.row_part(net.W1), net.W2], axis=0)  # k×h
@@ -182,10 +153,10 @@ def _from_network(net: LinearNetwork, problem: Problem):
         null = Omega @ null  # (U2 Ωᵀ)ᵀ in input coordinates, k×D
     else:
         L, Omega = Z0, None
-    return L, null @ null.T, _NetworkFrame(net.W1, net.W2, Omega)
+    return L, null @ null.T, NetworkFrame(net.W1, net.W2, Omega)
 
 
-def _from_gram(gram: GramInit):
+def from_gram(gram: GramInit):
     """(L, J) of a `GramInit`: Q0 = LLᵀ by eigh, J = L⁺ K L⁺ᵀ."""
     Q0, K = gram.Q, gram.K
     q, P = jnp.linalg.eigh(0.5 * (Q0 + Q0.T))
@@ -199,7 +170,7 @@ def _from_gram(gram: GramInit):
 
 
 def reconstruct_network(
-    Z: Float[Array, "k w"], L: Float[Array, "k w"], frame: _NetworkFrame, problem: Problem
+    Z: Float[Array, "k w"], L: Float[Array, "k w"], frame: NetworkFrame, problem: Problem
 ) -> LinearNetwork:
     r"""The weights at the reduced state $Z_r$ of the flow started from `frame`'s network.
 
@@ -216,7 +187,123 @@ def reconstruct_network(
     return LinearNetwork(W1, frame.W2 + dZ[r:])
 
 
-def check_gram_init(call: str, init: GramInit, problem: Problem) -> None:
+class _GramRun(eqx.Module):
+    """The reduced system (with the initial factor $L$), and, from a network, how to rebuild
+    the weights."""
+
+    system: GramSystem
+    frame: NetworkFrame | None
+    problem: Problem
+
+
+class Gram(AbstractFlowMethod):
+    r"""Integrate the width-independent reduced state (theory.md §3).
+
+    With $Z = [\Sigma^{1/2}U_1; V]$ ($(r+m)\times h$) factored once as $Z_0 = L\Omega$
+    ($\Omega$ with orthonormal rows), the flow keeps $Z(t) = Z_r(t)\Omega$, where
+    $\dot Z_r = A(Z_rZ_r^\top)Z_r$, $Z_r(0) = L$, is of size $(r+m)\times\min(h, r+m)$:
+    cost $O((r+m)^3)$ per step whatever the width. Every diagnostic is computed from $Z_r$
+    and the initialization's statistics; `u2_drift` is identically 0 ($U_2$ is constant and
+    not integrated) and `imbalance_drift` is the drift of $\Lambda$ along the computed
+    $Z(t) = Z_r(t)\Omega$, normalized as in `FullWeights`.
+
+    Takes a `flowlin.LinearNetwork` (factored by a thin QR, $O(hD(r+m))$ once), or a
+    `flowlin.GramInit` (its statistics $Q_0$, $K$ alone, e.g. from `flowlin.init.wishart` at
+    any width without materialising the weights).
+
+    **Arguments:**
+
+    - `reconstruct`: rebuild `Trajectory.final_network` from $Z_r(t_1)$ (one $O(hD(r+m))$
+      product). Default (`None`): `True` for a `LinearNetwork`; a `GramInit` has no weights,
+      so its `final_network` is `None` (and `True` is an error).
+
+    **Example:**
+
+    ```python
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    init = flowlin.init.wishart(jax.random.key(1), problem, h=10**9, std1=1e-4, std2=1e-4)
+    traj = flowlin.gradient_flow(init, problem, 50.0, method=flowlin.Gram())
+    ```
+    """
+
+    name: ClassVar[str] = "gram"
+    reconstruct: bool | None = eqx.field(default=None, static=True)
+
+    def __check_init__(self):
+        if self.reconstruct is not None and not isinstance(self.reconstruct, bool):
+            raise TypeError(
+                "`flowlin.Gram(reconstruct=...)`: reconstruct must be a bool or None, got "
+                f"{type(self.reconstruct).__name__} {self.reconstruct!r}"
+            )
+
+    def check(self, call, init, problem, networks):
+        if isinstance(init, GramInit):
+            _check_gram_init(call, init, problem)
+            if self.reconstruct:
+                raise ValueError(
+                    f"`{call}`: method=flowlin.Gram(reconstruct=True): reconstruct=True needs "
+                    "the initial weights, but net is a GramInit (which holds only Q and K); "
+                    "pass the LinearNetwork, or reconstruct=False"
+                )
+            if networks:
+                raise ValueError(
+                    f"`{call}`: SaveAt(networks=True) needs the initial weights, but net is a "
+                    "GramInit (which holds only Q and K); pass the LinearNetwork to save "
+                    "networks"
+                )
+            return jnp.result_type(init.Q.dtype, init.K.dtype, problem.dtype)
+        if not isinstance(init, LinearNetwork):
+            raise TypeError(
+                f"`{call}`: net must be a flowlin.LinearNetwork or, for method=flowlin.Gram(), "
+                f"a flowlin.GramInit, got {type(init).__name__}"
+            )
+        check_compatible(call, init, problem)
+        return jnp.result_type(init.dtype, problem.dtype)
+
+    def start(self, init, problem):
+        if isinstance(init, LinearNetwork):
+            L, J, frame = from_network(init, problem)
+        else:
+            (L, J), frame = from_gram(init), None
+        system = GramSystem(problem.sigma, problem.Y_tilde, problem.loss_star, L, J)
+        return L, _GramRun(system, frame, problem)
+
+    def vector_field(self, run, y):
+        Z, system = y, run.system
+        r = system.rank
+        E = system.error(Z)
+        dZ = jnp.concatenate([system.sigma[:, None] * (E @ Z[r:]), E.T @ Z[:r]], axis=0)
+        return dZ, E
+
+    def error(self, run, y):
+        return run.system.error(y)
+
+    def diagnostics(self, run, y, error_integral, names):
+        return run.system.diagnostics(y, error_integral, names)
+
+    def snapshot(self, run, y, error_integral, names, networks):
+        # The state is (r+m)×w: keep it, and compute the diagnostics once after the solve
+        # (vmapped) rather than inside diffrax's save machinery (halves compile time).
+        return y, error_integral
+
+    def unpack(self, run, saved, names, networks):
+        states, integrals = saved
+        diag = jax.vmap(lambda Z, i: run.system.diagnostics(Z, i, names))(states, integrals)
+        nets = None
+        if networks:
+            nets = jax.vmap(lambda Z: reconstruct_network(Z, run.system.L, run.frame, run.problem))(
+                states
+            )
+        return diag, nets
+
+    def final_network(self, run, y):
+        reconstruct = self.reconstruct
+        if run.frame is None or reconstruct is False:
+            return None
+        return reconstruct_network(y, run.system.L, run.frame, run.problem)
+
+
+def _check_gram_init(call: str, init: GramInit, problem: Problem) -> None:
     """Raise a clear error when a `GramInit` does not fit `problem` (shapes, finiteness)."""
     k = problem.rank + problem.m
     for name in ("Q", "K"):
@@ -236,156 +323,3 @@ def check_gram_init(call: str, init: GramInit, problem: Problem) -> None:
                 f"for this problem (rank r={problem.rank}, m={problem.m} outputs), got {x.shape}"
             )
         check_finite(call, f"net.{name}", x)
-
-
-def _solve_gram_impl(
-    init,
-    problem,
-    t1,
-    ts,
-    threshold,
-    *,
-    saveat: SaveAt,
-    solver,
-    controller,
-    adjoint,
-    max_steps,
-    dt0,
-    event_tol,
-    reconstruct: bool,
-) -> Trajectory:
-    names = saveat.diagnostics
-    integrate_error = "error_integral" in names
-    if isinstance(init, LinearNetwork):
-        L, J, frame = _from_network(init, problem)
-    else:
-        (L, J), frame = _from_gram(init), None
-    system = _GramSystem(problem.sigma, problem.Y_tilde, problem.loss_star, L, J)
-    dtype = L.dtype
-
-    # The state is (r+m)×w: save it at every time and compute the diagnostics once, after the
-    # solve (vmapped), rather than inside diffrax's save machinery (halves compile time).
-    # BacksolveAdjoint accepts only one plain SaveAt; the two subs are otherwise kept, as
-    # diffrax differentiates the event time only through the t1 save of its own sub.
-    dfx_saveat = diffrax_saveat(ts, adjoint)
-    event = None
-    args = None
-    if threshold is not None:
-        args = (system, jnp.log(threshold))
-        event = dfx.Event(
-            _log_excess_minus_threshold,
-            root_finder=optx.Newton(rtol=event_tol, atol=event_tol),
-            direction=False,
-        )
-    y0 = (L, jnp.zeros((), dtype)) if integrate_error else (L,)
-    sol = dfx.diffeqsolve(
-        dfx.ODETerm(_GramField(system, integrate_error)),
-        solver,
-        t0=jnp.zeros((), ts.dtype),
-        t1=t1,
-        dt0=dt0,
-        y0=y0,
-        args=args,
-        saveat=dfx_saveat,
-        stepsize_controller=controller,
-        adjoint=adjoint,
-        max_steps=max_steps,
-        event=event,
-        throw=False,
-    )
-
-    def diagnostics(y):
-        return system.diagnostics(y[0], y[1] if integrate_error else None, names)
-
-    # Saves after an early stop are inf in `ts` (diffrax's fill); so are their diagnostics
-    # and networks, as in the full solver.
-    save_ts, final_time, saved_ys, y_f = split_solution(sol, adjoint)
-    saved = jnp.isfinite(save_ts)
-    diag = jax.vmap(diagnostics)(saved_ys)
-    diag = {key: jnp.where(saved, v, jnp.inf) for key, v in diag.items()}
-    states = saved_ys[0]
-    Z_f = y_f[0]
-    final_values = diagnostics(y_f)
-    result = RESULTS.promote(sol.result)
-    result = RESULTS.where(jnp.all(jnp.isfinite(Z_f)), result, RESULTS.diverged)
-    final_network = networks = None
-    if frame is not None and reconstruct:
-        final_network = reconstruct_network(Z_f, L, frame, problem)
-    if saveat.networks:
-        networks = jax.vmap(lambda Z: reconstruct_network(Z, L, frame, problem))(states)
-        networks = jax.tree_util.tree_map(
-            lambda x: jnp.where(saved[:, None, None], x, jnp.inf), networks
-        )
-    return make_trajectory(
-        save_ts,
-        diag,
-        networks=networks,
-        final_network=final_network,
-        final_time=final_time,
-        final_values=final_values,
-        result=result,
-        num_steps=sol.stats["num_steps"],
-        iterations=None,
-        method="gram",
-    )
-
-
-_solve_gram_jit = eqx.filter_jit(_solve_gram_impl)
-
-
-def solve_gram(
-    init: LinearNetwork | GramInit,
-    problem: Problem,
-    t1,
-    ts,
-    threshold,
-    *,
-    saveat: SaveAt,
-    solver,
-    controller,
-    adjoint,
-    max_steps,
-    dt0,
-    event_tol,
-    reconstruct=None,
-) -> Trajectory:
-    r"""`flowlin.gradient_flow(..., method="gram")`: integrate $Z_r$ (theory.md §3).
-
-    Inputs are validated by `gradient_flow`; this checks what only the gram method has:
-
-    - `reconstruct`: rebuild `Trajectory.final_network` from $Z_r(t_1)$ (one
-      $O(hD(r+m))$ product, the cost of forming $Q_0$ from the network). Default: `True`
-      when `init` is a `LinearNetwork`; a `GramInit` has no weights to rebuild, so it gives
-      `final_network=None` and `reconstruct=True` is an error.
-    """
-    call = "flowlin.gradient_flow(..., method='gram')"
-    is_net = isinstance(init, LinearNetwork)
-    if reconstruct is None:
-        reconstruct = is_net
-    elif not isinstance(reconstruct, bool):
-        raise TypeError(f"`{call}`: reconstruct must be a bool, got {type(reconstruct).__name__}")
-    if not is_net and reconstruct:
-        raise ValueError(
-            f"`{call}`: reconstruct=True needs the initial weights, but net is a GramInit "
-            "(which holds only Q and K); pass the LinearNetwork, or reconstruct=False"
-        )
-    if not is_net and saveat.networks:
-        raise ValueError(
-            f"`{call}`: SaveAt(networks=True) needs the initial weights, but net is a GramInit "
-            "(which holds only Q and K); pass the LinearNetwork to save networks"
-        )
-    return _solve_gram_jit(
-        init,
-        problem,
-        t1,
-        ts,
-        threshold,
-        saveat=saveat,
-        solver=solver,
-        controller=controller,
-        adjoint=adjoint,
-        max_steps=max_steps,
-        dt0=dt0,
-        event_tol=event_tol,
-        reconstruct=reconstruct,
-    )

@@ -1,0 +1,87 @@
+"""The full-weights method: integrate $(W_1, W_2)$ themselves."""
+
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._diagnostics import Reference, weight_diagnostics
+from .._gram_init import GramInit
+from .._network import LinearNetwork, check_compatible
+from .._problem import Problem
+from ._base import AbstractFlowMethod
+
+
+class _FullSystem(eqx.Module):
+    """The data (X, Y and its SVD quantities) and the initial weights the drifts compare to."""
+
+    problem: Problem
+    ref: Reference
+
+
+class FullWeights(AbstractFlowMethod):
+    r"""Integrate the weights: $\dot W_1 = W_2^\top R^\top X$, $\dot W_2 = R^\top X W_1^\top$,
+    $R = Y - XW_1^\top W_2^\top$ (theory.md §1).
+
+    Cost $O(nDh)$ per step. Every diagnostic is computed from the weights (see
+    `flowlin.Trajectory`); at each save time only the diagnostics are kept (not the $h\times D$
+    weights), unless `SaveAt(networks=True)`. Takes a `flowlin.LinearNetwork`.
+
+    **Example:**
+
+    ```python
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
+    traj = flowlin.gradient_flow(net, problem, 20.0, method=flowlin.FullWeights())
+    ```
+    """
+
+    name: ClassVar[str] = "full"
+
+    def check(self, call, init, problem, networks):
+        if isinstance(init, GramInit):
+            raise ValueError(
+                f"`{call}`: net is a flowlin.GramInit (the statistics Q, K of an "
+                "initialization, without its weights), which only method=flowlin.Gram() can "
+                "integrate; got method=flowlin.FullWeights(). Pass the LinearNetwork, or "
+                "method=flowlin.Gram()."
+            )
+        check_compatible(call, init, problem)
+        return jnp.result_type(init.dtype, problem.dtype)
+
+    def start(self, init: LinearNetwork, problem: Problem):
+        return (init.W1, init.W2), _FullSystem(problem, Reference(problem, init.W1, init.W2))
+
+    def vector_field(self, system, y):
+        W1, W2 = y
+        p = system.problem
+        R = p.Y - (p.X @ W1.T) @ W2.T  # n×m
+        RX = R.T @ p.X  # m×D; -∂L/∂W = Rᵀ X
+        return (W2.T @ RX, RX @ W1.T), p.Wx.T @ R
+
+    def error(self, system, y) -> Float[Array, "r m"]:
+        W1, W2 = y
+        return system.problem.error(W2 @ W1)
+
+    def diagnostics(self, system, y, error_integral, names):
+        W1, W2 = y
+        return weight_diagnostics(system.problem, W1, W2, system.ref, names, error_integral)
+
+    def snapshot(self, system, y, error_integral, names, networks):
+        # Scalars per save time, not h×D weights (unless the weights were asked for).
+        return self.diagnostics(system, y, error_integral, names), (y if networks else None)
+
+    def unpack(self, system, saved, names, networks):
+        diag, states = saved
+        nets = None
+        if networks:
+            nets = jax.vmap(LinearNetwork)(*states)
+        return diag, nets
+
+    def final_network(self, system, y):
+        return LinearNetwork(y[0], y[1])
+
+
+FullWeights.__init__.__doc__ = """**Arguments:** none."""
