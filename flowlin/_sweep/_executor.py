@@ -4,6 +4,7 @@ shard to the store (when there is one)."""
 
 import abc
 import collections
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -66,6 +67,18 @@ class AbstractExecutor(eqx.Module):
         it finishes; `total`/`initial` size the progress bar."""
 
 
+def caller_stacklevel() -> int:
+    """`warnings.warn`'s stacklevel, called from a method, that points at the first frame
+    outside flowlin (and the equinox/jaxtyping wrappers around its methods): the user's call."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _INTERNAL:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_INTERNAL = ("flowlin", "equinox", "jaxtyping")
+
+
 def check_executor(call: str, executor) -> None:
     if not isinstance(executor, AbstractExecutor):
         raise TypeError(
@@ -74,7 +87,7 @@ def check_executor(call: str, executor) -> None:
         )
 
 
-def _check_batch_size(call: str, batch_size) -> None:
+def check_batch_size(call: str, batch_size) -> None:
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
@@ -110,7 +123,7 @@ class LocalExecutor(AbstractExecutor):
         call = "flowlin.LocalExecutor(...)"
         if self.devices is not None and not self.devices:
             raise ValueError(f"`{call}`: devices is empty")
-        _check_batch_size(call, self.batch_size)
+        check_batch_size(call, self.batch_size)
 
     def resolve(self, call, settings):
         devices = self.devices if self.devices is not None else tuple(jax.local_devices())
@@ -120,7 +133,7 @@ class LocalExecutor(AbstractExecutor):
             warnings.warn(
                 f"`{call}`: stop_at_loss runs on one device ({devices[0]}) — the event "
                 f"does not trace under shard_map over {len(devices)} devices",
-                stacklevel=3,
+                stacklevel=caller_stacklevel(),
             )
             devices = devices[:1]
         return LocalExecutor(devices, self.batch_size)

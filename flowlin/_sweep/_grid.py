@@ -34,6 +34,13 @@ class Grid(eqx.Module):
     shape: tuple[int, int, int, int] | None = eqx.field(static=True)
 
     @classmethod
+    def build(cls, call: str, problems, widths, scales, seeds, configs, init: str):
+        """From `configs` if given, else from the axes."""
+        if configs is not None:
+            return cls.from_configs(call, problems, configs, init)
+        return cls.from_axes(call, problems, widths, scales, seeds, init)
+
+    @classmethod
     def from_axes(cls, call: str, problems: list[Problem], widths, scales, seeds, init: str):
         widths = int_array(call, "widths", widths, 1)
         seeds = seed_array(call, seeds)

@@ -1,5 +1,9 @@
 """What runs inside one compiled chunk: initialize → solve → theory and bounds → record, for
-every configuration of the chunk, split over the devices of a mesh."""
+every configuration of the chunk, split over the devices of a mesh.
+
+Internal API: `run_chunk`, `run_one`, `make_mesh`, `SweepTask` and `TRACES` are used by the
+executors, and by the tests and `benchmarks/multi_device.py` to inspect the compiled chunk.
+"""
 
 import collections
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import _dataset as schema
 from .._progress import progress_bar
-from ._executor import AbstractExecutor, Finished, _check_batch_size
+from ._executor import AbstractExecutor, Finished, caller_stacklevel, check_batch_size
 from ._store import ShardStore
 
 
@@ -105,7 +105,7 @@ class RayExecutor(AbstractExecutor):
                     "combined with address (the cluster's size is set by `ray start`)"
                 )
             _check_number("local_num_cpus", self.local_num_cpus, 1, integer=True)
-        _check_batch_size(_CALL, self.batch_size)
+        check_batch_size(_CALL, self.batch_size)
 
     def resolve(self, call, settings):
         _import_ray(call)
@@ -139,7 +139,7 @@ class RayExecutor(AbstractExecutor):
                     f"`{_CALL}`: each task asks for {want:g} {name}(s) but the Ray cluster has "
                     f"{available.get(name, 0):g} now; the tasks wait until Ray (or its "
                     "autoscaler) provides them",
-                    stacklevel=4,
+                    stacklevel=caller_stacklevel(),
                 )
         runtime_env = dict(self.runtime_env or {})
         if 0 < num_gpus < 1:

@@ -27,9 +27,7 @@ from ._validate import (
     SamplingName,
     StoreFormat,
     as_problems,
-    check_choices,
-    check_grid_arguments,
-    check_numbers,
+    check_arguments,
 )
 
 
@@ -76,23 +74,20 @@ def sweep(
     width-independent solver of theory.md §3, or `flowlin.FullWeights()`) or by gradient
     descent (`dynamics="descent"`), and compared with every result of `flowlin.theory`.
 
-    Batching (see `performance.md`): configurations are bucketed by width (zero-padded to the
-    bucket's largest width, exact by theory.md §3), ordered by scale inside a bucket to limit
-    lockstep waste, and cut into chunks of `chunk_size` that share one compiled program; the
-    `executor` computes the chunks (by default on all local devices, each chunk split over
-    them with `shard_map`). Each distinct shape compiles once per sweep (per process).
+    Configurations are bucketed by width (zero-padded, exact by theory.md §3) and cut into
+    chunks that share one compiled program (each shape compiles once per sweep and process),
+    which the `executor` computes (see `performance.md`).
 
     **Arguments:**
 
     - `problems`: a `flowlin.Problem`, or a list of problems of equal shapes (data draws).
     - `widths`, `scales`, `seeds`: the grid. `seeds` may be an int $k$ (seeds $0..k-1$).
       Seed $s$ initializes from `fold_in(key, s)`, identically for every width and method.
-    - `configs`: instead of a grid, a list of mappings with keys `width`, `scale`, `seed` and
-      optionally `problem` (an index into `problems`).
-    - `init`: `"paper"` or `"gaussian"` (see above).
-    - `sampling`: `"weights"` materializes the width-$h$ weights (exact, comparable across
-      methods); `"wishart"` (`flowlin.Gram()` only) samples the width-independent statistics
-      directly from their Wishart law, so $h = 10^9$ costs what $h = 10$ does.
+    - `configs`: instead of a grid, mappings with keys `width`, `scale`, `seed` (, `problem`).
+    - `init`: `"paper"` or `"gaussian"` (see above). `sampling`: `"weights"` materializes
+      the width-$h$ weights (exact, comparable across methods); `"wishart"` (`flowlin.Gram()`
+      only) samples the width-independent statistics directly from their Wishart law, so
+      $h = 10^9$ costs what $h = 10$ does.
     - `method`: a flow method, `flowlin.Gram()` (default) or `flowlin.FullWeights()`;
       `dynamics`: `"flow"` or `"descent"` (then `lr`, `steps`, `averaged` as in
       `flowlin.gradient_descent`).
@@ -101,12 +96,10 @@ def sweep(
     - `theory`, `bounds`: store `flowlin.theory.quantities` and `flowlin.check_bounds` for
       every run; `delta` is the failure probability of the wide-network results.
     - `chunk_size`: configurations per compiled chunk (memory stays bounded by it).
-    - `store`: a folder; results are written chunk by chunk (netCDF, or Zarr if the path ends
-      in `.zarr` or `store_format="zarr"`), and a sweep restarted with the same store resumes
-      where it stopped, recomputing nothing that was written.
-    - `executor`: `flowlin.LocalExecutor(devices=None, batch_size=None)` (default: this
-      process's devices) or `flowlin.RayExecutor(...)` (one Ray task per chunk on a Ray
-      cluster; see docs/ray.md).
+    - `store`: a folder, written chunk by chunk (netCDF; Zarr for a `.zarr` path or with
+      `store_format="zarr"`); rerun with the same store to resume, recomputing nothing written.
+    - `executor`: `flowlin.LocalExecutor(devices=None, batch_size=None)` (default: every
+      chunk split over this process's devices) or `flowlin.RayExecutor(...)` (docs/ray.md).
     - `progress`: a progress bar with ETA over chunks (shown only on a terminal).
 
     **Returns:** an `xarray.Dataset` with dims `(problem, width, scale, seed[, time])` for a
@@ -121,38 +114,30 @@ def sweep(
 
     ```python
     problem = flowlin.problems.gaussian(jax.random.key(0), n=100, D=400, m=1)
-    ds = flowlin.sweep(problem, widths=[500, 1000, 2000, 5000, 10000], scales=[0.5],
-                       seeds=5, t1=100.0)
+    ds = flowlin.sweep(problem, [500, 1000, 2000, 5000, 10000], [0.5], seeds=5, t1=100.0)
     print(flowlin.summarize_bounds(ds))
     ```
     """
     problems = as_problems(_CALL, problems)
-    check_choices(
-        _CALL, init=init, sampling=sampling, dynamics=dynamics, method=method,
-        store_format=store_format,
+    check_arguments(
+        _CALL, init=init, sampling=sampling, dynamics=dynamics, method=method, t1=t1, lr=lr,
+        steps=steps, stop_at_loss=stop_at_loss, chunk_size=chunk_size, delta=delta,
+        store_format=store_format, widths=widths, scales=scales, configs=configs,
     )  # fmt: skip
     check_executor(_CALL, executor)
-    check_numbers(
-        _CALL, dynamics=dynamics, t1=t1, lr=lr, steps=steps, stop_at_loss=stop_at_loss,
-        chunk_size=chunk_size, delta=delta,
-    )  # fmt: skip
-    check_grid_arguments(_CALL, widths, scales, configs)
     settings = make_settings(
         dtype=problems[0].dtype, n_samples=problems[0].n, init=init, sampling=sampling,
         method=method, dynamics=dynamics, t1=t1, lr=lr, steps=steps, averaged=averaged,
         saveat=saveat, stop_at_loss=stop_at_loss, solver=solver, rtol=rtol, atol=atol,
         max_steps=max_steps, theory=theory, bounds=bounds, delta=delta, key=key,
     )  # fmt: skip
-    if configs is not None:
-        grid = Grid.from_configs(_CALL, problems, configs, init)
-    else:
-        grid = Grid.from_axes(_CALL, problems, widths, scales, seeds, init)
-    executor = executor.resolve(_CALL, settings)
+    grid = Grid.build(_CALL, problems, widths, scales, seeds, configs, init)
     return _run(grid, settings, executor, chunk_size, store, store_format, progress)
 
 
 def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store_format, progress):
     """Plan the chunks, compute those the store lacks, and assemble the dataset."""
+    executor = executor.resolve(_CALL, settings)
     chunks = plan_chunks(
         grid, chunk_size, executor.devices_per_chunk(),
         pad_widths=settings.sampling == "weights", gram=isinstance(settings.method, Gram),

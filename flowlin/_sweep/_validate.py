@@ -1,6 +1,9 @@
 """Every check of `flowlin.sweep`'s arguments, in one place, each naming the call and the
 argument (the lineax style of `flowlin._errors`). Runs before anything is computed.
 
+Internal API: the `Literal` types of the string choices (`InitName`, `SamplingName`,
+`DynamicsName`, `StoreFormat`) are shared with the TOML runner (`flowlin.reproduce.config`).
+
 Cross-constraints between settings (Wishart sampling needs the gram method and the flow,
 gradient descent needs `lr` and `steps`) are invariants of `SweepSettings` and are checked in
 its `__check_init__`; executor options in the executors' own `__check_init__`, and the
@@ -30,7 +33,16 @@ def check_choice(call: str, name: str, value, choices) -> None:
         raise TypeError(f"`{call}`: {name} must be one of {options}, got {value!r}")
 
 
-def check_choices(call: str, *, init, sampling, dynamics, method, store_format) -> None:
+def check_arguments(call: str, *, init, sampling, dynamics, method, store_format, **numbers):
+    """Every argument of `flowlin.sweep` that needs no other (the problems, the grid's values
+    and the executor are checked where they are read)."""
+    _check_choices(call, init, sampling, dynamics, method, store_format)
+    grid = {k: numbers.pop(k) for k in ("widths", "scales", "configs")}
+    _check_numbers(call, dynamics=dynamics, **numbers)
+    check_grid_arguments(call, **grid)
+
+
+def _check_choices(call: str, init, sampling, dynamics, method, store_format) -> None:
     check_choice(call, "init", init, InitName)
     check_choice(call, "sampling", sampling, SamplingName)
     check_choice(call, "dynamics", dynamics, DynamicsName)
@@ -50,7 +62,7 @@ def _finite_positive(x) -> bool:
         return False
 
 
-def check_numbers(call: str, *, dynamics, t1, lr, steps, stop_at_loss, chunk_size, delta) -> None:
+def _check_numbers(call: str, *, dynamics, t1, lr, steps, stop_at_loss, chunk_size, delta):
     if dynamics == "descent":
         if lr is None or steps is None:
             raise ValueError(f"`{call}`: dynamics='descent' needs lr=... and steps=...")
