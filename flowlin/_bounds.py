@@ -1,4 +1,11 @@
-"""Checking every bound of theory.md §2 along a computed trajectory."""
+"""Checking every bound of theory.md §2 along a computed trajectory.
+
+`check_bounds` validates its inputs and hands them to one jitted `_check`, which builds what
+every check reads once (`_Observed`: the init's `InitStatistics`, the trajectory's times and
+errors, the noise levels) and merges one small function per bound family, in `CHECK_KEYS`
+order. Theory is used through the declared internal API of `flowlin.theory` (`InitStatistics`
+and the `*_of` formulas).
+"""
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -222,8 +229,11 @@ def check_bounds(
 
 
 class _Observed(eqx.Module):
-    """What every check reads: the init's statistics and the trajectory's times and errors,
-    with the end of the run appended, and the noise levels of the tolerances."""
+    """What every check reads: the init's statistics, the trajectory's times `ts` and errors
+    `err` = ‖E(t)‖ (None if `excess_loss` was not saved) with the end of the run appended, which
+    of them can be checked (`finite_t`, `err_ok`) or are above the noise (`resolved`), whether
+    the solve succeeded (`ok`), and the tolerances with their noise levels for errors
+    (`e_noise`) and distances (`d_noise`)."""
 
     stats: InitStatistics
     ok: Bool[Array, ""]
@@ -261,6 +271,7 @@ class _Observed(eqx.Module):
 
 @eqx.filter_jit
 def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
+    """Every family of checks on one trajectory, merged in `CHECK_KEYS` order."""
     obs = _Observed(trajectory, InitStatistics(gram, problem), problem, rtol, atol)
     wide = None if h is None or alpha is None else wide_network_bound_of(h, alpha, delta, problem)
     out = {
