@@ -3,6 +3,7 @@
 import pathlib
 from collections.abc import Mapping, Sequence
 
+import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import xarray as xr
@@ -51,7 +52,7 @@ def sweep(
     averaged: bool = False,
     saveat: SaveAt | ArrayLike | Sequence[float] | None = None,
     stop_at_loss: ScalarLike | None = None,
-    solver=None,
+    solver: dfx.AbstractSolver | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int = DEFAULT_MAX_STEPS,
