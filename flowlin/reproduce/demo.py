@@ -10,6 +10,8 @@ import jax.numpy as jnp
 from .. import init, problems
 from .._descent import gradient_descent
 from .._flow import gradient_flow
+from .._problem import Problem
+from .._trajectory import Trajectory
 from ._report import plt
 
 
@@ -17,7 +19,7 @@ T1 = 200.0
 LR = 0.05
 
 
-def demo_runs(width: int, seed: int) -> tuple[object, list[tuple[str, object]]]:
+def demo_runs(width: int, seed: int) -> tuple[Problem, list[tuple[str, Trajectory]]]:
     """The problem and three runs from one init: the flow, the flow from its projection onto
     the invariant set ($U_2(0) = 0$), and gradient descent."""
     key_data, key_init = jax.random.split(jax.random.key(seed))

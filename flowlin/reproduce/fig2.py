@@ -16,8 +16,10 @@ from .. import init, problems, theory
 from .._dataset import all_bounds_held, trajectory_dataset
 from .._flow import gradient_flow
 from .._method import FullWeights, Gram
+from .._network import LinearNetwork
 from .._problem import Problem
 from .._progress import progress_bar
+from .._trajectory import Trajectory
 from ._compute import descent_reduced, saveat_only
 from ._report import Section, bounds_markdown, md_table, plt, save_figure, save_netcdf
 from ._sizes import Sizes
@@ -34,8 +36,8 @@ class Fig2Result:
     ts: np.ndarray
     pairs: list  # the (σ_U, σ_V) of the imbalanced inits, as in the paper's legend
     names: list[str]
-    nets: list
-    trajs: list
+    nets: list[LinearNetwork]
+    trajs: list[Trajectory]
     ds: xr.Dataset
     cross: float  # max |Δ log(L − L*)|, full solver vs gram method (NaN: not run)
 

@@ -16,8 +16,10 @@ from .. import init, problems, theory
 from .._dataset import all_bounds_held, trajectory_dataset
 from .._flow import gradient_flow
 from .._method import Gram
+from .._network import LinearNetwork
 from .._problem import Problem
 from .._progress import progress_bar
+from .._trajectory import Trajectory
 from ._compute import descent_reduced
 from ._report import (
     Section,
@@ -42,9 +44,9 @@ class V2Width:
     """One width's runs and the theory drawn beside them."""
 
     h: int
-    net: object
+    net: LinearNetwork
     ts: np.ndarray
-    traj: object  # the exact flow (gram method)
+    traj: Trajectory  # the exact flow (gram method)
     gd: np.ndarray  # gradient descent's excess loss at `ts`
     eigenvalues: np.ndarray  # of the imbalance Λ
     spreads: tuple[float, float, float]  # Δ₊, Δ₋, Δ
@@ -96,6 +98,8 @@ def v2_width(problem, k_init, h: int, sizes: Sizes) -> V2Width:
 
 @dataclasses.dataclass
 class V2Result:
+    """What `v2_data` computed: the runs per width and their dataset (dims case × s = t/t1)."""
+
     sizes: Sizes
     problem: Problem
     runs: list[V2Width]
