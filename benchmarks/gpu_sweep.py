@@ -122,9 +122,7 @@ def gpu_sweep(
                 echo(f"  {dtype} {n_cfg}: skipped (predicted {n_cfg / rate:.0f} s > time left)")
                 rows.append(dict(dtype=dtype, configs=n_cfg, skipped=True))
                 continue
-            row, seconds = one_size(
-                problem, seeds, n_cfg, rtol, atol, chunk_size, time_cap - spent
-            )
+            row, seconds = one_size(problem, seeds, n_cfg, rtol, atol, chunk_size, time_cap - spent)
             spent += seconds
             rate = row["configs_per_s"]
             rows.append(dict(dtype=dtype, **row))

@@ -45,8 +45,13 @@ def run_baselines(problem, inits, grid, ts, lr, echo):
             nfev += f
     products["scipy"] = np.stack(out)
     rows.append(
-        dict(method="scipy solve_ivp RK45 loop", key="scipy", run_s=sw.wall, cpu_s=sw.cpu,
-             compile_s=0.0)
+        dict(
+            method="scipy solve_ivp RK45 loop",
+            key="scipy",
+            run_s=sw.wall,
+            cpu_s=sw.cpu,
+            compile_s=0.0,
+        )
     )
     echo(f"  scipy: {sw.wall:.2f} s, CPU {sw.cpu:.2f} s ({nfev} rhs evaluations)")
 
@@ -55,8 +60,13 @@ def run_baselines(problem, inits, grid, ts, lr, echo):
         out = [H.numpy_gradient_descent(W1, W2, X, Y, lr, ks)[0] for W1, W2 in inits]
     products["gd"] = np.stack(out)
     rows.append(
-        dict(method=f"NumPy gradient descent (eta={lr:g})", key="gd", run_s=sw.wall,
-             cpu_s=sw.cpu, compile_s=0.0)
+        dict(
+            method=f"NumPy gradient descent (eta={lr:g})",
+            key="gd",
+            run_s=sw.wall,
+            cpu_s=sw.cpu,
+            compile_s=0.0,
+        )
     )
     echo(
         f"  numpy GD: {sw.wall:.2f} s, CPU {sw.cpu:.2f} s ({int(ks[-1])} iterations per "

@@ -21,9 +21,7 @@ def _flowlin_modules():
     applications, which import matplotlib)."""
     found = {}
     for info in pkgutil.walk_packages(flowlin.__path__, "flowlin."):
-        if info.name.startswith(
-            ("flowlin.reproduce", "flowlin._reproduce", "flowlin._cli", "flowlin.__main__")
-        ):
+        if info.name.startswith(("flowlin.reproduce", "flowlin._cli", "flowlin.__main__")):
             continue
         try:
             module = importlib.import_module(info.name)

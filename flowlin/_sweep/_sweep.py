@@ -44,7 +44,7 @@ def sweep(
     configs: Sequence[Mapping] | None = None,
     init: InitName = "paper",
     sampling: SamplingName = "weights",
-    method: AbstractFlowMethod = Gram(),  # noqa: B008 (a frozen Module: immutable)
+    method: AbstractFlowMethod = Gram(),
     dynamics: DynamicsName = "flow",
     t1: ScalarLike = 50.0,
     lr: ScalarLike | None = None,
@@ -63,7 +63,7 @@ def sweep(
     chunk_size: int = 64,
     store: str | pathlib.Path | None = None,
     store_format: StoreFormat | None = None,
-    executor: AbstractExecutor = LocalExecutor(),  # noqa: B008 (a frozen Module)
+    executor: AbstractExecutor = LocalExecutor(),
     progress: bool = True,
 ) -> xr.Dataset:
     r"""Solve a grid (or list) of initializations in bulk and check every bound on each.
