@@ -71,6 +71,10 @@ def gd_one_width(problem, cfg, h, ds, *, full_seeds, probe_iterations, checks):
     first `full_seeds` seeds, else extrapolated from a probe. Appends to `checks`."""
     import numpy as np
 
+    from flowlin import _dataset as schema
+
+    distance = ds[schema.final_var("distance_to_min_norm")]
+
     X, Y, Wstar = np.asarray(problem.X), np.asarray(problem.Y), np.asarray(problem.min_norm)
     n, D, m, alpha = cfg["n"], cfg["D"], cfg["m"], cfg["alpha"]
     W1, W2 = H.baseline_init(D, m, h, alpha, 0)
@@ -81,7 +85,7 @@ def gd_one_width(problem, cfg, h, ds, *, full_seeds, probe_iterations, checks):
     measured = extrapolated = 0
     iterations = []
     for s in range(cfg["seeds"]):
-        t_stop = float(ds["final_time"].sel(width=h, scale=alpha, seed=s))
+        t_stop = float(ds[schema.FINAL_TIME].sel(width=h, scale=alpha, seed=s))
         k_pred = math.ceil(t_stop * n / (2 * FIG1_LR))
         iterations.append(k_pred)
         if s >= full_seeds:
@@ -98,7 +102,7 @@ def gd_one_width(problem, cfg, h, ds, *, full_seeds, probe_iterations, checks):
         cpu += run_sw.cpu
         measured += 1
         dist_gd = float(np.linalg.norm(P[-1] - Wstar))
-        dist_flow = float(ds["final_distance_to_min_norm"].sel(width=h, scale=alpha, seed=s))
+        dist_flow = float(distance.sel(width=h, scale=alpha, seed=s))
         checks.append(
             dict(
                 width=h,
@@ -119,7 +123,7 @@ def gd_one_width(problem, cfg, h, ds, *, full_seeds, probe_iterations, checks):
         gd_cpu_seconds=cpu,
         gd_runs_measured=measured,
         gd_runs_extrapolated=extrapolated,
-        mean_distance=float(ds["final_distance_to_min_norm"].sel(width=h).mean()),
+        mean_distance=float(distance.sel(width=h).mean()),
     )
 
 
@@ -186,6 +190,7 @@ def fig1(
     import jax
 
     import flowlin
+    from flowlin import _dataset as schema
 
     cfg = dict(FIG1_QUICK if quick else FIG1)
     if quick:
@@ -233,7 +238,7 @@ def fig1(
         echo=echo,
     )
     summary = summarize(first_sw, warm_sw, rows, checks, echo)
-    summary["all_succeeded"] = bool(ds["succeeded"].all())
+    summary["all_succeeded"] = bool(ds[schema.SUCCEEDED].all())
     settings = dict(
         **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
         gd_lr=FIG1_LR,

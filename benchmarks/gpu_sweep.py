@@ -33,6 +33,7 @@ def one_size(problem, seeds, n_cfg, rtol, atol, chunk_size, time_left):
     import numpy as np
 
     import flowlin
+    from flowlin import _dataset as schema
 
     grid = H.THROUGHPUT_GRID
 
@@ -72,8 +73,8 @@ def one_size(problem, seeds, n_cfg, rtol, atol, chunk_size, time_left):
         warm=warm is not None,
         configs_per_s=n_cfg / run,
         compiled_shapes=int(ds.attrs["compiled_shapes"]),
-        succeeded_fraction=float(ds["succeeded"].mean()),
-        median_distance=float(np.nanmedian(ds["final_distance_to_min_norm"].values)),
+        succeeded_fraction=float(ds[schema.SUCCEEDED].mean()),
+        median_distance=float(np.nanmedian(ds[schema.final_var("distance_to_min_norm")].values)),
         rtol=rtol,
         atol=atol,
         **H.peak_memory(),

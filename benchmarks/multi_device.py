@@ -64,6 +64,7 @@ import numpy as np  # noqa: E402
 
 import flowlin  # noqa: E402
 from benchmarks import _harness as H  # noqa: E402
+from flowlin import _dataset as schema  # noqa: E402
 from flowlin._sweep._executor import AbstractExecutor, Finished  # noqa: E402
 from flowlin._sweep._kernel import make_mesh, run_chunk, run_one  # noqa: E402
 
@@ -106,6 +107,9 @@ class ChunkExecutor(AbstractExecutor):
 
     def resolve(self, call, settings):
         return self
+
+    def known_devices(self):
+        return tuple(str(d) for d in self.devices)
 
     def devices_per_chunk(self):
         return len(self.devices)
@@ -180,7 +184,7 @@ def main():
                 configs_per_s=n_configs / run_s,
                 speedup=base_s / run_s,
                 max_abs_diff_vs_1_device=diff,
-                all_succeeded=bool(ds.succeeded.all()),
+                all_succeeded=bool(ds[schema.SUCCEEDED].all()),
             )
         )
     H.print_table(

@@ -78,6 +78,7 @@ def run_baselines(problem, inits, grid, ts, lr, echo):
 def run_flowlin(problem, grid, ts, echo):
     """(c), (d) `flowlin.sweep` with the full and the gram method: datasets and table rows."""
     import flowlin
+    from flowlin import _dataset as schema
 
     datasets, rows = {}, []
     for key, method in (("full", flowlin.FullWeights()), ("gram", flowlin.Gram())):
@@ -109,10 +110,10 @@ def run_flowlin(problem, grid, ts, echo):
                 cpu_s=run.cpu,
                 compile_s=max(first.wall - run.wall, 0.0),
                 compile_cpu_s=max(first.cpu - run.cpu, 0.0),
-                mean_steps=float(ds["num_steps"].mean()),
+                mean_steps=float(ds[schema.NUM_STEPS].mean()),
                 compiled_shapes=int(ds.attrs["compiled_shapes"]),
-                max_steps_taken=int(ds["num_steps"].max()),
-                all_succeeded=bool(ds["succeeded"].all()),
+                max_steps_taken=int(ds[schema.NUM_STEPS].max()),
+                all_succeeded=bool(ds[schema.SUCCEEDED].all()),
             )
         )
         echo(

@@ -127,6 +127,15 @@ def test_strings_become_objects():
             "[executor].batch_size is an option of kind = 'local'",
         ),
         (lambda c: c.update(executor={"batch_size": 0}), "[executor].batch_size must be >= 1"),
+        # Rejected by the executor's own checks, turned into a ConfigError naming the field.
+        (
+            lambda c: c.update(executor={"kind": "ray", "num_gpus": 1.5}),
+            "[executor].num_gpus must be a fraction of one GPU or a whole number",
+        ),
+        (
+            lambda c: c.update(executor={"kind": "ray", "address": ""}),
+            "[executor].address must be a Ray cluster address",
+        ),
     ],
 )
 def test_bad_config_names_the_field(edit, field):
@@ -144,6 +153,11 @@ def test_bad_config_rejected_by_the_cli(tmp_path):
     assert result.exit_code == 2
     assert "[dynamics].t1 must be > 0" in result.output
     assert not (tmp_path / "out").exists()  # rejected before any compute or output
+    for executor in ('kind = "ray"\nnum_gpus = 1.5', 'kind = "ray"\naddress = ""'):
+        path.write_text(CONFIG + f"\n[executor]\n{executor}\n")
+        result = _invoke("sweep", path, "--out", tmp_path / "out")
+        assert result.exit_code == 2 and "[executor]." in result.output, result.output
+        assert not (tmp_path / "out").exists()
     path.write_text("[problem\nkind = 1")
     result = _invoke("sweep", path, "--out", tmp_path / "out")
     assert result.exit_code == 2 and "not valid TOML" in result.output
@@ -153,6 +167,4 @@ def test_example_config_is_valid():
     cfg = load_config(pathlib.Path(__file__).resolve().parents[1] / "examples" / "fig1.toml")
     # The example stops where the paper does: averaged loss (1/n)‖R‖² < 1e-8, i.e. excess
     # loss n·1e-8/2 (L* = 0: X has full row rank, r = n < D).
-    assert cfg["report"]["stop_at_loss"] == pytest.approx(
-        cfg["problem"]["n"] * FIG1_AVERAGED_LOSS_STOP / 2, rel=1e-12
-    )
+    assert cfg["report"]["stop_at_loss"] == cfg["problem"]["n"] * FIG1_AVERAGED_LOSS_STOP / 2

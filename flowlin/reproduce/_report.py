@@ -6,7 +6,6 @@ matplotlib is imported here (lazily, by `plt`) and in the figure modules of this
 """
 
 import dataclasses
-import importlib.metadata
 import json
 import pathlib
 
@@ -14,7 +13,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from .._dataset import all_bounds_held, netcdf_safe
+from .._dataset import all_bounds_held, netcdf_safe, versions
 from .._summary import summarize_bounds
 
 
@@ -106,15 +105,12 @@ def sweep_executor(batch_size: int | None = None):
 
 def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool) -> None:
     """`out/report.md` (every section) and `out/numbers.json` (the numbers reported)."""
-    try:
-        version = importlib.metadata.version("flowlin")
-    except importlib.metadata.PackageNotFoundError:
-        version = "source"
+    installed = versions()
     sizes = "reduced sizes (--quick)" if quick else "the papers' sizes"
     head = [
         "# flowlin reproduction report\n",
         "Min, Tarmoun, Vidal & Mallada, ICML 2021 (arXiv 2105.06351) and its extended version.",
-        f"flowlin {version}, jax {jax.__version__}, float64 "
+        f"flowlin {installed['flowlin'] or 'source'}, jax {installed['jax']}, float64 "
         f"{'on' if jax.config.read('jax_enable_x64') else 'OFF'}, "
         f"{sizes}; wall time "
         + ", ".join(f"{k} {s.seconds:.1f} s" for k, s in sections.items())

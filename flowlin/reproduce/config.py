@@ -2,7 +2,8 @@
 
 The one place where the file's strings become flowlin objects: `[dynamics] method` through
 `flowlin._method.method_from_name`, the `[executor]` table through `build_executor`
-(`flowlin.LocalExecutor` / `flowlin.RayExecutor`).
+(`flowlin.LocalExecutor` / `flowlin.RayExecutor`). `validate_config` builds the executor too,
+so that every bad configuration is rejected before any output or compute.
 """
 
 import dataclasses
@@ -12,8 +13,8 @@ from typing import Any, get_args
 import numpy as np
 import xarray as xr
 
-from .. import problems
-from .._method import METHOD_NAMES, method_from_name
+from .. import _dataset as schema, problems
+from .._method import METHOD_NAMES, Gram, method_from_name
 from .._summary import summarize_bounds
 from .._sweep import sweep
 from .._sweep._validate import DynamicsName, InitName, SamplingName
@@ -89,6 +90,8 @@ CHOICES = {
     ("dynamics", "method"): tuple(METHOD_NAMES),
     ("executor", "kind"): ("local", "ray"),
 }
+#: The TOML name of the gram method (the one method that takes Wishart-sampled statistics).
+GRAM_NAME = next(name for name, cls in METHOD_NAMES.items() if issubclass(cls, Gram))
 #: `[executor]` keys that only one kind of executor takes.
 EXECUTOR_KEYS = {
     "local": ("batch_size",),
@@ -220,8 +223,13 @@ def _check_init(i: dict, d: dict, fail) -> None:
         not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds)
     ):
         fail("init", "seeds", f"must be a non-empty list of integers >= 0, got {seeds!r}")
-    if i["sampling"] == "wishart" and (d["kind"] != "flow" or d["method"] != "gram"):
-        fail("init", "sampling", "= 'wishart' needs [dynamics] kind = 'flow', method = 'gram'")
+    gram = issubclass(METHOD_NAMES[d["method"]], Gram)
+    if i["sampling"] == "wishart" and (d["kind"] != "flow" or not gram):
+        fail(
+            "init",
+            "sampling",
+            f"= 'wishart' needs [dynamics] kind = 'flow', method = {GRAM_NAME!r}",
+        )
 
 
 def _check_dynamics(d: dict, fail) -> None:
@@ -252,6 +260,23 @@ def _check_executor(e: dict, fail) -> None:
             fail("executor", key, f"must be >= {minimum}, got {e[key]}")
 
 
+def _check_executor_builds(cfg: SweepConfig, fail) -> None:
+    """Build the executor, so that what its own checks reject (e.g. `num_gpus = 1.5`, an
+    empty `address`) is a `ConfigError` naming the `[executor]` field, not an error mid-run."""
+    try:
+        build_executor(cfg)
+    except (TypeError, ValueError) as err:
+        # The executors' messages read "`flowlin.XExecutor(...)`: <field> must be ...".
+        msg = str(err).split("`: ", 1)[-1]
+        e = cfg["executor"]
+        given = [k for keys in EXECUTOR_KEYS.values() for k in keys if e[k] is not None]
+        key = next((k for k in given if msg.startswith(f"{k} ")), None)
+        if key is None:
+            fail("executor", "kind", f"= {e['kind']!r}: {msg}")
+        else:
+            fail("executor", key, msg[len(key) + 1 :])
+
+
 def validate_config(raw: dict, path="<config>") -> SweepConfig:
     """Validate a parsed TOML mapping against `SCHEMA` (types, choices, ranges, required keys,
     no unknown keys) and fill in defaults."""
@@ -269,7 +294,9 @@ def validate_config(raw: dict, path="<config>") -> SweepConfig:
     stop = values["report"]["stop_at_loss"]
     if stop is not None and not stop > 0:
         fail("report", "stop_at_loss", f"must be > 0, got {stop}")
-    return SweepConfig(pathlib.Path(str(path)), values)
+    cfg = SweepConfig(pathlib.Path(str(path)), values)
+    _check_executor_builds(cfg, fail)
+    return cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,30 +356,33 @@ def config_figures(ds: xr.Dataset, ts, title: str, out: pathlib.Path, files: lis
     """`loss.png` (excess loss over time per width and scale) and, with several widths,
     `distance.png` (final distance vs width)."""
     fig, ax = plt().subplots(figsize=(7, 4.5))
-    mean = ds.excess_loss.mean("seed")
-    others = [k for k in mean.dims if k not in ("time", "width")]
+    mean = ds.excess_loss.mean(schema.SEED)
+    others = [k for k in mean.dims if k not in (schema.TIME, schema.WIDTH)]
     flat = mean.stack(group=others) if others else mean.expand_dims(group=[0])
     styles = ["-", "--", ":", "-."]
-    for wi, w in enumerate(ds.width.values):
+    for wi, w in enumerate(ds[schema.WIDTH].values):
         for gi in range(flat.sizes["group"]):
             label = f"h={w}" + (f", {others[0]}={flat.group.values[gi]}" if others else "")
             ax.semilogy(
-                ts, flat.sel(width=w).isel(group=gi), f"C{wi % 10}{styles[gi % 4]}", label=label
+                ts,
+                flat.sel({schema.WIDTH: w}).isel(group=gi),
+                f"C{wi % 10}{styles[gi % 4]}",
+                label=label,
             )
     ax.set(xlabel="flow time t", ylabel="excess loss L − L* (mean over seeds)", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, out / "loss.png", files)
-    if ds.sizes["width"] == 1:
+    if ds.sizes[schema.WIDTH] == 1:
         return
     fig, ax = plt().subplots(figsize=(6, 4.5))
-    dist = ds.final_distance_to_min_norm
-    for s in ds.scale.values:
-        ds_s = dist.sel(scale=s)
+    dist = ds[schema.final_var("distance_to_min_norm")]
+    for s in ds[schema.SCALE].values:
+        ds_s = dist.sel({schema.SCALE: s})
         ax.errorbar(
-            ds.width.values,
-            ds_s.mean("seed"),
-            ds_s.std("seed"),
+            ds[schema.WIDTH].values,
+            ds_s.mean(schema.SEED),
+            ds_s.std(schema.SEED),
             fmt="o-",
             capsize=3,
             label=f"scale {s}",
@@ -384,7 +414,7 @@ def config_markdown(cfg: SweepConfig, ds: xr.Dataset, files: list) -> str:
             "checked.\n\n" + summarize_bounds(ds).to_markdown()
         )
     if "stop_time" in ds:
-        st = ds.stop_time.mean("seed")
+        st = ds.stop_time.mean(schema.SEED)
         lines.append(
             f"\nMean flow time to excess loss {cfg['report']['stop_at_loss']:g} (interpolated "
             f"between saves; NaN: not reached by t1):\n\n```\n{st.to_series().to_string()}\n```\n"
@@ -409,7 +439,7 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True) -> xr.Dataset:
         ds["stop_time"] = xr.apply_ufunc(
             lambda e: crossing_time(ts, e, stop),
             ds.excess_loss,
-            input_core_dims=[["time"]],
+            input_core_dims=[[schema.TIME]],
             vectorize=True,
         )
     files: list = []

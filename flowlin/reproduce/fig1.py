@@ -13,8 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from .. import init, problems
-from .._dataset import all_bounds_held
+from .. import _dataset as schema, init, problems
 from .._flow import gradient_flow
 from .._method import FullWeights, Gram
 from .._network import LinearNetwork
@@ -69,14 +68,14 @@ def add_stop_stats(d: xr.Dataset, ts, stop: float) -> xr.Dataset:
     t_stop = xr.apply_ufunc(
         lambda e: crossing_time(ts, e, stop),
         d.excess_loss,
-        input_core_dims=[["time"]],
+        input_core_dims=[[schema.TIME]],
         vectorize=True,
     )
     dist = xr.apply_ufunc(
         lambda v, t: interp_at(ts, v, t),
         d.distance_to_min_norm,
         t_stop,
-        input_core_dims=[["time"], []],
+        input_core_dims=[[schema.TIME], []],
         vectorize=True,
     )
     d["stop_time"], d["stop_distance"] = t_stop, dist
@@ -93,7 +92,7 @@ def full_solver_cross_check(problem, sizes: Sizes, ds, ts, seed: int) -> float:
     net_x = init.paper(jax.random.fold_in(jax.random.key(seed + 1), 0), D, m, h_x, 0.5)
     saveat = saveat_only(ts[::5], "distance_to_min_norm")
     full = gradient_flow(net_x, problem, sizes.fig1_t1, saveat=saveat, method=FullWeights())
-    gram_x = ds.distance_to_min_norm.sel(width=h_x, seed=0).values[::5]
+    gram_x = ds.distance_to_min_norm.sel({schema.WIDTH: h_x, schema.SEED: 0}).values[::5]
     return float(np.max(np.abs(np.asarray(full.distance_to_min_norm) - gram_x)))
 
 
@@ -130,8 +129,8 @@ def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Resu
         sampling="wishart",
         **common,
     )
-    ds = add_stop_stats(ds.sel(scale=0.5), ts, stop)
-    ds_w = add_stop_stats(ds_w.sel(scale=0.5), ts, stop)
+    ds = add_stop_stats(ds.sel({schema.SCALE: 0.5}), ts, stop)
+    ds_w = add_stop_stats(ds_w.sel({schema.SCALE: 0.5}), ts, stop)
     ds["stop_iterations"] = ds.stop_time * n / (2 * FIG1_LR)
 
     # The h → ∞ limit: (D - r)‖V(∞)‖² from the limit init (full solver, width r + m).
@@ -139,13 +138,16 @@ def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Resu
     limit_const = float(np.sqrt((D - r) * float(jnp.sum(limit.final_network.W2**2))))
     cross = full_solver_cross_check(problem, sizes, ds, ts, seed)
 
-    widths, dist, dist_w = ds.width.values, ds.stop_distance, ds_w.stop_distance
+    widths, dist, dist_w = ds[schema.WIDTH].values, ds.stop_distance, ds_w.stop_distance
     slope = fit_loglog_slope(
         np.broadcast_to(widths[:, None], dist.shape).ravel(), dist.values.ravel()
     )[:3]
     slope_all = fit_loglog_slope(
         np.concatenate(
-            [np.repeat(widths, dist.shape[1]), np.repeat(ds_w.width.values, dist_w.shape[1])]
+            [
+                np.repeat(widths, dist.shape[1]),
+                np.repeat(ds_w[schema.WIDTH].values, dist_w.shape[1]),
+            ]
         ),
         np.concatenate([dist.values.ravel(), dist_w.values.ravel()]),
     )[:3]
@@ -160,19 +162,21 @@ def rms_scaled(d: xr.Dataset) -> np.ndarray:
 
     W(∞): the distance at t1 (excess loss ~1e-20 there), not at the stop (where the residual
     ‖E‖/√λr(Σ) ~ 2e-3 still adds ~1% to √h·distance at h = 10^6)."""
-    return np.sqrt((d.width * d.final_distance_to_min_norm**2).mean("seed")).values
+    distance = d[schema.final_var("distance_to_min_norm")]
+    return np.sqrt((d[schema.WIDTH] * distance**2).mean(schema.SEED)).values
 
 
 def figure_paper(res: Fig1Result, path: pathlib.Path, files: list) -> None:
     """The three panels of ICML Fig. 1: distance vs h, vs 1/√h, and iterations to converge."""
     ds = res.ds
-    widths, dist, res_v = ds.width.values, ds.stop_distance, ds.theory_residual_v
-    mean, std = dist.mean("seed").values, dist.std("seed").values
+    widths, dist = ds[schema.WIDTH].values, ds.stop_distance
+    res_v = ds[schema.theory_var("residual_v")]
+    mean, std = dist.mean(schema.SEED).values, dist.std(schema.SEED).values
     fig, ax = plt().subplots(1, 3, figsize=(15, 4.3))
     ax[0].errorbar(
         widths,
-        res_v.mean("seed"),
-        res_v.std("seed"),
+        res_v.mean(schema.SEED),
+        res_v.std(schema.SEED),
         fmt="s-",
         capsize=3,
         label=r"$\|\Phi_2\Phi_2^\top(\Theta(0)-\hat\Theta)\|_F$ (init)",
@@ -190,17 +194,19 @@ def figure_paper(res: Fig1Result, path: pathlib.Path, files: list) -> None:
         title="Distance to the min-norm solution",
     )
     x = 1 / np.sqrt(widths)
-    ax[1].errorbar(x, res_v.mean("seed"), res_v.std("seed"), fmt="s", capsize=3, label="init")
+    ax[1].errorbar(
+        x, res_v.mean(schema.SEED), res_v.std(schema.SEED), fmt="s", capsize=3, label="init"
+    )
     ax[1].errorbar(x, mean, std, fmt="o", capsize=3, label=r"$t_f$")
-    for y, style in ((res_v.mean("seed").values, "C0--"), (mean, "C1--")):
+    for y, style in ((res_v.mean(schema.SEED).values, "C0--"), (mean, "C1--")):
         a, b = np.polyfit(x, y, 1)
         xx = np.linspace(0, x.max() * 1.05, 50)
         ax[1].plot(xx, a * xx + b, style, lw=1, label=f"fit {a:.2f}/√h {b:+.3f}")
     ax[1].set(xlabel=r"$1/\sqrt{h}$", ylabel="distance", title="Same vs $1/\\sqrt{h}$")
     ax[2].errorbar(
         widths,
-        ds.stop_iterations.mean("seed"),
-        ds.stop_iterations.std("seed"),
+        ds.stop_iterations.mean(schema.SEED),
+        ds.stop_iterations.std(schema.SEED),
         fmt="o-",
         capsize=3,
         label=r"flow time mapped: $k = t_f n/(2\eta)$",
@@ -220,8 +226,8 @@ def figure_paper(res: Fig1Result, path: pathlib.Path, files: list) -> None:
 def figure_wide(res: Fig1Result, path: pathlib.Path, files: list) -> None:
     """Beyond the paper: widths to 10^6 and the h → ∞ limit."""
     ds, ds_w = res.ds, res.ds_w
-    widths, dist, dist_w = ds.width.values, ds.stop_distance, ds_w.stop_distance
-    all_w = np.concatenate([widths, ds_w.width.values])
+    widths, dist, dist_w = ds[schema.WIDTH].values, ds.stop_distance, ds_w.stop_distance
+    all_w = np.concatenate([widths, ds_w[schema.WIDTH].values])
     fig, ax = plt().subplots(1, 2, figsize=(11, 4.3))
     ax[0].loglog(
         np.repeat(widths, dist.shape[1]),
@@ -232,7 +238,7 @@ def figure_wide(res: Fig1Result, path: pathlib.Path, files: list) -> None:
         label="weights sampled",
     )
     ax[0].loglog(
-        np.repeat(ds_w.width.values, dist_w.shape[1]),
+        np.repeat(ds_w[schema.WIDTH].values, dist_w.shape[1]),
         dist_w.values.ravel(),
         "s",
         ms=3,
@@ -258,7 +264,7 @@ def figure_wide(res: Fig1Result, path: pathlib.Path, files: list) -> None:
         "o-",
         label=r"$\sqrt{h\,\mathrm{mean}\,\|\Theta(t_1)-\hat\Theta\|^2}$, weights",
     )
-    ax[1].semilogx(ds_w.width.values, rms_scaled(ds_w), "s-", label="same, Wishart-sampled")
+    ax[1].semilogx(ds_w[schema.WIDTH].values, rms_scaled(ds_w), "s-", label="same, Wishart-sampled")
     ax[1].axhline(res.limit_const, color="k", ls="--", lw=1, label="h→∞ limit")
     ax[1].set(
         xlabel="width h",
@@ -284,14 +290,14 @@ def fig1_figures(res: Fig1Result, out: pathlib.Path) -> list[pathlib.Path]:
 def fig1_numbers(res: Fig1Result) -> dict:
     """The numbers reported (numbers.json)."""
     ds, ds_w = res.ds, res.ds_w
-    dist = ds.stop_distance
+    dist, res_v = ds.stop_distance, ds[schema.theory_var("residual_v")]
     (slope, lo, hi), (slope_all, lo_all, hi_all) = res.slope, res.slope_all
     return dict(
-        widths=[int(w) for w in ds.width.values],
-        distance_mean=[float(v) for v in dist.mean("seed").values],
-        distance_std=[float(v) for v in dist.std("seed").values],
-        initial_null_distance_mean=[float(v) for v in ds.theory_residual_v.mean("seed").values],
-        iterations_mean=[float(v) for v in ds.stop_iterations.mean("seed").values],
+        widths=[int(w) for w in ds[schema.WIDTH].values],
+        distance_mean=[float(v) for v in dist.mean(schema.SEED).values],
+        distance_std=[float(v) for v in dist.std(schema.SEED).values],
+        initial_null_distance_mean=[float(v) for v in res_v.mean(schema.SEED).values],
+        iterations_mean=[float(v) for v in ds.stop_iterations.mean(schema.SEED).values],
         slope=slope,
         slope_ci=[lo, hi],
         slope_to_1e6=slope_all,
@@ -302,7 +308,7 @@ def fig1_numbers(res: Fig1Result) -> dict:
         all_converged=bool(
             np.all(np.isfinite(ds.stop_time.values)) and np.all(np.isfinite(ds_w.stop_time))
         ),
-        bounds_held=bool(all_bounds_held(ds)[0] and all_bounds_held(ds_w)[0]),
+        bounds_held=bool(schema.all_bounds_held(ds)[0] and schema.all_bounds_held(ds_w)[0]),
     )
 
 
@@ -319,7 +325,7 @@ def fig1_markdown(res: Fig1Result, numbers: dict) -> str:
         )
     ]
     (slope, lo, hi), (slope_all, lo_all, hi_all) = res.slope, res.slope_all
-    widest = max(numbers["widths"] + [int(w) for w in res.ds_w.width.values])
+    widest = max(numbers["widths"] + [int(w) for w in res.ds_w[schema.WIDTH].values])
     md = [
         "## ICML Fig. 1 — distance to the min-norm solution vs width\n",
         f"n = {p.n}, D = {p.D}, m = {p.m}, X entries N(0, 1/D), init entries N(0, 1/h) "

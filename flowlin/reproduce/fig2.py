@@ -12,8 +12,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from .. import init, problems, theory
-from .._dataset import all_bounds_held, trajectory_dataset
+from .. import _dataset as schema, init, problems, theory
 from .._flow import gradient_flow
 from .._method import FullWeights, Gram
 from .._network import LinearNetwork
@@ -71,8 +70,8 @@ def fig2_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig2Resu
         saveat = saveat_only(ts[::10], "excess_loss")
         full = gradient_flow(nets[0], problem, t1, saveat=saveat, method=FullWeights())
         cross = float(np.max(np.abs(np.log(full.excess_loss) - np.log(trajs[0].excess_loss[::10]))))
-    ds = trajectory_dataset(names, trajs, nets, problem)
-    ds["gd_excess_loss"] = (("case", "time"), gd_loss)
+    ds = schema.trajectory_dataset(names, trajs, nets, problem)
+    ds["gd_excess_loss"] = ((schema.CASE, schema.TIME), gd_loss)
     ds.attrs.update(lr=FIG2_LR, steps=sizes.fig2_steps, averaged=1, full_vs_gram_max_log=cross)
     return Fig2Result(sizes, problem, ts, pairs, names, nets, trajs, ds, cross)
 
@@ -81,7 +80,7 @@ def fig2_figure(res: Fig2Result, out: pathlib.Path) -> list[pathlib.Path]:
     """Write `fig2.png` (log loss vs iteration with the ICML Theorem 1 envelopes) and the data
     `fig2.nc`."""
     files: list = []
-    n, cs, ts = res.problem.n, res.ds.theory_c.values, res.ts
+    n, cs, ts = res.problem.n, res.ds[schema.theory_var("c")].values, res.ts
     gd_loss = res.ds.gd_excess_loss.values
     fig, ax = plt().subplots(figsize=(7.5, 5))
     iters = ts * n / (2 * FIG2_LR)
@@ -115,34 +114,32 @@ def gd_vs_flow(ds: xr.Dataset) -> float:
 
 def fig2_numbers(res: Fig2Result) -> dict:
     """The numbers reported (numbers.json)."""
-    cs = res.ds.theory_c.values
+    cs = res.ds[schema.theory_var("c")].values
     return dict(
         c=[float(c) for c in cs[: len(res.pairs)]],
         c_paper=list(PAPER_C.values()),
         c_balanced=float(cs[-1]),
         gd_vs_flow_max_log=gd_vs_flow(res.ds),
         full_vs_gram_max_log=res.cross,
-        bounds_held=all_bounds_held(res.ds)[0],
+        bounds_held=schema.all_bounds_held(res.ds)[0],
     )
 
 
 def fig2_markdown(res: Fig2Result) -> str:
     """The report's section."""
     ds, names, pairs = res.ds, res.names, res.pairs
-    cs = ds.theory_c.values
+    cs, final_loss = ds[schema.theory_var("c")].values, ds[schema.final_var("excess_loss")]
     rows = [
         [
             names[i],
             f"{cs[i]:.3f}",
             PAPER_C[pairs[i]],
             f"{cs[i] / PAPER_C[pairs[i]]:.3f}",
-            f"{float(ds.final_excess_loss[i]):.3e}",
+            f"{float(final_loss[i]):.3e}",
         ]
         for i in range(len(pairs))
     ]
-    rows.append(
-        [names[-1], f"{cs[-1]:.3g}", "0 (balanced)", "-", f"{float(ds.final_excess_loss[-1]):.3e}"]
-    )
+    rows.append([names[-1], f"{cs[-1]:.3g}", "0 (balanced)", "-", f"{float(final_loss[-1]):.3e}"])
     p = res.problem
     md = [
         "## ICML Fig. 2 — convergence rate vs imbalance\n",

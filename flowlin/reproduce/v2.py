@@ -12,8 +12,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from .. import init, problems, theory
-from .._dataset import all_bounds_held, trajectory_dataset
+from .. import _dataset as schema, init, problems, theory
 from .._flow import gradient_flow
 from .._method import Gram
 from .._network import LinearNetwork
@@ -111,13 +110,13 @@ def v2_dataset(problem, runs: list[V2Width]) -> xr.Dataset:
     normalized time axis s = t/t1."""
     dss = []
     for w in runs:
-        d = trajectory_dataset([f"h={w.h}"], [w.traj], [w.net], problem)
-        d = d.assign_coords(time=np.linspace(0.0, 1.0, d.sizes["time"]))
-        dss.append(d.rename(time="fraction_of_t1"))
-    ds = xr.concat(dss, "case")
-    ds["t1"] = ("case", np.asarray([w.t1 for w in runs]))
-    ds["gd_excess_loss"] = (("case", "fraction_of_t1"), np.stack([w.gd for w in runs]))
-    ds["imbalance_eigenvalues"] = (("case", "k"), np.stack([w.eigenvalues for w in runs]))
+        d = schema.trajectory_dataset([f"h={w.h}"], [w.traj], [w.net], problem)
+        d = d.assign_coords({schema.TIME: np.linspace(0.0, 1.0, d.sizes[schema.TIME])})
+        dss.append(d.rename({schema.TIME: "fraction_of_t1"}))
+    ds = xr.concat(dss, schema.CASE)
+    ds["t1"] = (schema.CASE, np.asarray([w.t1 for w in runs]))
+    ds["gd_excess_loss"] = ((schema.CASE, "fraction_of_t1"), np.stack([w.gd for w in runs]))
+    ds["imbalance_eigenvalues"] = ((schema.CASE, "k"), np.stack([w.eigenvalues for w in runs]))
     return ds
 
 
@@ -211,9 +210,9 @@ def v2_numbers(res: V2Result) -> dict:
         widths=[w.h for w in res.runs],
         spreads=[list(s) for s in spreads],
         c=[s[2] for s in spreads],
-        c_margin=[float(x) for x in res.ds.theory_c_margin.values],
-        rate_asymptotic=[float(x) for x in res.ds.theory_rate_asymptotic.values],
-        bounds_held=all_bounds_held(res.ds)[0],
+        c_margin=[float(x) for x in res.ds[schema.theory_var("c_margin")].values],
+        rate_asymptotic=[float(x) for x in res.ds[schema.theory_var("rate_asymptotic")].values],
+        bounds_held=schema.all_bounds_held(res.ds)[0],
     )
 
 
@@ -233,9 +232,9 @@ def v2_markdown(res: V2Result) -> str:
         ]
         for w, cm, ra, fe in zip(
             res.runs,
-            ds.theory_c_margin.values,
-            ds.theory_rate_asymptotic.values,
-            ds.final_excess_loss.values,
+            ds[schema.theory_var("c_margin")].values,
+            ds[schema.theory_var("rate_asymptotic")].values,
+            ds[schema.final_var("excess_loss")].values,
         )
     ]
     md = [
