@@ -111,11 +111,6 @@ def bound_names(ds: xr.Dataset | Mapping) -> list[str]:
     return sorted(v[len(head) : -len(tail)] for v in ds if v.startswith(head) and v.endswith(tail))
 
 
-def theory_keys(ds: xr.Dataset | Mapping) -> list[str]:
-    """Keys of the `flowlin.theory.quantities` stored in `ds`."""
-    return [v[len(_THEORY) :] for v in ds if v.startswith(_THEORY)]
-
-
 # --------------------------------------------------------------------------------------------
 # One run → a record
 # --------------------------------------------------------------------------------------------

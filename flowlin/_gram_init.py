@@ -81,3 +81,30 @@ def gram_init(net: LinearNetwork, problem: Problem) -> GramInit:
     # Φ2 G0 = P⊥ W1ᵀ Z0ᵀ in input coordinates (D×(r+m)); its Gram equals G0ᵀ G0.
     G0 = problem.null_part(net.W1).T @ Z.T
     return GramInit(Q=Z @ Z.T, K=G0.T @ G0)
+
+
+def check_gram_compatible(call: str, init: GramInit, problem: Problem, name: str = "net") -> None:
+    """Raise a clear error when a `GramInit` does not fit `problem`: floating-point, unbatched,
+    $(r+m)\times(r+m)$, finite (`name` is the argument it was passed as). Its invariants are
+    checked at construction; this also catches one assembled without it (`eqx.tree_at`)."""
+    k = problem.rank + problem.m
+    for field in ("Q", "K"):
+        x = getattr(init, field)
+        if not eqx.is_array(x) or not jnp.issubdtype(x.dtype, jnp.floating):
+            raise TypeError(
+                f"`{call}`: {name}.{field} (of the GramInit) must be a floating-point array, got "
+                f"{type(x).__name__}"
+            )
+        if x.ndim > 2:
+            raise ValueError(
+                f"`{call}`: {name}.{field} is batched (shape {x.shape}); use jax.vmap over the "
+                "batch"
+            )
+    if init.Q.shape != (k, k) or init.K.shape != (k, k):
+        raise ValueError(
+            f"`{call}`: {name}.Q and {name}.K must be (r+m)x(r+m) matrices, shape (r+m, r+m) = "
+            f"({k}, {k}) for this problem (rank r={problem.rank}, m={problem.m} outputs), got "
+            f"{name}.Q.shape={init.Q.shape}, {name}.K.shape={init.K.shape}"
+        )
+    for field in ("Q", "K"):
+        check_finite(call, f"{name}.{field}", getattr(init, field))

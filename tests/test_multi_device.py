@@ -29,6 +29,9 @@ class _Capture(flowlin.AbstractExecutor):
     def resolve(self, call, settings):
         return self
 
+    def known_devices(self):
+        return tuple(str(d) for d in jax.local_devices())
+
     def devices_per_chunk(self):
         return len(jax.local_devices())
 

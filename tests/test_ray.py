@@ -215,16 +215,6 @@ def test_wrongly_typed_executor_options_rejected(options, match):
         flowlin.RayExecutor(**options)
 
 
-def test_bad_executor_rejected(problem):
-    with pytest.raises(TypeError, match="executor"):
-        flowlin.sweep(problem, executor="dask", **GRID, **COMMON)
-
-
-def test_local_executor_checks_devices():
-    with pytest.raises(ValueError, match="devices is empty"):
-        flowlin.LocalExecutor(devices=[])
-
-
 def test_missing_ray_is_named(problem, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install flowlin\[ray\]"):

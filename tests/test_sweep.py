@@ -31,6 +31,9 @@ class FailingExecutor(flowlin.AbstractExecutor):
     def resolve(self, call, settings):
         return FailingExecutor(self.inner.resolve(call, settings), self.at_chunk)
 
+    def known_devices(self):
+        return self.inner.known_devices()
+
     def devices_per_chunk(self):
         return self.inner.devices_per_chunk()
 
@@ -102,6 +105,9 @@ class NoCompute(flowlin.AbstractExecutor):
     def resolve(self, call, settings):
         return self
 
+    def known_devices(self):
+        return ()
+
     def devices_per_chunk(self):
         return 1
 
@@ -133,6 +139,10 @@ def test_resume_after_kill_is_bit_for_bit(problem, tmp_path, suffix):
     on_disk = flowlin.open_sweep(store)
     for name in reference.data_vars:
         np.testing.assert_array_equal(on_disk[name].values, reference[name].values)
+    # Everything resumed: nothing computed, and the devices are still recorded.
+    again = flowlin.sweep(problem, store=store, **kw)
+    assert again.attrs["chunks_resumed_from_store"] == reference.attrs["n_chunks"]
+    assert again.attrs["devices"] == reference.attrs["devices"] != "[]"
     # A different sweep cannot reuse the store.
     with pytest.raises(ValueError, match="holds a different sweep"):
         flowlin.sweep(problem, store=store, **{**kw, "seeds": 5})
@@ -197,6 +207,16 @@ def test_explicit_configs_and_descent(problem):
             dict(widths=[3], scales=[0.5], sampling="wishart", method=flowlin.FullWeights()),
             "sampling='wishart'",
         ),
+        (
+            dict(
+                widths=[3], scales=[0.5], sampling="wishart", method=flowlin.Gram(reconstruct=True)
+            ),
+            r"sampling='wishart' has no weights to rebuild",
+        ),
+        (
+            dict(widths=[3], scales=[0.5], dynamics="descent", lr=0.1),
+            "needs lr=... and steps=...",
+        ),
         (dict(configs=[dict(width=3, seed=0)]), r"configs\[0\] lacks field\(s\) \['scale'\]"),
         (dict(widths=[3]), "give widths=... and scales=..."),
     ],
@@ -207,7 +227,8 @@ def test_bad_configurations_rejected_before_compute(problem, kwargs, match):
 
 
 # Outside the `Literal`/class an argument is typed with: a TypeError (under the test suite's
-# jaxtyping/beartype hook, its own TypeError naming the argument comes first).
+# jaxtyping/beartype hook, its own TypeError naming the argument comes first; flowlin's own
+# messages for these are checked without the hook in tests/test_messages.py).
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -272,3 +293,9 @@ def test_icml_fig1_grid_slope_and_bounds():
     dw = wide.final_distance_to_min_norm.sel(scale=0.5).mean("seed")
     ratio = float(dw.sel(width=10**6) / dw.sel(width=10**7))
     assert abs(ratio / np.sqrt(10) - 1) < 0.1
+
+
+def test_local_executor_checks_devices():
+    # (a wrongly typed executor: tests/test_messages.py and the table above)
+    with pytest.raises(ValueError, match="devices is empty"):
+        flowlin.LocalExecutor(devices=[])

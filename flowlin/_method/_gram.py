@@ -41,8 +41,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .._diagnostics import safe_div
-from .._errors import check_finite
-from .._gram_init import GramInit
+from .._gram_init import GramInit, check_gram_compatible
 from .._network import LinearNetwork, check_compatible
 from .._problem import Problem
 from ._base import AbstractFlowMethod
@@ -238,7 +237,7 @@ class Gram(AbstractFlowMethod):
 
     def check(self, call, init, problem, networks):
         if isinstance(init, GramInit):
-            _check_gram_init(call, init, problem)
+            check_gram_compatible(call, init, problem)
             if self.reconstruct:
                 raise ValueError(
                     f"`{call}`: method=flowlin.Gram(reconstruct=True): reconstruct=True needs "
@@ -252,11 +251,6 @@ class Gram(AbstractFlowMethod):
                     "networks"
                 )
             return jnp.result_type(init.Q.dtype, init.K.dtype, problem.dtype)
-        if not isinstance(init, LinearNetwork):
-            raise TypeError(
-                f"`{call}`: net must be a flowlin.LinearNetwork or, for method=flowlin.Gram(), "
-                f"a flowlin.GramInit, got {type(init).__name__}"
-            )
         check_compatible(call, init, problem)
         return jnp.result_type(init.dtype, problem.dtype)
 
@@ -301,25 +295,3 @@ class Gram(AbstractFlowMethod):
         if run.frame is None or reconstruct is False:
             return None
         return reconstruct_network(y, run.system.L, run.frame, run.problem)
-
-
-def _check_gram_init(call: str, init: GramInit, problem: Problem) -> None:
-    """Raise a clear error when a `GramInit` does not fit `problem` (shapes, finiteness)."""
-    k = problem.rank + problem.m
-    for name in ("Q", "K"):
-        x = getattr(init, name)
-        if not eqx.is_array(x) or not jnp.issubdtype(x.dtype, jnp.floating):
-            raise TypeError(
-                f"`{call}`: net.{name} (of the GramInit) must be a floating-point array, got "
-                f"{type(x).__name__}"
-            )
-        if x.ndim > 2:
-            raise ValueError(
-                f"`{call}`: net.{name} is batched (shape {x.shape}); use jax.vmap over the batch"
-            )
-        if x.shape != (k, k):
-            raise ValueError(
-                f"`{call}`: net.{name} (of the GramInit) must have shape (r+m, r+m) = ({k}, {k}) "
-                f"for this problem (rank r={problem.rank}, m={problem.m} outputs), got {x.shape}"
-            )
-        check_finite(call, f"net.{name}", x)

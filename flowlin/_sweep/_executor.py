@@ -48,6 +48,12 @@ class AbstractExecutor(eqx.Module):
         computed, and return it with its defaults filled in (e.g. the devices)."""
 
     @abc.abstractmethod
+    def known_devices(self) -> tuple[str, ...]:
+        """The devices this executor is known to compute on before it runs anything (recorded
+        in the result's attrs, also when every chunk is resumed from a store); `()` where only
+        running tells (a Ray cluster)."""
+
+    @abc.abstractmethod
     def devices_per_chunk(self) -> int:
         """The devices one chunk is split over (chunks are cut to a multiple of it); only
         called on a resolved executor."""
@@ -137,6 +143,10 @@ class LocalExecutor(AbstractExecutor):
             )
             devices = devices[:1]
         return LocalExecutor(devices, self.batch_size)
+
+    def known_devices(self):
+        assert self.devices is not None, "resolve() first"
+        return tuple(str(d) for d in self.devices)
 
     def devices_per_chunk(self):
         assert self.devices is not None, "resolve() first"

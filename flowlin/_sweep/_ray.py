@@ -111,6 +111,9 @@ class RayExecutor(AbstractExecutor):
         _import_ray(call)
         return self
 
+    def known_devices(self) -> tuple[str, ...]:
+        return ()  # where a task runs is known once it has run (Finished.where)
+
     def devices_per_chunk(self) -> int:
         """JAX devices a task computes on: as many whole GPUs as it asks for (Ray makes exactly
         those visible to it), else one device (a CPU task, or a share of one GPU)."""

@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from .._flow import resolve_save_times, resolve_tolerances
 from .._method import AbstractFlowMethod, Gram
 from .._saveat import DIAGNOSTICS, SaveAt
-from ._validate import DynamicsName, InitName, SamplingName, check_save_times
+from ._validate import DynamicsName, InitName, SamplingName
 
 
 #: Save times per run when none are given: enough to check the bounds along the path.
@@ -24,7 +24,8 @@ class SweepSettings(eqx.Module):
     """Everything but the grid that fixes a sweep's results (see `flowlin.sweep`).
 
     Invariants (`__check_init__`): Wishart sampling gives Gram statistics, so it needs
-    `method=flowlin.Gram()` and the flow; gradient descent needs `lr` and `steps`.
+    `method=flowlin.Gram()` (not rebuilding weights) and the flow; gradient descent needs `lr`
+    and `steps`.
     """
 
     init: InitName = eqx.field(static=True)
@@ -55,6 +56,11 @@ class SweepSettings(eqx.Module):
                 f"`{_CALL}`: sampling='wishart' gives the Gram statistics, not weights: it "
                 "needs method=flowlin.Gram() and dynamics='flow'"
             )
+        if self.sampling == "wishart" and self.method.reconstruct:
+            raise ValueError(
+                f"`{_CALL}`: sampling='wishart' has no weights to rebuild: "
+                "method=flowlin.Gram(reconstruct=True) needs sampling='weights'"
+            )
         if self.dynamics == "descent" and (self.lr is None or self.steps is None):
             raise ValueError(f"`{_CALL}`: dynamics='descent' needs lr=... and steps=...")
 
@@ -73,13 +79,13 @@ class SweepSettings(eqx.Module):
             sampling=self.sampling,
             method=self.method.name,
             dynamics=self.dynamics,
-            t1=float(self.t1),
-            lr=None if self.lr is None else float(self.lr),
+            t1=_shortest(self.t1),
+            lr=None if self.lr is None else _shortest(self.lr),
             steps=None if self.steps is None else int(self.steps),
             averaged=self.averaged,
-            saveat=np.asarray(self.ts).tolist(),
+            saveat=[_shortest(t) for t in np.asarray(self.ts)],
             diagnostics=list(self.diagnostics),
-            stop_at_loss=None if self.stop_at_loss is None else float(self.stop_at_loss),
+            stop_at_loss=None if self.stop_at_loss is None else _shortest(self.stop_at_loss),
             solver=type(self.solver).__name__,
             rtol=self.rtol,
             atol=self.atol,
@@ -120,16 +126,15 @@ def make_settings(
     descent `steps · lr`, times `2/n` when `averaged`), and every diagnostic when bounds are
     checked (`check_bounds` reads them all)."""
     rtol, atol = resolve_tolerances(dtype, rtol, atol)
-    if dynamics == "flow":
-        horizon = float(t1)
-    else:
+    if dynamics == "descent" and lr is not None and steps is not None:
         horizon = float(steps) * float(lr) * (2.0 / n_samples if averaged else 1.0)
+    else:  # (descent without lr or steps is refused by SweepSettings.__check_init__)
+        horizon = float(t1)
     if not isinstance(saveat, SaveAt):
         saveat = SaveAt(saveat)
     if saveat.ts is None:
         default = np.linspace(0.0, horizon, DEFAULT_SWEEP_SAVES)
         saveat = SaveAt(default, diagnostics=saveat.diagnostics)
-    check_save_times(_CALL, np.asarray(saveat.ts), horizon)
     _, ts = resolve_save_times(_CALL, saveat, horizon, dtype)
     return SweepSettings(
         init=init,
@@ -152,3 +157,10 @@ def make_settings(
         steps=None if steps is None else jnp.asarray(steps, jnp.int32),
         stop_at_loss=None if stop_at_loss is None else jnp.asarray(stop_at_loss, dtype),
     )
+
+
+def _shortest(x) -> float:
+    """A stored setting as the shortest decimal that its dtype reads back (0.1, not the
+    0.10000000149 of float32's nearest value), so that attrs and fingerprints show what was
+    asked for."""
+    return float(str(np.asarray(x)[()]))

@@ -149,7 +149,7 @@ def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *grid.problems)
     task = SweepTask(Payload(settings, stacked), grid, executor.batch_size)
     traces_before = TRACES["run_one"]
-    results, places = {}, {}
+    results, places = {}, dict.fromkeys(executor.known_devices())
     pending = [c for c in chunks if c.index not in done]
     for finished in executor.run(
         task, pending, shards, progress=progress, total=len(chunks), initial=len(done)

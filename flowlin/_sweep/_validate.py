@@ -64,11 +64,10 @@ def _finite_positive(x) -> bool:
 
 def _check_numbers(call: str, *, dynamics, t1, lr, steps, stop_at_loss, chunk_size, delta):
     if dynamics == "descent":
-        if lr is None or steps is None:
-            raise ValueError(f"`{call}`: dynamics='descent' needs lr=... and steps=...")
-        if not _finite_positive(lr):
+        # (lr and steps being given at all is an invariant of SweepSettings)
+        if lr is not None and not _finite_positive(lr):
             raise ValueError(f"`{call}`: lr must be finite and > 0, got {lr!r}")
-        if int(steps) < 0:
+        if steps is not None and int(steps) < 0:
             raise ValueError(f"`{call}`: steps must be >= 0, got {steps!r}")
     elif not _finite_positive(t1):
         raise ValueError(f"`{call}`: t1 must be finite and > 0, got {t1!r}")
@@ -78,11 +77,6 @@ def _check_numbers(call: str, *, dynamics, t1, lr, steps, stop_at_loss, chunk_si
         raise ValueError(f"`{call}`: chunk_size must be a positive int, got {chunk_size!r}")
     if not (0 < delta < 1):
         raise ValueError(f"`{call}`: delta must be in (0, 1), got {delta!r}")
-
-
-def check_save_times(call: str, ts: np.ndarray, horizon: float) -> None:
-    if float(np.min(ts)) < 0 or float(np.max(ts)) > horizon * (1 + 1e-12):
-        raise ValueError(f"`{call}`: saveat times must lie in [0, {horizon}]")
 
 
 # --------------------------------------------------------------------------------------------

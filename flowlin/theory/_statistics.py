@@ -28,7 +28,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Real
 
 from .._errors import is_concrete
-from .._gram_init import GramInit, gram_init
+from .._gram_init import GramInit, check_gram_compatible, gram_init
 from .._network import LinearNetwork, check_compatible
 from .._problem import Problem
 
@@ -62,13 +62,7 @@ def as_gram(call: str, init, problem: Problem) -> GramInit:
         check_compatible(call, init, problem)
         return gram_init(init, problem)
     if isinstance(init, GramInit):
-        k = problem.rank + problem.m
-        if init.Q.shape != (k, k) or init.K.shape != (k, k):
-            raise ValueError(
-                f"`{call}`: init.Q and init.K must be (r+m)x(r+m) = ({k}, {k}) for this problem "
-                f"(r={problem.rank}, m={problem.m}), got Q.shape={init.Q.shape}, "
-                f"K.shape={init.K.shape}; use jax.vmap for a batch"
-            )
+        check_gram_compatible(call, init, problem, name="init")
         return init
     raise TypeError(
         f"`{call}`: init must be a flowlin.LinearNetwork or a flowlin.GramInit, got "
