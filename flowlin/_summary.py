@@ -112,9 +112,9 @@ class BoundsSummary:
 
     def to_markdown(self) -> str:
         out = [f"{self.runs} runs, {self.failed} failed or not converged.", ""]
-        out += _md_table(*self._rows())
+        out += md_table(*self._rows()).splitlines()
         if self.slopes:
-            out += ["", *_md_table(*self._slope_rows())]
+            out += ["", *md_table(*self._slope_rows()).splitlines()]
         return "\n".join(out) + "\n"
 
 
@@ -132,12 +132,12 @@ def _text_table(head, body):
     return [line(head), line(["-" * w for w in widths]), *(line(r) for r in body)]
 
 
-def _md_table(head, body):
-    return [
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-        *("| " + " | ".join(r) + " |" for r in body),
-    ]
+def md_table(head, rows) -> str:
+    """A Markdown table with header `head` and `rows` (cells formatted with `str`); internal
+    API, shared with the reproduction's reports."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def fit_loglog_slope(widths, distances, confidence: float = 0.95):

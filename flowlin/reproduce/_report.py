@@ -52,13 +52,6 @@ def save_netcdf(ds: xr.Dataset, path: pathlib.Path, files: list) -> None:
     files.append(path)
 
 
-def md_table(head, rows) -> str:
-    """A Markdown table with header `head` and `rows`."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def bounds_markdown(ds: xr.Dataset) -> str:
     """The verdict on every bound of `ds` and `flowlin.summarize_bounds`'s table."""
     held, failed = all_bounds_held(ds)

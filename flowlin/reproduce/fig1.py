@@ -18,14 +18,13 @@ from .._flow import gradient_flow
 from .._method import FullWeights, Gram
 from .._network import LinearNetwork
 from .._problem import Problem
-from .._summary import fit_loglog_slope
+from .._summary import fit_loglog_slope, md_table
 from .._sweep import sweep
 from ._compute import interp_at, saveat_only
 from ._report import (
     Section,
     bounds_markdown,
     crossing_time,
-    md_table,
     plt,
     save_figure,
     save_netcdf,

@@ -18,9 +18,10 @@ from .._method import FullWeights, Gram
 from .._network import LinearNetwork
 from .._problem import Problem
 from .._progress import progress_bar
+from .._summary import md_table
 from .._trajectory import Trajectory
 from ._compute import descent_reduced, saveat_only
-from ._report import Section, bounds_markdown, md_table, plt, save_figure, save_netcdf
+from ._report import Section, bounds_markdown, plt, save_figure, save_netcdf
 from ._sizes import Sizes
 from .paper import FIG2_LR, PAPER_C
 

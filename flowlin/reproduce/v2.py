@@ -18,13 +18,13 @@ from .._method import Gram
 from .._network import LinearNetwork
 from .._problem import Problem
 from .._progress import progress_bar
+from .._summary import md_table
 from .._trajectory import Trajectory
 from ._compute import descent_reduced
 from ._report import (
     Section,
     bounds_markdown,
     crossing_time,
-    md_table,
     plt,
     save_figure,
     save_netcdf,
