@@ -1,4 +1,4 @@
-"""Checking every bound of theory.md §2 along a computed trajectory.
+"""Checking every bound of docs/theory.md §2 along a computed trajectory.
 
 `check_bounds` validates its inputs and hands them to one jitted `_check`, which builds what
 every check reads once (`_Observed`: the init's `InitStatistics`, the trajectory's times and
@@ -42,7 +42,7 @@ _RESOLVED_FACTOR = 100.0
 
 #: The keys of `check_bounds`, with the result each checks.
 CHECK_KEYS: dict[str, str] = {
-    "imbalance_conserved": "Λ(t) = Λ(0): imbalance_drift(t) <= atol (theory.md §2(a))",
+    "imbalance_conserved": "Λ(t) = Λ(0): imbalance_drift(t) <= atol (docs/theory.md §2(a))",
     "loss_imbalance": "L(t) − L* <= exp(−2λr(Σ)c t)(L(0) − L*) (ICML Thm 1)",
     "loss_margin": "L(t) − L* <= exp(−λr(Σ)c(0) t)(L(0) − L*) (v2 Thm 3)",
     "loss_margin_local": "L(t_{k+1}) − L* <= exp(−λr(Σ)c(t_k)(t_{k+1} − t_k))(L(t_k) − L*) "
@@ -146,7 +146,7 @@ def check_bounds(
     rtol: ScalarLike = DEFAULT_RTOL,
     atol: ScalarLike = DEFAULT_ATOL,
 ) -> dict[str, BoundCheck]:
-    r"""Check every bound of theory.md §2 at every saved time of a gradient-flow trajectory.
+    r"""Check every bound of docs/theory.md §2 at every saved time of a gradient-flow trajectory.
 
     Returns one `flowlin.BoundCheck` per key of `flowlin.CHECK_KEYS` — always the same keys,
     so a sweep can stack them; a bound whose hypotheses fail or whose diagnostics were not saved

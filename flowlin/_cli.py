@@ -59,7 +59,7 @@ def reproduce(
     seed: Annotated[int, typer.Option(help="Seed of the data and initializations.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Reproduce the papers' figures (theory.md §5): netCDF data, PNGs and report.md."""
+    """Reproduce the papers' figures (docs/theory.md §5): netCDF data, PNGs and report.md."""
     from .reproduce import RUNNERS
 
     if target != "all" and target not in RUNNERS:

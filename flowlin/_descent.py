@@ -121,7 +121,7 @@ def gradient_descent(
     Plain gradient descent with step $\eta$ on $L = \tfrac12\|Y - XW_1^\top W_2^\top\|_F^2$ is
     the explicit Euler scheme of the gradient flow, so iteration $k$ corresponds to flow time
     $t = \eta k$. With `averaged=True` the optimizer sees the papers' averaged loss
-    $\tfrac1n\|Y - XW_1^\top W_2^\top\|_F^2 = \tfrac2n L$, and $t = 2\eta k/n$ (theory.md §5).
+    $\tfrac1n\|Y - XW_1^\top W_2^\top\|_F^2 = \tfrac2n L$, and $t = 2\eta k/n$ (docs/theory.md §5).
     As $\eta\to0$ the trajectory converges to the flow's, with error $O(\eta)$.
     $U_2$ never moves under gradient descent either ($X\Phi_2 = 0$).
 

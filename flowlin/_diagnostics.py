@@ -1,4 +1,4 @@
-"""Diagnostics of a network state in weight space (theory.md §1–2), shared by the full
+"""Diagnostics of a network state in weight space (docs/theory.md §1–2), shared by the full
 gradient-flow solver and gradient descent."""
 
 import equinox as eqx
@@ -65,7 +65,7 @@ def weight_diagnostics(
         U1 = problem.row_part(W1)
     if need_E:
         S = problem.sqrt_sigma[:, None]
-        E = problem.Y_tilde - S * (U1 @ W2.T)  # r×m, theory.md §1
+        E = problem.Y_tilde - S * (U1 @ W2.T)  # r×m, docs/theory.md §1
         e2 = jnp.sum(E**2)
         if "excess_loss" in names:
             out["excess_loss"] = 0.5 * e2

@@ -1,4 +1,5 @@
-"""Closed-form gradient-flow solutions (theory.md §4): test oracles and tools in their own right.
+"""Closed-form gradient-flow solutions (docs/theory.md §4): test oracles, and tools in their own
+right.
 
 Everything here is exact (no integration) and jit/vmap-compatible; value checks on the inputs
 (e.g. that an initialization is λ-balanced) run only on concrete arrays.
@@ -21,7 +22,7 @@ _BALANCE_RTOL = 1e-8
 def scalar(
     t: Float[ArrayLike, "*times"], u0: ScalarLike, v0: ScalarLike, y: ScalarLike
 ) -> tuple[Float[Array, "*times"], Float[Array, "*times"]]:
-    r"""Exact scalar gradient flow $\dot u = (y - uv)v$, $\dot v = (y - uv)u$ (theory.md §4).
+    r"""Exact scalar gradient flow $\dot u = (y - uv)v$, $\dot v = (y - uv)u$ (docs/theory.md §4).
 
     This is the network with $n = m = h = 1$ on $X = [1, 0]$ (the second input direction never
     moves). With $d = u_0^2 - v_0^2$ (conserved), $k = \sqrt{d^2 + 4y^2}$,
@@ -76,7 +77,7 @@ def balanced_scalar(
     t: Float[ArrayLike, "*times"], w0: ScalarLike, y: ScalarLike
 ) -> Float[Array, "*times"]:
     r"""Product $w = uv$ of the balanced scalar flow ($u_0^2 = v_0^2$, $w_0 = u_0v_0$,
-    theory.md §4):
+    docs/theory.md §4):
     $$w(t) = \frac{y\,w_0\,e^{2yt}}{y - w_0 + w_0 e^{2yt}}.$$
 
     It is `scalar` with $d = 0$ (a logistic curve; for $w_0 > 0 < y$ it rises from $w_0$ to
@@ -103,7 +104,7 @@ def lambda_balanced_gram(
     Y_tilde: Float[ArrayLike, "r m"],
     lam: ScalarLike,
 ) -> Float[Array, "k k"]:
-    r"""Riccati closed form of the λ-balanced flow on whitened data ($\Sigma = I$, theory.md §4).
+    r"""Riccati closed form of the λ-balanced flow, whitened data (docs/theory.md §4).
 
     With $Z = [U_1; V]$ and $\Lambda = U_1^\top U_1 - V^\top V = \lambda I_h$, the Gram
     $Q = ZZ^\top$ solves $\dot Q = FQ + QF - Q^2$ with
@@ -189,7 +190,7 @@ def asymptotic_rate_balanced(
     Y_tilde: Float[ArrayLike, "r m"], lam: ScalarLike, width: int | None = None
 ) -> Float[Array, ""]:
     r"""Asymptotic decay rate $\rho_\infty = \lim_{t\to\infty} -\tfrac{d}{dt}\log(L - L^\star)$
-    of a converging λ-balanced flow on whitened data ($\Sigma = I$, theory.md §4).
+    of a converging λ-balanced flow on whitened data ($\Sigma = I$, docs/theory.md §4).
 
     At the limit $U_1V^\top = \tilde Y$ and $U_1^\top U_1 - V^\top V = \lambda I_h$ fix the
     spectra of $U_1U_1^\top$ ($r\times r$) and $VV^\top$ ($m\times m$): each singular value

@@ -95,7 +95,7 @@ def gradient_flow(
 
     $$\dot W_1 = W_2^\top R^\top X,\qquad \dot W_2 = R^\top X W_1^\top,\qquad
       R = Y - XW_1^\top W_2^\top$$
-    (theory.md §1), from `net` at $t = 0$ to `t1`, with an adaptive diffrax solver, saving the
+    (docs/theory.md §1), from `net` at $t = 0$ to `t1`, with an adaptive diffrax solver, saving the
     diagnostics of `flowlin.Trajectory` at the requested times.
 
     **Arguments:**
@@ -109,7 +109,7 @@ def gradient_flow(
       101 equally spaced times, all diagnostics.
     - `method`: how to integrate, a `flowlin.AbstractFlowMethod`:
       `flowlin.FullWeights()` (default) integrates $(W_1, W_2)$, cost per step $O(nDh)$;
-      `flowlin.Gram()` integrates the width-independent reduced system of theory.md §3,
+      `flowlin.Gram()` integrates the width-independent reduced system of docs/theory.md §3,
       $\dot Z_r = A(Z_rZ_r^\top)Z_r$ of size $(r+m)\times\min(h, r+m)$, cost $O((r+m)^3)$ per
       step whatever $h$. Both give the same trajectory to tolerance. A method's options are
       its fields (e.g. `flowlin.Gram(reconstruct=False)`).

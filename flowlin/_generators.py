@@ -1,4 +1,4 @@
-"""Data generators for the papers' experiments (theory.md §5)."""
+"""Data generators for the papers' experiments (docs/theory.md §5)."""
 
 import jax
 import jax.numpy as jnp

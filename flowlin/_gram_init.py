@@ -1,4 +1,4 @@
-"""The width-independent statistics of an initialization (theory.md §3)."""
+"""The width-independent statistics of an initialization (docs/theory.md §3)."""
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ class GramInit(eqx.Module):
     r"""Everything two-layer gradient flow on squared loss needs to know about an initialization.
 
     With $S = \Sigma^{1/2}$, $Z_0 = [SU_1(0); V(0)]$ ($(r+m)\times h$) and the cross-Gram
-    $G_0 = U_2(0)Z_0^\top$ ($(D-r)\times(r+m)$), theory.md §3 shows that the loss, error, rate,
+    $G_0 = U_2(0)Z_0^\top$ ($(D-r)\times(r+m)$), docs/theory.md §3 shows that the loss, error, rate,
     imbalance spectrum and distance to the min-norm solution at every time depend on the
     initialization only through
 

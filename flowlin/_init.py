@@ -1,4 +1,4 @@
-"""Initializations of the factorized network (theory.md §2(e), §2(g), §4, §5)."""
+"""Initializations of the factorized network (docs/theory.md §2(e), §2(g), §4, §5)."""
 
 import functools
 
@@ -63,11 +63,11 @@ def gaussian(
     dtype=None,
 ) -> LinearNetwork:
     r"""I.i.d. Gaussian initialization: $W_1 \sim \sigma_1 N(0,1)^{h\times D}$,
-    $W_2 \sim \sigma_2 N(0,1)^{m\times h}$ (the paper's $\sigma_U$, $\sigma_V$, theory.md §5).
+    $W_2 \sim \sigma_2 N(0,1)^{m\times h}$ (the paper's $\sigma_U$, $\sigma_V$, docs/theory.md §5).
 
     With $h \gg r+m$ the imbalance's extreme eigenvalues are roughly
     $\lambda_r(\Lambda)\approx\sigma_1^2(\sqrt h-\sqrt r)^2$ and
-    $\lambda_m(-\Lambda)\approx\sigma_2^2(\sqrt h-\sqrt m)^2$ (theory.md §2(b)).
+    $\lambda_m(-\Lambda)\approx\sigma_2^2(\sqrt h-\sqrt m)^2$ (docs/theory.md §2(b)).
 
     **Arguments:**
 
@@ -77,7 +77,7 @@ def gaussian(
     - `h`: hidden width. A Python int, or (with `pad_to`) a traced integer.
     - `std1`, `std2`: entry standard deviations of the two layers (may be traced).
     - `pad_to`: if given, return an array of width `pad_to` whose units `h..pad_to-1` are zero —
-      an exactly equivalent network (theory.md §3) whose shape does not depend on `h`, so a
+      an exactly equivalent network (docs/theory.md §3) whose shape does not depend on `h`, so a
       sweep over widths compiles once.
     - `dtype`: defaults to JAX's default float (float64 under `jax_enable_x64`).
 
@@ -110,7 +110,7 @@ def paper(
     pad_to: int | None = None,
     dtype=None,
 ) -> LinearNetwork:
-    r"""The wide-network initialization of ICML Lemma 1 / Theorem 2 (theory.md §2(g)):
+    r"""The wide-network initialization of ICML Lemma 1 / Theorem 2 (docs/theory.md §2(g)):
     all entries of $W_1, W_2$ i.i.d. $N(0, h^{-2\alpha})$.
 
     $\alpha = 1/2$ is the NTK-like scaling (variance $1/h$) of ICML Fig. 1; Theorem 2 covers
@@ -131,8 +131,8 @@ def pad_width(net: LinearNetwork, width: int) -> LinearNetwork:
     """Zero-pad `net` with hidden units up to `width`.
 
     Exact for gradient flow and gradient descent: a unit with zero input and output weights has
-    zero gradient and stays zero (theory.md §3), so the padded network's product, loss and every
-    diagnostic equal the original's at all times.
+    zero gradient and stays zero (docs/theory.md §3), so the padded network's product, loss and
+    every diagnostic equal the original's at all times.
     """
     call = "flowlin.init.pad_width(...)"
     width = check_int(call, "width", width, minimum=1)
@@ -146,7 +146,7 @@ def project_to_invariant_set(net: LinearNetwork, problem: Problem) -> LinearNetw
 
     Sets $U_2 = \Phi_2^\top W_1^\top = 0$, i.e. $W_1 \leftarrow W_1\Phi_1\Phi_1^\top$, which puts
     the network in the invariant set $\{VU_2^\top = 0, U_1U_2^\top = 0\}$ of ICML Proposition 1
-    (theory.md §2(e)): if gradient flow converges from there, it converges to the min-norm
+    (docs/theory.md §2(e)): if gradient flow converges from there, it converges to the min-norm
     solution $W^\star$ exactly. Unlike `balanced_like`, the product changes (by the part of
     $W$ that $X$ cannot see).
     """
@@ -163,7 +163,7 @@ def _sym_power(M, p):
 def balanced_like(
     net: LinearNetwork, problem: Problem, *, key: KeyLike | None = None
 ) -> LinearNetwork:
-    r"""The balanced initialization with the same product (ICML Fig. 2, theory.md §5).
+    r"""The balanced initialization with the same product (ICML Fig. 2, docs/theory.md §5).
 
     With $\Theta_0 = W_2W_1^\top{}^\top$ ($D\times m$) and $M = \Theta_0^\top\Phi_1\Phi_1^\top
     \Theta_0$ ($m\times m$):
@@ -212,7 +212,7 @@ def lambda_balanced(
 ) -> LinearNetwork:
     r"""A λ-balanced initialization: $\Lambda = U_1^\top U_1 - V^\top V = \lambda I_h$, $U_2 = 0$.
 
-    These are the initializations whose flow has the Riccati closed form of theory.md §4
+    These are the initializations whose flow has the Riccati closed form of docs/theory.md §4
     (`flowlin.exact.lambda_balanced_gram`). Existence needs $h \le r$ for $\lambda > 0$ and
     $h \le m$ for $\lambda < 0$ (for $\lambda = 0$ any $h$).
 
@@ -260,7 +260,7 @@ def lambda_balanced(
 def reduce_width(
     net: LinearNetwork, problem: Problem, *, keep_null_space: bool = False
 ) -> LinearNetwork:
-    r"""An exactly equivalent network of width at most $r + m$ (theory.md §3).
+    r"""An exactly equivalent network of width at most $r + m$ (docs/theory.md §3).
 
     The loss is invariant under $(W_1, W_2)\mapsto(RW_1, W_2R^\top)$ for orthogonal $R$
     ($h\times h$) and gradient flow and descent are equivariant, so only the span of the

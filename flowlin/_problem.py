@@ -1,4 +1,4 @@
-"""Under-determined least squares: the data of theory.md §1 and what is derived from it."""
+"""Under-determined least squares: the data of docs/theory.md §1 and what is derived from it."""
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -11,7 +11,7 @@ from ._errors import as_float_array, check_finite, check_ndim, is_concrete
 class Problem(eqx.Module):
     r"""A least-squares problem $\min_W \tfrac12\|Y - X W^\top\|_F^2$ with its SVD quantities.
 
-    The thin SVD $X = W_x \Sigma^{1/2} \Phi_1^\top$ (theory.md §1) is computed once:
+    The thin SVD $X = W_x \Sigma^{1/2} \Phi_1^\top$ (docs/theory.md §1) is computed once:
 
     - `sigma` $= (\lambda_1 \ge \dots \ge \lambda_r > 0)$, the nonzero eigenvalues of $XX^\top$;
     - `Wx` ($n\times r$) and `Phi1` ($D\times r$), orthonormal columns;
@@ -124,8 +124,8 @@ class Problem(eqx.Module):
                 f"`{call}`: X has full column rank r = D = {D} (shape {X.shape}), so the "
                 "problem is not under-determined: the least-squares solution is unique, every "
                 "initialization converges to it, and there is no min-norm solution or implicit "
-                "bias to study (theory.md §1 needs D > r). Use more features than the rank of X, "
-                "or pass allow_full_column_rank=True to study convergence rates only."
+                "bias to study (docs/theory.md §1 needs D > r). Use more features than the rank "
+                "of X, or pass allow_full_column_rank=True to study convergence rates only."
             )
 
         Wx = Wx_full[:, :rank]
@@ -138,7 +138,7 @@ class Problem(eqx.Module):
         self.Wx = Wx
         self.Phi1 = Phi1
         self.Y_tilde = Y_tilde
-        # W* = Θ̂ᵀ = Ỹᵀ Σ^{-1/2} Φ1ᵀ (theory.md §1; paper's Θ̂ = Φ1 Σ^{-1/2} Ỹ is D×m).
+        # W* = Θ̂ᵀ = Ỹᵀ Σ^{-1/2} Φ1ᵀ (docs/theory.md §1; paper's Θ̂ = Φ1 Σ^{-1/2} Ỹ is D×m).
         self.min_norm = (Y_tilde / sqrt_sigma[:, None]).T @ Phi1.T
         self.loss_star = 0.5 * jnp.sum((Y - Wx @ Y_tilde) ** 2)
         self.rank = rank
@@ -200,6 +200,6 @@ class Problem(eqx.Module):
     def error(self, product: Float[ArrayLike, "m D"]) -> Float[Array, "r m"]:
         r"""The error $E = \tilde Y - \Sigma^{1/2}\Phi_1^\top W^\top$ ($r\times m$).
 
-        $L - L^\star = \tfrac12\|E\|_F^2$ (theory.md §1).
+        $L - L^\star = \tfrac12\|E\|_F^2$ (docs/theory.md §1).
         """
         return self.Y_tilde - self.sqrt_sigma[:, None] * (self.Phi1.T @ product.T)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 
-#: Every per-time diagnostic flowlin can save (theory.md §2). See `flowlin.Trajectory`.
+#: Every per-time diagnostic flowlin can save (docs/theory.md §2). See `flowlin.Trajectory`.
 DIAGNOSTICS: tuple[str, ...] = (
     "loss",
     "excess_loss",

@@ -24,10 +24,10 @@ class Trajectory(eqx.Module):
     - `excess_loss`: $L - L^\star = \tfrac12\|E\|_F^2$, computed from $E$ directly (no
       cancellation against $L^\star$).
     - `rate`: the measured instantaneous rate $\rho(t) = -\tfrac{d}{dt}\log(L - L^\star)
-      = 2(\|U_1^\top\Sigma^{1/2}E\|^2 + \|\Sigma^{1/2}EV\|^2)/\|E\|^2$ (theory.md §2(c));
+      = 2(\|U_1^\top\Sigma^{1/2}E\|^2 + \|\Sigma^{1/2}EV\|^2)/\|E\|^2$ (docs/theory.md §2(c));
       NaN where $E = 0$ exactly.
     - `imbalance_drift`: $\|\Lambda(t) - \Lambda(0)\|_F / (\|U_1(0)\|_F^2 + \|V(0)\|_F^2)$ with
-      $\Lambda = U_1^\top U_1 - V^\top V$, conserved by the flow (theory.md §2(a)): the
+      $\Lambda = U_1^\top U_1 - V^\top V$, conserved by the flow (docs/theory.md §2(a)): the
       integrator's accuracy, relative to the size of the terms whose difference is conserved
       (well defined also for balanced inits, where $\Lambda = 0$).
     - `distance_to_min_norm`: $\|W(t) - W^\star\|_F$, $W = W_2W_1$.
@@ -35,10 +35,10 @@ class Trajectory(eqx.Module):
       ($X\Phi_2 = 0$), for the flow and for gradient descent. The gram method does not
       integrate $U_2$ and reports exactly 0.
     - `product_min_singular_value`: $\sigma_{\min}(U_1V^\top)$, the singular value that enters
-      v2 Proposition 1's rate bound at time $t$ (theory.md §2(c)).
+      v2 Proposition 1's rate bound at time $t$ (docs/theory.md §2(c)).
     - `error_integral`: $\int_0^t\|E(s)\|_F\,ds$, carried as an extra ODE state (exact to
       solver tolerance; a left Riemann sum $\sum_k\tau\|E_k\|$ for gradient descent), for
-      the a-posteriori distance bound of theory.md §2(f).
+      the a-posteriori distance bound of docs/theory.md §2(f).
     - `networks`: $(W_1, W_2)$ at each time if `SaveAt(networks=True)`, else `None`.
     - `final_network`: the network where the run ended (for the gram method, rebuilt from the
       reduced state when it started from a `LinearNetwork`; `None` when it started from a

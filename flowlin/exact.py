@@ -1,4 +1,4 @@
-"""Closed-form solutions of the gradient flow (theory.md §4)."""
+"""Closed-form solutions of the gradient flow (docs/theory.md §4)."""
 
 from ._exact import (
     asymptotic_rate_balanced as asymptotic_rate_balanced,

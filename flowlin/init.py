@@ -1,5 +1,5 @@
 """Initializations of `flowlin.LinearNetwork`, and of their width-free statistics `flowlin.GramInit`
-(theory.md §2–§5)."""
+(docs/theory.md §2–§5)."""
 
 from ._gram_init import gram_init as gram_init
 from ._init import (

@@ -1,4 +1,4 @@
-"""Generators for the papers' data (theory.md §5)."""
+"""Generators for the papers' data (docs/theory.md §5)."""
 
 from ._generators import (
     factorization as factorization,

@@ -21,7 +21,7 @@ class AbstractFlowMethod(eqx.Module):
     times, status, packaging) is one routine shared by every method. The methods:
 
     - `flowlin.FullWeights()`: integrates the weights $(W_1, W_2)$; cost $O(nDh)$ per step.
-    - `flowlin.Gram()`: integrates the width-independent reduced state of theory.md §3;
+    - `flowlin.Gram()`: integrates the width-independent reduced state of docs/theory.md §3;
       cost $O((r+m)^3)$ per step whatever the width.
 
     Both give the same trajectory to solver tolerance. Options of a method are its fields.

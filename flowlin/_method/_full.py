@@ -23,7 +23,7 @@ class _FullSystem(eqx.Module):
 
 class FullWeights(AbstractFlowMethod):
     r"""Integrate the weights: $\dot W_1 = W_2^\top R^\top X$, $\dot W_2 = R^\top X W_1^\top$,
-    $R = Y - XW_1^\top W_2^\top$ (theory.md §1).
+    $R = Y - XW_1^\top W_2^\top$ (docs/theory.md §1).
 
     Cost $O(nDh)$ per step. Every diagnostic is computed from the weights (see
     `flowlin.Trajectory`); at each save time only the diagnostics are kept (not the $h\times D$

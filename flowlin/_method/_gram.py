@@ -1,4 +1,4 @@
-r"""The width-independent method: integrate the reduced state $Z_r$ (theory.md §3).
+r"""The width-independent method: integrate the reduced state $Z_r$ (docs/theory.md §3).
 
 With $S = \Sigma^{1/2}$ and $Z = [SU_1; V]$ ($k\times h$, $k = r + m$), gradient flow is
 $\dot Z = A(Q)Z$ with $Q = ZZ^\top$, $E = \tilde Y - Q_{12}$ and
@@ -142,7 +142,7 @@ class NetworkFrame(eqx.Module):
 
 
 def from_network(net: LinearNetwork, problem: Problem):
-    """(L, J, frame) of a network: the exact QR factorization of theory.md §3."""
+    """(L, J, frame) of a network: the exact QR factorization of docs/theory.md §3."""
     S = problem.sqrt_sigma[:, None]
     Z0 = jnp.concatenate([S * problem.row_part(net.W1), net.W2], axis=0)  # k×h
     null = problem.null_part(net.W1)  # h×D, rows Φ2 U2 per hidden unit
@@ -196,7 +196,7 @@ class _GramRun(eqx.Module):
 
 
 class Gram(AbstractFlowMethod):
-    r"""Integrate the width-independent reduced state (theory.md §3).
+    r"""Integrate the width-independent reduced state (docs/theory.md §3).
 
     With $Z = [\Sigma^{1/2}U_1; V]$ ($(r+m)\times h$) factored once as $Z_0 = L\Omega$
     ($\Omega$ with orthonormal rows), the flow keeps $Z(t) = Z_r(t)\Omega$, where

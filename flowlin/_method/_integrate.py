@@ -32,7 +32,7 @@ def event_tolerance(problem: Problem, threshold) -> Float[Array, ""]:
 
 class _Field(eqx.Module):
     r"""The ODE of a method, with $\int_0^t\|E\|_F$ carried as an extra component when asked
-    (theory.md §2(f)'s a-posteriori exponent). The state is `(y, integral-or-None)`."""
+    (docs/theory.md §2(f)'s a-posteriori exponent). The state is `(y, integral-or-None)`."""
 
     method: AbstractFlowMethod
     integrate_error: bool = eqx.field(static=True)

@@ -103,8 +103,8 @@ def run_one(payload: Payload, pad_to: int, row: dict) -> dict:
 @eqx.filter_jit
 def run_chunk(payload: Payload, rows: dict, program: ChunkProgram) -> dict:
     """One chunk: split over the devices of `program.mesh` with `shard_map` (each device runs
-    its own adaptive loops, no lockstep across devices — see performance.md), vmapped (or
-    mapped in batches of `program.batch_size`) on each."""
+    its own adaptive loops, no lockstep across devices — see docs/ray.md, "Several devices on
+    one host"), vmapped (or mapped in batches of `program.batch_size`) on each."""
     TRACES["chunk"] += 1
 
     def one(row):
@@ -142,8 +142,8 @@ def default_batch_size(mesh: jax.sharding.Mesh, per_device: int) -> int:
     devices). The fix is a larger pool, set at import (`flowlin._size_cpu_thread_pool`);
     running one configuration at a time (and one chunk in flight) keeps the number of
     kernels in flight small as well, in case JAX was initialized before flowlin. The price:
-    on the performance.md grid batches of 8 took ~1.8× less CPU time than one at a time
-    (benchmarks/README.md); pass `batch_size=8` if the pool is sized.
+    on the sweep-throughput grid of benchmarks/README.md (48 configurations) batches of 8 took
+    ~1.8× less CPU time than one at a time; pass `batch_size=8` if the pool is sized.
     """
     if on_cpu(mesh):
         return min(per_device, CPU_BATCH_SIZE)

@@ -25,7 +25,7 @@ class Chunk:
 
     `rows` are flat configuration indices; the last chunk of a bucket is padded by repeating
     its last row, and only the first `valid` results are kept. `pad_to` is the width every
-    network of the chunk is zero-padded to (exact: theory.md §3).
+    network of the chunk is zero-padded to (exact: docs/theory.md §3).
     """
 
     index: int

@@ -72,12 +72,13 @@ def sweep(
     initialized (`init="paper"`: entries $N(0, h^{-2\alpha})$ with `scale` $=\alpha$;
     `init="gaussian"`: entries $N(0,\sigma_1^2)$ / $N(0,\sigma_2^2)$ with `scale` $=\sigma$ or a
     pair $(\sigma_1,\sigma_2)$), trained by gradient flow (`method=flowlin.Gram()`, the
-    width-independent solver of theory.md §3, or `flowlin.FullWeights()`) or by gradient
+    width-independent solver of docs/theory.md §3, or `flowlin.FullWeights()`) or by gradient
     descent (`dynamics="descent"`), and compared with every result of `flowlin.theory`.
 
-    Configurations are bucketed by width (zero-padded, exact by theory.md §3) and cut into
+    Configurations are bucketed by width (zero-padded, exact by docs/theory.md §3) and cut into
     chunks that share one compiled program (each shape compiles once per sweep and process),
-    which the `executor` computes (see `performance.md`).
+    which the `executor` computes (see `docs/ray.md`; what the buckets, chunks and batches cost
+    and save is measured in `benchmarks/README.md`).
 
     **Arguments:**
 

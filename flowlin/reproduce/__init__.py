@@ -1,4 +1,4 @@
-"""Reproduce the papers' experiments (theory.md §5): data, figures and a report of the bounds.
+"""Reproduce the papers' experiments (docs/theory.md §5): data, figures and a report of the bounds.
 
 An application of flowlin, above the library: `import flowlin` does not import it (nor
 matplotlib); `import flowlin.reproduce` or `from flowlin.reproduce import reproduce` does.
@@ -36,7 +36,7 @@ def reproduce(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
 ) -> dict[str, Section]:
-    r"""Run the papers' experiments (theory.md §5) and write data, figures and a report.
+    r"""Run the papers' experiments (docs/theory.md §5) and write data, figures and a report.
 
     **Arguments:**
 

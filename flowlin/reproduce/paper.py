@@ -1,4 +1,4 @@
-"""The papers' printed numbers and settings, in one place (theory.md §5).
+"""The papers' printed numbers and settings, in one place (docs/theory.md §5).
 
 Min, Tarmoun, Vidal & Mallada, "On the Explicit Role of Initialization on the Convergence and
 Implicit Bias of Overparametrized Linear Networks" (ICML 2021) and its extended version (v2).

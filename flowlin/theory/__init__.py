@@ -1,4 +1,4 @@
-"""Every result of theory.md §2 as a function of the initialization (ICML 2021 and its v2).
+"""Every result of docs/theory.md §2 as a function of the initialization (ICML 2021 and its v2).
 
 Scalar results accept the initialization as a `flowlin.LinearNetwork` or as its
 width-independent statistics `flowlin.GramInit`; every `rate_*` is the decay exponent $\\rho$ of
@@ -7,7 +7,7 @@ of $W - W^\\star$ unless the name says otherwise. `quantities` gathers all scala
 in a dict with fixed keys (`QUANTITY_KEYS`); `flowlin.check_bounds` checks them along a
 trajectory.
 
-One module per section of theory.md §2: `_imbalance` (a), `_rates` (b)–(d), `_distance`
+One module per section of docs/theory.md §2: `_imbalance` (a), `_rates` (b)–(d), `_distance`
 (e)–(f), `_wide` (g), `_quantities` (everything at once); `_statistics` holds the input handling
 and `InitStatistics`, an initialization's statistics computed once (internal API).
 """

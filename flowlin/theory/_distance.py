@@ -1,4 +1,4 @@
-r"""theory.md §2(e)–(f): the invariant set, the limit identity (ICML Proposition 1) and the
+r"""docs/theory.md §2(e)–(f): the invariant set, the limit identity (ICML Proposition 1) and the
 distance of the limit to the min-norm solution. Distances are Frobenius norms of $W - W^\star$.
 
 The public functions are re-exported by `flowlin.theory`. Internal API: the `*_of` functions
@@ -64,7 +64,7 @@ def invariant_set_residual(
     flowlin.theory.invariant_set_residual(net, problem)   # (0, 0) up to round-off
     ```
 
-    theory.md §2(e), ICML Proposition 1.
+    docs/theory.md §2(e), ICML Proposition 1.
     """
     gram = as_gram("flowlin.theory.invariant_set_residual(...)", init, problem)
     return residuals_of(gram, problem)
@@ -97,7 +97,7 @@ def limit_identity(
     jnp.linalg.norm(traj.final_network.product - pred)   # -> 0 as the loss converges
     ```
 
-    theory.md §2(e), ICML Proposition 1 (assumes convergence, $E(\infty) = 0$).
+    docs/theory.md §2(e), ICML Proposition 1 (assumes convergence, $E(\infty) = 0$).
     """
     call = "flowlin.theory.limit_identity(...)"
     final = as_network(call, final, problem, "final")
@@ -144,7 +144,7 @@ def distance_bound(
 
     **Example:** `flowlin.theory.distance_bound(net, problem)`.
 
-    theory.md §2(f) (derived from the proof of ICML Theorem 2).
+    docs/theory.md §2(f) (derived from the proof of ICML Theorem 2).
     """
     stats = InitStatistics.of(init, problem, call="flowlin.theory.distance_bound(...)")
     if error_integral is not None:

@@ -1,4 +1,4 @@
-r"""theory.md §2(a): the conserved imbalance $\Lambda = U_1^\top U_1 - V^\top V$, its spectrum
+r"""docs/theory.md §2(a): the conserved imbalance $\Lambda = U_1^\top U_1 - V^\top V$, its spectrum
 and its spreads $\Delta_+, \Delta_-, \Delta = c$."""
 
 from jaxtyping import Array, Float
@@ -28,7 +28,7 @@ def imbalance(net: LinearNetwork, problem: Problem) -> Float[Array, "h h"]:
     lam = flowlin.theory.imbalance(net, problem)   # (h, h), constant along gradient flow
     ```
 
-    theory.md §2(a) (ICML 2021 §3): $\dot\Lambda = 0$ under gradient flow, for any
+    docs/theory.md §2(a) (ICML 2021 §3): $\dot\Lambda = 0$ under gradient flow, for any
     initialization; $\Lambda$ has at most $r$ positive and at most $m$ negative eigenvalues.
     """
     call = "flowlin.theory.imbalance(...)"
@@ -46,7 +46,7 @@ def full_imbalance(net: LinearNetwork) -> Float[Array, "h h"]:
 
     **Example:** `flowlin.theory.full_imbalance(net)`.
 
-    theory.md §2(a): conserved because $U_2$ never moves ($X\Phi_2 = 0$) and $\Lambda$ is
+    docs/theory.md §2(a): conserved because $U_2$ never moves ($X\Phi_2 = 0$) and $\Lambda$ is
     conserved; holds for any data.
     """
     net = as_network("flowlin.theory.full_imbalance(...)", net, None)
@@ -75,7 +75,7 @@ def imbalance_eigenvalues(init: LinearNetwork | GramInit, problem: Problem) -> F
 
     **Example:** `flowlin.theory.imbalance_eigenvalues(net, problem)[: problem.rank]`.
 
-    theory.md §2(a), §3.
+    docs/theory.md §2(a), §3.
     """
     gram = as_gram("flowlin.theory.imbalance_eigenvalues(...)", init, problem)
     return imbalance_eigenvalues_of(gram, problem)
@@ -106,7 +106,7 @@ def imbalance_spreads(
     dp, dm, c = flowlin.theory.imbalance_spreads(net, problem)
     ```
 
-    theory.md §2(b)–(c): ICML Theorem 1 ($c$), v2 Proposition 1 / Theorem 3 ($\Delta_\pm$).
+    docs/theory.md §2(b)–(c): ICML Theorem 1 ($c$), v2 Proposition 1 / Theorem 3 ($\Delta_\pm$).
     """
     stats = InitStatistics.of(init, problem, call="flowlin.theory.imbalance_spreads(...)")
     return stats.spread_plus, stats.spread_minus, stats.c

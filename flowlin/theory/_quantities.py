@@ -97,7 +97,7 @@ def quantities(
     q["c"], q["rate_imbalance"], q["distance_bound"], q["theorem2_applies"]
     ```
 
-    theory.md §2(a)–(g).
+    docs/theory.md §2(a)–(g).
     """
     call = "flowlin.theory.quantities(...)"
     gram = as_gram(call, init, problem)

@@ -1,4 +1,4 @@
-r"""theory.md §2(b)–(d): loss-decay rates and envelopes.
+r"""docs/theory.md §2(b)–(d): loss-decay rates and envelopes.
 
 ICML 2021 Theorem 1 (the imbalance rate), v2 Lemma 7 and Proposition 1 (the instantaneous rate
 and its lower bounds), v2 Theorem 3 and Corollaries 4–6 (imbalance and margin), and the loss
@@ -101,7 +101,7 @@ def rate_imbalance(init: LinearNetwork | GramInit, problem: Problem) -> Float[Ar
 
     **Example:** `flowlin.theory.rate_imbalance(net, problem)`.
 
-    theory.md §2(b). Valid for any initialization and width; if $h \ge r + m$ the brackets
+    docs/theory.md §2(b). Valid for any initialization and width; if $h \ge r + m$ the brackets
     can be dropped.
     """
     stats = InitStatistics.of(init, problem, call="flowlin.theory.rate_imbalance(...)")
@@ -129,7 +129,7 @@ def instantaneous_rate(state: LinearNetwork | GramInit, problem: Problem) -> Flo
 
     **Example:** `flowlin.theory.instantaneous_rate(traj.final_network, problem)`.
 
-    theory.md §2(c), v2 Lemma 7 (the identity; `lemma7_bound` is its lower bound). Equals the
+    docs/theory.md §2(c), v2 Lemma 7 (the identity; `lemma7_bound` is its lower bound). Equals the
     `rate` diagnostic of a `flowlin.Trajectory`.
     """
     gram = as_gram("flowlin.theory.instantaneous_rate(...)", state, problem)
@@ -156,7 +156,7 @@ def lemma7_bound(state: LinearNetwork | GramInit, problem: Problem) -> Float[Arr
     flowlin.theory.lemma7_bound(net, problem) <= flowlin.theory.instantaneous_rate(net, problem)
     ```
 
-    theory.md §2(c), v2 Lemma 7; holds at every state, any width.
+    docs/theory.md §2(c), v2 Lemma 7; holds at every state, any width.
     """
     gram = as_gram("flowlin.theory.lemma7_bound(...)", state, problem)
     return lemma7_bound_of(gram, problem)
@@ -197,7 +197,7 @@ def instantaneous_rate_bound(
     jnp.all(traj.rate >= bound)
     ```
 
-    theory.md §2(c), v2 Proposition 1; valid at every time, any width, any initialization.
+    docs/theory.md §2(c), v2 Proposition 1; valid at every time, any width, any initialization.
     """
     stats = InitStatistics.of(init, problem, call="flowlin.theory.instantaneous_rate_bound(...)")
     if product_min_singular_value is None:
@@ -237,7 +237,7 @@ def rate_margin(
 
     **Example:** `flowlin.theory.rate_margin(net, problem)`.
 
-    theory.md §2(d), v2 Theorem 3 (local form: Corollaries 4–5). A positive margin
+    docs/theory.md §2(d), v2 Theorem 3 (local form: Corollaries 4–5). A positive margin
     ($\sigma_{\min}(\tilde Y) > \|E(0)\|_F$) guarantees convergence even at zero imbalance.
     """
     stats = InitStatistics.of(init, problem, call="flowlin.theory.rate_margin(...)")
@@ -265,7 +265,7 @@ def rate_asymptotic(init: LinearNetwork | GramInit, problem: Problem) -> Float[A
 
     **Example:** `flowlin.theory.rate_asymptotic(net, problem)`.
 
-    theory.md §2(d), v2 Corollary 6: every rate measured over $[t_0, t]$ with $t_0$ late
+    docs/theory.md §2(d), v2 Corollary 6: every rate measured over $[t_0, t]$ with $t_0$ late
     enough is at least close to it; it assumes the flow converges ($E \to 0$).
     """
     stats = InitStatistics.of(init, problem, call="flowlin.theory.rate_asymptotic(...)")
@@ -281,7 +281,7 @@ def excess_loss(init: LinearNetwork | GramInit, problem: Problem) -> Float[Array
 
     **Returns:** $L - L^\star \ge 0$, the prefactor of every loss envelope.
 
-    **Example:** `flowlin.theory.excess_loss(net, problem)`. theory.md §1.
+    **Example:** `flowlin.theory.excess_loss(net, problem)`. docs/theory.md §1.
     """
     gram = as_gram("flowlin.theory.excess_loss(...)", init, problem)
     return 0.5 * jnp.sum(error_of(gram, problem) ** 2)
@@ -317,7 +317,7 @@ def loss_envelope(
     plt.semilogy(ts, flowlin.theory.loss_envelope(ts, net, problem), "--")
     ```
 
-    theory.md §2(b) and §2(d); valid for gradient flow, any initialization and width.
+    docs/theory.md §2(b) and §2(d); valid for gradient flow, any initialization and width.
     """
     call = "flowlin.theory.loss_envelope(...)"
     stats = InitStatistics.of(init, problem, call=call)

@@ -4,7 +4,7 @@ Internal API: the names here (no leading underscore) are used by the other modul
 `flowlin.theory` and by `flowlin._bounds`; they are not part of the public face.
 
 Scalar results take the initialization as a `flowlin.LinearNetwork` or as its width-independent
-statistics `flowlin.GramInit` $(Q, K)$ (theory.md §3): with $S = \Sigma^{1/2}$,
+statistics `flowlin.GramInit` $(Q, K)$ (docs/theory.md §3): with $S = \Sigma^{1/2}$,
 $Z_0 = [SU_1(0); V(0)]$ and $G_0 = U_2(0)Z_0^\top$,
 
 - $Q = Z_0Z_0^\top$ gives $U_1U_1^\top = S^{-1}Q_{11}S^{-1}$, $VV^\top = Q_{22}$,
@@ -15,10 +15,10 @@ $Z_0 = [SU_1(0); V(0)]$ and $G_0 = U_2(0)Z_0^\top$,
   $\|U_1U_2^\top\|_F^2 = \mathrm{tr}(S^{-1}K_{11}S^{-1})$.
 
 `as_gram` resolves "a network or its `GramInit`" once; `InitStatistics` then holds everything
-the results of theory.md §2 read from the initialization (spectrum and spreads of $\Lambda$,
+the results of docs/theory.md §2 read from the initialization (spectrum and spreads of $\Lambda$,
 $E(0)$, $U_1V^\top$, residuals, $\lambda_1(\Sigma)$, $\lambda_r(\Sigma)$, ...).
 
-Conventions (theory.md §1, api.md): eigenvalues and singular values are in decreasing order, an
+Conventions (docs/theory.md §1): eigenvalues and singular values are in decreasing order, an
 index beyond the matrix's size gives 0, $[a]_+ = \max(a, 0)$.
 """
 
@@ -122,7 +122,7 @@ def min_singular_value(A) -> Float[Array, ""]:
 
 def index_split(rank: int, m: int, smallest):
     """(σ_m, σ_r) of an r×m matrix (r = `rank`) from its smallest singular value
-    σ_{min(r,m)}: an index beyond min(r, m) gives 0 (theory.md §1)."""
+    σ_{min(r,m)}: an index beyond min(r, m) gives 0 (docs/theory.md §1)."""
     zero = jnp.zeros_like(smallest)
     return (smallest if m <= rank else zero), (smallest if rank <= m else zero)
 
@@ -167,7 +167,7 @@ def residuals_of(gram: GramInit, problem: Problem):
 
 
 class InitStatistics(eqx.Module):
-    r"""What the results of theory.md §2 read from one initialization, computed once.
+    r"""What the results of docs/theory.md §2 read from one initialization, computed once.
 
     Build it with `InitStatistics.of(init, problem, call=...)` (checks the inputs; `init` a
     `flowlin.LinearNetwork` or a `flowlin.GramInit`), or, from an already checked `GramInit`

@@ -1,4 +1,4 @@
-r"""theory.md §2(g): wide random networks, ICML 2021 Lemma 1 and Theorem 2.
+r"""docs/theory.md §2(g): wide random networks, ICML 2021 Lemma 1 and Theorem 2.
 
 The public names are re-exported by `flowlin.theory`. Internal API: the `*_of` functions
 compute a result from already checked inputs, without checks (out-of-range values give NaN and
@@ -42,7 +42,7 @@ def h0(problem: Problem, delta: ScalarLike = 0.05) -> Float[Array, ""]:
 
     **Example:** `flowlin.theory.h0(problem, delta=0.05)`.
 
-    theory.md §2(g), ICML Lemma 1.
+    docs/theory.md §2(g), ICML Lemma 1.
     """
     call = "flowlin.theory.h0(...)"
     check_problem(call, problem)
@@ -96,7 +96,7 @@ def lemma1_quantities(init: LinearNetwork | GramInit, problem: Problem) -> Lemma
     q.imbalance > w.imbalance
     ```
 
-    theory.md §2(g), ICML Lemma 1.
+    docs/theory.md §2(g), ICML Lemma 1.
     """
     stats = InitStatistics.of(init, problem, call="flowlin.theory.lemma1_quantities(...)")
     return lemma1_quantities_of(stats)
@@ -200,7 +200,7 @@ def wide_network_bound(
     w.theorem2_applies, w.distance
     ```
 
-    theory.md §2(g), ICML Lemma 1 and Theorem 2.
+    docs/theory.md §2(g), ICML Lemma 1 and Theorem 2.
     """
     call = "flowlin.theory.wide_network_bound(...)"
     check_problem(call, problem)
