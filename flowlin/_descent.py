@@ -15,7 +15,7 @@ from ._errors import check_positive, is_concrete
 from ._flow import resolve_save_times
 from ._misc import tree_cast
 from ._network import LinearNetwork, check_compatible
-from ._problem import Problem
+from ._problem import Problem, check_problem
 from ._results import RESULTS
 from ._saveat import SaveAt
 from ._trajectory import Trajectory, make_trajectory
@@ -145,10 +145,7 @@ def gradient_descent(
     is reported as `RESULTS.diverged`.
     """
     call = "flowlin.gradient_descent(...)"
-    if not isinstance(problem, Problem):
-        raise TypeError(
-            f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
-        )
+    check_problem(call, problem)
     check_compatible(call, net, problem)
     check_positive(call, "lr", lr)
     if is_concrete(steps):

@@ -16,7 +16,7 @@ from ._method import AbstractFlowMethod, FullWeights
 from ._method._integrate import event_tolerance, integrate
 from ._misc import tree_cast
 from ._network import LinearNetwork
-from ._problem import Problem
+from ._problem import Problem, check_problem
 from ._saveat import DEFAULT_NUM_SAVES, SaveAt
 from ._trajectory import Trajectory
 
@@ -169,10 +169,7 @@ def gradient_flow(
     ```
     """
     call = "flowlin.gradient_flow(...)"
-    if not isinstance(problem, Problem):
-        raise TypeError(
-            f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
-        )
+    check_problem(call, problem)
     if not isinstance(method, AbstractFlowMethod):
         hint = ""
         if isinstance(method, str):

@@ -203,3 +203,11 @@ class Problem(eqx.Module):
         $L - L^\star = \tfrac12\|E\|_F^2$ (docs/theory.md §1).
         """
         return self.Y_tilde - self.sqrt_sigma[:, None] * (self.Phi1.T @ product.T)
+
+
+def check_problem(call: str, problem) -> None:
+    """Raise unless `problem` is a `flowlin.Problem` (naming `call`)."""
+    if not isinstance(problem, Problem):
+        raise TypeError(
+            f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
+        )

@@ -31,7 +31,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from ._custom_types import KeyLike, ScalarLike
 from ._errors import check_positive, is_concrete
 from ._gram_init import GramInit
-from ._problem import Problem
+from ._problem import Problem, check_problem
 
 
 def bartlett(key: KeyLike, k: int, dof, dtype) -> Float[Array, "k k"]:
@@ -105,10 +105,7 @@ def wishart(
     ```
     """
     call = "flowlin.init.wishart(...)"
-    if not isinstance(problem, Problem):
-        raise TypeError(
-            f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
-        )
+    check_problem(call, problem)
     if is_concrete(h):
         h_np = np.asarray(h)
         if h_np.ndim != 0:

@@ -30,7 +30,7 @@ from jaxtyping import Array, ArrayLike, Float, Real
 from .._errors import is_concrete
 from .._gram_init import GramInit, check_gram_compatible, gram_init
 from .._network import LinearNetwork, check_compatible
-from .._problem import Problem
+from .._problem import Problem, check_problem
 
 
 #: Eigenvalues of the imbalance within this many `k·eps·‖P‖` of zero are treated as exact
@@ -45,14 +45,6 @@ WidthLike = int | float | np.number | Real[ArrayLike, ""]
 
 
 # -- input handling -------------------------------------------------------------------------
-
-
-def check_problem(call: str, problem) -> None:
-    """Raise unless `problem` is a `flowlin.Problem`."""
-    if not isinstance(problem, Problem):
-        raise TypeError(
-            f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
-        )
 
 
 def as_gram(call: str, init, problem: Problem) -> GramInit:

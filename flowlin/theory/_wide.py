@@ -14,8 +14,8 @@ from .._custom_types import ScalarLike
 from .._errors import is_concrete
 from .._gram_init import GramInit
 from .._network import LinearNetwork
-from .._problem import Problem
-from ._statistics import InitStatistics, WidthLike, check_delta, check_problem
+from .._problem import Problem, check_problem
+from ._statistics import InitStatistics, WidthLike, check_delta
 
 
 def _b(problem: Problem, delta):
