@@ -1,5 +1,5 @@
 """Multi-device sweeps on one host: configs/s on 1 vs k devices, per-device loops vs automatic
-sharding (performance.md, lesson 6).
+sharding (every device runs its own adaptive loops; see docs/ray.md).
 
 `flowlin.sweep` places each chunk over the device mesh with `shard_map`: every device runs its
 own vmapped adaptive while loop, and no device waits for another's slowest configuration. The

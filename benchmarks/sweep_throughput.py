@@ -1,4 +1,5 @@
-"""Sweep throughput: the performance.md grid by scipy, NumPy GD, flowlin full and gram.
+"""Sweep throughput: the 48-configuration grid of benchmarks/README.md by scipy, NumPy GD,
+flowlin full and gram.
 
 48 configurations (n = 10, D = 40, m = 2; widths 10, 30, 100, 300; α = 0.25, 0.5, 0.75 of the
 paper init N(0, h^-2α); 4 seeds; t1 = 20; float64; rtol 1e-6, atol 1e-9) solved by

@@ -1,5 +1,6 @@
-"""The local multi-device path dispatches per device (performance.md, lesson 6): the compiled
-chunk program has no cross-device collective, so no device's adaptive loop waits for another's.
+"""The local multi-device path dispatches per device (each device runs its own adaptive loops,
+docs/ray.md): the compiled chunk program has no cross-device collective, so no device's
+adaptive loop waits for another's.
 Its control: the same chunk left to XLA's automatic sharding has all-reduces (the loops'
 conditions), so the check can tell the two apart."""
 
