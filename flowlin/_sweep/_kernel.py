@@ -165,7 +165,9 @@ class SweepTask:
 
     def __init__(self, payload: Payload, grid: Grid, batch_size: int | None):
         self.payload = payload
-        self.grid = grid
+        # The per-run inputs of every row, not the grid itself: the problems' data travel once,
+        # stacked in the payload (a Ray task pickles the task).
+        self.inputs = grid.rows(np.arange(len(grid)))
         self.batch_size = batch_size
 
     def program(self, chunk: Chunk, mesh: jax.sharding.Mesh) -> ChunkProgram:
@@ -190,7 +192,7 @@ class SweepTask:
         split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DEVICE_AXIS))
         if payload is None:
             payload = self.replicated(mesh)
-        rows = jax.device_put(self.grid.rows(chunk.rows), split)
+        rows = jax.device_put({k: v[chunk.rows] for k, v in self.inputs.items()}, split)
         return payload, rows, self.program(chunk, mesh)
 
     def launch(self, chunk: Chunk, mesh, payload: Payload | None = None) -> dict:
