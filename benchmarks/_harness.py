@@ -347,6 +347,28 @@ def curves_from_products(problem, P):
     return loss, dist
 
 
+def flowlin_grid_sweep(problem, grid: dict, method, ts):
+    """flowlin's sweep of a throughput grid with `method` (no theory or bounds: the solve
+    alone), saving the loss and distance at `ts`; what the benchmark times and the baseline
+    test compares."""
+    import flowlin
+
+    return flowlin.sweep(
+        problem,
+        widths=list(grid["widths"]),
+        scales=list(grid["alphas"]),
+        seeds=grid["seeds"],
+        method=method,
+        t1=grid["t1"],
+        saveat=flowlin.SaveAt(ts, diagnostics=("loss", "distance_to_min_norm")),
+        rtol=RTOL,
+        atol=ATOL,
+        theory=False,
+        bounds=False,
+        progress=False,
+    )
+
+
 def curves_from_sweep(ds, configs):
     """Loss and distance over (config, time) from a `flowlin.sweep` dataset."""
     import numpy as np

@@ -85,20 +85,7 @@ def run_flowlin(problem, grid, ts, echo):
     for key, method in (("full", flowlin.FullWeights()), ("gram", flowlin.Gram())):
 
         def call(method=method):
-            return flowlin.sweep(
-                problem,
-                widths=list(grid["widths"]),
-                scales=list(grid["alphas"]),
-                seeds=grid["seeds"],
-                method=method,
-                t1=grid["t1"],
-                saveat=flowlin.SaveAt(ts, diagnostics=("loss", "distance_to_min_norm")),
-                rtol=H.RTOL,
-                atol=H.ATOL,
-                theory=False,
-                bounds=False,
-                progress=False,
-            )
+            return H.flowlin_grid_sweep(problem, grid, method, ts)
 
         first, _ = H.timed(call)
         run, ds = H.timed(call)

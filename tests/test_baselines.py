@@ -84,20 +84,7 @@ def test_scipy_gradient_descent_and_both_flowlin_methods_agree():
     curves = {"scipy": H.curves_from_products(problem, scipy)}
     curves["gd"] = H.curves_from_products(problem, gd)
     for key, method in (("full", flowlin.FullWeights()), ("gram", flowlin.Gram())):
-        ds = flowlin.sweep(
-            problem,
-            widths=list(grid["widths"]),
-            scales=list(grid["alphas"]),
-            seeds=grid["seeds"],
-            method=method,
-            t1=grid["t1"],
-            saveat=flowlin.SaveAt(ts, diagnostics=("loss", "distance_to_min_norm")),
-            rtol=H.RTOL,
-            atol=H.ATOL,
-            theory=False,
-            bounds=False,
-            progress=False,
-        )
+        ds = H.flowlin_grid_sweep(problem, grid, method, ts)
         assert bool(ds["succeeded"].all())
         curves[key] = H.curves_from_sweep(ds, configs)
     d = H.disagreement(curves, scipy, gd)
