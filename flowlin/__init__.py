@@ -4,10 +4,18 @@ Implements Min, Tarmoun, Vidal & Mallada, "On the Explicit Role of Initializatio
 Convergence and Implicit Bias of Overparametrized Linear Networks" (ICML 2021) and its extended
 version: the factorized network and its initializations, the exact gradient flow (diffrax) and
 gradient descent (optax), and every bound of the papers as a function.
+
+The public names below are imported on first use (PEP 562 module `__getattr__`): `import
+flowlin` costs a few milliseconds and does not import JAX, so the command line (`flowlin
+--help`, `--version`) answers at once; `flowlin.gradient_flow` or `from flowlin import
+gradient_flow` imports what that name needs. The `TYPE_CHECKING` block is the same list as
+ordinary imports, for type checkers and editors.
 """
 
+import importlib
 import importlib.metadata
 import os
+from typing import TYPE_CHECKING
 
 
 def _size_cpu_thread_pool() -> None:
@@ -27,37 +35,85 @@ def _size_cpu_thread_pool() -> None:
 
 _size_cpu_thread_pool()
 
-from . import exact as exact, init as init, problems as problems, theory as theory
-from ._bounds import (
-    CHECK_KEYS as CHECK_KEYS,
-    BoundCheck as BoundCheck,
-    check_bounds as check_bounds,
-)
-from ._descent import gradient_descent as gradient_descent
-from ._flow import (
-    DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS,
-    DEFAULT_TOLERANCES as DEFAULT_TOLERANCES,
-    gradient_flow as gradient_flow,
-)
-from ._gram_init import GramInit as GramInit
-from ._method import (
-    AbstractFlowMethod as AbstractFlowMethod,
-    FullWeights as FullWeights,
-    Gram as Gram,
-)
-from ._network import LinearNetwork as LinearNetwork
-from ._problem import Problem as Problem
-from ._results import RESULTS as RESULTS
-from ._saveat import DIAGNOSTICS as DIAGNOSTICS, SaveAt as SaveAt
-from ._summary import BoundsSummary as BoundsSummary, summarize_bounds as summarize_bounds
-from ._sweep import (
-    AbstractExecutor as AbstractExecutor,
-    LocalExecutor as LocalExecutor,
-    RayExecutor as RayExecutor,
-    open_sweep as open_sweep,
-    sweep as sweep,
-)
-from ._trajectory import Trajectory as Trajectory
+#: Public name → the module that defines it (imported on first access).
+_LAZY: dict[str, str] = {
+    "CHECK_KEYS": "._bounds",
+    "BoundCheck": "._bounds",
+    "check_bounds": "._bounds",
+    "gradient_descent": "._descent",
+    "DEFAULT_MAX_STEPS": "._flow",
+    "DEFAULT_TOLERANCES": "._flow",
+    "gradient_flow": "._flow",
+    "GramInit": "._gram_init",
+    "AbstractFlowMethod": "._method",
+    "FullWeights": "._method",
+    "Gram": "._method",
+    "LinearNetwork": "._network",
+    "Problem": "._problem",
+    "RESULTS": "._results",
+    "DIAGNOSTICS": "._saveat",
+    "SaveAt": "._saveat",
+    "BoundsSummary": "._summary",
+    "summarize_bounds": "._summary",
+    "AbstractExecutor": "._sweep",
+    "LocalExecutor": "._sweep",
+    "RayExecutor": "._sweep",
+    "open_sweep": "._sweep",
+    "sweep": "._sweep",
+    "Trajectory": "._trajectory",
+}
+#: Public submodules (imported on first access as attributes too).
+_SUBMODULES = ("exact", "init", "problems", "theory")
+
+__all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from . import exact as exact, init as init, problems as problems, theory as theory
+    from ._bounds import (
+        CHECK_KEYS as CHECK_KEYS,
+        BoundCheck as BoundCheck,
+        check_bounds as check_bounds,
+    )
+    from ._descent import gradient_descent as gradient_descent
+    from ._flow import (
+        DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS,
+        DEFAULT_TOLERANCES as DEFAULT_TOLERANCES,
+        gradient_flow as gradient_flow,
+    )
+    from ._gram_init import GramInit as GramInit
+    from ._method import (
+        AbstractFlowMethod as AbstractFlowMethod,
+        FullWeights as FullWeights,
+        Gram as Gram,
+    )
+    from ._network import LinearNetwork as LinearNetwork
+    from ._problem import Problem as Problem
+    from ._results import RESULTS as RESULTS
+    from ._saveat import DIAGNOSTICS as DIAGNOSTICS, SaveAt as SaveAt
+    from ._summary import BoundsSummary as BoundsSummary, summarize_bounds as summarize_bounds
+    from ._sweep import (
+        AbstractExecutor as AbstractExecutor,
+        LocalExecutor as LocalExecutor,
+        RayExecutor as RayExecutor,
+        open_sweep as open_sweep,
+        sweep as sweep,
+    )
+    from ._trajectory import Trajectory as Trajectory
 
 
 try:

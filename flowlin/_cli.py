@@ -1,8 +1,11 @@
-"""The `flowlin` command line (typer): `demo`, `reproduce`, `sweep CONFIG.toml`.
+"""The `flowlin` command line (typer): `demo`, `reproduce`, `sweep CONFIG.toml`, `--version`.
 
 Each command turns on float64 once, visibly, for exact results, and hands over to
 `flowlin.reproduce` (the figures, the TOML runner, the demo: the only place matplotlib is
 imported). The benchmarks are scripts of the source checkout (`benchmarks/`), not commands.
+JAX is imported inside the commands only (and `import flowlin` is lazy), so `--help` and
+`--version` answer in a fraction of a second. `sweep` and `reproduce` end with a one-line
+verdict: runs, bounds held, slope.
 """
 
 import pathlib
@@ -19,8 +22,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"flowlin {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """flowlin: exact training dynamics of overparametrized linear networks."""
 
 
@@ -68,10 +86,12 @@ def reproduce(
         )
     _enable_x64()
     from .reproduce import reproduce as run
+    from .reproduce.verdict import reproduce_verdict
 
     start = time.perf_counter()
-    run(target, out, quick=quick, seed=seed, progress=progress, echo=typer.echo)
+    sections = run(target, out, quick=quick, seed=seed, progress=progress, echo=typer.echo)
     typer.echo(f"wrote {out / 'report.md'} ({time.perf_counter() - start:.1f} s)")
+    typer.echo(reproduce_verdict(sections))
 
 
 @app.command()
@@ -93,9 +113,12 @@ def sweep(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     _enable_x64()
+    from .reproduce.verdict import sweep_verdict
+
     start = time.perf_counter()
-    run_config(cfg, out, progress=progress)
+    ds = run_config(cfg, out, progress=progress)
     typer.echo(f"wrote {out / 'report.md'} ({time.perf_counter() - start:.1f} s)")
+    typer.echo(sweep_verdict(ds))
 
 
 def main() -> None:
