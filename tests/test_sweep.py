@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import xarray as xr
 
 import flowlin
 from flowlin._results import status_code
@@ -126,19 +127,26 @@ def test_resume_after_kill_is_bit_for_bit(problem, tmp_path, suffix):
     killed = FailingExecutor(flowlin.LocalExecutor(), at_chunk=3)
     with pytest.raises(RuntimeError, match="injected failure at chunk 3"):
         flowlin.sweep(problem, store=store, executor=killed, **kw)
-    written = sorted(p.name for p in (store / "shards").iterdir())
+    # `store="sweep.nc"` / `"sweep.zarr"` is the merged result; the shards live beside it.
+    shards = tmp_path / f"sweep.{suffix}.parts" / "shards"
+    written = sorted(p.name for p in shards.iterdir())
     assert 1 <= len(written) <= 3 and all(not n.startswith(".") for n in written)
+    assert not store.exists()  # no result before the sweep has finished
     # A half-written shard (temporary name) from the killed run is never read back.
-    (store / "shards" / f".tmp-deadbeef.{suffix}").write_text("garbage")
+    (shards / f".tmp-deadbeef.{suffix}").write_text("garbage")
     resumed = flowlin.sweep(problem, store=store, **kw)
     assert resumed.attrs["chunks_resumed_from_store"] == len(written)
     assert resumed.attrs["n_chunks"] == reference.attrs["n_chunks"]
     for name in reference.data_vars:
         np.testing.assert_array_equal(resumed[name].values, reference[name].values)
-    # The merged result on disk is the same dataset.
+    assert not (shards / f".tmp-deadbeef.{suffix}").exists()
+    # The merged result on disk is the same dataset, and it is the file (store) named.
     on_disk = flowlin.open_sweep(store)
-    for name in reference.data_vars:
-        np.testing.assert_array_equal(on_disk[name].values, reference[name].values)
+    opened = xr.open_zarr(store, consolidated=False) if suffix == "zarr" else xr.open_dataset(store)
+    with opened:
+        for name in reference.data_vars:
+            np.testing.assert_array_equal(on_disk[name].values, reference[name].values)
+            np.testing.assert_array_equal(opened[name].values, reference[name].values)
     # Everything resumed: nothing computed, and the devices are still recorded.
     again = flowlin.sweep(problem, store=store, **kw)
     assert again.attrs["chunks_resumed_from_store"] == reference.attrs["n_chunks"]

@@ -123,3 +123,16 @@ def fingerprint(grid: Grid, chunks: list[Chunk], settings: dict) -> str:
         h.update(np.asarray([c.index, c.pad_to, c.valid], np.int64).tobytes())
         h.update(np.ascontiguousarray(c.rows, np.int64).tobytes())
     return h.hexdigest()
+
+
+def chunk_coordinates(grid: Grid, chunk: Chunk) -> dict[str, list]:
+    """The configurations a chunk computes (its valid rows), as plain lists: what a store's
+    manifest records for the chunk's shard."""
+    rows = chunk.rows[: chunk.valid]
+    return {
+        "rows": rows.tolist(),
+        "problem": grid.problem[rows].tolist(),
+        "width": grid.width[rows].tolist(),
+        "scale": grid.scales[grid.scale_index[rows]].tolist(),
+        "seed": grid.seed[rows].tolist(),
+    }

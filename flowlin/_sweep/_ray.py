@@ -23,7 +23,7 @@ import numpy as np
 from .. import _dataset as schema
 from .._progress import progress_bar
 from ._executor import AbstractExecutor, Finished, caller_stacklevel, check_batch_size
-from ._store import ShardStore
+from ._store import write_shard
 
 
 #: Retries of a chunk whose worker process died (Ray's default for tasks is 3 as well).
@@ -64,6 +64,10 @@ class RayExecutor(AbstractExecutor):
       0; a fraction shares a GPU; $k \\geq 1$ gives each task $k$ devices, and chunks a
       multiple of $k$ configurations); `memory` (bytes); `resources` (custom Ray resources);
       `max_retries` (retries of a task whose worker died, default 3); `runtime_env`.
+    - `autoscaling`: whether the cluster has an autoscaler that can add nodes. A task that no
+      node of the cluster can host (more CPUs, GPUs, memory or resources than any node has)
+      fails at once with a message; with `autoscaling=True` (never for the local instance
+      flowlin starts itself) the sweep warns and waits for the autoscaler instead.
     - `batch_size`: as in `flowlin.LocalExecutor`, on each task's devices.
     """
 
@@ -75,6 +79,7 @@ class RayExecutor(AbstractExecutor):
     max_retries: int = eqx.field(default=DEFAULT_MAX_RETRIES, static=True)
     runtime_env: Mapping | None = None
     local_num_cpus: int | None = eqx.field(default=None, static=True)
+    autoscaling: bool = eqx.field(default=False, static=True)
     batch_size: int | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
@@ -105,6 +110,10 @@ class RayExecutor(AbstractExecutor):
                     "combined with address (the cluster's size is set by `ray start`)"
                 )
             _check_number("local_num_cpus", self.local_num_cpus, 1, integer=True)
+        if not isinstance(self.autoscaling, bool):
+            raise TypeError(
+                f"`{_CALL}`: autoscaling must be True or False, got {self.autoscaling!r}"
+            )
         check_batch_size(_CALL, self.batch_size)
 
     def resolve(self, call, settings):
@@ -125,25 +134,21 @@ class RayExecutor(AbstractExecutor):
         ray = _import_ray("flowlin.sweep(executor=flowlin.RayExecutor(...))")
         started = _connect(ray, self)
         try:
-            refs = self._submit(ray, task, chunks, store)
+            refs = self._submit(ray, task, chunks, store, started)
             yield from _gather(ray, refs, store, self.max_retries, progress, total, initial)
         finally:
             if started:
                 ray.shutdown()
 
-    def _task_options(self, ray) -> dict:
+    def _task_options(self, ray, started: bool) -> dict:
         available = ray.cluster_resources()
         num_gpus = self.num_gpus
         if num_gpus is None:
             num_gpus = 1.0 if available.get("GPU", 0) > 0 else 0.0
-        for name, want in (("CPU", self.num_cpus), ("GPU", num_gpus)):
-            if want > available.get(name, 0):
-                warnings.warn(
-                    f"`{_CALL}`: each task asks for {want:g} {name}(s) but the Ray cluster has "
-                    f"{available.get(name, 0):g} now; the tasks wait until Ray (or its "
-                    "autoscaler) provides them",
-                    stacklevel=caller_stacklevel(),
-                )
+        need = dict(CPU=self.num_cpus, GPU=num_gpus, **(self.resources or {}))
+        if self.memory is not None:
+            need["memory"] = self.memory
+        _check_feasible(ray, need, started, self.autoscaling)
         runtime_env = dict(self.runtime_env or {})
         if 0 < num_gpus < 1:
             # Several tasks share a GPU: JAX must not grab 75% of it in each of them.
@@ -159,12 +164,12 @@ class RayExecutor(AbstractExecutor):
             options["runtime_env"] = runtime_env
         return options
 
-    def _submit(self, ray, task, chunks, store) -> dict:
-        options = self._task_options(ray)
+    def _submit(self, ray, task, chunks, store, started: bool) -> dict:
+        options = self._task_options(ray, started)
         remote = ray.remote(_compute_chunk)
         where = None
         if store is not None:
-            where = (str(pathlib.Path(store.path).resolve()), store.format)
+            where = (str(pathlib.Path(store.shards).resolve()), store.format)
         # cloudpickle: a solver or other setting defined in the user's `__main__` travels too.
         payload = ray.put(ray.cloudpickle.dumps(task))
         x64 = bool(jax.config.read("jax_enable_x64"))
@@ -176,6 +181,35 @@ class RayExecutor(AbstractExecutor):
             ): c
             for c in chunks
         }
+
+
+def _check_feasible(ray, need: dict, started: bool, autoscaling: bool) -> None:
+    """Fail at once when no alive node can host one task (Ray would wait forever), unless an
+    autoscaler may add such a node (then warn)."""
+    need = {k: v for k, v in need.items() if v > 0}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(all(have.get(k, 0) >= v for k, v in need.items()) for have in nodes):
+        return
+    largest = {k: max((have.get(k, 0) for have in nodes), default=0) for k in need}
+    asked = ", ".join(f"{k} {v:g}" for k, v in need.items())
+    most = ", ".join(f"{k} {v:g}" for k, v in largest.items())
+    what = f"each task asks for {asked}, but no node of the Ray cluster has that much "
+    what += f"(the most any of its {len(nodes)} node(s) has: {most})"
+    if autoscaling and not started:
+        warnings.warn(
+            f"`{_CALL}`: {what}; the tasks wait for the autoscaler to add such a node",
+            stacklevel=caller_stacklevel(),
+        )
+        return
+    fix = (
+        "start the local instance larger (local_num_cpus=...)"
+        if started
+        else "pass autoscaling=True if the cluster's autoscaler can add such a node"
+    )
+    raise ValueError(
+        f"`{_CALL}`: {what}, so the tasks could never start. Ask for less per task "
+        f"(num_cpus, num_gpus, memory, resources), or {fix}"
+    )
 
 
 def _import_ray(call: str):
@@ -220,7 +254,7 @@ def _gather(ray, refs, store, max_retries, progress, total, initial):
             ready, waiting = ray.wait(waiting, num_returns=1)
             chunk = refs[ready[0]]
             try:
-                place, rows, arrays = ray.get(ready[0])
+                place, rows, arrays, record = ray.get(ready[0])
             except Exception as e:  # a RayTaskError, WorkerCrashedError, ...
                 failures.append((chunk, e))
                 if store is None:  # nothing of the other chunks survives: stop now
@@ -229,6 +263,7 @@ def _gather(ray, refs, store, max_retries, progress, total, initial):
                     break
                 continue
             if store is not None:
+                store.add(record)
                 rows, arrays = schema.shard_arrays(store.read(chunk.index))
             bar.update(1)
             yield Finished(chunk, rows, arrays, (place,))
@@ -265,14 +300,13 @@ def _compute_chunk(payload, chunk, x64: bool, n_devices: int, store):
     rows, arrays = task.compute(chunk, devices)
     where = f"{socket.gethostname()}/pid{os.getpid()}: " + ", ".join(str(d) for d in devices)
     if store is None:
-        return where, rows, arrays
-    path, fmt = store
-    shard_store = ShardStore(path, fmt)
-    if not shard_store.shards.is_dir():
+        return where, rows, arrays, None
+    shards, fmt = store
+    if not pathlib.Path(shards).is_dir():
         raise FileNotFoundError(
-            f"flowlin.RayExecutor(store={path!r}): the store is not visible on "
+            f"flowlin.RayExecutor(store=...): the store's folder {shards!r} is not visible on "
             f"{socket.gethostname()}; a Ray sweep with store= needs a filesystem shared by all "
             "nodes (or run without store= to return results to the driver)"
         )
-    shard_store.write(chunk.index, schema.shard_dataset(chunk.index, rows, arrays))
-    return where, None, None
+    shard = schema.shard_dataset(chunk.index, rows, arrays)
+    return where, None, None, write_shard(pathlib.Path(shards), chunk.index, fmt, shard)

@@ -1,6 +1,7 @@
 """`flowlin.sweep`: normalise the arguments, then grid → plan → executor → store → dataset."""
 
 import pathlib
+import warnings
 from collections.abc import Mapping, Sequence
 
 import diffrax as dfx
@@ -16,12 +17,12 @@ from .._method import AbstractFlowMethod, Gram
 from .._problem import Problem
 from .._results import status_names
 from .._saveat import SaveAt
-from ._executor import AbstractExecutor, LocalExecutor, check_executor
+from ._executor import AbstractExecutor, LocalExecutor, caller_stacklevel, check_executor
 from ._grid import Grid
 from ._kernel import TRACES, Payload, SweepTask
-from ._plan import fingerprint, plan_chunks
+from ._plan import chunk_coordinates, fingerprint, plan_chunks
 from ._settings import SweepSettings, make_settings
-from ._store import ShardStore, StoreMismatchError, read_result
+from ._store import ShardStore, StoreMismatchError, find_result, read_dataset
 from ._validate import (
     DynamicsName,
     InitName,
@@ -33,6 +34,8 @@ from ._validate import (
 
 
 _CALL = "flowlin.sweep(...)"
+#: The packages whose versions are part of a store's fingerprint (they fix the numbers).
+FINGERPRINT_PACKAGES = ("flowlin", "jax", "jaxlib", "diffrax")
 
 
 def sweep(
@@ -98,8 +101,13 @@ def sweep(
     - `theory`, `bounds`: store `flowlin.theory.quantities` and `flowlin.check_bounds` for
       every run; `delta` is the failure probability of the wide-network results.
     - `chunk_size`: configurations per compiled chunk (memory stays bounded by it).
-    - `store`: a folder, written chunk by chunk (netCDF; Zarr for a `.zarr` path or with
-      `store_format="zarr"`); rerun with the same store to resume, recomputing nothing written.
+    - `store`: where the results go, chunk by chunk, so that the same call run again resumes
+      (recomputing nothing already written): a folder (`result.nc` inside; Zarr with
+      `store_format="zarr"`), or a `.nc` file or `.zarr` store, which is then exactly the
+      merged result (its working files live beside it in `<name>.parts/`). Every shard's
+      checksum and configurations are kept in the store's manifest and verified before a
+      resume adopts it; one sweep writes to a store at a time. Read the result back with
+      `flowlin.open_sweep(store)`.
     - `executor`: `flowlin.LocalExecutor(devices=None, batch_size=None)` (default: every
       chunk split over this process's devices) or `flowlin.RayExecutor(...)` (docs/ray.md).
     - `progress`: a progress bar with ETA over chunks (shown only on a terminal).
@@ -115,8 +123,10 @@ def sweep(
     **Example:**
 
     ```python
-    problem = flowlin.problems.gaussian(jax.random.key(0), n=100, D=400, m=1)
-    ds = flowlin.sweep(problem, [500, 1000, 2000, 5000, 10000], [0.5], seeds=5, t1=100.0)
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=10, D=40, m=1)
+    ds = flowlin.sweep(problem, [50, 100, 200], [0.5], seeds=2, t1=50.0)
     print(flowlin.summarize_bounds(ds))
     ```
     """
@@ -125,6 +135,7 @@ def sweep(
         _CALL, init=init, sampling=sampling, dynamics=dynamics, method=method, t1=t1, lr=lr,
         steps=steps, stop_at_loss=stop_at_loss, chunk_size=chunk_size, delta=delta,
         store_format=store_format, widths=widths, scales=scales, configs=configs,
+        rtol=rtol, atol=atol, max_steps=max_steps, key=key,
     )  # fmt: skip
     check_executor(_CALL, executor)
     settings = make_settings(
@@ -145,8 +156,33 @@ def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store
         pad_widths=settings.sampling == "weights", gram=isinstance(settings.method, Gram),
     )  # fmt: skip
     described = dict(settings.to_json(), chunk_size=chunk_size, batch_size=executor.batch_size)
-    job = fingerprint(grid, chunks, described)
-    shards, done = _open_store(store, store_format, job, described, len(chunks), len(grid))
+    installed = {k: v for k, v in schema.versions().items() if k in FINGERPRINT_PACKAGES}
+    job = fingerprint(grid, chunks, dict(described, versions=installed))
+    header = dict(
+        fingerprint=job, settings=described, versions=installed, n_chunks=len(chunks),
+        n_configs=len(grid),
+    )  # fmt: skip
+    shards = None if store is None else ShardStore(_store_call(store), store, store_format)
+    try:
+        done = set() if shards is None else _open_store(shards, header, grid, chunks)
+        ds, places, compiled = _compute(grid, settings, executor, chunks, shards, done, progress)
+        ds.attrs.update(
+            schema.run_attrs(
+                settings=described, devices=places, n_chunks=len(chunks), resumed=len(done),
+                compiled_shapes=compiled, fingerprint=job, status_codes=status_names(),
+            )
+        )  # fmt: skip
+        if shards is not None:
+            shards.write_result(ds)
+    finally:
+        if shards is not None:
+            shards.close()
+    return ds
+
+
+def _compute(grid: Grid, settings, executor, chunks, shards, done: set, progress):
+    """Compute the chunks not `done` with the executor, read the others from the store;
+    returns the dataset, where chunks ran and how many shapes were compiled."""
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *grid.problems)
     task = SweepTask(Payload(settings, stacked), grid, executor.batch_size)
     traces_before = TRACES["run_one"]
@@ -160,46 +196,44 @@ def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store
     for index in sorted(done):
         results[index] = schema.shard_arrays(shards.read(index))
     ds = grid.assemble(results, settings.ts)
-    ds.attrs.update(
-        schema.run_attrs(
-            settings=described, devices=list(places), n_chunks=len(chunks), resumed=len(done),
-            compiled_shapes=TRACES["run_one"] - traces_before, fingerprint=job,
-            status_codes=status_names(),
-        )
-    )  # fmt: skip
-    if shards is not None:
-        shards.write_result(ds)
-    return ds
+    return ds, list(places), TRACES["run_one"] - traces_before
 
 
-def _open_store(store, store_format, job: str, described: dict, n_chunks: int, n_configs: int):
-    """The shard store (or None) and the chunks it already holds."""
-    if store is None:
-        return None, set()
-    shards = ShardStore(store, store_format)
-    description = dict(fingerprint=job, settings=described, n_chunks=n_chunks, n_configs=n_configs)
+def _store_call(store) -> str:
+    return f"flowlin.sweep(store={str(store)!r})"
+
+
+def _open_store(shards: ShardStore, header: dict, grid: Grid, chunks) -> set[int]:
+    """Take the store (lock), verify its shards, and return the chunks it already holds;
+    every rejected shard is a warning naming its file."""
+    expected = {c.index: chunk_coordinates(grid, c) for c in chunks}
     try:
-        shards.open(description)
-    except StoreMismatchError:
+        done = shards.open(header, expected)
+    except StoreMismatchError as e:
         raise ValueError(
-            f"`flowlin.sweep(store={str(store)!r})`: this store holds a different sweep (its "
-            "problems, grid, settings or chunking differ; chunks depend on chunk_size and on "
-            "the devices per chunk); use a new store path or delete the old one"
+            f"`{shards.call}`: this store holds a different sweep (its problems, grid, "
+            f"settings, package versions or chunking differ; chunks depend on chunk_size and "
+            f"on the devices per chunk): {e}. Use a new store path or delete the old one"
         ) from None
-    return shards, shards.done() & set(range(n_chunks))
+    for message in shards.rejected:
+        warnings.warn(message, stacklevel=caller_stacklevel())
+    return done
 
 
 def open_sweep(path) -> xr.Dataset:
     """Load the merged result of a finished `flowlin.sweep(..., store=path)`.
 
-    **Arguments:** `path`, the store folder given to `flowlin.sweep` (netCDF or Zarr).
+    **Arguments:** `path`, what was given as `store=`: a folder (its `result.nc` or
+    `result.zarr` is read), a `.nc` file or a `.zarr` store. Reading takes no lock: it works
+    while another sweep writes to the same store (it reads the last finished result).
 
     **Returns:** the same `xarray.Dataset` the sweep returned (loaded into memory).
     """
-    ds = read_result(path)
-    if ds is None:
+    found = find_result(path)
+    if found is None:
         raise FileNotFoundError(
-            f"`flowlin.open_sweep({str(path)!r})`: no result.nc or result.zarr there; the sweep "
-            "may not have finished (run it again with the same store to resume)"
+            f"`flowlin.open_sweep({str(path)!r})`: no finished sweep result there; the sweep "
+            "may not have finished (run the same flowlin.sweep(..., store=...) call again to "
+            "resume it) or the path is not a store"
         )
-    return ds
+    return read_dataset(*found)

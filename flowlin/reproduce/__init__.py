@@ -13,10 +13,21 @@ matplotlib); `import flowlin.reproduce` or `from flowlin.reproduce import reprod
 - `demo.py`: `flowlin demo`.
 """
 
+import json
 import pathlib
+import sys
 from collections.abc import Callable
 
-from ._report import Section as Section, write_report
+from .._dataset import versions
+from ._report import (
+    REPORT_FILES,
+    STORE_FOLDER,
+    Section as Section,
+    remove_stale,
+    stores_progress,
+    write_report,
+    write_text,
+)
 from ._sizes import FULL as FULL, QUICK as QUICK, Sizes as Sizes
 from .fig1 import run_fig1
 from .fig2 import run_fig2
@@ -61,8 +72,8 @@ def reproduce(
     jax.config.update("jax_enable_x64", True)
     from flowlin.reproduce import reproduce
 
-    sections = reproduce("fig2", "flowlin-results", quick=True)
-    print(sections["fig2"].numbers["c"])
+    sections = reproduce("v2", "flowlin-results", quick=True)   # ~30 s
+    print(sections["v2"].numbers["bounds_held"])
     ```
     """
     call = "flowlin.reproduce.reproduce(...)"
@@ -70,13 +81,87 @@ def reproduce(
         raise ValueError(f"`{call}`: target must be one of {TARGETS + ('all',)}, got {target!r}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out, REPORT_FILES)
     sizes = QUICK if quick else FULL
     targets = list(RUNNERS) if target == "all" else [target]
-    sections = {}
-    for name in targets:
-        sec = RUNNERS[name](out / name, sizes, seed=seed, progress=progress)
-        sections[name] = sec
-        if echo is not None:
-            echo(f"{name}: {sec.seconds:.1f} s, bounds held: {sec.numbers['bounds_held']}")
+    key = dict(target=target, quick=quick, seed=seed, versions=versions())
+    kept = _finished_targets(out, key)
+    sections: dict[str, Section] = {}
+    try:
+        for name in targets:
+            sec = kept.get(name) or _run_target(name, out, sizes, seed, progress)
+            sections[name] = sec
+            _save_finished(out, key, sections)
+            if echo is not None:
+                again = " (kept from the interrupted run)" if name in kept else ""
+                echo(
+                    f"{name}: {sec.seconds:.1f} s, bounds held: {sec.numbers['bounds_held']}{again}"
+                )
+    except KeyboardInterrupt:
+        _say_interrupted(
+            out, sections, [n for n in targets if n not in sections], target, quick, seed
+        )
+        raise
     write_report(sections, out, quick=quick)
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
     return sections
+
+
+#: Targets finished by a run that has not finished yet (so that the same command resumes).
+PROGRESS_FILE = "reproduce-progress.json"
+
+
+def _run_target(name: str, out: pathlib.Path, sizes: Sizes, seed: int, progress: bool) -> Section:
+    """Run one target, its sweeps storing their chunks under `out/<name>/store/`."""
+    token = STORE_FOLDER.set(out / name / "store")
+    try:
+        return RUNNERS[name](out / name, sizes, seed=seed, progress=progress)
+    finally:
+        STORE_FOLDER.reset(token)
+
+
+def _save_finished(out: pathlib.Path, key: dict, sections: dict[str, Section]) -> None:
+    finished = {
+        name: dict(
+            numbers=sec.numbers,
+            markdown=sec.markdown,
+            seconds=sec.seconds,
+            files=[str(p.relative_to(out)) for p in sec.files],
+        )  # fmt: skip
+        for name, sec in sections.items()
+    }
+    text = json.dumps(dict(key=key, finished=finished), default=float)
+    write_text(out / PROGRESS_FILE, text)
+
+
+def _finished_targets(out: pathlib.Path, key: dict) -> dict[str, Section]:
+    """The targets that an interrupted run of the same command (same target, sizes, seed and
+    versions) finished, whose files are all still there."""
+    try:
+        saved = json.loads((out / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if saved.get("key") != json.loads(json.dumps(key, default=float)):
+        return {}
+    kept = {}
+    for name, s in saved.get("finished", {}).items():
+        files = [out / f for f in s["files"]]
+        if all(f.exists() for f in files):
+            kept[name] = Section(name, s["numbers"], s["markdown"], files, s["seconds"])
+    return kept
+
+
+def _say_interrupted(out, finished, pending, target, quick: bool, seed: int) -> None:
+    """On Ctrl-C: what is kept, and the command that resumes."""
+    saved, total = stores_progress(out / pending[0]) if pending else (0, 0)
+    command = f"flowlin reproduce {target} --out {out}" + " --quick" * quick
+    command += f" --seed {seed}" if seed else ""
+    lines = [f"\ninterrupted: {len(finished)} of {len(finished) + len(pending)} target(s) finished"]
+    if finished:
+        lines[0] += f" ({', '.join(finished)}, kept)"
+    if pending:
+        lines.append(
+            f"{pending[0]}: {saved} of {total} sweep chunk(s) saved under {out / pending[0]}"
+        )
+    lines.append(f"to resume, run the same command again: {command}")
+    print("\n".join(lines), file=sys.stderr)

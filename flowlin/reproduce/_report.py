@@ -5,6 +5,7 @@ matplotlib is imported here (lazily, by `plt`) and in the figure modules of this
 `import flowlin` never loads it.
 """
 
+import contextvars
 import dataclasses
 import json
 import pathlib
@@ -15,6 +16,8 @@ import xarray as xr
 
 from .._dataset import all_bounds_held, netcdf_safe, versions
 from .._summary import summarize_bounds
+from .._sweep._manifest import temp_name
+from .._sweep._store import store_progress
 
 
 @dataclasses.dataclass
@@ -38,33 +41,149 @@ def plt():
     return pyplot
 
 
+def _atomically(path: pathlib.Path, write) -> None:
+    """Call `write(tmp)` on a temporary name beside `path`, then rename it into place: a
+    reader (or an interrupted run) sees the old file or the new one, never half of one."""
+    tmp = path.parent / temp_name(path.suffix)
+    try:
+        write(tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+    """Write a text file (a report) atomically."""
+    _atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def remove_stale(out: pathlib.Path, names) -> None:
+    """Remove the report files `names` of an earlier run from `out` (at the start of a run, so
+    that an interrupted run never leaves an old report beside new data)."""
+    for name in names:
+        (out / name).unlink(missing_ok=True)
+
+
 def save_figure(fig, path: pathlib.Path, files: list) -> None:
-    """Save `fig` as a PNG at `path`, close it, and add `path` to `files`."""
+    """Save `fig` as a PNG at `path` (atomically), close it, and add `path` to `files`."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt().close(fig)
+    try:
+        _atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt().close(fig)
     files.append(path)
 
 
 def save_netcdf(ds: xr.Dataset, path: pathlib.Path, files: list) -> None:
-    """Write `ds` to netCDF (attributes made storable, booleans as 0/1); add `path` to `files`."""
-    netcdf_safe(ds, bools_as_int8=True).to_netcdf(path)
+    """Write `ds` to netCDF (attributes made storable, booleans as 0/1; atomically); add `path`
+    to `files`."""
+    _atomically(path, netcdf_safe(ds, bools_as_int8=True).to_netcdf)
     files.append(path)
 
 
-def bounds_markdown(ds: xr.Dataset) -> str:
-    """The verdict on every bound of `ds` and `flowlin.summarize_bounds`'s table."""
+# --------------------------------------------------------------------------------------------
+# Degenerate runs: left out of the figures, listed in the report
+# --------------------------------------------------------------------------------------------
+#: Runs listed by name in a report's "left out" section (the rest are counted).
+MAX_LISTED = 10
+
+
+def _run_labels(bad: xr.DataArray) -> list[str]:
+    """`dim=value, ...` of each True entry of `bad`."""
+    if bad.ndim == 0:
+        return ["the run"] if bool(bad) else []
+    series = bad.to_series()
+    names = series.index.names
+    labels = []
+    for key in series.index[series.values]:
+        key = key if isinstance(key, tuple) else (key,)
+        labels.append(", ".join(f"{n}={v}" for n, v in zip(names, key)))
+    return labels
+
+
+def _listed(labels: list[str]) -> str:
+    head = "; ".join(labels[:MAX_LISTED])
+    return head + (f"; and {len(labels) - MAX_LISTED} more" if len(labels) > MAX_LISTED else "")
+
+
+def plottable(ds: xr.Dataset, log_vars, *, time: str = "time") -> tuple[xr.Dataset, list[str]]:
+    """`ds` made safe to plot, and what was left out (one line each, for the report).
+
+    - a coordinate value repeated along a dimension: only its first entry is kept;
+    - a run whose `log_vars` (variables drawn on a log axis) are not finite somewhere
+      (diverged): masked (NaN) in those variables;
+    - values <= 0 of a `log_vars` variable (e.g. all-zero data) cannot be drawn on a log axis:
+      masked; a variable left with nothing to draw is named.
+    """
+    skipped = []
+    for dim in list(ds.dims):
+        if dim not in ds.coords or ds[dim].ndim != 1:
+            continue
+        values = [str(v) for v in ds[dim].values]
+        first = sorted({v: i for i, v in reversed(list(enumerate(values)))}.values())
+        if len(first) < len(values):
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            skipped.append(
+                f"repeated {dim} {', '.join(repeated)}: only the first entry of each is plotted"
+            )
+            ds = ds.isel({dim: first})
+    ds = ds.copy()
+    for var in log_vars:
+        if var not in ds:
+            continue
+        x = ds[var]
+        finite = np.isfinite(x).all(time) if time in x.dims else np.isfinite(x)
+        labels = _run_labels(~finite)
+        if labels:
+            skipped.append(f"{var} not finite (diverged), not plotted: {_listed(labels)}")
+        x = x.where(finite)
+        if not bool((x > 0).any()):
+            skipped.append(f"{var} has no finite positive value (e.g. all zero): nothing to plot")
+        ds[var] = x.where(x > 0)
+    return ds, skipped
+
+
+def draw_or_skip(draw, what: str, skipped: list[str]) -> None:
+    """Call `draw()`; if drawing fails, note why in `skipped` instead: a figure never costs
+    the report or the data (both are written whatever the figures do)."""
+    try:
+        draw()
+    except Exception as e:  # any plotting failure: recorded, the report still gets written
+        plt().close("all")
+        skipped.append(f"{what} not drawn: {type(e).__name__}: {e}")
+
+
+def skipped_markdown(skipped: list[str]) -> str:
+    """The report's section on what the figures leave out ("" when nothing is)."""
+    if not skipped:
+        return ""
+    return "\n## Left out of the figures\n\n" + "\n".join(f"- {s}" for s in skipped) + "\n"
+
+
+#: What the columns of `flowlin.summarize_bounds`'s table mean (`flowlin.BoundCheck`).
+SLACK_DEFINITION = (
+    "Slack = log(bound / observed) at the bound's tightest checked time (≥ 0: held; the bound "
+    "had e^slack times room there, so 13.8 means ~10⁶×; for the loss envelopes, in loss "
+    "units); tightness = observed / bound at the last checked time (1 = exact; for the loss "
+    "envelopes, the fraction of the observed log-decay the theorem guarantees)."
+)
+
+
+def bounds_markdown(ds: xr.Dataset, *, slopes: bool = True) -> str:
+    """The verdict on every bound of `ds` and `flowlin.summarize_bounds`'s table (without the
+    distance-vs-width slope where `slopes` is False: where the widths' inits differ in more
+    than width, the slope means nothing)."""
     held, failed = all_bounds_held(ds)
     verdict = (
         "**Every applicable bound held in every run.**"
         if held
         else f"**Bounds violated or runs failed: {failed or 'a run did not succeed'}.**"
     )
-    return (
-        verdict
-        + " Slack = bound − observed (relative); tightness = observed / bound.\n\n"
-        + summarize_bounds(ds).to_markdown()
-    )
+    summary = summarize_bounds(ds)
+    if not slopes:
+        summary = dataclasses.replace(summary, slopes=[])
+    return verdict + " " + SLACK_DEFINITION + "\n\n" + summary.to_markdown()
 
 
 def crossing_time(ts, values, level):
@@ -96,6 +215,33 @@ def sweep_executor(batch_size: int | None = None):
     return LocalExecutor(devices=devices, batch_size=batch_size)
 
 
+#: The files `write_report` writes (removed at the start of a run: never stale).
+REPORT_FILES = ("report.md", "numbers.json")
+
+
+def sweep_store(name: str) -> pathlib.Path | None:
+    """Where the reproduction keeps the store of its sweep `name` (pass it as
+    `flowlin.sweep(store=...)`): `<out>/<target>/store/<name>` while `flowlin.reproduce.reproduce`
+    runs a target, so that the same command resumes an interrupted sweep; None outside it."""
+    folder = STORE_FOLDER.get()
+    return None if folder is None else folder / name
+
+
+#: The store folder of the target being reproduced (set by `reproduce`).
+STORE_FOLDER: contextvars.ContextVar[pathlib.Path | None] = contextvars.ContextVar(
+    "flowlin_reproduce_store", default=None
+)
+
+
+def stores_progress(folder: pathlib.Path) -> tuple[int, int]:
+    """Chunks saved and chunks planned, summed over the sweep stores under `folder`."""
+    saved = total = 0
+    for manifest in sorted(folder.rglob("manifest.json")):
+        done, n = store_progress(manifest.parent)
+        saved, total = saved + done, total + (n or 0)
+    return saved, total
+
+
 def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool) -> None:
     """`out/report.md` (every section) and `out/numbers.json` (the numbers reported)."""
     installed = versions()
@@ -113,11 +259,6 @@ def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool
         rel = [str(p.relative_to(out)) for p in sec.files]
         figs = [f"![{p}]({p})" for p in rel if p.endswith(".png")]
         head += [sec.markdown, "\nFiles: " + ", ".join(f"`{p}`" for p in rel) + "\n", *figs, ""]
-    (out / "report.md").write_text("\n".join(head))
-    (out / "numbers.json").write_text(
-        json.dumps(
-            {k: dict(s.numbers, seconds=s.seconds) for k, s in sections.items()},
-            indent=2,
-            default=float,
-        )
-    )
+    numbers = {k: dict(s.numbers, seconds=s.seconds) for k, s in sections.items()}
+    write_text(out / "numbers.json", json.dumps(numbers, indent=2, default=float))
+    write_text(out / "report.md", "\n".join(head))
