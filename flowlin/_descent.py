@@ -5,17 +5,16 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jaxtyping import ArrayLike, Float, Int
 
 from ._custom_types import ScalarLike
 from ._diagnostics import Reference, weight_diagnostics
-from ._errors import check_positive, is_concrete
+from ._errors import check_bool, check_count, check_positive
 from ._flow import resolve_save_times
 from ._misc import tree_cast
 from ._network import LinearNetwork, check_compatible
-from ._problem import Problem, check_problem
+from ._problem import Problem, check_problem, check_same_precision
 from ._results import RESULTS
 from ._saveat import SaveAt
 from ._trajectory import Trajectory, make_trajectory
@@ -147,14 +146,18 @@ def gradient_descent(
     call = "flowlin.gradient_descent(...)"
     check_problem(call, problem)
     check_compatible(call, net, problem)
-    check_positive(call, "lr", lr)
-    if is_concrete(steps):
-        s = np.asarray(steps)
-        if s.ndim != 0 or not np.issubdtype(s.dtype, np.integer) or s < 0:
-            raise ValueError(f"`{call}`: steps must be a non-negative integer, got {steps!r}")
+    check_positive(call, "lr", lr, scalar=True)
+    check_bool(call, "averaged", averaged)
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"`{call}`: optimizer must be an optax GradientTransformation (e.g. "
+            f"optax.sgd(lr), optax.adam(1e-3)), got {type(optimizer).__name__}"
+        )
+    check_count(call, "steps", steps)
     if stop_at_loss is not None:
-        check_positive(call, "stop_at_loss", stop_at_loss)
+        check_positive(call, "stop_at_loss", stop_at_loss, scalar=True)
     dtype = jnp.result_type(net.dtype, problem.dtype)
+    check_same_precision(call, problem, dtype)
     net, problem = tree_cast(net, dtype), tree_cast(problem, dtype)
     lr = jnp.asarray(lr, dtype)
     steps = jnp.asarray(steps, jnp.int32)

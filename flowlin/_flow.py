@@ -10,13 +10,13 @@ import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import ScalarLike
-from ._errors import check_positive, is_concrete
+from ._errors import check_int, check_positive, check_tolerances, is_concrete
 from ._gram_init import GramInit
 from ._method import AbstractFlowMethod, FullWeights
 from ._method._integrate import event_tolerance, integrate
 from ._misc import tree_cast
 from ._network import LinearNetwork
-from ._problem import Problem, check_problem
+from ._problem import Problem, check_problem, check_same_precision
 from ._saveat import DEFAULT_NUM_SAVES, SaveAt
 from ._trajectory import Trajectory
 
@@ -73,6 +73,37 @@ def resolve_save_times(call: str, saveat, t1, dtype) -> tuple[SaveAt, Float[Arra
             if np.any(np.diff(ts_np) < 0):
                 raise ValueError(f"`{call}`: saveat times must be non-decreasing")
     return saveat, ts
+
+
+def check_solve_options(
+    call, *, t1, stop_at_loss, rtol, atol, max_steps, dt0, solver, stepsize_controller, adjoint
+) -> None:
+    """Every option of `gradient_flow` that needs neither the network nor the problem."""
+    check_positive(call, "t1", t1, scalar=True)
+    if stop_at_loss is not None:
+        check_positive(call, "stop_at_loss", stop_at_loss, scalar=True)
+    check_tolerances(call, rtol, atol)
+    if max_steps is not None:
+        check_int(call, "max_steps", max_steps, minimum=1)
+    if dt0 is not None:
+        check_positive(call, "dt0", dt0, scalar=True)
+    for name, value, kind, example in (
+        ("solver", solver, dfx.AbstractSolver, "diffrax.Tsit5()"),
+        ("stepsize_controller", stepsize_controller, dfx.AbstractStepSizeController,
+         "diffrax.PIDController(rtol=1e-8, atol=1e-10)"),
+        ("adjoint", adjoint, dfx.AbstractAdjoint, "diffrax.DirectAdjoint()"),
+    ):  # fmt: skip
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(
+                f"`{call}`: {name} must be a diffrax {kind.__name__} (e.g. {example}), got "
+                f"{type(value).__name__}"
+            )
+    if stop_at_loss is not None and isinstance(adjoint, dfx.BacksolveAdjoint):
+        raise ValueError(
+            f"`{call}`: adjoint=diffrax.BacksolveAdjoint() cannot differentiate through the "
+            "event of stop_at_loss (diffrax does not support events with it); use the default "
+            "diffrax.RecursiveCheckpointAdjoint() or diffrax.DirectAdjoint()"
+        )
 
 
 def gradient_flow(
@@ -185,20 +216,11 @@ def gradient_flow(
         )
     networks = isinstance(saveat, SaveAt) and saveat.networks
     dtype = method.check(call, net, problem, networks)
-    check_positive(call, "t1", t1)
-    if stop_at_loss is not None:
-        check_positive(call, "stop_at_loss", stop_at_loss)
-    if adjoint is not None and not isinstance(adjoint, dfx.AbstractAdjoint):
-        raise TypeError(
-            f"`{call}`: adjoint must be a diffrax adjoint (e.g. diffrax.DirectAdjoint()), got "
-            f"{type(adjoint).__name__}"
-        )
-    if stop_at_loss is not None and isinstance(adjoint, dfx.BacksolveAdjoint):
-        raise ValueError(
-            f"`{call}`: adjoint=diffrax.BacksolveAdjoint() cannot differentiate through the "
-            "event of stop_at_loss (diffrax does not support events with it); use the default "
-            "diffrax.RecursiveCheckpointAdjoint() or diffrax.DirectAdjoint()"
-        )
+    check_same_precision(call, problem, dtype)
+    check_solve_options(
+        call, t1=t1, stop_at_loss=stop_at_loss, rtol=rtol, atol=atol, max_steps=max_steps,
+        dt0=dt0, solver=solver, stepsize_controller=stepsize_controller, adjoint=adjoint,
+    )  # fmt: skip
     rtol, atol = resolve_tolerances(dtype, rtol, atol)
     saveat, ts = resolve_save_times(call, saveat, t1, dtype)
     solver = dfx.Tsit5() if solver is None else solver

@@ -8,13 +8,17 @@ import numpy as np
 from jaxtyping import ArrayLike, Int
 
 from ._custom_types import KeyLike, ScalarLike
-from ._errors import check_int, check_positive, is_concrete
+from ._errors import (
+    check_bool,
+    check_int,
+    check_key,
+    check_number,
+    check_positive,
+    float_dtype,
+    is_concrete,
+)
 from ._network import LinearNetwork, check_compatible, zeros_like_padding
-from ._problem import Problem
-
-
-def _default_dtype(dtype):
-    return jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+from ._problem import Problem, check_problem
 
 
 def _check_width(call: str, h, pad_to: int | None) -> int:
@@ -84,12 +88,13 @@ def gaussian(
     **Returns:** a `flowlin.LinearNetwork`.
     """
     call = "flowlin.init.gaussian(...)"
+    check_key(call, "key", key)
     D = check_int(call, "D", D, minimum=1)
     m = check_int(call, "m", m, minimum=1)
     width = _check_width(call, h, pad_to)
     check_positive(call, "std1", std1, allow_zero=True)
     check_positive(call, "std2", std2, allow_zero=True)
-    dtype = _default_dtype(dtype)
+    dtype = float_dtype(call, dtype)
     a, b = _unit_normals(key, width, D, m, dtype)
     W1 = jnp.asarray(std1, dtype) * a
     W2 = jnp.asarray(std2, dtype) * b
@@ -121,7 +126,7 @@ def paper(
     """
     call = "flowlin.init.paper(...)"
     check_positive(call, "alpha", alpha, allow_zero=True)
-    dtype = _default_dtype(dtype)
+    dtype = float_dtype(call, dtype)
     _check_width(call, h, pad_to)
     std = jnp.asarray(h, dtype) ** (-jnp.asarray(alpha, dtype))
     return gaussian(key, D, m, h, std, std, pad_to=pad_to, dtype=dtype)
@@ -135,6 +140,8 @@ def pad_width(net: LinearNetwork, width: int) -> LinearNetwork:
     every diagnostic equal the original's at all times.
     """
     call = "flowlin.init.pad_width(...)"
+    if not isinstance(net, LinearNetwork):
+        raise TypeError(f"`{call}`: net must be a flowlin.LinearNetwork, got {type(net).__name__}")
     width = check_int(call, "width", width, minimum=1)
     if width < net.width:
         raise ValueError(f"`{call}`: width={width} is smaller than the network's {net.width}")
@@ -180,6 +187,8 @@ def balanced_like(
     """
     call = "flowlin.init.balanced_like(...)"
     check_compatible(call, net, problem)
+    if key is not None:
+        check_key(call, "key", key)
     h, m = net.width, net.out_features
     if h < m:
         raise ValueError(f"`{call}`: the balanced init needs width h >= m, got h={h}, m={m}")
@@ -225,8 +234,16 @@ def lambda_balanced(
     the std of the free factor.
     """
     call = "flowlin.init.lambda_balanced(...)"
+    check_key(call, "key", key)
+    check_problem(call, problem)
     h = check_int(call, "h", h, minimum=1)
+    check_number(call, "lam", lam)
+    if not is_concrete(lam):
+        raise TypeError(f"`{call}`: lam must be a concrete number (it selects the construction)")
     lam = float(lam)
+    if not np.isfinite(lam):
+        raise ValueError(f"`{call}`: lam must be finite, got {lam}")
+    check_positive(call, "scale", scale, allow_zero=True, scalar=True)
     r, m, dtype = problem.rank, problem.m, problem.dtype
     if lam > 0 and h > r:
         raise ValueError(
@@ -305,10 +322,7 @@ def reduce_width(
     """
     call = "flowlin.init.reduce_width(...)"
     check_compatible(call, net, problem)
-    if not isinstance(keep_null_space, bool):
-        raise TypeError(
-            f"`{call}`: keep_null_space must be a bool, got {type(keep_null_space).__name__}"
-        )
+    check_bool(call, "keep_null_space", keep_null_space)
     r, m, D, h = problem.rank, problem.m, problem.D, net.width
     width = min(h, D + m) if keep_null_space else min(h, r + m)
     if width >= h:

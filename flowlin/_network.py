@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ._errors import as_float_array, check_finite, check_ndim
+from ._problem import check_problem
 
 
 class LinearNetwork(eqx.Module):
@@ -25,6 +26,8 @@ class LinearNetwork(eqx.Module):
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
     net = flowlin.init.paper(jax.random.key(0), D=40, m=2, h=100, alpha=0.5)
     net.width, net.product.shape, net(jnp.ones(40)).shape   # 100, (2, 40), (2,)
     ```
@@ -86,7 +89,9 @@ class LinearNetwork(eqx.Module):
 
 
 def check_compatible(call: str, net: LinearNetwork, problem) -> None:
-    """Raise a clear error when `net` and `problem` disagree on D or m."""
+    """Raise a clear error unless `net` is a `LinearNetwork` and `problem` a `Problem` that
+    agree on D and m."""
+    check_problem(call, problem)
     if not isinstance(net, LinearNetwork):
         raise TypeError(f"`{call}`: net must be a flowlin.LinearNetwork, got {type(net).__name__}")
     if net.W1.ndim != 2:

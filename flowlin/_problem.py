@@ -5,7 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import as_float_array, check_finite, check_ndim, is_concrete
+from ._errors import (
+    as_float_array,
+    check_bool,
+    check_finite,
+    check_ndim,
+    check_number,
+    is_concrete,
+)
 
 
 class Problem(eqx.Module):
@@ -75,6 +82,8 @@ class Problem(eqx.Module):
         allow_full_column_rank: bool = False,
     ):
         call = "Problem(X=..., Y=...)"
+        check_bool(call, "allow_full_column_rank", allow_full_column_rank)
+        _check_rank_arguments(call, rank, rank_rtol)
         X = as_float_array(call, "X", X)
         Y = as_float_array(call, "Y", Y)
         dtype = jnp.result_type(X.dtype, Y.dtype)
@@ -114,8 +123,6 @@ class Problem(eqx.Module):
                 f"`{call}`: X is traced (inside jit/vmap), so its rank cannot be read off its "
                 "values; pass rank=... (array shapes depend on it)"
             )
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1:
-            raise ValueError(f"`{call}`: rank must be a positive int, got {rank!r}")
         rank = int(rank)
         if rank > min(n, D):
             raise ValueError(f"`{call}`: rank={rank} exceeds min(n, D) = {min(n, D)}")
@@ -203,6 +210,36 @@ class Problem(eqx.Module):
         $L - L^\star = \tfrac12\|E\|_F^2$ (docs/theory.md §1).
         """
         return self.Y_tilde - self.sqrt_sigma[:, None] * (self.Phi1.T @ product.T)
+
+
+#: `rank_rtol` is relative to the largest singular value: below 0 every singular value (noise
+#: included) counts as nonzero; at 1 or above none does.
+def _check_rank_arguments(call: str, rank, rank_rtol) -> None:
+    """`rank`: `None` or an int >= 1; `rank_rtol`: `None` or a number in [0, 1)."""
+    if rank is not None and (
+        isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1
+    ):
+        raise ValueError(f"`{call}`: rank must be a positive int, got {rank!r}")
+    if rank_rtol is not None:
+        check_number(call, "rank_rtol", rank_rtol)
+        if is_concrete(rank_rtol) and not 0 <= float(rank_rtol) < 1:
+            raise ValueError(
+                f"`{call}`: rank_rtol must be in [0, 1) (singular values below rank_rtol * "
+                f"s_max count as zero), got {rank_rtol!r}"
+            )
+
+
+def check_same_precision(call: str, problem: "Problem", dtype) -> None:
+    """Refuse a solve in a wider dtype than `problem`'s: its SVD (rank, Φ1, Wx, W*) was computed
+    in the problem's precision, and casting the results up would not make them more exact."""
+    if jnp.dtype(dtype).itemsize > jnp.dtype(problem.dtype).itemsize:
+        raise ValueError(
+            f"`{call}`: problem is {jnp.dtype(problem.dtype).name} but the network is "
+            f"{jnp.dtype(dtype).name}: the problem's SVD (rank, Φ1, W*) was computed in "
+            f"{jnp.dtype(problem.dtype).name}, and a {jnp.dtype(dtype).name} solve would "
+            "inherit its error. Build the Problem from arrays of the network's dtype, or cast "
+            "the network to the problem's"
+        )
 
 
 def check_problem(call: str, problem) -> None:

@@ -5,8 +5,9 @@ from collections.abc import Sequence
 import diffrax as dfx
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
+
+from ._errors import as_float_array, check_bool
 
 
 #: Every per-time diagnostic flowlin can save (docs/theory.md §2). See `flowlin.Trajectory`.
@@ -50,18 +51,19 @@ class SaveAt(eqx.Module):
         diagnostics: str | tuple[str, ...] | list[str] = DIAGNOSTICS,
         networks: bool = False,
     ):
+        call = "flowlin.SaveAt(...)"
         if isinstance(diagnostics, str):
             diagnostics = (diagnostics,)
-        self.ts = None if ts is None else jnp.asarray(ts)
+        self.ts = None if ts is None else as_float_array(call, "ts", ts)
         self.diagnostics = tuple(diagnostics)
-        self.networks = bool(networks)
+        self.networks = check_bool(call, "networks", networks)
 
     def __check_init__(self):
         unknown = [d for d in self.diagnostics if d not in DIAGNOSTICS]
         if unknown:
             raise ValueError(
-                f"`flowlin.SaveAt(diagnostics=...)`: unknown diagnostic(s) {unknown}; "
-                f"choose from {DIAGNOSTICS}"
+                "`flowlin.SaveAt(diagnostics=...)`: diagnostics has unknown diagnostic(s) "
+                f"{unknown}; choose from {DIAGNOSTICS}"
             )
         if self.ts is not None and (self.ts.ndim != 1 or self.ts.shape[0] == 0):
             raise ValueError(

@@ -181,6 +181,15 @@ def summarize_bounds(
 
     **Returns:** a `BoundsSummary`; `print` it, or `.to_markdown()`, or `.table()` for pandas.
     """
+    call = "flowlin.summarize_bounds(ds)"
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"`{call}`: ds must be an xarray.Dataset, got {type(ds).__name__}")
+    for dim, index in ds.indexes.items():
+        if dim in (schema.WIDTH, schema.SCALE, schema.SEED) and not index.is_unique:
+            raise ValueError(
+                f"`{call}`: ds has repeated {dim!r} labels, which would count the same runs "
+                "twice; select or drop the duplicates first"
+            )
     if schema.SUCCEEDED not in ds:
         raise ValueError(
             "`flowlin.summarize_bounds(ds)`: ds is not a flowlin.sweep result "

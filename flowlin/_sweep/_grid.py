@@ -10,7 +10,7 @@ from jaxtyping import Float, Int
 
 from .. import _dataset as schema
 from .._problem import Problem
-from ._validate import check_configs, int_array, scale_pairs, seed_array
+from ._validate import check_configs, check_unique, int_array, scale_pairs, seed_array
 
 
 class Grid(eqx.Module):
@@ -45,6 +45,9 @@ class Grid(eqx.Module):
         widths = int_array(call, "widths", widths, 1)
         seeds = seed_array(call, seeds)
         pairs = scale_pairs(call, init, scales)
+        check_unique(call, "widths", widths)
+        check_unique(call, "seeds", seeds)
+        check_unique(call, "scales", pairs)
         shape = (len(problems), len(widths), len(pairs), len(seeds))
         axes = np.meshgrid(*(np.arange(k) for k in shape), indexing="ij")
         pidx, wi, si, ki = (a.ravel() for a in axes)

@@ -15,6 +15,14 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from .._errors import (
+    check_count,
+    check_int,
+    check_key,
+    check_number,
+    check_positive,
+    check_tolerances,
+)
 from .._method import AbstractFlowMethod
 from .._problem import Problem
 
@@ -55,26 +63,30 @@ def _check_choices(call: str, init, sampling, dynamics, method, store_format) ->
         )
 
 
-def _finite_positive(x) -> bool:
-    try:
-        return bool(np.isfinite(x) and x > 0)
-    except TypeError:
-        return False
-
-
-def _check_numbers(call: str, *, dynamics, t1, lr, steps, stop_at_loss, chunk_size, delta):
+def _check_numbers(
+    call: str, *, dynamics, t1, lr, steps, stop_at_loss, chunk_size, delta, **solve
+) -> None:
+    """The numbers of one run (through the checks `gradient_flow` and `gradient_descent` use)
+    and of the sweep itself. `solve`: `rtol`, `atol`, `max_steps`, `key` where given."""
     if dynamics == "descent":
         # (lr and steps being given at all is an invariant of SweepSettings)
-        if lr is not None and not _finite_positive(lr):
-            raise ValueError(f"`{call}`: lr must be finite and > 0, got {lr!r}")
-        if steps is not None and int(steps) < 0:
-            raise ValueError(f"`{call}`: steps must be >= 0, got {steps!r}")
-    elif not _finite_positive(t1):
-        raise ValueError(f"`{call}`: t1 must be finite and > 0, got {t1!r}")
-    if stop_at_loss is not None and not _finite_positive(stop_at_loss):
-        raise ValueError(f"`{call}`: stop_at_loss must be finite and > 0, got {stop_at_loss!r}")
+        if lr is not None:
+            check_positive(call, "lr", lr, scalar=True)
+        if steps is not None:
+            check_count(call, "steps", steps)
+    else:
+        check_positive(call, "t1", t1, scalar=True)
+    if stop_at_loss is not None:
+        check_positive(call, "stop_at_loss", stop_at_loss, scalar=True)
+    check_tolerances(call, solve.get("rtol"), solve.get("atol"))
+    if solve.get("max_steps") is not None:
+        check_int(call, "max_steps", solve["max_steps"], minimum=1)
+    key = solve.get("key")
+    if key is not None and not (isinstance(key, (int, np.integer)) and not isinstance(key, bool)):
+        check_key(call, "key", key)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"`{call}`: chunk_size must be a positive int, got {chunk_size!r}")
+    check_number(call, "delta", delta)
     if not (0 < delta < 1):
         raise ValueError(f"`{call}`: delta must be in (0, 1), got {delta!r}")
 
@@ -115,6 +127,20 @@ def scale_pairs(call: str, init: str, scales) -> np.ndarray:
         what = "alpha (init='paper': entries N(0, h^-2α))" if init == "paper" else "std"
         raise ValueError(f"`{call}`: every scale ({what}) must be finite and > 0, got {scales!r}")
     return arr
+
+
+def check_unique(call: str, name: str, values) -> None:
+    """Refuse repeated entries of a grid axis: a repeated width or seed would be run and counted
+    twice in every summary and slope, and label two rows of the dataset alike."""
+    arr = np.asarray(values)
+    rows = arr.reshape(len(arr), -1)
+    _, index, counts = np.unique(rows, axis=0, return_index=True, return_counts=True)
+    if np.any(counts > 1):
+        first = np.asarray(arr[index[counts > 1][0]]).tolist()
+        raise ValueError(
+            f"`{call}`: {name} has repeated entries ({first!r} appears "
+            f"{int(counts[counts > 1][0])} times); each must appear once"
+        )
 
 
 def int_array(call: str, name: str, values, minimum: int) -> np.ndarray:
@@ -165,4 +191,14 @@ def check_configs(call: str, configs: Sequence[Mapping], n_problems: int) -> lis
         raise ValueError(
             f"`{call}`: configs[...]['problem'] must index the {n_problems} problem(s) given"
         )
+    seen: dict = {}
+    for i, c in enumerate(configs):
+        scale = np.asarray(c["scale"], dtype=float).reshape(-1)
+        label = (c.get("problem", 0), c["width"], *np.broadcast_to(scale, 2).tolist(), c["seed"])
+        if label in seen:
+            raise ValueError(
+                f"`{call}`: configs[{i}] repeats configs[{seen[label]}] (same problem, width, "
+                "scale and seed); each configuration must appear once"
+            )
+        seen[label] = i
     return configs

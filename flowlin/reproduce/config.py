@@ -7,7 +7,9 @@ so that every bad configuration is rejected before any output or compute.
 """
 
 import dataclasses
+import functools
 import pathlib
+import sys
 from typing import Any, get_args
 
 import numpy as np
@@ -17,14 +19,20 @@ from .. import _dataset as schema, problems
 from .._method import METHOD_NAMES, Gram, method_from_name
 from .._summary import summarize_bounds
 from .._sweep import sweep
+from .._sweep._store import store_progress
 from .._sweep._validate import DynamicsName, InitName, SamplingName
 from ._report import (
     bounds_markdown,
     crossing_time,
+    draw_or_skip,
+    plottable,
     plt,
+    remove_stale,
     save_figure,
     save_netcdf,
+    skipped_markdown,
     sweep_executor,
+    write_text,
 )
 
 
@@ -130,9 +138,15 @@ def load_config(path) -> SweepConfig:
     path = pathlib.Path(path)
     where = f"`{path}`"
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a folder, not a TOML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{where}: not UTF-8 text (TOML files are UTF-8; {e})") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot be read ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where}: not valid TOML ({e})") from None
     return validate_config(raw, path)
@@ -173,12 +187,29 @@ def _typed_values(raw: dict, fail) -> dict:
                 fail(section, key, f"must be {_type_names(types)}, got {v!r}")
             if not isinstance(v, types):
                 fail(section, key, f"must be {_type_names(types)}, got {v!r}")
+            if not _all_finite(v):
+                fail(section, key, f"must be finite (no inf or nan), got {v!r}")
             choices = CHOICES.get((section, key))
             if choices and v not in choices:
                 fail(section, key, f"must be one of {list(choices)}, got {v!r}")
             out[key] = v
         values[section] = out
     return values
+
+
+def _all_finite(v) -> bool:
+    """No inf or nan in a number or (nested) list of numbers; TOML spells them `inf`, `nan`."""
+    if isinstance(v, list):
+        return all(_all_finite(x) for x in v)
+    return not isinstance(v, float) or bool(np.isfinite(v))
+
+
+def _check_unique(section: str, key: str, values, fail) -> None:
+    """A repeated width, scale or seed would be run and counted twice in every summary."""
+    seen = [repr(v) for v in values]
+    repeated = next((v for v in values if seen.count(repr(v)) > 1), None)
+    if repeated is not None:
+        fail(section, key, f"has repeated entries ({repeated!r}); each must appear once")
 
 
 def _check_problem(p: dict, fail) -> None:
@@ -216,7 +247,11 @@ def _check_init(i: dict, d: dict, fail) -> None:
             "must be a non-empty list of numbers > 0 (alpha for kind = 'paper', std for "
             f"'gaussian') or, for kind = 'gaussian', of [std1, std2] pairs; got {scales!r}",
         )
+    _check_unique("init", "widths", widths, fail)
+    _check_unique("init", "scales", [float(s) if isinstance(s, int) else s for s in scales], fail)
     seeds = i["seeds"]
+    if isinstance(seeds, list):
+        _check_unique("init", "seeds", seeds, fail)
     if isinstance(seeds, int) and seeds < 1:
         fail("init", "seeds", f"must be >= 1 or a list of seeds, got {seeds}")
     if isinstance(seeds, list) and (
@@ -248,6 +283,11 @@ def _check_dynamics(d: dict, fail) -> None:
             fail("dynamics", "steps", f"must be >= 1, got {d['steps']}")
     if d["saves"] < 2:
         fail("dynamics", "saves", f"must be >= 2, got {d['saves']}")
+    for key in ("rtol", "atol"):
+        if d[key] is not None and d[key] < 0:
+            fail("dynamics", key, f"must be >= 0, got {d[key]}")
+    if d["rtol"] == 0 and d["atol"] == 0:
+        fail("dynamics", "rtol", "and atol cannot both be 0")
 
 
 def _check_executor(e: dict, fail) -> None:
@@ -424,16 +464,35 @@ def config_markdown(cfg: SweepConfig, ds: xr.Dataset, files: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: The store of `run_config`'s sweep, under its output folder (the same command resumes).
+CONFIG_STORE = "store"
+#: The files `run_config` writes at the end (removed at its start: never stale).
+CONFIG_OUTPUTS = ("report.md", "sweep.nc", "loss.png", "distance.png")
+
+
 def run_config(cfg: SweepConfig, out, *, progress: bool = True) -> xr.Dataset:
-    """Run a validated configuration with `flowlin.sweep`; write `sweep.nc`, PNGs and
-    `report.md` under `out`. Returns the dataset."""
+    """Run a validated configuration with `flowlin.sweep`, its chunks stored in `out/store/`
+    (run again after an interruption, it computes only what is missing); write `sweep.nc`,
+    PNGs and `report.md` under `out` (atomically, at the end; degenerate runs are left out of
+    the figures and listed in the report). Returns the dataset."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out, CONFIG_OUTPUTS)
     problem = build_problem(cfg)
     i = cfg["init"]
     ts, kw = sweep_arguments(cfg, problem)
     scales = [tuple(s) if isinstance(s, list) else s for s in i["scales"]]
-    ds = sweep(problem, i["widths"], scales, i["seeds"], progress=progress, **kw)
+    store = out / CONFIG_STORE
+    try:
+        ds = sweep(problem, i["widths"], scales, i["seeds"], progress=progress, store=store, **kw)
+    except KeyboardInterrupt:
+        saved, total = store_progress(store)
+        print(
+            f"\ninterrupted: {saved} of {total or '?'} chunk(s) saved in {store}; to resume, "
+            f"run the same command again: flowlin sweep {cfg.path} --out {out}",
+            file=sys.stderr,
+        )
+        raise
     stop = cfg["report"]["stop_at_loss"]
     if stop is not None:
         ds["stop_time"] = xr.apply_ufunc(
@@ -444,6 +503,8 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True) -> xr.Dataset:
         )
     files: list = []
     save_netcdf(ds, out / "sweep.nc", files)
-    config_figures(ds, ts, cfg[""]["title"], out, files)
-    (out / "report.md").write_text(config_markdown(cfg, ds, files))
+    shown, skipped = plottable(ds, ("excess_loss", schema.final_var("distance_to_min_norm")))
+    draw = functools.partial(config_figures, shown, ts, cfg[""]["title"], out, files)
+    draw_or_skip(draw, "the figures", skipped)
+    write_text(out / "report.md", config_markdown(cfg, ds, files) + skipped_markdown(skipped))
     return ds
