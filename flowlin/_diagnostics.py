@@ -32,19 +32,31 @@ class Reference(eqx.Module):
 
 def imbalance_change_norm(U1, V, U1_0, V_0) -> Float[Array, ""]:
     r"""$\|\Lambda - \Lambda_0\|_F$ with $\Lambda = U_1^\top U_1 - V^\top V$, without forming
-    $h\times h$ matrices and without squaring away accuracy.
+    $h\times h$ matrices when the width is large, and without squaring away accuracy.
 
     With $B = [U_1; V; U_{1,0}; V_0]$ ($k\times h$, $k = 2(r+m)$) and
-    $K = \mathrm{diag}(I_r, -I_m, -I_r, I_m)$, $\Lambda - \Lambda_0 = B^\top K B$. A thin QR
-    $B^\top = QR$ gives $\|B^\top K B\|_F = \|RKR^\top\|_F$: cost $O(hk^2)$, and QR's backward
-    stability keeps the absolute error at $O(\epsilon\|B\|^2)$ (a Gram-matrix route would lose
-    half the digits to a square root).
+    $K = \mathrm{diag}(I_r, -I_m, -I_r, I_m)$, $\Lambda - \Lambda_0 = B^\top K B$.
+
+    - $h \ge k$: a thin QR $B^\top = QR$ gives $\|B^\top K B\|_F = \|RKR^\top\|_F$: cost
+      $O(hk^2)$, and QR's backward stability keeps the absolute error at $O(\epsilon\|B\|^2)$
+      (a Gram-matrix route would lose half the digits to a square root).
+    - $h < k$: $B^\top K B$ itself, $h\times h$ (cost $O(h^2k)$, no more than the QR). JAX
+      differentiates QR only for tall or square matrices, so this branch is also what keeps
+      `jax.grad` through `flowlin.gradient_flow` working at small widths.
     """
     r, m = U1.shape[0], V.shape[0]
     B = jnp.concatenate([U1, V, U1_0, V_0], axis=0)
     signs = jnp.concatenate([jnp.ones(r), -jnp.ones(m), -jnp.ones(r), jnp.ones(m)]).astype(B.dtype)
-    _, R = jnp.linalg.qr(B.T)
-    return jnp.sqrt(jnp.sum(((R * signs) @ R.T) ** 2))
+    if B.shape[1] < B.shape[0]:  # h < k: a wide Bᵀ, whose QR has no derivative in JAX
+        change = (B.T * signs) @ B
+    else:
+        _, R = jnp.linalg.qr(B.T)
+        change = (R * signs) @ R.T
+    # sqrt(sum x²) has an infinite derivative at 0 (Λ(0) - Λ0 = 0 exactly); the double-where
+    # keeps gradients finite there.
+    sq = jnp.sum(change**2)
+    nonzero = sq > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
 
 
 def weight_diagnostics(
