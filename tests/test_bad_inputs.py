@@ -57,7 +57,7 @@ SETUP = textwrap.dedent(
     _traj = []
     def traj():
         if not _traj:
-            _traj.append(GF(net, problem, 0.01, saveat=[0.0, 0.01]))
+            _traj.append(GD(net, problem, 0.01, 1))  # (cheaper to compile than a flow)
         return _traj[0]
     CB = flowlin.check_bounds
 
@@ -164,7 +164,7 @@ ROWS: dict[str, tuple[str, str]] = {
     ),
     "init.lambda_balanced/problem-array": ("init.lambda_balanced(key, X, 1, 1.0)", "problem"),
     "init.balanced_like/h-below-m": (
-        "init.balanced_like(init.gaussian(key, 6, 2, 1, 1.0, 1.0), "
+        "init.balanced_like(flowlin.LinearNetwork(W1[:1], np.ones((2, 1))), "
         "flowlin.Problem(X, np.c_[Y, -Y[::-1]]))",
         "h",
     ),
@@ -175,7 +175,7 @@ ROWS: dict[str, tuple[str, str]] = {
         "keep_null_space",
     ),
     "init.project_to_invariant_set/D-mismatch": (
-        "init.project_to_invariant_set(init.gaussian(key, 5, 1, 3, 1.0, 1.0), problem)",
+        "init.project_to_invariant_set(flowlin.LinearNetwork(W1[:, :5], W2), problem)",
         "net",
     ),
     "init.gram_init/net-gram": ("init.gram_init(gram, problem)", "net"),
