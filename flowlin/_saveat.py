@@ -62,8 +62,8 @@ class SaveAt(eqx.Module):
         unknown = [d for d in self.diagnostics if d not in DIAGNOSTICS]
         if unknown:
             raise ValueError(
-                "`flowlin.SaveAt(diagnostics=...)`: diagnostics has unknown diagnostic(s) "
-                f"{unknown}; choose from {DIAGNOSTICS}"
+                f"`flowlin.SaveAt(diagnostics=...)`: unknown diagnostic(s) {unknown}; "
+                f"diagnostics must be names from {DIAGNOSTICS}"
             )
         if self.ts is not None and (self.ts.ndim != 1 or self.ts.shape[0] == 0):
             raise ValueError(
