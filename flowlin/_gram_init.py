@@ -78,8 +78,9 @@ def gram_init(net: LinearNetwork, problem: Problem) -> GramInit:
     check_compatible("flowlin.init.gram_init(...)", net, problem)
     U1 = problem.row_part(net.W1)  # r×h
     Z = jnp.concatenate([problem.sqrt_sigma[:, None] * U1, net.W2], axis=0)  # (r+m)×h
-    # Φ2 G0 = P⊥ W1ᵀ Z0ᵀ in input coordinates (D×(r+m)); its Gram equals G0ᵀ G0.
-    G0 = problem.null_part(net.W1).T @ Z.T
+    # Φ2 G0 = P⊥ W1ᵀ Z0ᵀ = W1ᵀZ0ᵀ − Φ1(U1Z0ᵀ) in input coordinates (D×(r+m)); its Gram equals
+    # G0ᵀ G0. Products with Z0ᵀ only: the h×D null-space part of W1 is never formed.
+    G0 = net.W1.T @ Z.T - problem.Phi1 @ (U1 @ Z.T)
     return GramInit(Q=Z @ Z.T, K=G0.T @ G0)
 
 

@@ -6,6 +6,9 @@ import os
 
 # Several CPU devices for the multi-device tests; must be set before JAX initialises.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# The CLI turns on JAX's persistent compilation cache and equinox's "nan" error mode for its
+# process (flowlin/_cache.py); CLI tests run in this process or its children: keep both off.
+os.environ.setdefault("FLOWLIN_COMPILATION_CACHE", "0")
 
 from jaxtyping import install_import_hook  # noqa: E402
 

@@ -65,6 +65,69 @@ def test_diagnostics_are_the_weight_space_ones(h, getkey):
             assert rel_err(diag[name], truth[name]) < IDENTITY_RTOL, name
 
 
+# -- the O(h·D·(r+m)) setup against the formulas it replaced ----------------------------------
+
+
+def _old_setup(net, problem):
+    """What the setup computed before it avoided the h×D null-space part of W1: the null part
+    W1(I − Φ1Φ1ᵀ) formed per hidden unit, projected on Ω afterwards; K from the same; the
+    weights rebuilt from (Z − L)Ω; the limit identity from the null part."""
+    S = problem.sqrt_sigma[:, None]
+    Z0 = jnp.concatenate([S * (problem.Phi1.T @ net.W1.T), net.W2], axis=0)  # k×h
+    null = net.W1 - (net.W1 @ problem.Phi1) @ problem.Phi1.T  # h×D
+    Omega = None
+    if net.width > Z0.shape[0]:
+        Qh, R = jnp.linalg.qr(Z0.T)
+        L, Omega, N = R.T, Qh.T, Qh.T @ null
+    else:
+        L, N = Z0, null
+    G0 = null.T @ Z0.T
+    return L, N @ N.T, Omega, G0.T @ G0, null
+
+
+def _old_rebuild(Z, L, net, Omega, problem):
+    r = problem.rank
+    dZ = Z - L if Omega is None else (Z - L) @ Omega
+    W1 = net.W1 + (dZ[:r] / problem.sqrt_sigma[:, None]).T @ problem.Phi1.T
+    return W1, net.W2 + dZ[r:]
+
+
+@pytest.mark.parametrize("h", [3, 40])  # h ≤ r + m (Ω = I), h > r + m (QR)
+def test_cheap_setup_equals_the_null_space_formulas(h, getkey):
+    """The setup that touches the weights only through products with h×(r+m) matrices gives
+    the numbers of the formulas that formed W1's h×D null-space part (to round-off, 1e-10):
+    the factor L and Gram J of `Gram`'s start, the rebuilt weights, `gram_init`'s Q and K
+    and the limit identity of `check_bounds`."""
+    from flowlin._method._gram import reconstruct_network
+    from flowlin.theory._distance import limit_identity_of
+
+    n, D, m, r = 6, 13, 2, 4
+    problem = random_problem(getkey(), n, D, m, r)
+    net = gaussian_net(getkey(), D, m, h, 0.7, 0.9)
+    k, w = r + m, min(h, r + m)
+    Z = jax.random.normal(getkey(), (k, w))  # any reduced state
+
+    @jax.jit
+    def both(net, problem, Z):
+        L, J, frame = from_network(net, problem)
+        new = dict(L=L, J=J, net=reconstruct_network(Z, L, frame, problem))
+        gram = flowlin.init.gram_init(net, problem)
+        new |= dict(Q=gram.Q, K=gram.K, limit=limit_identity_of(new["net"], net, problem))
+        L0, J0, Omega0, K0, null0 = _old_setup(net, problem)
+        W1, W2 = _old_rebuild(Z, L0, net, Omega0, problem)
+        Z0 = L0 if Omega0 is None else L0 @ Omega0
+        limit = problem.min_norm + W2 @ null0
+        old = dict(L=L0, J=J0, W1=W1, W2=W2, Q=Z0 @ Z0.T, K=K0, limit=limit)
+        return new, old
+
+    new, old = both(net, problem, Z)
+    assert float(jnp.max(jnp.abs(old["K"]))) > 1e-2  # a real null-space part
+    for name in ("L", "J", "Q", "K", "limit"):
+        assert rel_fro(new[name], old[name]) < IDENTITY_RTOL, name
+    assert rel_fro(new["net"].W1, old["W1"]) < IDENTITY_RTOL
+    assert rel_fro(new["net"].W2, old["W2"]) < IDENTITY_RTOL
+
+
 # -- gram vs full on random instances -------------------------------------------------------
 
 # Shape groups: (n, D, m, r, widths, pad_to). Widths in a group share one array width by exact

@@ -142,17 +142,25 @@ class NetworkFrame(eqx.Module):
 
 
 def from_network(net: LinearNetwork, problem: Problem):
-    """(L, J, frame) of a network: the exact QR factorization of docs/theory.md §3."""
-    S = problem.sqrt_sigma[:, None]
-    Z0 = jnp.concatenate([S * problem.row_part(net.W1), net.W2], axis=0)  # k×h
-    null = problem.null_part(net.W1)  # h×D, rows Φ2 U2 per hidden unit
-    if net.width > Z0.shape[0]:
-        Qh, R = jnp.linalg.qr(Z0.T)  # Z0ᵀ = Qh R, Qh h×k
+    r"""(L, J, frame) of a network: the exact QR factorization of docs/theory.md §3.
+
+    Only products of the weights with $h\times(r+m)$ matrices, $O(hD(r+m))$ once:
+    $Z_0^\top = [W_1\Phi_1 S, W_2^\top]$; for $h > r + m$ its thin QR $Z_0^\top = Q_hR$
+    ($\Omega = Q_h^\top$, $L = R^\top$) and $N = \Omega W_1$ ($(r+m)\times D$); then
+    $\Omega U_2^\top\Phi_2^\top = N(I - \Phi_1\Phi_1^\top)$ and $J$ is its Gram. The null-space
+    part of $W_1$ ($h\times D$) is never formed.
+    """
+    Phi1 = problem.Phi1
+    Zt = jnp.concatenate([(net.W1 @ Phi1) * problem.sqrt_sigma, net.W2.T], axis=1)  # Z0ᵀ, h×k
+    if net.width > Zt.shape[1]:
+        Qh, R = jnp.linalg.qr(Zt)  # Z0ᵀ = Qh R, Qh h×k
         L, Omega = R.T, Qh.T
-        null = Omega @ null  # (U2 Ωᵀ)ᵀ in input coordinates, k×D
+        N = Omega @ net.W1  # ΩW1, k×D
     else:
-        L, Omega = Z0, None
-    return L, null @ null.T, NetworkFrame(net.W1, net.W2, Omega)
+        L, Omega = Zt.T, None
+        N = net.W1  # Ω = I_h, h ≤ k
+    N = N - (N @ Phi1) @ Phi1.T  # (U2 Ωᵀ)ᵀ in input coordinates
+    return L, N @ N.T, NetworkFrame(net.W1, net.W2, Omega)
 
 
 def from_gram(gram: GramInit):
@@ -176,14 +184,15 @@ def reconstruct_network(
     $Z(t) = Z_r\Omega$ gives $U_1(t)$ and $V(t) = W_2(t)$; $U_2$ is constant, so
     $W_1(t) = W_1(0) + (U_1(t) - U_1(0))^\top\Phi_1^\top$. The change is formed from
     $(Z_r - L)\Omega$, so a short run keeps the initial weights to full precision.
-    Cost $O(hk^2 + hrD)$, once.
+    Cost $O(hwD)$ (one product $\Omega^\top C$ with $C$ of size $w\times D$), once.
     """
     r = problem.rank
     dZ = Z - L
-    if frame.Omega is not None:
-        dZ = dZ @ frame.Omega
-    W1 = frame.W1 + (dZ[:r] / problem.sqrt_sigma[:, None]).T @ problem.Phi1.T
-    return LinearNetwork(W1, frame.W2 + dZ[r:])
+    # ΔW1 = ((dZ Ω)[:r] / S)ᵀ Φ1ᵀ = Ωᵀ C with C (w×D): one O(hwD) product, no h×r temporary.
+    C = (dZ[:r] / problem.sqrt_sigma[:, None]).T @ problem.Phi1.T
+    if frame.Omega is None:
+        return LinearNetwork(frame.W1 + C, frame.W2 + dZ[r:])
+    return LinearNetwork(frame.W1 + frame.Omega.T @ C, frame.W2 + dZ[r:] @ frame.Omega)
 
 
 class _GramRun(eqx.Module):
@@ -219,6 +228,8 @@ class Gram(AbstractFlowMethod):
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
     problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
     init = flowlin.init.wishart(jax.random.key(1), problem, h=10**9, std1=1e-4, std2=1e-4)
     traj = flowlin.gradient_flow(init, problem, 50.0, method=flowlin.Gram())

@@ -19,8 +19,13 @@ from ._statistics import InitStatistics, as_gram, as_network, residuals_of
 
 
 def limit_identity_of(final: LinearNetwork, init: LinearNetwork, problem: Problem):
-    r"""ICML Proposition 1's $W^\star + V(t)U_2(0)^\top\Phi_2^\top$, shape `(m, D)`."""
-    return problem.min_norm + final.W2 @ problem.null_part(init.W1)
+    r"""ICML Proposition 1's $W^\star + V(t)U_2(0)^\top\Phi_2^\top$, shape `(m, D)`.
+
+    $V(t)U_2(0)^\top\Phi_2^\top = P(I - \Phi_1\Phi_1^\top)$ with $P = V(t)W_1(0)$ ($m\times D$):
+    one $O(hDm)$ product, the $h\times D$ null-space part of $W_1(0)$ is never formed.
+    """
+    P = final.W2 @ init.W1
+    return problem.min_norm + (P - (P @ problem.Phi1) @ problem.Phi1.T)
 
 
 def distance_bound_of(stats: InitStatistics, error_integral) -> Float[Array, "*times"]:
@@ -60,6 +65,10 @@ def invariant_set_residual(
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     net = flowlin.init.project_to_invariant_set(net, problem)
     flowlin.theory.invariant_set_residual(net, problem)   # (0, 0) up to round-off
     ```
@@ -93,6 +102,11 @@ def limit_identity(
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net0 = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
+    traj = flowlin.gradient_flow(net0, problem, t1=50.0)
     pred = flowlin.theory.limit_identity(traj.final_network, net0, problem)
     jnp.linalg.norm(traj.final_network.product - pred)   # -> 0 as the loss converges
     ```
