@@ -46,6 +46,10 @@ def _enable_x64() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    # Compiled programs persist across runs (opt out: FLOWLIN_COMPILATION_CACHE=0).
+    from ._cache import enable_compilation_cache
+
+    enable_compilation_cache()
 
 
 @app.command()
@@ -113,10 +117,12 @@ def sweep(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     _enable_x64()
+    from ._progress import stage
     from .reproduce.verdict import sweep_verdict
 
     start = time.perf_counter()
-    ds = run_config(cfg, out, progress=progress)
+    with stage("sweep"):
+        ds = run_config(cfg, out, progress=progress)
     typer.echo(f"wrote {out / 'report.md'} ({time.perf_counter() - start:.1f} s)")
     typer.echo(sweep_verdict(ds))
 

@@ -186,6 +186,15 @@ def bounds_markdown(ds: xr.Dataset, *, slopes: bool = True) -> str:
     return verdict + " " + SLACK_DEFINITION + "\n\n" + summary.to_markdown()
 
 
+def key_values(config, *sections: str) -> str:
+    """`[problem] kind = gaussian, n = 100, ...; [init] ...` for a report's configuration line
+    (`config[section]` is a mapping; unset keys, None, are left out)."""
+    return "; ".join(
+        f"[{k}] " + ", ".join(f"{a} = {b}" for a, b in config[k].items() if b is not None)
+        for k in sections
+    )
+
+
 def crossing_time(ts, values, level):
     """First time at which a decreasing positive series crosses `level`, interpolating
     log(value) linearly between saves (exact for exponential decay); NaN if never."""

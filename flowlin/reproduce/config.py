@@ -25,6 +25,7 @@ from ._report import (
     bounds_markdown,
     crossing_time,
     draw_or_skip,
+    key_values,
     plottable,
     plt,
     remove_stale,
@@ -402,14 +403,15 @@ def config_figures(ds: xr.Dataset, ts, title: str, out: pathlib.Path, files: lis
     styles = ["-", "--", ":", "-."]
     for wi, w in enumerate(ds[schema.WIDTH].values):
         for gi in range(flat.sizes["group"]):
-            label = f"h={w}" + (f", {others[0]}={flat.group.values[gi]}" if others else "")
+            values = np.ravel(np.asarray(flat.group.values[gi], dtype=object))  # (0.5,) -> 0.5
+            label = ", ".join([f"h={w}", *(f"{k}={v}" for k, v in zip(others, values))])
             ax.semilogy(
                 ts,
                 flat.sel({schema.WIDTH: w}).isel(group=gi),
                 f"C{wi % 10}{styles[gi % 4]}",
                 label=label,
             )
-    ax.set(xlabel="flow time t", ylabel="excess loss L − L* (mean over seeds)", title=title)
+    ax.set(xlabel="flow time t", ylabel="excess loss L − L* (seed mean)", title="Loss vs time")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, out / "loss.png", files)
@@ -443,8 +445,7 @@ def config_markdown(cfg: SweepConfig, ds: xr.Dataset, files: list) -> str:
     """`report.md`: the configuration, the bound verdict, stopping times, the files."""
     lines = [
         f"# {cfg['']['title']}\n",
-        f"Configuration `{cfg.path}`: problem {cfg['problem']}, init {cfg['init']}, "
-        f"dynamics {cfg['dynamics']}.\n",
+        f"Configuration `{cfg.path}`: {key_values(cfg, 'problem', 'init', 'dynamics')}.\n",
     ]
     if cfg["dynamics"]["kind"] == "flow":
         lines.append("## Bound checks\n\n" + bounds_markdown(ds))

@@ -7,7 +7,7 @@ import xarray as xr
 from .. import _dataset as schema
 from .._summary import summarize_bounds
 from ._report import Section
-from .paper import PAPER_SLOPE
+from .paper import PAPER_C, PAPER_SLOPE
 
 
 def _bounds_phrase(held: bool, failed: list[str], checked: bool) -> str:
@@ -50,5 +50,6 @@ def reproduce_verdict(sections: dict[str, Section]) -> str:
         line += f", Fig. 1 slope {slope:.3f} (Theorem 2: {PAPER_SLOPE})"
     if "fig2" in sections:
         c = sections["fig2"].numbers["c"]
-        line += ", Fig. 2 c = " + " / ".join(f"{x:.3g}" for x in c)
+        line += ", Fig. 2 c = " + " / ".join(f"{x:.2f}" for x in c)
+        line += " (paper, printed: " + " / ".join(f"{x:g}" for x in PAPER_C.values()) + ")"
     return line + "."
