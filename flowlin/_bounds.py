@@ -199,6 +199,10 @@ def check_bounds(
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     traj = flowlin.gradient_flow(net, problem, t1=50.0)
     checks = flowlin.check_bounds(traj, net, problem)
     {k: bool(c.holds) for k, c in checks.items() if c.applicable}

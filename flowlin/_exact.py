@@ -43,6 +43,8 @@ def scalar(
     Y=[[y]])` has `W1(t) = [[u(t), a]]`, `W2(t) = [[v(t)]]`:
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
     u, v = flowlin.exact.scalar(jnp.linspace(0, 5, 6), u0=0.1, v0=-0.3, y=2.0)
     ```
 
@@ -120,10 +122,14 @@ def lambda_balanced_gram(
 
     **Returns:** $Q(t)$, $(r+m)\times(r+m)$.
 
-    **Example:** with `problem = flowlin.problems.whitened(key, n=4, D=9, m=2)` and
-    `net = flowlin.init.lambda_balanced(key, problem, h=2, lam=0.5)`,
+    **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    key = jax.random.key(0)
+    problem = flowlin.problems.whitened(key, n=4, D=9, m=2)
+    net = flowlin.init.lambda_balanced(key, problem, h=2, lam=0.5)
     Z0 = jnp.concatenate([problem.row_part(net.W1), net.W2])   # [U1; V], Σ = I
     Q = flowlin.exact.lambda_balanced_gram(3.0, Z0, problem.Y_tilde, 0.5)
     E = problem.Y_tilde - Q[:4, 4:]                              # = lambda_balanced_error

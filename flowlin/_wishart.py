@@ -98,7 +98,9 @@ def wishart(
     **Example:**
 
     ```python
-    problem = flowlin.problems.gaussian(jax.random.key(0), n=100, D=400, m=1)
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=10, D=40, m=1)
     h = 10**9
     init = flowlin.init.wishart(jax.random.key(1), problem, h, h**-0.5, h**-0.5)
     traj = flowlin.gradient_flow(init, problem, t1=50.0, method=flowlin.Gram())

@@ -32,6 +32,8 @@ class FullWeights(AbstractFlowMethod):
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
     problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
     net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     traj = flowlin.gradient_flow(net, problem, 20.0, method=flowlin.FullWeights())

@@ -25,6 +25,10 @@ def imbalance(net: LinearNetwork, problem: Problem) -> Float[Array, "h h"]:
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     lam = flowlin.theory.imbalance(net, problem)   # (h, h), constant along gradient flow
     ```
 
@@ -103,6 +107,10 @@ def imbalance_spreads(
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     dp, dm, c = flowlin.theory.imbalance_spreads(net, problem)
     ```
 

@@ -93,6 +93,10 @@ def quantities(
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     q = flowlin.theory.quantities(net, problem, alpha=0.5)
     q["c"], q["rate_imbalance"], q["distance_bound"], q["theorem2_applies"]
     ```

@@ -153,6 +153,10 @@ def lemma7_bound(state: LinearNetwork | GramInit, problem: Problem) -> Float[Arr
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     flowlin.theory.lemma7_bound(net, problem) <= flowlin.theory.instantaneous_rate(net, problem)
     ```
 
@@ -192,6 +196,11 @@ def instantaneous_rate_bound(
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net0 = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
+    traj = flowlin.gradient_flow(net0, problem, t1=20.0)
     bound = flowlin.theory.instantaneous_rate_bound(
         net0, problem, product_min_singular_value=traj.product_min_singular_value)
     jnp.all(traj.rate >= bound)
@@ -313,6 +322,11 @@ def loss_envelope(
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    import matplotlib.pyplot as plt
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     ts = jnp.linspace(0, 10, 101)
     plt.semilogy(ts, flowlin.theory.loss_envelope(ts, net, problem), "--")
     ```

@@ -91,6 +91,10 @@ def lemma1_quantities(init: LinearNetwork | GramInit, problem: Problem) -> Lemma
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
     q = flowlin.theory.lemma1_quantities(net, problem)
     w = flowlin.theory.wide_network_bound(net.width, 0.5, 0.05, problem)
     q.imbalance > w.imbalance
@@ -196,6 +200,9 @@ def wide_network_bound(
     **Example:**
 
     ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
     w = flowlin.theory.wide_network_bound(4000, 0.5, 0.05, problem)
     w.theorem2_applies, w.distance
     ```
