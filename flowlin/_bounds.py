@@ -7,15 +7,17 @@ order. Theory is used through the declared internal API of `flowlin.theory` (`In
 and the `*_of` formulas).
 """
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from ._custom_types import ScalarLike
-from ._errors import check_positive
 from ._gram_init import GramInit
 from ._network import LinearNetwork
 from ._problem import Problem
+from ._resolution import DRIFT_FACTOR, check_origin, check_tolerances
 from ._trajectory import Trajectory
 from .theory._distance import distance_bound_of, limit_identity_of
 from .theory._quantities import key_table
@@ -24,14 +26,11 @@ from .theory._statistics import InitStatistics, WidthLike, as_gram, check_delta,
 from .theory._wide import WideNetworkBound, lemma1_quantities_of, wide_network_bound_of
 
 
-#: Default relative tolerance of `check_bounds`: 100× the default float64 solver rtol (1e-8),
-#: room for the global error a 1e-8 local tolerance accumulates over a run.
-DEFAULT_RTOL = 1e-6
-#: Default absolute accuracy of a solve, relative to the run's scale (‖E(0)‖_F + ‖Ỹ‖_F for
-#: errors, ‖W(0) - W*‖_F + ‖W*‖_F for distances, ‖U1(0)‖² + ‖V(0)‖² for the imbalance). With
-#: the default solver tolerances the computed ‖E(t)‖ stops decaying at ~1e-8 of that scale (the
-#: solver's absolute error on Σ^½U1Vᵀ = Ỹ - E): below it the excess loss is noise, not dynamics.
-DEFAULT_ATOL = 1e-6
+# Default tolerances: `flowlin._resolution.default_tolerance` (1e-6 for flowlin's float64
+# solves, ~1e-3 in float32). `atol` is relative to the run's scale (‖E(0)‖_F + ‖Ỹ‖_F for
+# errors, ‖W(0) - W*‖_F + ‖W*‖_F for distances, ‖U1(0)‖² + ‖V(0)‖² for the imbalance): with
+# flowlin's float64 solver tolerances the computed ‖E(t)‖ stops decaying at ~1e-8 of that scale
+# (the solver's absolute error on Σ^½U1Vᵀ = Ỹ - E): below it the excess loss is noise.
 #: v2 Proposition 1's bound moves by at most 8 λr(Σ)‖δΛ‖₂ when the imbalance moves by δΛ
 #: (each of Δ₊, Δ₋, Δ moves by ≤ 2‖δΛ‖₂; the bound's partial derivatives in them are ≤ 1, 1, 2):
 #: the slack the integrator's imbalance drift needs.
@@ -78,6 +77,11 @@ class BoundCheck(eqx.Module):
       tolerant bound includes `rtol`/`atol`). $\ge 0$ iff the bound held; a loss envelope with
       slack 3 held with $e^3 \approx 20\times$ room at its tightest time (loss envelopes skip
       $t = 0$, where they are equalities). NaN if not applicable.
+    - `excluded`: times left out because the bound there is below the resolution floor
+      (`atol` × the run's scale) and so is the observed value: round-off, neither held nor
+      failed (late in float32 runs). Above the floor, a value still counts as a violation.
+    - `reason`: why the bound was or was not checked, an index into `BoundCheck.REASONS`
+      (0 checked; 4: every time below the resolution floor, could not be checked).
     - `tightness`: how close the bound came, at the **last** checked time (late time), in
       $[0, 1]$ when it holds, 1 = exact: observed/bound for upper bounds, bound/observed for
       lower bounds; for the loss envelopes the log-scale ratio
@@ -90,6 +94,17 @@ class BoundCheck(eqx.Module):
     applicable: Bool[Array, "*batch"]
     worst_slack: Float[Array, "*batch"]
     tightness: Float[Array, "*batch"]
+    excluded: Int[Array, "*batch"]
+    reason: Int[Array, "*batch"]
+
+    #: What each `reason` code means.
+    REASONS: ClassVar[tuple[str, ...]] = (
+        "checked",
+        "hypotheses do not hold",
+        "inputs not given (diagnostic not saved, alpha not passed, no network)",
+        "run did not succeed",
+        "below the resolution floor of the dtype at every time",
+    )
 
 
 def _last(values, mask):
@@ -99,23 +114,33 @@ def _last(values, mask):
     return jnp.where(last >= 0, values[jnp.maximum(last, 0)], jnp.nan)
 
 
-def _result(applicable, slack, checked, tightness) -> BoundCheck:
-    """Combine per-time log-slacks (>= 0 where the bound held) into a `BoundCheck`."""
-    applicable = applicable & jnp.any(checked)
+def _result(ok, hypotheses, slack, checked, tightness, below=None) -> BoundCheck:
+    """Combine per-time log-slacks (>= 0 where the bound held) into a `BoundCheck`: `ok`
+    whether the run succeeded, `hypotheses` whether the bound says something, `below` the
+    times where the bound is under the resolution floor (excluded where they passed)."""
+    excluded = jnp.zeros_like(checked) if below is None else checked & below & (slack >= 0)
+    checked = checked & ~excluded
+    any_checked = jnp.any(checked)
+    applicable = ok & hypotheses & any_checked
     worst = jnp.min(jnp.where(checked, slack, jnp.inf))
     nan = jnp.asarray(jnp.nan, slack.dtype)
+    reason = jnp.where(~hypotheses, 1, jnp.where(~ok, 3, jnp.where(~any_checked, 4, 0)))
     return BoundCheck(
         holds=applicable & (worst >= 0),
         applicable=applicable,
         worst_slack=jnp.where(applicable, worst, nan),
         tightness=jnp.where(applicable, tightness, nan),
+        excluded=jnp.sum(excluded).astype(jnp.int32),
+        reason=reason.astype(jnp.int32),
     )
 
 
 def _not_applicable(dtype) -> BoundCheck:
+    """A bound whose inputs were not given (`reason` 2)."""
     nan = jnp.asarray(jnp.nan, dtype)
     false = jnp.asarray(False)
-    return BoundCheck(holds=false, applicable=false, worst_slack=nan, tightness=nan)
+    zero, two = jnp.asarray(0, jnp.int32), jnp.asarray(2, jnp.int32)
+    return BoundCheck(false, false, nan, nan, zero, two)
 
 
 def _log_ratio(a, b):
@@ -143,8 +168,8 @@ def check_bounds(
     width: WidthLike | None = None,
     alpha: ScalarLike | None = None,
     delta: ScalarLike = 0.05,
-    rtol: ScalarLike = DEFAULT_RTOL,
-    atol: ScalarLike = DEFAULT_ATOL,
+    rtol: ScalarLike | None = None,
+    atol: ScalarLike | None = None,
 ) -> dict[str, BoundCheck]:
     r"""Check every bound of docs/theory.md §2 at every saved time of a gradient-flow trajectory.
 
@@ -154,8 +179,12 @@ def check_bounds(
     with the end of the run (`final_time`, `final_values`); saved entries equal to `inf` (times
     after an early stop) are ignored.
 
-    **Tolerances** (for the solver's error; the defaults suit flowlin's default float64 solver
-    tolerances, rtol 1e-8 / atol 1e-10):
+    **Tolerances** (for the solver's error and round-off). By default both `rtol` and `atol`
+    are derived from the arithmetic: max(1e-6, 100 × the solver's rtol, 1e4 × the dtype's
+    epsilon), i.e. 1e-6 for flowlin's float64 solves (rtol 1e-8) and ~1.2e-3 in float32
+    (rtol 1e-5, eps 1.2e-7). Times where a bound is below the resulting absolute floor and the
+    observed value is too are excluded and counted (`BoundCheck.excluded`); in float32 with
+    x64 off, a warning (once per process) says what float32 cannot resolve. The tolerances:
 
     - losses are compared through $\|E\| = \sqrt{2(L - L^\star)}$: observed
       $\|E(t)\| \le (1 + \text{rtol})\,\text{bound} + \text{atol}(\|E(0)\|_F + \|\tilde Y\|_F)$
@@ -166,7 +195,10 @@ def check_bounds(
     - the Proposition 1 rate: $\rho(t) \ge (1 - \text{rtol})\,\text{bound} - 8\lambda_r(\Sigma)
       \,\text{atol}(\|U_1(0)\|_F^2 + \|V(0)\|_F^2)$ (the bound uses the conserved $\Lambda(0)$; the
       computed $\Lambda(t)$ drifts by the integrator's error, see `imbalance_conserved`);
-    - `imbalance_conserved`: `imbalance_drift` $\le$ atol;
+    - `imbalance_conserved`: `imbalance_drift` $\le$ atol $+ 20\|y\|\tau\mu/(\|U_1(0)\|_F^2
+      + \|V(0)\|_F^2)$, what the integrator's error allows ($\Lambda$ is quadratic in the
+      state $y$; $\|y\|$, $\tau$: `Trajectory.state_norm`, `state_tolerance`; $\mu = 1$, or
+      $\max(1, 1/\lambda_r(\Sigma))$ for the gram state): honest also for tiny inits;
     - ICML Lemma 1 (a statement about the random init): no tolerance.
 
     Distances at a finite time $t$ are bounded through
@@ -181,7 +213,9 @@ def check_bounds(
     **Arguments:**
 
     - `trajectory`: a `flowlin.Trajectory` of `flowlin.gradient_flow` (any method) started at
-      `init`. Bounds use the diagnostics `excess_loss`, `rate`, `product_min_singular_value`,
+      `init` on `problem`: its recorded start (`Trajectory.init_fingerprint`) must match them,
+      or a `ValueError` says so (another seed, scale or data draw). Bounds use the
+      diagnostics `excess_loss`, `rate`, `product_min_singular_value`,
       `distance_to_min_norm`, `error_integral`, `imbalance_drift` (whichever were saved) and
       `final_network` (for `limit_identity`). For a batch, `jax.vmap` this function.
       Gradient descent trajectories can be checked too, but the theorems are about the flow.
@@ -192,7 +226,7 @@ def check_bounds(
       `flowlin.theory.quantities`): `alpha=None` makes those checks not applicable; `width`
       defaults to the network's width (pass the true width for a zero-padded network or a
       `GramInit`).
-    - `rtol`, `atol`: the tolerances above.
+    - `rtol`, `atol`: the tolerances above (default `None`: derived as said there).
 
     **Returns:** `dict[str, BoundCheck]` with the keys below (`flowlin.CHECK_KEYS`).
 
@@ -220,9 +254,9 @@ def check_bounds(
             f"`{call}`: trajectory is batched (ts.shape={trajectory.ts.shape}); use jax.vmap "
             "over the batch, e.g. jax.vmap(lambda t, n: flowlin.check_bounds(t, n, problem))"
         )
-    check_positive(call, "rtol", rtol, allow_zero=True)
-    check_positive(call, "atol", atol, allow_zero=True)
+    rtol, atol = check_tolerances(call, trajectory, rtol, atol)
     check_delta(call, delta)
+    trajectory = check_origin(call, trajectory, gram, problem)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled check is reused across their values.
     h = width_of(init, width)
@@ -290,14 +324,21 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
 
 
 def _check_conservation(trajectory: Trajectory, obs: _Observed) -> dict[str, BoundCheck]:
-    """(a) conservation of Λ: `imbalance_drift` <= atol."""
+    """(a) conservation of Λ: `imbalance_drift` <= atol + the drift the integrator's error
+    allows (see `check_bounds`)."""
     drift = _series(trajectory, "imbalance_drift")
     if drift is None:
         return {"imbalance_conserved": _not_applicable(obs.dtype)}
+    tol = obs.atol
+    if trajectory.state_tolerance is not None:
+        stats = obs.stats
+        mu = 1.0 if trajectory.method != "gram" else jnp.maximum(1.0, 1 / stats.lambda_r_sigma)
+        allowed = 2 * DRIFT_FACTOR * trajectory.state_norm * trajectory.state_tolerance * mu
+        tol = tol + (allowed / stats.weight_scale).astype(obs.dtype)
     checked = obs.finite_t & jnp.isfinite(drift)
     return {
         "imbalance_conserved": _result(
-            obs.ok, _log_ratio(obs.atol, drift), checked, _last(drift / obs.atol, checked)
+            obs.ok, True, _log_ratio(tol, drift), checked, _last(drift / tol, checked)
         )
     }
 
@@ -321,7 +362,8 @@ def _check_envelopes(obs: _Observed) -> dict[str, BoundCheck]:
             jnp.where(log_obs < 0, -rate * ts / log_obs, jnp.nan), obs.resolved & (ts > 0)
         )
         # t = 0 is excluded: there the envelope equals the observed value by construction.
-        return _result(obs.ok & (rate > 0) & (e0 > 0), slack, obs.err_ok & (ts > 0), tight)
+        checked, below = obs.err_ok & (ts > 0), bound_err < obs.e_noise
+        return _result(obs.ok, (rate > 0) & (e0 > 0), slack, checked, tight, below)
 
     # The local form: from each checked time to the next.
     dt = ts[1:] - ts[:-1]
@@ -332,10 +374,11 @@ def _check_envelopes(obs: _Observed) -> dict[str, BoundCheck]:
     checked = obs.err_ok[:-1] & obs.err_ok[1:] & (dt > 0)
     observed_rate = -2 * (jnp.log(err[1:]) - jnp.log(err[:-1])) / dt
     tight = _last(rate_k / observed_rate, checked & obs.resolved[1:] & (observed_rate > 0))
+    local = _result(obs.ok, e0 > 0, slack, checked, tight, bound_err < 2 * obs.e_noise)
     return {
         "loss_imbalance": envelope(rate_imbalance_of(stats)),
         "loss_margin": envelope(rate_margin_of(stats, e0)),
-        "loss_margin_local": _result(obs.ok & (e0 > 0), slack, checked, tight),
+        "loss_margin_local": local,
     }
 
 
@@ -354,11 +397,7 @@ def _check_rate(trajectory: Trajectory, obs: _Observed) -> dict[str, BoundCheck]
     # Applicable where the bound says more than its own tolerance (a bound that is zero in
     # exact arithmetic, e.g. h < min(r, m), is round-off, not a claim).
     tight = _last(bound / rate, checked if obs.resolved is None else checked & obs.resolved)
-    return {
-        "rate_instantaneous": _result(
-            obs.ok & jnp.any(checked & (tolerant > 0)), slack, checked, tight
-        )
-    }
+    return {"rate_instantaneous": _result(obs.ok, True, slack, checked, tight, tolerant <= 0)}
 
 
 def _check_distances(
@@ -375,12 +414,9 @@ def _check_distances(
         bound = jnp.sqrt(B**2 + obs.err**2 / stats.lambda_r_sigma)
         tolerant = (1 + obs.rtol) * bound + obs.d_noise
         checked = obs.err_ok & jnp.isfinite(distance)
-        return _result(
-            obs.ok & applicable,
-            _log_ratio(tolerant, distance),
-            checked,
-            _last(distance / bound, checked),
-        )
+        slack = _log_ratio(tolerant, distance)
+        tight = _last(distance / bound, checked)
+        return _result(obs.ok, applicable, slack, checked, tight, bound < obs.d_noise)
 
     out = {"distance_deterministic": distance_check(distance_bound_of(stats, None), stats.c > 0)}
     integral = _series(trajectory, "error_integral")
@@ -411,6 +447,7 @@ def _check_limit_identity(
     return {
         "limit_identity": _result(
             obs.ok,
+            True,
             _log_ratio(tolerant, observed)[None],
             jnp.ones((1,), bool),
             jnp.where(bound > 0, observed / bound, jnp.nan),
@@ -431,14 +468,18 @@ def _check_lemma1(obs: _Observed, wide: WideNetworkBound | None) -> dict[str, Bo
         q.imbalance > wide.imbalance, _log_ratio(q.imbalance, wide.imbalance), -jnp.inf
     )
     return {
-        "lemma1_imbalance": _result(applies, slack_c[None], one, wide.imbalance / q.imbalance),
+        "lemma1_imbalance": _result(
+            True, applies, slack_c[None], one, wide.imbalance / q.imbalance
+        ),
         "lemma1_residual": _result(
+            True,
             applies,
             _log_ratio(wide.invariant_residual, q.invariant_residual)[None],
             one,
             q.invariant_residual / wide.invariant_residual,
         ),
         "lemma1_product": _result(
+            True,
             applies,
             _log_ratio(wide.product_norm, q.product_norm)[None],
             one,

@@ -10,10 +10,12 @@ A run becomes a flat *record* (`record`): a dict of arrays whose keys are the st
 - `time_<diagnostic>`: every saved diagnostic over time (`flowlin.DIAGNOSTICS`); in an
   assembled dataset the prefix is dropped and the variable gains a `time` dimension;
 - `final_<diagnostic>`, `final_time`, `num_steps`, `status` (a `flowlin.RESULTS` code; names
-  in `attrs["status_codes"]`), `succeeded`;
+  in `attrs["status_codes"]`: `successful` = reached t1 and converged, `not_converged`,
+  `event_occurred`, `stiff`, ...), `succeeded` (usable numbers: `Trajectory.succeeded`),
+  `converged` (`Trajectory.converged`: also converged);
 - `theory_<key>`: `flowlin.theory.quantities` (`flowlin.theory.QUANTITY_KEYS`);
 - `bound_<name>_<field>`: one variable per `flowlin.CHECK_KEYS` name and `flowlin.BoundCheck`
-  field (`holds`, `applicable`, `worst_slack`, `tightness`).
+  field (`holds`, `applicable`, `worst_slack`, `tightness`, `excluded`, `reason`).
 
 Records of many runs are stacked into arrays with a leading row axis and turned into an
 `xarray.Dataset` by `to_dataset` (a sweep grid or list), `shard_dataset` (one stored chunk)
@@ -50,6 +52,7 @@ FINAL_TIME = "final_time"
 NUM_STEPS = "num_steps"
 STATUS = "status"
 SUCCEEDED = "succeeded"
+CONVERGED = "converged"
 
 #: The fields of a `flowlin.BoundCheck`, one stored variable each per bound.
 BOUND_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BoundCheck))
@@ -137,6 +140,7 @@ def record(
     out[NUM_STEPS] = traj.num_steps
     out[STATUS] = status_code(traj.result)
     out[SUCCEEDED] = succeeded
+    out[CONVERGED] = traj.converged
     for k, v in (quantities or {}).items():
         out[theory_var(k)] = jnp.asarray(v, dtype)
     for name, c in (checks or {}).items():

@@ -11,10 +11,29 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     Extends `diffrax.RESULTS` (`successful`: reached `t1` or ran all steps;
     `event_occurred`: the excess loss fell below `stop_at_loss`; `max_steps_reached`, ...).
     A run that did not succeed is reported, never raised, so one bad configuration cannot crash
-    a sweep; `Trajectory.succeeded` says whether the numbers are usable.
+    a sweep; `Trajectory.succeeded` says whether the numbers are usable and
+    `Trajectory.converged` whether the run also converged. flowlin's own statuses:
+
+    - `successful`: reached `t1` and converged (excess loss at most `CONVERGED_FRACTION` = 1e-3
+      of its initial value);
+    - `not_converged`: reached `t1` without converging (usable numbers; integrate longer);
+    - `stiff`: the step budget ran out because an explicit solver's stable step is far below
+      what `t1` needs (large weights); the message says what to do;
+    - `diverged`: the iterates became non-finite.
     """
 
     diverged = "The iterates became non-finite (NaN or inf): the step size is too large."
+    not_converged = (
+        "Reached t1 without converging: the excess loss L - L* at t1 is above "
+        "CONVERGED_FRACTION (1e-3) of its value at t = 0 (e.g. still on the plateau of a small "
+        "initialization). The numbers are valid; integrate longer to see convergence."
+    )
+    stiff = (
+        "The step budget ran out because the flow is stiff: an explicit solver's step is "
+        "limited by stability to about 3/rate, rate = λ1(Σ)·σ1(V)² + σ1(Σ^½U1)² (large for "
+        "large weights), so reaching t1 needs more than max_steps steps. Use stop_at_loss, a "
+        "shorter t1, an implicit solver (solver=diffrax.Kvaerno5()), or more max_steps."
+    )
 
 
 #: The integer code of each status in stored results (its position here). flowlin's own
@@ -36,7 +55,17 @@ STATUS_NAMES: tuple[str, ...] = (
     "max_steps_rejected",
     "internal_error",
     "diverged",
+    "not_converged",
+    "stiff",
 )
+
+#: A run that reached `t1` converged when its excess loss fell to at most this fraction of its
+#: value at t = 0 (three decades); otherwise its status is `RESULTS.not_converged`.
+CONVERGED_FRACTION = 1e-3
+#: Statuses whose numbers are usable (the run reached `t1`, or stopped at `stop_at_loss`).
+SUCCEEDED_STATUSES: tuple[str, ...] = ("successful", "event_occurred", "not_converged")
+#: Statuses of a run that converged (`successful` means: reached `t1` and converged).
+CONVERGED_STATUSES: tuple[str, ...] = ("successful", "event_occurred")
 
 
 def status_names() -> dict[int, str]:

@@ -49,6 +49,16 @@ class BoundsSummary:
     runs: int
     failed: int
     confidence: float
+    #: Runs that succeeded but reached t1 without converging (status `not_converged`): their
+    #: bounds are checked (the numbers are valid), but their late-time verdicts say nothing
+    #: about the limit.
+    not_converged: int = 0
+
+    def _headline(self) -> str:
+        return (
+            f"{self.runs} runs: {self.failed} failed (never counted as a bound holding), "
+            f"{self.not_converged} reached t1 without converging"
+        )
 
     def table(self):
         """The bound rows as a `pandas.DataFrame`."""
@@ -99,10 +109,7 @@ class BoundsSummary:
         return head, body
 
     def __str__(self) -> str:
-        lines = [
-            f"{self.runs} runs, {self.failed} failed or not converged (never counted as a "
-            "bound holding)"
-        ]
+        lines = [self._headline()]
         head, body = self._rows()
         lines += _text_table(head, body)
         if self.slopes:
@@ -111,7 +118,7 @@ class BoundsSummary:
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
-        out = [f"{self.runs} runs, {self.failed} failed or not converged.", ""]
+        out = [self._headline() + ".", ""]
         out += md_table(*self._rows()).splitlines()
         if self.slopes:
             out += ["", *md_table(*self._slope_rows()).splitlines()]
@@ -172,8 +179,9 @@ def summarize_bounds(
 
     For each bound: over the runs that succeeded and where the bound's assumptions hold, how
     many held at every saved time, the quantiles of the worst slack (`SLACK_QUANTILES`) and the
-    tightness (observed / bound). Failed or non-converged runs are counted separately and never
-    as a bound holding.
+    tightness (observed / bound). Failed runs are counted separately and never as a bound
+    holding; runs that reached t1 without converging (status `not_converged`) are counted
+    separately too (`BoundsSummary.not_converged`), and their bounds are checked.
 
     For a sweep over widths, the least-squares slope of $\log\|W(\infty) - W^\star\|_F$ against
     $\log h$ (per scale, pooled over seeds and problems) with a `confidence` interval from the
@@ -196,12 +204,16 @@ def summarize_bounds(
             f"(no {schema.SUCCEEDED!r} variable)"
         )
     succeeded = ds[schema.SUCCEEDED].values.astype(bool)
+    converged = succeeded
+    if schema.CONVERGED in ds:
+        converged = ds[schema.CONVERGED].values.astype(bool)
     return BoundsSummary(
         _bound_rows(ds, succeeded),
         _slope_rows(ds, distance, confidence),
         runs=int(succeeded.size),
         failed=int((~succeeded).sum()),
         confidence=confidence,
+        not_converged=int((succeeded & ~converged).sum()),
     )
 
 

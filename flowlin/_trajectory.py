@@ -5,7 +5,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._network import LinearNetwork
-from ._results import RESULTS
+from ._problem import Problem
+from ._results import CONVERGED_STATUSES, RESULTS, SUCCEEDED_STATUSES
 
 
 class Trajectory(eqx.Module):
@@ -48,10 +49,23 @@ class Trajectory(eqx.Module):
     - `final_values`: dict of the requested diagnostics at `final_time`.
     - `event_time` (property): `final_time` where the run stopped at `stop_at_loss`, else
       `inf`; differentiable (see `docs/gradients.md`).
-    - `result`: a `flowlin.RESULTS` status; `num_steps`: accepted solver steps (flow) or
-      iterations (descent).
+    - `result`: a `flowlin.RESULTS` status (`successful`: reached `t1` and converged;
+      `not_converged`: reached `t1` with the excess loss above `CONVERGED_FRACTION` = 1e-3 of
+      its start; `event_occurred`: stopped at `stop_at_loss`; `stiff`, `max_steps_reached`,
+      `diverged`, ...); `num_steps`: solver steps (flow) or iterations (descent).
     - `iterations`: for gradient descent, the iteration index of each save; else `None`.
     - `method`: `"full"`, `"gram"` or `"descent"`.
+    - `init_fingerprint`: what the run started from, $[\mathrm{vec}(Q_0), \tfrac12\|E(0)\|_F^2,
+      L^\star]$ with $Q_0 = Z_0Z_0^\top$, $Z_0 = [\Sigma^{1/2}U_1(0); V(0)]$ (see
+      `init_fingerprint`): `flowlin.check_bounds` refuses an init or problem that does not
+      match it. `None` where the producer did not record it.
+    - `solver_rtol`, `solver_atol`: the step-size controller's tolerances (`None` for a
+      controller without them, and for gradient descent); `flowlin.check_bounds` derives its
+      default tolerances from them.
+    - `state_norm`: $\max(\|y(0)\|_F, \|y(t_f)\|_F)$ of the integrated ODE state $y$ (the
+      weights, or the gram method's reduced state); `state_tolerance`: the error per step the
+      controller allows on it, $\text{rtol}\cdot\text{state\_norm} + \text{atol}\sqrt{N}$
+      ($N$ entries): the scale against which `imbalance_conserved` measures the drift.
     """
 
     ts: Float[Array, "*batch times"]
@@ -71,11 +85,17 @@ class Trajectory(eqx.Module):
     num_steps: Int[Array, "*batch"]
     iterations: Int[Array, "*batch times"] | None
     method: str = eqx.field(static=True)
+    init_fingerprint: Float[Array, "*batch fingerprint"] | None = None
+    solver_rtol: Float[Array, "*batch"] | None = None
+    solver_atol: Float[Array, "*batch"] | None = None
+    state_norm: Float[Array, "*batch"] | None = None
+    state_tolerance: Float[Array, "*batch"] | None = None
 
     @property
     def succeeded(self) -> Bool[Array, "*batch"]:
-        """Ran to `t1`/all steps or stopped at the loss threshold, with finite final values."""
-        ok = (self.result == RESULTS.successful) | (self.result == RESULTS.event_occurred)
+        """Ran to `t1`/all steps (converged or not) or stopped at the loss threshold, with
+        finite final values: the numbers are usable."""
+        ok = _is_one_of(self.result, SUCCEEDED_STATUSES)
         finite = jnp.all(
             jnp.stack(
                 [jnp.isfinite(v) for k, v in self.final_values.items() if k != "rate"]
@@ -84,6 +104,12 @@ class Trajectory(eqx.Module):
             axis=0,
         )
         return ok & finite
+
+    @property
+    def converged(self) -> Bool[Array, "*batch"]:
+        """`succeeded`, and converged: reached `t1` with the excess loss at most
+        `CONVERGED_FRACTION` of its start, or stopped at `stop_at_loss`."""
+        return self.succeeded & _is_one_of(self.result, CONVERGED_STATUSES)
 
     @property
     def event_time(self) -> Float[Array, "*batch"]:
@@ -99,6 +125,27 @@ class Trajectory(eqx.Module):
     def reached_threshold(self) -> Bool[Array, "*batch"]:
         """Whether the run stopped because the excess loss fell below `stop_at_loss`."""
         return self.result == RESULTS.event_occurred
+
+
+def _is_one_of(result: RESULTS, names: tuple[str, ...]) -> Bool[Array, "*batch"]:
+    out = result == getattr(RESULTS, names[0])
+    for name in names[1:]:
+        out = out | (result == getattr(RESULTS, name))
+    return out
+
+
+def init_fingerprint(Q0: Float[Array, "k k"], problem: Problem) -> Float[Array, " fingerprint"]:
+    r"""What identifies a run's start (internal API): $[\mathrm{vec}(Q_0),
+    \tfrac12\|E(0)\|_F^2, L^\star]$, $E(0) = \tilde Y - (Q_0)_{12}$.
+
+    $Q_0$ changes with the init's draw (at any scale, relative to its own size) and with the
+    data's $\Phi_1$; $E(0)$ with the data's $\tilde Y$. Zero-padded hidden units change
+    nothing. Cost $O(k^2)$ given $Q_0$.
+    """
+    r = problem.rank
+    E0 = problem.Y_tilde - Q0[:r, r:]
+    excess = 0.5 * jnp.sum(E0**2)
+    return jnp.concatenate([Q0.ravel(), jnp.stack([excess, problem.loss_star.astype(Q0.dtype)])])
 
 
 def make_trajectory(ts, diagnostics: dict, **fields) -> Trajectory:

@@ -98,16 +98,39 @@ def test_per_instance_equals_batched(wide):
 
 
 def test_a_wrong_init_is_caught(wide):
-    """Checking a trajectory against an initialization it did not start from violates the
-    bounds: the checks can fail."""
+    """Checking a trajectory against an initialization or data it did not start from is
+    refused (its recorded start differs); and a trajectory that does not follow the flow it
+    claims violates the bounds: the checks can fail."""
     problem, nets, trajs, _ = wide
-    # Claim the init was 10x larger: Theorem 1 then promises a 100x faster decay.
-    claimed = jax.tree.map(lambda x: 10 * x, _index(nets, 0))
-    checks = flowlin.check_bounds(_index(trajs, 0), claimed, problem, alpha=ALPHA)
+    traj = _index(trajs, 0)
+    # Another scale or seed of the init, or another draw of the data of the same shape.
+    for claimed, other in (
+        (jax.tree.map(lambda x: 10 * x, _index(nets, 0)), problem),
+        (_index(nets, 1), problem),
+        (_index(nets, 0), _whitened(7, N, D, M)),
+    ):
+        with pytest.raises(ValueError, match="did not start from this init and problem"):
+            flowlin.check_bounds(traj, claimed, other, alpha=ALPHA)
+    # Under vmap (traced), the same refusal is a runtime error.
+    with pytest.raises(Exception, match="did not start from this init and problem"):
+        eqx.filter_vmap(lambda t, n: flowlin.check_bounds(t, n, problem))(
+            trajs, jax.tree.map(lambda x: x[::-1], nets)
+        )
+    # A trajectory whose losses decay 100x slower than the flow's (excess loss raised to the
+    # power 1/100 of its decay) breaks Theorem 1's promise.
+    e0 = traj.excess_loss[0]
+    slow = eqx.tree_at(
+        lambda t: (t.excess_loss, t.final_values),
+        traj,
+        (e0 * (traj.excess_loss / e0) ** 0.01, {**traj.final_values, "excess_loss": e0}),
+    )
+    checks = flowlin.check_bounds(slow, _index(nets, 0), problem, alpha=ALPHA)
     for key in ("loss_imbalance", "loss_margin"):
         assert bool(checks[key].applicable) and not bool(checks[key].holds), key
         assert checks[key].worst_slack < -1, key
-    # U2(0) of the claimed init is not the trajectory's: the limit identity fails.
+    # Final weights that are not the flow's: the limit identity fails.
+    moved = eqx.tree_at(lambda t: t.final_network.W1, traj, 1.1 * traj.final_network.W1)
+    checks = flowlin.check_bounds(moved, _index(nets, 0), problem, alpha=ALPHA)
     assert bool(checks["limit_identity"].applicable)
     assert not bool(checks["limit_identity"].holds)
 

@@ -8,10 +8,11 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float
 
+from .._gram_init import GramInit
 from .._problem import Problem
-from .._results import RESULTS
+from .._results import CONVERGED_FRACTION, RESULTS
 from .._saveat import SaveAt, diffrax_saveat, split_solution
-from .._trajectory import Trajectory, make_trajectory
+from .._trajectory import Trajectory, init_fingerprint, make_trajectory
 from ._base import AbstractFlowMethod
 
 
@@ -57,6 +58,90 @@ class _Event(eqx.Module):
         return jnp.log(jnp.maximum(excess, tiny)) - self.log_threshold
 
 
+#: Explicit Runge-Kutta steps are stable up to about this many times 1/(fastest rate) (Tsit5's
+#: stability interval on the negative real axis is ~3.5).
+_STABLE_STEP_TIMES_RATE = 3.0
+#: The excess loss a run cannot resolve below, in units of (max(rtol, eps)·‖Ỹ‖_F)²: a run
+#: that ends there converged as far as its arithmetic can tell.
+_CONVERGED_FLOOR = 100.0
+
+
+def initial_gram(init, problem: Problem) -> Float[Array, "k k"]:
+    r"""$Q_0 = Z_0Z_0^\top$, $Z_0 = [\Sigma^{1/2}U_1(0); V(0)]$, of a network or `GramInit`
+    (internal API). Cost $O(hD(r+m))$ once for a network."""
+    if isinstance(init, GramInit):
+        return init.Q
+    Z = jnp.concatenate([problem.sqrt_sigma[:, None] * problem.row_part(init.W1), init.W2])
+    return Z @ Z.T
+
+
+def fastest_rate(Q0: Float[Array, "k k"], problem: Problem) -> Float[Array, ""]:
+    r"""An upper estimate of the flow's fastest rate at $t = 0$, the loss Hessian's largest
+    eigenvalue $\lambda_1(\Sigma)\sigma_1(V)^2 + \sigma_1(\Sigma^{1/2}U_1)^2$, by
+    $\lambda_1(\Sigma)\,\mathrm{tr}(Q_{22}) + \mathrm{tr}(Q_{11})$ (internal API)."""
+    r = problem.rank
+    diag = jnp.diagonal(Q0)
+    return jnp.max(problem.sigma) * jnp.sum(diag[r:]) + jnp.sum(diag[:r])
+
+
+def initial_step(field, state0, system, t1, controller, solver, terms) -> Float[Array, ""]:
+    """The first step of an adaptive solve, from the vector field's scale (Hairer, Nørsett &
+    Wanner, *Solving ODEs I*, §II.4), as diffrax's `PIDController` would choose it.
+
+    diffrax 0.7.2 runs this heuristic only when the terms are an `ODETerm`, but `diffeqsolve`
+    wraps them first, so with `dt0=None` every solve starts at dt = 0.01. For a large
+    initialization (entries ~30) that first step overflows, the error estimate is NaN, the
+    controller's step factor becomes NaN, and the solve never leaves t = 0 whatever
+    `max_steps`. Returns `None` for a controller without `rtol`/`atol`/`norm`.
+    """
+    if not isinstance(controller, dfx.PIDController):
+        return None
+    rtol, atol, norm = controller.rtol, controller.atol, controller.norm
+    order = solver.error_order(terms) or solver.order(terms) or 1
+    tmap = jax.tree_util.tree_map
+    scale = tmap(lambda y: atol + rtol * jnp.abs(y), state0)
+    f0 = field(0.0, state0, system)
+    d0 = norm(tmap(jnp.divide, state0, scale))
+    d1 = norm(tmap(jnp.divide, f0, scale))
+    small = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = jnp.where(small, 1e-6, 0.01 * d0 / jnp.where(small, 1.0, d1))
+    f1 = field(h0, tmap(lambda y, f: y + h0 * f, state0, f0), system)
+    d2 = norm(tmap(lambda a, b, c: (a - b) / c, f1, f0, scale)) / h0
+    max_d = jnp.maximum(d1, d2)
+    h1 = jnp.where(
+        max_d <= 1e-15,
+        jnp.maximum(1e-6, h0 * 1e-3),
+        (0.01 / jnp.where(max_d <= 1e-15, 1.0, max_d)) ** (1 / order),
+    )
+    dt0 = jnp.minimum(jnp.minimum(100 * h0, h1), t1)
+    # Non-finite only for a non-finite init (reported by the solve itself).
+    return jax.lax.stop_gradient(jnp.where(jnp.isfinite(dt0) & (dt0 > 0), dt0, 0.01))
+
+
+def _status(sol_result, finite, excess0, excess_f, steps_needed, max_steps, tol_floor):
+    """The run's `RESULTS`: diffrax's, made specific: `diverged`, `not_converged` (reached t1
+    with the excess loss above `CONVERGED_FRACTION` of its start and above what the arithmetic
+    resolves), `stiff` (the step budget ran out where stability alone needs more steps)."""
+    result = RESULTS.where(finite, RESULTS.promote(sol_result), RESULTS.diverged)
+    converged = (excess_f <= CONVERGED_FRACTION * excess0) | (excess_f <= tol_floor)
+    result = RESULTS.where(
+        (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
+    )
+    stiff = steps_needed > 0.5 * max_steps
+    return RESULTS.where((result == RESULTS.max_steps_reached) & stiff, RESULTS.stiff, result)
+
+
+def _tolerances(controller, dtype):
+    if isinstance(controller, dfx.PIDController):
+        return jnp.asarray(controller.rtol, dtype), jnp.asarray(controller.atol, dtype)
+    return None, None
+
+
+def _size_and_norm2(y):
+    leaves = jax.tree.leaves(y)
+    return sum(x.size for x in leaves), sum(jnp.sum(x**2) for x in leaves)
+
+
 @eqx.filter_jit
 def integrate(
     method: AbstractFlowMethod,
@@ -90,16 +175,25 @@ def integrate(
     # state itself is saved and the snapshots are taken after the solve.
     backsolve = isinstance(adjoint, dfx.BacksolveAdjoint)
     dfx_saveat = diffrax_saveat(ts, adjoint, save_fn)
+    Q0 = initial_gram(init, problem).astype(dtype)
     event = None
     if threshold is not None:
+        # E = Ỹ - Σ^½U1Vᵀ cancels against the product, whose size is ≤ tr(Q0)/2 at t = 0:
+        # for large weights that, not ‖Ỹ‖, sets how well the event function is known.
+        eps = jnp.finfo(dtype).eps
+        event_tol = jnp.maximum(event_tol, 100 * eps * jnp.trace(Q0) / jnp.sqrt(2 * threshold))
         event = dfx.Event(
             _Event(method, jnp.log(threshold)),
             root_finder=optx.Newton(rtol=event_tol, atol=event_tol),
             direction=False,
         )
     state0 = (y0, jnp.zeros((), dtype) if integrate_error else None)
+    field = _Field(method, integrate_error)
+    terms = dfx.ODETerm(field)
+    if dt0 is None:
+        dt0 = initial_step(field, state0, system, t1, controller, solver, terms)
     sol = dfx.diffeqsolve(
-        dfx.ODETerm(_Field(method, integrate_error)),
+        terms,
         solver,
         t0=jnp.zeros((), dtype),
         t1=t1,
@@ -126,7 +220,19 @@ def integrate(
             lambda x: jnp.where(was_saved[:, None, None], x, jnp.inf), nets
         )
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y_f)]))
-    result = RESULTS.where(finite, RESULTS.promote(sol.result), RESULTS.diverged)
+    fingerprint = init_fingerprint(Q0, problem)
+    rtol, atol = _tolerances(controller, dtype)
+    eps = jnp.finfo(dtype).eps
+    resolution = eps if rtol is None else jnp.maximum(rtol, eps)
+    floor = 0.5 * (_CONVERGED_FLOOR * resolution * jnp.sqrt(jnp.sum(problem.Y_tilde**2))) ** 2
+    excess_f = 0.5 * jnp.sum(method.error(system, y_f) ** 2)
+    steps_needed = t1 * fastest_rate(Q0, problem) / _STABLE_STEP_TIMES_RATE
+    result = _status(sol.result, finite, fingerprint[-2], excess_f, steps_needed, max_steps, floor)
+    size, norm2_0 = _size_and_norm2(y0)
+    state_norm = jnp.sqrt(jnp.maximum(norm2_0, _size_and_norm2(y_f)[1]))
+    state_tolerance = None
+    if rtol is not None:
+        state_tolerance = rtol * state_norm + atol * jnp.sqrt(jnp.asarray(size, dtype))
     return make_trajectory(
         save_ts,
         diag,
@@ -138,4 +244,9 @@ def integrate(
         num_steps=sol.stats["num_steps"],
         iterations=None,
         method=method.name,
+        init_fingerprint=fingerprint,
+        solver_rtol=rtol,
+        solver_atol=atol,
+        state_norm=state_norm,
+        state_tolerance=state_tolerance,
     )

@@ -1,0 +1,116 @@
+"""What a dtype and a solve can resolve, for `flowlin.check_bounds` (internal API): the
+default tolerances derived from the dtype and the solver's tolerances, the once-per-process
+float32 warning, and the check that a trajectory started where `check_bounds` is told."""
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import check_positive, is_concrete
+from ._problem import Problem
+from ._trajectory import Trajectory, init_fingerprint
+
+
+#: Floor of the default relative tolerance of `check_bounds` (the float64 default: 100× the
+#: default float64 solver rtol 1e-8, room for the global error a 1e-8 local tolerance
+#: accumulates over a run). The default is never stricter than this.
+RTOL_FLOOR = 1e-6
+#: The default tolerance is this many times the solver's rtol (global vs local error) ...
+SOLVER_FACTOR = 100.0
+#: ... and at least this many times the dtype's epsilon (round-off of the O(k) sums and the
+#: cancellation in E = Ỹ - Σ^½U1Vᵀ; float32: ~1.2e-3).
+EPS_FACTOR = 1e4
+#: The imbalance Λ = U1ᵀU1 - VᵀV is quadratic in the state y, so a state error δy moves it by
+#: ≲ 2‖y‖‖δy‖; the integrator's error per step is ≲ `Trajectory.state_tolerance`. The drift
+#: allowed is this many times 2‖y‖·state_tolerance (global vs local error; measured: float64
+#: runs from inits of entries 1e-8 to 0.1 drift by 1/300 to 1/500 of 2‖y‖·state_tolerance).
+DRIFT_FACTOR = 10.0
+#: A recorded init fingerprint matches when every entry agrees to this many epsilons of the
+#: trajectory's dtype, relative to its scale (different summation orders, padded units).
+_FINGERPRINT_EPS = 1e4
+
+_warned = False
+
+FLOAT32_WARNING = (
+    "flowlin.check_bounds: JAX is running in float32 (x64 is off). float32 resolves about 7 "
+    "digits (eps ≈ 1.2e-7) and flowlin's float32 solves use rtol 1e-5: the checks then use "
+    "tolerances of ~1e-3 of each quantity's scale. A bound is confirmed only down to that "
+    "floor: times where the bound itself is below it are excluded (BoundCheck.excluded counts "
+    "them), and a bound whose every time is below it is reported not applicable "
+    "(BoundCheck.reason). Late-time rates, tightness near convergence and the conservation "
+    "of the imbalance to better than ~1e-3 cannot be resolved. For 1e-6-level checks turn "
+    "x64 on before creating any array: jax.config.update('jax_enable_x64', True)."
+)
+
+
+def warn_if_float32(dtype) -> None:
+    """Warn once per process when the checks run in a dtype below float64 with x64 off."""
+    global _warned
+    if _warned or jnp.dtype(dtype) == jnp.dtype("float64") or jax.config.jax_enable_x64:
+        return
+    _warned = True
+    warnings.warn(FLOAT32_WARNING, stacklevel=4)
+
+
+def default_tolerance(trajectory: Trajectory, dtype):
+    """`check_bounds`'s default rtol and atol: max(`RTOL_FLOOR`, `SOLVER_FACTOR`·solver rtol,
+    `EPS_FACTOR`·eps of `dtype`) (float64 defaults: 1e-6; float32: ~1.2e-3)."""
+    eps = float(jnp.finfo(dtype).eps)
+    floor = jnp.asarray(max(RTOL_FLOOR, EPS_FACTOR * eps), dtype)
+    if trajectory.solver_rtol is None:
+        return floor
+    return jnp.maximum(floor, SOLVER_FACTOR * trajectory.solver_rtol.astype(dtype))
+
+
+def check_tolerances(call: str, trajectory: Trajectory, rtol, atol):
+    """`check_bounds`'s `rtol`, `atol`: checked if given, else `default_tolerance` of the
+    solve's dtype; warns once in float32 (`warn_if_float32`)."""
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None:
+            check_positive(call, name, value, allow_zero=True)
+    dtype = trajectory.ts.dtype  # the solve's precision
+    warn_if_float32(dtype)
+    default = default_tolerance(trajectory, dtype)
+    return (default if rtol is None else rtol), (default if atol is None else atol)
+
+
+def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem) -> Trajectory:
+    """Refuse an `init`/`problem` the trajectory did not start from (its recorded
+    `init_fingerprint`); returns the trajectory (with a runtime check attached when traced)."""
+    recorded = trajectory.init_fingerprint
+    if recorded is None:
+        return trajectory
+    dtype = recorded.dtype
+    claimed = init_fingerprint(gram.Q.astype(dtype), problem).astype(dtype)
+    if claimed.shape != recorded.shape:
+        raise ValueError(
+            f"`{call}`: init and problem have k = r + m = {gram.Q.shape[0]}, but trajectory "
+            "started from a problem of another rank or output size; pass the init and problem "
+            "the trajectory was computed from"
+        )
+    k2 = gram.Q.shape[0] ** 2
+    tol = _FINGERPRINT_EPS * float(jnp.finfo(dtype).eps)
+
+    def mismatch(a, b):
+        q_scale = jnp.maximum(jnp.max(jnp.abs(a[:k2])), jnp.max(jnp.abs(b[:k2])))
+        q_bad = jnp.any(jnp.abs(a[:k2] - b[:k2]) > tol * q_scale)
+        s_scale = jnp.abs(a[k2:]) + jnp.abs(b[k2:]) + jnp.abs(a[k2 + 1])
+        s_bad = jnp.any(jnp.abs(a[k2:] - b[k2:]) > tol * s_scale)
+        return q_bad, s_bad
+
+    message = (
+        f"`{call}`: trajectory did not start from this init and problem: its recorded start "
+        "(Q0 = Z0Z0ᵀ, E(0), L*) differs from theirs ({what}). Pass the init (same seed and "
+        "scale) and the problem (same data) that gradient_flow was called with"
+    )
+    q_bad, s_bad = mismatch(recorded, claimed)
+    if is_concrete(q_bad) and is_concrete(s_bad):
+        if bool(np.asarray(q_bad)) or bool(np.asarray(s_bad)):
+            what = "the init's statistics Q0" if bool(q_bad) else "the data's Ỹ or L*"
+            raise ValueError(message.format(what=what))
+        return trajectory
+    bad = q_bad | s_bad
+    return eqx.error_if(trajectory, bad, message.format(what="init or data"))
