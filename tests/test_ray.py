@@ -11,6 +11,7 @@ device; only `num_gpus=k >= 1` gives a task k devices).
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -182,6 +183,34 @@ def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, t
     assert ds.attrs["chunks_resumed_from_store"] == N_CHUNKS - 1
     _assert_identical(ds, reference)
     _assert_identical(flowlin.open_sweep(store), reference)
+
+
+def test_zarr_store_resumes_bit_for_bit_with_ray(problem, reference, cluster, tmp_path):
+    # Written locally (one device per chunk: the same chunks as Ray's), then one shard deleted
+    # and one damaged; a Ray sweep recomputes exactly those two, on the warm workers.
+    store = tmp_path / "sweep.zarr"
+    one_device = flowlin.LocalExecutor(devices=jax.devices()[:1])
+    flowlin.sweep(problem, executor=one_device, store=store, **GRID, **COMMON)
+    shards = tmp_path / "sweep.zarr.parts" / "shards"
+    shutil.rmtree(shards / "chunk-000001.zarr")
+    shutil.rmtree(shards / "chunk-000002.zarr" / "final_loss")
+    with pytest.warns(UserWarning, match="chunk-000002.zarr' differs from what was written"):
+        ds = flowlin.sweep(problem, executor=flowlin.RayExecutor(), store=store, **GRID, **COMMON)
+    assert ds.attrs["chunks_resumed_from_store"] == N_CHUNKS - 2
+    assert len(json.loads(ds.attrs["devices"])) >= 1  # computed by Ray workers
+    _assert_identical(ds, reference)
+    _assert_identical(flowlin.open_sweep(store), reference)
+
+
+def test_over_request_fails_fast(problem, cluster):
+    # The test's Ray instance has 2 CPUs and no autoscaler: a task asking for 3 can never run.
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"each task asks for CPU 3.*no node.*could never start"):
+        flowlin.sweep(problem, executor=flowlin.RayExecutor(num_cpus=3), **GRID, **COMMON)
+    with pytest.raises(ValueError, match=r"asks for .*GPU 1.*no node"):
+        flowlin.sweep(problem, executor=flowlin.RayExecutor(num_gpus=1), **GRID, **COMMON)
+    assert time.monotonic() - start < 30  # at once, not after a wait
+    assert ray.is_initialized()  # the test's instance is left running
 
 
 @pytest.mark.parametrize(
