@@ -6,7 +6,9 @@
 - `_plan`: chunk planning and the store fingerprint;
 - `_kernel`: the per-chunk program (`run_chunk`) and `SweepTask`;
 - `_executor`, `_ray`: executors (`LocalExecutor`, `RayExecutor`), which yield finished chunks;
-- `_store`: `ShardStore`, one atomically written shard per chunk;
+- `_store`: `ShardStore`, one atomically written shard per chunk, verified before a resume
+  adopts it, with `_manifest` (the manifest, checksums, atomic files) and `_lock` (one
+  writer per store);
 - `_sweep`: the public `sweep`, which normalises its arguments and hands them on.
 
 The dataset's variable names belong to `flowlin._dataset`.
