@@ -5,10 +5,12 @@ matplotlib is imported here (lazily, by `plt`) and in the figure modules of this
 `import flowlin` never loads it.
 """
 
+import contextlib
 import contextvars
 import dataclasses
 import json
 import pathlib
+import sys
 
 import jax
 import numpy as np
@@ -249,6 +251,22 @@ def stores_progress(folder: pathlib.Path) -> tuple[int, int]:
         done, n = store_progress(manifest.parent)
         saved, total = saved + done, total + (n or 0)
     return saved, total
+
+
+@contextlib.contextmanager
+def resumable(store: pathlib.Path, command: str):
+    """On Ctrl-C inside the block: print how many chunks the sweep store `store` has saved and
+    the `command` that resumes, then let the interrupt go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        saved, total = store_progress(store)
+        print(
+            f"\ninterrupted: {saved} of {total or '?'} chunk(s) saved in {store}; to resume, "
+            f"run the same command again: {command}",
+            file=sys.stderr,
+        )
+        raise
 
 
 def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool) -> None:

@@ -9,7 +9,6 @@ so that every bad configuration is rejected before any output or compute.
 import dataclasses
 import functools
 import pathlib
-import sys
 from typing import Any, get_args
 
 import numpy as np
@@ -19,7 +18,6 @@ from .. import _dataset as schema, problems
 from .._method import METHOD_NAMES, Gram, method_from_name
 from .._summary import summarize_bounds
 from .._sweep import sweep
-from .._sweep._store import store_progress
 from .._sweep._validate import DynamicsName, InitName, SamplingName
 from ._report import (
     bounds_markdown,
@@ -29,6 +27,7 @@ from ._report import (
     plottable,
     plt,
     remove_stale,
+    resumable,
     save_figure,
     save_netcdf,
     skipped_markdown,
@@ -465,17 +464,15 @@ def config_markdown(cfg: SweepConfig, ds: xr.Dataset, files: list) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: The store of `run_config`'s sweep, under its output folder (the same command resumes).
-CONFIG_STORE = "store"
-#: The files `run_config` writes at the end (removed at its start: never stale).
-CONFIG_OUTPUTS = ("report.md", "sweep.nc", "loss.png", "distance.png")
+#: Under `out`: the sweep's store (the same command resumes) and the files written at the end
+#: (removed at the start: never stale).
+CONFIG_STORE, CONFIG_OUTPUTS = "store", ("report.md", "sweep.nc", "loss.png", "distance.png")
 
 
 def run_config(cfg: SweepConfig, out, *, progress: bool = True) -> xr.Dataset:
-    """Run a validated configuration with `flowlin.sweep`, its chunks stored in `out/store/`
-    (run again after an interruption, it computes only what is missing); write `sweep.nc`,
-    PNGs and `report.md` under `out` (atomically, at the end; degenerate runs are left out of
-    the figures and listed in the report). Returns the dataset."""
+    """Run a validated configuration with `flowlin.sweep` (chunks kept in `out/store/`: run
+    again, it computes only what is missing); write `sweep.nc`, PNGs and `report.md` under `out`
+    (atomically; degenerate runs left out of the figures, listed). Returns the dataset."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out, CONFIG_OUTPUTS)
@@ -484,16 +481,8 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True) -> xr.Dataset:
     ts, kw = sweep_arguments(cfg, problem)
     scales = [tuple(s) if isinstance(s, list) else s for s in i["scales"]]
     store = out / CONFIG_STORE
-    try:
+    with resumable(store, f"flowlin sweep {cfg.path} --out {out}"):
         ds = sweep(problem, i["widths"], scales, i["seeds"], progress=progress, store=store, **kw)
-    except KeyboardInterrupt:
-        saved, total = store_progress(store)
-        print(
-            f"\ninterrupted: {saved} of {total or '?'} chunk(s) saved in {store}; to resume, "
-            f"run the same command again: flowlin sweep {cfg.path} --out {out}",
-            file=sys.stderr,
-        )
-        raise
     stop = cfg["report"]["stop_at_loss"]
     if stop is not None:
         ds["stop_time"] = xr.apply_ufunc(
