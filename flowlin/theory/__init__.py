@@ -23,6 +23,13 @@ from ._imbalance import (
     imbalance_eigenvalues as imbalance_eigenvalues,
     imbalance_spreads as imbalance_spreads,
 )
+from ._law import (
+    DistanceLaw as DistanceLaw,
+    LawFit as LawFit,
+    distance_law as distance_law,
+    law_fit as law_fit,
+    wide_limit_law as wide_limit_law,
+)
 from ._quantities import QUANTITY_KEYS as QUANTITY_KEYS, quantities as quantities
 from ._rates import (
     excess_loss as excess_loss,

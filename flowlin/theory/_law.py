@@ -1,0 +1,300 @@
+r"""docs/theory.md §2(h): the exact law of the implicit-bias gap $d = \|W(\infty) - W^\star\|_F$.
+
+*Premises:* the entries of $W_1(0)$ are i.i.d. $N(0, \sigma_1^2)$, $W_2(0)$ is independent of
+$W_1(0)$ (any law), and the flow converged. Then $U_2(0) = \Phi_2^\top W_1(0)^\top$ is
+independent of $V(\infty)$, and conditionally on $V(\infty)$ with singular values $s_j$,
+$$d^2 = \sum_j w_j\,\chi^2_{k,j},\qquad w_j = \sigma_1^2 s_j^2,\quad k = D - r,$$
+with independent chi-squares. For $m = 1$, $d = \sigma_1\|V(\infty)\|\,\chi_k$.
+
+`DistanceLaw` is that law (one per run under `vmap`): its moments, CDF and quantiles, in JAX.
+`law_fit` tests many runs against their laws at once (on the host, with SciPy): a
+Kolmogorov–Smirnov test of the probability-integral transforms $F_i(d_i)$, which are i.i.d.
+uniform under the law whatever the $V_i(\infty)$, and a z-test of the mean of $d^2$ against its
+exact expectation $\frac1n\sum_i k\sum_j w_{ij}$. `wide_limit_law` is the $h \to \infty$ law of
+$\sqrt h\,d$ for the paper's $\alpha = \frac12$ init.
+
+For $m \ge 2$ the CDF of a weighted sum of chi-squares is Ruben's mixture
+$P(d^2 \le x) = \sum_{i \ge 0} c_i\,P(\chi^2_{mk + 2i} \le x/\beta)$, $\beta = \min_j w_j$,
+$c_i \ge 0$, $\sum_i c_i = 1$ (the $c_i$ are the convolution of negative binomial laws); it is
+truncated after `n_terms` terms, and the neglected mass $1 - \sum c_i$ bounds the error. Where
+that mass exceeds `LAW_TOLERANCE` (very unequal $s_j$) the CDF is NaN: not computable here,
+never a wrong number. For $m = 1$ the series is a single term and exact.
+"""
+
+import math
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammainc, gammaln
+from jaxtyping import Array, ArrayLike, Float
+
+from .._errors import as_float_array, check_positive
+from .._network import LinearNetwork
+from .._problem import Problem, check_problem
+
+
+#: The largest neglected mixture mass accepted in `DistanceLaw.cdf` (else NaN).
+LAW_TOLERANCE = 1e-8
+#: Fewest runs for which `law_fit` gives a verdict.
+MIN_RUNS = 20
+
+
+class DistanceLaw(eqx.Module):
+    r"""The law of $d = \big(\sum_j w_j\chi^2_{k,j}\big)^{1/2}$, independent chi-squares.
+
+    Built by `distance_law` (the conditional law of a run's gap given $V(\infty)$) or
+    `wide_limit_law` (the law of $\sqrt h\,d$ as $h \to \infty$). Every method works under
+    `jit`/`vmap` (batch axes lead `weights`).
+
+    **Fields:** `weights` ($w_j \ge 0$, last axis $j = 1 \dots m$), `dof` ($k = D - r$),
+    `n_terms` (terms of Ruben's series for $m \ge 2$).
+    """
+
+    weights: Float[Array, "*batch m"]
+    dof: int = eqx.field(static=True)
+    n_terms: int = eqx.field(static=True, default=512)
+
+    def __check_init__(self):
+        if not isinstance(self.dof, int) or self.dof < 0:
+            raise ValueError(
+                f"`flowlin.theory.DistanceLaw`: dof must be an int >= 0, got {self.dof!r}"
+            )
+
+    def mean_square(self) -> Float[Array, "*batch"]:
+        r"""$\mathbb E\,d^2 = k\sum_j w_j$."""
+        return self.dof * jnp.sum(self.weights, axis=-1)
+
+    def variance_square(self) -> Float[Array, "*batch"]:
+        r"""$\mathrm{Var}\,d^2 = 2k\sum_j w_j^2$."""
+        return 2 * self.dof * jnp.sum(self.weights**2, axis=-1)
+
+    def rms(self) -> Float[Array, "*batch"]:
+        r"""$(\mathbb E\,d^2)^{1/2}$."""
+        return jnp.sqrt(self.mean_square())
+
+    def standardize(self, d) -> Float[Array, "*batch"]:
+        r"""$d / (\sum_j w_j)^{1/2}$, i.e. $d/(\sigma_1\|V(\infty)\|_F)$: $\chi_k$-distributed for
+        $m = 1$."""
+        return d / jnp.sqrt(jnp.sum(self.weights, axis=-1))
+
+    def _mixture(self):
+        """(c_i, ν_i, β, neglected mass) of Ruben's series, batch axes leading."""
+        # One weight (m = 1): the series is its first term, exactly.
+        n_terms = 1 if self.weights.shape[-1] == 1 else self.n_terms
+        return _ruben(self.weights, self.dof, n_terms)
+
+    def cdf(self, d) -> Float[Array, "*batch"]:
+        r"""$P(\text{gap} \le d)$; NaN where the series' neglected mass exceeds `LAW_TOLERANCE`."""
+        c, nu, beta, tail = self._mixture()
+        d = jnp.asarray(d, dtype=c.dtype)
+        x = jnp.maximum(d, 0)[..., None] ** 2 / (2 * beta[..., None])
+        p = jnp.sum(c * gammainc(nu / 2, x), axis=-1)
+        p = jnp.where(jnp.isfinite(beta), p, 1.0)  # all weights zero: the gap is exactly 0
+        p = jnp.where(d < 0, 0.0, p)
+        return jnp.where(tail <= LAW_TOLERANCE, jnp.clip(p, 0.0, 1.0), jnp.nan)
+
+    def mean(self) -> Float[Array, "*batch"]:
+        r"""$\mathbb E\,d$ (for $m = 1$: $\sqrt{2w}\,\Gamma(\frac{k+1}2)/\Gamma(\frac k2)$)."""
+        c, nu, beta, tail = self._mixture()
+        e_chi = jnp.exp(gammaln((nu + 1) / 2) - gammaln(nu / 2))
+        out = jnp.sqrt(2 * beta) * jnp.sum(c * e_chi, axis=-1)
+        out = jnp.where(jnp.isfinite(beta), out, 0.0)
+        return jnp.where(tail <= LAW_TOLERANCE, out, jnp.nan)
+
+    def quantile(self, p) -> Float[Array, "*batch"]:
+        """The `p`-quantile of the gap (bisection on `cdf`, to relative 1e-12)."""
+        p = jnp.asarray(p, dtype=self.weights.dtype)
+        hi0 = jnp.sqrt(self.mean_square() + 40 * jnp.sqrt(self.variance_square())) + 1e-300
+
+        def body(_, lohi):
+            lo, hi = lohi
+            mid = 0.5 * (lo + hi)
+            below = self.cdf(mid) < p
+            return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+        lo, hi = jax.lax.fori_loop(0, 64, body, (jnp.zeros_like(hi0), hi0))
+        return 0.5 * (lo + hi)
+
+
+def _ruben(w, k: int, n_terms: int):
+    """Ruben's mixture weights for $\\sum_j w_j\\chi^2_k$: returns (c, ν, β, 1 − Σc)."""
+    w = jnp.asarray(w)
+    pos = w > 0
+    beta = jnp.min(jnp.where(pos, w, jnp.inf), axis=-1)
+    safe_w = jnp.where(pos, w, 1.0)
+    ratio = jnp.where(pos, beta[..., None] / safe_w, 1.0)  # β/w_j in (0, 1]
+    gam = jnp.where(pos, 1.0 - ratio, 0.0)
+    m_eff = jnp.sum(pos, axis=-1)
+    log_c0 = 0.5 * k * jnp.sum(jnp.log(ratio), axis=-1)
+    i = jnp.arange(1, n_terms, dtype=w.dtype)
+    # G_i = (k/2) Σ_j γ_j^i, then c_i = (1/i) Σ_{l<i} G_{i-l} c_l with c_0 = Π (β/w_j)^{k/2}.
+    G = 0.5 * k * jnp.sum(gam[..., None, :] ** i[:, None], axis=-1)  # (*batch, n-1)
+    G = jnp.concatenate([jnp.zeros((*G.shape[:-1], 1), G.dtype), G], axis=-1)  # index = lag
+
+    def step(c, idx):
+        lags = idx - jnp.arange(n_terms)
+        g = jnp.where(lags >= 1, jnp.take(G, jnp.clip(lags, 0, n_terms - 1), axis=-1), 0.0)
+        ci = jnp.sum(g * c, axis=-1) / idx
+        return c.at[..., idx].set(ci), None
+
+    c0 = jnp.zeros(G.shape, w.dtype).at[..., 0].set(jnp.exp(log_c0))
+    c = jax.lax.scan(step, c0, jnp.arange(1, n_terms))[0] if n_terms > 1 else c0
+    nu = k * m_eff[..., None] + 2 * jnp.arange(n_terms, dtype=w.dtype)
+    tail = jnp.maximum(1.0 - jnp.sum(c, axis=-1), 0.0)
+    beta = jnp.where(jnp.isfinite(beta) & (k > 0), beta, jnp.inf)
+    return c, nu, beta, tail
+
+
+def distance_law(
+    final: LinearNetwork | Float[ArrayLike, "m m"], std1, problem: Problem, *, n_terms: int = 512
+) -> DistanceLaw:
+    r"""The law of a run's gap $\|W(\infty) - W^\star\|_F$ given its final
+    $V(\infty) = W_2(\infty)$.
+
+    **Arguments:**
+
+    - `final`: the network where the flow ended (its $W_2$ is $V(\infty)$), or the $m\times m$
+      Gram $V(\infty)V(\infty)^\top$ (the gram method's $Q_{22}$).
+    - `std1`: $\sigma_1$, the standard deviation of the i.i.d. Gaussian entries of $W_1(0)$
+      (e.g. $h^{-1/2}$ for `init.paper(..., alpha=0.5)`).
+    - `problem`: the `flowlin.Problem` ($k = D - r$).
+
+    **Returns:** a `DistanceLaw` with weights $\sigma_1^2 s_j^2$ and $k = D - r$.
+
+    **Premises:** Gaussian i.i.d. $W_1(0)$ (any independent $W_2(0)$), convergence, and the law
+    is conditional on $V(\infty)$. They fail for orthogonal, balanced or projected inits (on the
+    invariant set $d = 0$): the law then says nothing. docs/theory.md §2(h).
+    """
+    call = "flowlin.theory.distance_law(...)"
+    check_problem(call, problem)
+    check_positive(call, "std1", std1)
+    if isinstance(final, LinearNetwork):
+        gram = final.W2 @ final.W2.T
+    else:
+        gram = as_float_array(call, "final", final)
+        if gram.shape[-2:] != (problem.m, problem.m):
+            raise ValueError(
+                f"`{call}`: final must be a flowlin.LinearNetwork or the (m, m) = "
+                f"({problem.m}, {problem.m}) Gram V(∞)V(∞)ᵀ, got shape {tuple(gram.shape)}"
+            )
+    s2 = jnp.clip(jnp.linalg.eigvalsh(0.5 * (gram + jnp.swapaxes(gram, -1, -2))), 0.0, None)
+    return DistanceLaw(jnp.asarray(std1, s2.dtype) ** 2 * s2, problem.D - problem.rank, n_terms)
+
+
+def limit_network(problem: Problem) -> LinearNetwork:
+    r"""The $h \to \infty$ limit of the paper's $\alpha = \frac12$ init at width $r + m$:
+    $U_1U_1^\top = I_r$, $VV^\top = I_m$, $U_1V^\top = 0$, so $Q(0) = \mathrm{diag}(\Sigma, I_m)$,
+    with $W_1 = [\Phi_1^\top; 0]$, $W_2 = [0, I_m]$ ($U_2 = 0$: the gap's randomness is in the
+    law, not in the network)."""
+    r, m, D = problem.rank, problem.m, problem.D
+    W1 = jnp.concatenate([problem.Phi1.T, jnp.zeros((m, D), problem.dtype)], axis=0)
+    W2 = jnp.concatenate([jnp.zeros((m, r), problem.dtype), jnp.eye(m, dtype=problem.dtype)], 1)
+    return LinearNetwork(W1, W2)
+
+
+def wide_limit_law(problem: Problem, *, t1=None) -> DistanceLaw:
+    r"""The law of $\sqrt h\cdot\|W(\infty) - W^\star\|_F$ as $h \to \infty$, for the paper's init
+    with $\alpha = \frac12$ (entries of $W_1, W_2$ i.i.d. $N(0, 1/h)$).
+
+    $Q(0) \to \mathrm{diag}(\Sigma, I_m)$, so $V(\infty)$ tends to $V_\infty(\infty)$, that of the
+    flow from `limit_network`; with $\sigma_1^2 h = 1$ the gap law's weights tend to the $s_j^2$ of
+    $V_\infty(\infty)$. For $m = 1$: $\sqrt h\,d \to \|V_\infty(\infty)\|\,\chi_{D-r}$ in law.
+
+    **Arguments:** `problem`; `t1`, the flow time of the limit flow (default: 40 divided by the
+    ICML Theorem 1 rate of the limit init, i.e. an excess loss below $e^{-40}$ of its start).
+
+    **Raises** `ValueError` if the limit flow did not converge by `t1`. docs/theory.md §2(h).
+    """
+    from .._flow import gradient_flow
+    from .._method import Gram
+    from ._rates import rate_imbalance
+
+    call = "flowlin.theory.wide_limit_law(...)"
+    check_problem(call, problem)
+    net = limit_network(problem)
+    if t1 is None:
+        rate = float(rate_imbalance(net, problem))
+        if not rate > 0:
+            raise ValueError(f"`{call}`: the limit init has no guaranteed rate; pass t1=")
+        t1 = 40.0 / rate
+    check_positive(call, "t1", t1)
+    traj = gradient_flow(net, problem, t1, saveat=jnp.asarray([0.0, t1]), method=Gram())
+    start, end = np.asarray(traj.excess_loss)[[0, -1]]
+    if not (np.isfinite(end) and end <= 1e-12 * max(start, np.finfo(float).tiny)):
+        raise ValueError(
+            f"`{call}`: the limit flow did not converge by t1 = {t1:g} (excess loss "
+            f"{end:.3g} from {start:.3g}); pass a larger t1="
+        )
+    return distance_law(traj.final_network, 1.0, problem)
+
+
+class LawFit(eqx.Module):
+    """Many runs' gaps tested against their exact laws (`law_fit`).
+
+    **Fields:** `n` (runs tested), `excluded` (runs left out: not converged or law not
+    computable), `ks_statistic`, `ks_pvalue` (Kolmogorov–Smirnov of the $F_i(d_i)$ against
+    U(0, 1)), `mean_square` (observed mean of $d^2$), `expected_mean_square` (its exact
+    expectation), `ci_low`, `ci_high` (the `level` interval of the observed mean around the
+    expectation), `z`, `level`, `status` (`"consistent"`, `"rejected"` or `"not checked"`) and
+    `reason`.
+    """
+
+    n: int
+    excluded: int
+    ks_statistic: float
+    ks_pvalue: float
+    mean_square: float
+    expected_mean_square: float
+    ci_low: float
+    ci_high: float
+    z: float
+    level: float
+    status: Literal["consistent", "rejected", "not checked"]
+    reason: str
+
+
+def law_fit(distances, laws: DistanceLaw, *, level: float = 0.99, usable=None) -> LawFit:
+    r"""Test runs' gaps $d_i$ against their laws (one `DistanceLaw` with a leading run axis).
+
+    The verdict is "rejected" when the KS test or the mean test rejects at `1 - level`,
+    "consistent" otherwise, and "not checked" (with the reason) with fewer than `MIN_RUNS`
+    usable runs. `usable` (bool per run) excludes runs whose gap is not yet the limit gap
+    (not converged). docs/theory.md §2(h).
+    """
+    from scipy import stats
+
+    call = "flowlin.theory.law_fit(...)"
+    d = np.asarray(distances, dtype=float).reshape(-1)
+    w = np.asarray(laws.weights, dtype=float).reshape(d.size, -1)
+    if not 0 < level < 1:
+        raise ValueError(f"`{call}`: level must be in (0, 1), got {level!r}")
+    u = np.asarray(laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(laws.weights.shape[:-1])))
+    u = u.reshape(-1)
+    ok = np.isfinite(d) & np.isfinite(u)
+    if usable is not None:
+        ok &= np.asarray(usable, dtype=bool).reshape(-1)
+    n, k = int(ok.sum()), laws.dof
+    mean_sq = float(np.mean(d[ok] ** 2)) if n else math.nan
+    expected = float(np.mean(k * w[ok].sum(axis=1))) if n else math.nan
+    sd = float(np.sqrt(np.sum(2 * k * (w[ok] ** 2).sum(axis=1)))) / n if n else math.nan
+    zq = float(stats.norm.ppf(0.5 + level / 2))
+    ci = (expected - zq * sd, expected + zq * sd)
+    z = (mean_sq - expected) / sd if n and sd > 0 else math.nan
+    if n < MIN_RUNS:
+        ks, p, status = math.nan, math.nan, "not checked"
+        reason = f"{n} usable run(s); a law is tested on at least {MIN_RUNS}"
+    else:
+        res = stats.kstest(u[ok], "uniform")
+        ks, p = float(res.statistic), float(res.pvalue)
+        bad_ks, bad_mean = p < 1 - level, not (ci[0] <= mean_sq <= ci[1])
+        status = "rejected" if (bad_ks or bad_mean) else "consistent"
+        reason = (
+            f"KS p = {p:.3g}; mean of d² {mean_sq:.4g} vs exact {expected:.4g} "
+            f"({level:.0%} CI [{ci[0]:.4g}, {ci[1]:.4g}]), n = {n}"
+        )
+    return LawFit(
+        n, int(d.size - n), ks, p, mean_sq, expected, ci[0], ci[1], z, level, status, reason
+    )
