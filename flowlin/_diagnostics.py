@@ -13,6 +13,14 @@ def safe_div(a, b):
     return jnp.where(ok, a / jnp.where(ok, b, 1.0), jnp.where(a == 0, 0.0, jnp.nan))
 
 
+def safe_norm(x) -> Float[Array, ""]:
+    r"""$\|x\|_F$ with a finite derivative (zero) where $x = 0$ (`jnp.sqrt` has an infinite one
+    there, and a zero cotangent times it is NaN: e.g. a drift at t = 0)."""
+    sq = jnp.sum(x**2)
+    nonzero = sq > 0
+    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
+
+
 class Reference(eqx.Module):
     r"""What the drift diagnostics compare against: the initial $W_1$, $U_1$ and $V$."""
 
@@ -52,11 +60,7 @@ def imbalance_change_norm(U1, V, U1_0, V_0) -> Float[Array, ""]:
     else:
         _, R = jnp.linalg.qr(B.T)
         change = (R * signs) @ R.T
-    # sqrt(sum x²) has an infinite derivative at 0 (Λ(0) - Λ0 = 0 exactly); the double-where
-    # keeps gradients finite there.
-    sq = jnp.sum(change**2)
-    nonzero = sq > 0
-    return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
+    return safe_norm(change)  # Λ(0) - Λ0 = 0 exactly at t = 0
 
 
 def weight_diagnostics(

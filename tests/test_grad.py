@@ -357,3 +357,32 @@ def test_scale_gradient_follows_the_wide_network_law():
         np.testing.assert_allclose([lazy, rich], 1.0, rtol=MEAN_RTOL)
     # Both widths and both scales went through one compiled function.
     assert _trace_count["n"] == 1
+
+
+# Small widths: every diagnostic saved (the imbalance drift among them) and reverse-mode
+# differentiated, at h ∈ {1, 2, r, 2(r+m) − 1}, below the width 2(r+m) from which the drift
+# is taken through a (then tall) QR. JAX has no derivative for the QR of a wide matrix.
+WIDTH_TOL = dict(rtol=1e-10, atol=1e-10)  # FD quotient error ~1e-10/6e-6 ≈ 2e-5
+WIDTH_FD_RTOL = 1e-4
+
+
+@pytest.mark.parametrize("method", [flowlin.FullWeights(), flowlin.Gram()], ids=["full", "gram"])
+def test_gradients_at_small_widths(method):
+    rng = np.random.default_rng(5)
+    problem = flowlin.Problem(rng.normal(size=(N, D)), rng.normal(size=(N, M)))
+    r = problem.rank
+    for h in (1, 2, r, 2 * (r + M) - 1):
+        G1, G2 = jnp.asarray(rng.normal(size=(h, D))), jnp.asarray(rng.normal(size=(M, h)))
+
+        @jax.jit
+        def f(scale, G1=G1, G2=G2):
+            net = flowlin.LinearNetwork(scale * G1, scale * G2)
+            traj = flowlin.gradient_flow(net, problem, 0.3, method=method, **WIDTH_TOL)
+            final = traj.final_values
+            return final["loss"] + final["distance_to_min_norm"] + traj.imbalance_drift[-1]
+
+        x = jnp.asarray(0.7)
+        grad = jax.grad(f)(x)
+        fd = (f(x * (1 + FD_STEP)) - f(x * (1 - FD_STEP))) / (2 * x * FD_STEP)
+        assert np.isfinite(grad), h
+        np.testing.assert_allclose(grad, fd, rtol=WIDTH_FD_RTOL, err_msg=f"h={h}")

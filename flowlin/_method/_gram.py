@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._diagnostics import safe_div
+from .._diagnostics import safe_div, safe_norm
 from .._gram_init import GramInit, check_gram_compatible
 from .._network import LinearNetwork, check_compatible
 from .._problem import Problem
@@ -115,7 +115,7 @@ class GramSystem(eqx.Module):
             M = jnp.concatenate([1.0 / self.sigma, -jnp.ones(Z.shape[0] - r, Z.dtype)])
             change = (Z.T * M) @ Z - (self.L.T * M) @ self.L
             scale = jnp.sum(jnp.abs(M)[:, None] * self.L**2)
-            out["imbalance_drift"] = safe_div(jnp.sqrt(jnp.sum(change**2)), scale)
+            out["imbalance_drift"] = safe_div(safe_norm(change), scale)
         if "distance_to_min_norm" in names:
             row = jnp.sum((E / sqrt_sigma[:, None]) ** 2)
             null = jnp.maximum(jnp.sum(bot * (bot @ self.J)), 0.0)  # tr(Z_b J Z_bᵀ) >= 0

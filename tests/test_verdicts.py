@@ -1,0 +1,98 @@
+"""Statuses say what happened, at every scale of the init: a tiny init (entries 1e-8, the
+papers' small-init regime) still on its plateau at t1 is `not_converged` with true verdicts
+(no false conservation violation), and converges given time; a large init (entries 30) leaves
+t = 0 (the first step follows the vector field's scale), runs out of steps as `stiff` (not as
+a plain step budget), and with `stop_at_loss` converges with every checked bound holding. The
+status reaches the dataset and `summarize_bounds`."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowlin
+from flowlin import _dataset as schema
+
+
+N, D, M, H = 6, 10, 1, 8
+TINY, LARGE = 1e-8, 30.0
+#: The statuses and verdicts asserted; both methods, one compilation each per t1 setting.
+METHODS = (flowlin.FullWeights(), flowlin.Gram())
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    A, _, Bt = np.linalg.svd(rng.normal(size=(N, D)), full_matrices=False)
+    return flowlin.Problem(A @ Bt, rng.normal(size=(N, M)))
+
+
+def _net(std):
+    rng = np.random.default_rng(1)
+    return flowlin.LinearNetwork(std * rng.normal(size=(H, D)), std * rng.normal(size=(M, H)))
+
+
+def _violated(checks):
+    return [k for k, c in checks.items() if bool(c.applicable) and not bool(c.holds)]
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_tiny_init_plateau_then_convergence(problem, method):
+    net = _net(TINY)
+    # Escaping a 1e-8 init takes ~log(1e16)/(2σ) ≈ 20 time units here: at t1 = 5 the run is
+    # still on its plateau.
+    plateau = flowlin.gradient_flow(net, problem, 5.0, method=method)
+    assert plateau.result == flowlin.RESULTS.not_converged
+    assert bool(plateau.succeeded) and not bool(plateau.converged)
+    assert float(plateau.final_values["excess_loss"]) > 0.5 * float(plateau.excess_loss[0])
+    checks = flowlin.check_bounds(plateau, net, problem)
+    assert _violated(checks) == []
+    assert bool(checks["imbalance_conserved"].applicable)  # checked, and held
+    done = flowlin.gradient_flow(net, problem, 80.0, method=method)
+    assert done.result == flowlin.RESULTS.successful and bool(done.converged)
+    checks = flowlin.check_bounds(done, net, problem)
+    assert _violated(checks) == []
+    for key in ("imbalance_conserved", "loss_imbalance", "loss_margin", "limit_identity"):
+        assert bool(checks[key].holds), key
+    # The status reaches the dataset and the summary.
+    ds = schema.trajectory_dataset(["plateau", "done"], [plateau, done], [net, net], problem)
+    np.testing.assert_array_equal(ds[schema.CONVERGED].values, [False, True])
+    np.testing.assert_array_equal(ds[schema.SUCCEEDED].values, [True, True])
+    summary = flowlin.summarize_bounds(ds)
+    assert (summary.failed, summary.not_converged) == (0, 1)
+    assert "1 reached t1 without converging" in str(summary)
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_large_init_is_stiff_not_stuck(problem, method):
+    net = _net(LARGE)
+    traj = flowlin.gradient_flow(net, problem, 25.0, method=method, max_steps=500)
+    # It left t = 0 (diffrax's first step of 0.01 overflowed and stalled it there for good).
+    assert float(traj.final_time) > 0
+    assert traj.result == flowlin.RESULTS.stiff
+    assert "stiff" in str(traj.result) and "stop_at_loss" in str(traj.result)
+    checks = flowlin.check_bounds(traj, net, problem)
+    for c in checks.values():  # nothing claimed about a run that did not finish
+        assert not bool(c.applicable) and not bool(c.holds)
+    assert int(checks["loss_imbalance"].reason) == flowlin.BoundCheck.REASONS.index(
+        "run did not succeed"
+    )
+    # With a loss threshold the run ends (converged) long before the step budget does.
+    stop = flowlin.gradient_flow(net, problem, 25.0, method=method, stop_at_loss=1e-8)
+    assert stop.result == flowlin.RESULTS.event_occurred and bool(stop.converged)
+    checks = flowlin.check_bounds(stop, net, problem)
+    assert _violated(checks) == []
+    for key in ("imbalance_conserved", "loss_margin_local", "distance_a_posteriori"):
+        assert bool(checks[key].holds), key
+
+
+def test_gram_init_fingerprint(problem):
+    """A `GramInit` start is recognised too, and another one refused."""
+    net = _net(0.3)
+    gram = flowlin.init.gram_init(net, problem)
+    traj = flowlin.gradient_flow(gram, problem, 10.0, method=flowlin.Gram(), saveat=[0.0, 10.0])
+    assert _violated(flowlin.check_bounds(traj, gram, problem, width=H)) == []
+    other = flowlin.GramInit(Q=gram.Q * 1.01, K=gram.K)
+    with pytest.raises(ValueError, match="did not start from this init"):
+        flowlin.check_bounds(traj, other, problem, width=H)
+    assert traj.init_fingerprint.shape == ((problem.rank + M) ** 2 + 2,)
+    assert jnp.isfinite(traj.state_tolerance) and float(traj.solver_rtol) == 1e-8
