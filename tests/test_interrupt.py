@@ -72,7 +72,7 @@ def _interrupt_after_first_chunk(config: pathlib.Path, out: pathlib.Path):
     return proc.returncode, stdout + stderr
 
 
-def test_sigint_then_resume_is_bit_identical(tmp_path):
+def test_sigint_then_resume_is_bit_identical(tmp_path, capsys):
     config, out = _config(tmp_path, 0.05), tmp_path / "out"
     rc, output = _interrupt_after_first_chunk(config, out)
     assert rc != 0, output[-3000:]
@@ -89,6 +89,11 @@ def test_sigint_then_resume_is_bit_identical(tmp_path):
         for name in b.data_vars:
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
     assert (out / "report.md").exists() and (out / "loss.png").exists()
+    # The configuration edited, the same --out: the old store is started over, with a note.
+    capsys.readouterr()
+    other = run_config(load_config(_config(tmp_path, 0.07)), out, progress=False)
+    assert other.attrs["chunks_resumed_from_store"] == 0
+    assert f"note: starting {out / 'store'} over, it held another sweep" in capsys.readouterr().err
 
 
 def test_degenerate_runs_are_left_out_and_listed(tmp_path):

@@ -210,7 +210,7 @@ def _open_store(shards: ShardStore, header: dict, grid: Grid, chunks) -> set[int
     try:
         done = shards.open(header, expected)
     except StoreMismatchError as e:
-        raise ValueError(
+        raise StoreMismatchError(
             f"`{shards.call}`: this store holds a different sweep (its problems, grid, "
             f"settings, package versions or chunking differ; chunks depend on chunk_size and "
             f"on the devices per chunk): {e}. Use a new store path or delete the old one"

@@ -18,8 +18,8 @@ import xarray as xr
 
 from .._dataset import all_bounds_held, netcdf_safe, versions
 from .._summary import summarize_bounds
-from .._sweep._manifest import temp_name
-from .._sweep._store import store_progress
+from .._sweep._manifest import remove, temp_name
+from .._sweep._store import StoreMismatchError, store_progress
 
 
 @dataclasses.dataclass
@@ -267,6 +267,19 @@ def resumable(store: pathlib.Path, command: str):
             file=sys.stderr,
         )
         raise
+
+
+def sweep_resumably(run, store: pathlib.Path, command: str):
+    """`run(store=store)`: a sweep kept in `store`, so that `command` run again resumes it (on
+    Ctrl-C, see `resumable`). A store left by another sweep (the command's configuration
+    changed since) belongs to no result any more: it is started over, with a note."""
+    with resumable(store, command):
+        try:
+            return run(store=store)
+        except StoreMismatchError as e:
+            print(f"note: starting {store} over, it held another sweep: {e}", file=sys.stderr)
+        remove(store)
+        return run(store=store)
 
 
 def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool) -> None:

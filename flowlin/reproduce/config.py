@@ -27,11 +27,11 @@ from ._report import (
     plottable,
     plt,
     remove_stale,
-    resumable,
     save_figure,
     save_netcdf,
     skipped_markdown,
     sweep_executor,
+    sweep_resumably,
     write_text,
 )
 
@@ -480,9 +480,9 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True) -> xr.Dataset:
     i = cfg["init"]
     ts, kw = sweep_arguments(cfg, problem)
     scales = [tuple(s) if isinstance(s, list) else s for s in i["scales"]]
-    store = out / CONFIG_STORE
-    with resumable(store, f"flowlin sweep {cfg.path} --out {out}"):
-        ds = sweep(problem, i["widths"], scales, i["seeds"], progress=progress, store=store, **kw)
+    run = functools.partial(sweep, problem, i["widths"], scales, i["seeds"], **kw)
+    command = f"flowlin sweep {cfg.path} --out {out}"
+    ds = sweep_resumably(functools.partial(run, progress=progress), out / CONFIG_STORE, command)
     stop = cfg["report"]["stop_at_loss"]
     if stop is not None:
         ds["stop_time"] = xr.apply_ufunc(
