@@ -6,6 +6,14 @@ gradient_flow (full, gram), gradient_descent, check_bounds and sweep on a small 
 so that no in-process cache hides the compilation. Target: first gradient_flow < 5 s on CPU.
 
     python benchmarks/compile_time.py [--quick]
+
+`--quick-start`: the README's quick start (n = 20, D = 80, m = 1, h = 500, 201 saves, every
+diagnostic) as a user runs it, `method=Gram()` and `method=FullWeights()`, each in fresh
+processes: without the persistent compilation cache, with a cold one (empty folder) and with
+the warm one the cold run left. First call (compile included) and the best of 5 later calls.
+Targets: first call <= 5 s, later calls <= 50 ms (gram).
+
+    python benchmarks/compile_time.py --quick-start
 """
 
 import json
@@ -129,7 +137,93 @@ def compile_times(quick: bool = False, *, echo=print, entries=None) -> dict:
     )
 
 
+QUICK_START = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import jax
+import jax.numpy as jnp
+import flowlin
+jax.config.update("jax_enable_x64", True)
+if sys.argv[2]:
+    flowlin.enable_compilation_cache(sys.argv[2])
+t_import = time.perf_counter() - t0
+key_data, key_init = jax.random.split(jax.random.key(0))
+problem = flowlin.problems.gaussian(key_data, n=20, D=80, m=1)
+net = flowlin.init.paper(key_init, D=80, m=1, h=500, alpha=0.5)
+jax.block_until_ready((problem, net))
+method = flowlin.Gram() if sys.argv[1] == "gram" else flowlin.FullWeights()
+def call():
+    return flowlin.gradient_flow(net, problem, t1=100.0, saveat=jnp.linspace(0, 100, 201),
+                                 method=method)
+t, c = time.perf_counter(), time.process_time()
+jax.block_until_ready(call())
+first, first_cpu = time.perf_counter() - t, time.process_time() - c
+later = []
+for _ in range(5):
+    t = time.perf_counter()
+    jax.block_until_ready(call())
+    later.append(time.perf_counter() - t)
+print(json.dumps(dict(import_s=t_import, first_s=first, first_cpu_s=first_cpu, later_s=min(later))))
+"""
+
+
+def quick_start(*, echo=print, methods=("gram", "full")) -> dict:
+    """The README quick start in fresh processes: no cache, cold cache, warm cache."""
+    import tempfile
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(H.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env.pop("FLOWLIN_COMPILATION_CACHE", None)
+    load_before = H.load_average()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in methods:
+            folder = str(pathlib.Path(tmp) / method)
+            for cache, path in (("none", ""), ("cold", folder), ("warm", folder)):
+                proc = subprocess.run(
+                    [sys.executable, "-c", QUICK_START, method, path],
+                    capture_output=True, text=True, env=env, check=False,
+                )  # fmt: skip
+                if proc.returncode != 0:
+                    raise RuntimeError(f"quick start ({method}) failed:\n{proc.stderr[-3000:]}")
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                load = H.load_average()
+                rows.append(dict(method=method, cache=cache, load=load[0] if load else None, **r))
+                echo(f"  {method} cache={cache}: first {r['first_s']:.2f} s, then "
+                     f"{1e3 * r['later_s']:.1f} ms")  # fmt: skip
+    echo("")
+    H.print_table(
+        rows,
+        [
+            ("method", "method", ""),
+            ("cache", "compilation cache", ""),
+            ("import_s", "import (s)", ".2f"),
+            ("first_s", "first call (s)", ".2f"),
+            ("first_cpu_s", "first call CPU (s)", ".2f"),
+            ("later_s", "later call (s)", ".4f"),
+            ("load", "load", ".1f"),
+        ],
+        echo=echo,
+    )
+    settings = dict(
+        problem="README quick start: gaussian n=20 D=80 m=1, paper init h=500 alpha=0.5, t1=100, "
+        "201 saves, all diagnostics",
+        methods=list(methods),
+        target_first_call_s=TARGET_S,
+        target_later_call_s=0.05,
+    )
+    return H.record(
+        "quick_start", settings, rows, load_before=load_before, load_after=H.load_average()
+    )
+
+
 if __name__ == "__main__":
-    args = H.parser(__doc__).parse_args()
+    p = H.parser(__doc__)
+    p.add_argument("--quick-start", action="store_true", help="the README quick start, caches")
+    args = p.parse_args()
     H.enable_x64()
-    H.finish(compile_times(args.quick), args.out, "compile_time")
+    if args.quick_start:
+        H.finish(quick_start(), args.out, "quick_start")
+    else:
+        H.finish(compile_times(args.quick), args.out, "compile_time")

@@ -16,8 +16,19 @@ between the full and gram distances to the min-norm solution over the saved time
 
     python benchmarks/width_scaling.py            # ~5 minutes on 2 cores
     python benchmarks/width_scaling.py --quick    # h <= 10^3
+
+`--from-weights`: only the gram method from materialised weights, as a user calls it
+(`gradient_flow(net, problem, t1, method=Gram())`, every default: 101 saves, all diagnostics,
+rtol 1e-8, the final network rebuilt), on n = 10, D = 30, m = 1, h = 10 … 2·10⁵, each width
+timed side by side in one process (min over interleaved repeats), and its ratio to h = 10.
+Target: the setup is O(h·D·(r+m)), and t(2·10⁵)/t(10) ≤ 5. The QR of Z0ᵀ (h×(r+m)) runs in
+jaxlib's LAPACK (OpenBLAS), whose worker threads spin on a loaded machine (10× slower at load
+10): the script sets `OPENBLAS_NUM_THREADS=1`, as the baselines do.
+
+    python benchmarks/width_scaling.py --from-weights   # ~1 minute
 """
 
+import os
 import pathlib
 import sys
 from functools import partial
@@ -165,14 +176,88 @@ def width_scaling(
     )
 
 
+#: Widths of the from-weights rows, and the target on the ratio of the widest to h = 10.
+FROM_WEIGHTS_WIDTHS = (10, 100, 1000, 10_000, 20_000, 200_000)
+FROM_WEIGHTS_TARGET = 5.0
+
+
+def from_weights(*, repeats: int = 5, widths=FROM_WEIGHTS_WIDTHS, echo=print) -> dict:
+    """Gram solves from materialised weights (every default), D = 30: time against h."""
+    import jax
+
+    import flowlin
+
+    n, D, m, t1 = 10, 30, 1, 20.0
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=n, D=D, m=m)
+    load_before = H.load_average()
+    nets = {h: flowlin.init.paper(jax.random.key(1), D, m, h, 0.5) for h in widths}
+    jax.block_until_ready(nets)
+    calls = {
+        (h, rebuild): partial(
+            flowlin.gradient_flow, nets[h], problem, t1, method=flowlin.Gram(reconstruct=rebuild)
+        )
+        for h in widths
+        for rebuild in (True, False)
+    }
+    for call in calls.values():  # compile every shape first
+        jax.block_until_ready(call())
+    best = {key: float("inf") for key in calls}
+    for _ in range(repeats):  # interleaved, so that load changes hit every width alike
+        for key, call in calls.items():
+            with H.Stopwatch() as sw:
+                jax.block_until_ready(call())
+            best[key] = min(best[key], sw.wall)
+    rows = []
+    for h in widths:
+        rows.append(
+            dict(
+                h=h,
+                run_ms=1e3 * best[(h, True)],
+                ratio=best[(h, True)] / best[(widths[0], True)],
+                run_no_rebuild_ms=1e3 * best[(h, False)],
+                ratio_no_rebuild=best[(h, False)] / best[(widths[0], False)],
+            )
+        )
+    echo(f"gram from weights, n={n} D={D} m={m} (r={problem.rank}), t1={t1}, defaults")
+    H.print_table(
+        rows,
+        [
+            ("h", "h", ".0e"),
+            ("run_ms", "run (ms)", ".2f"),
+            ("ratio", "vs h=10", ".1f"),
+            ("run_no_rebuild_ms", "run, reconstruct=False (ms)", ".2f"),
+            ("ratio_no_rebuild", "vs h=10", ".1f"),
+        ],
+        echo=echo,
+    )
+    settings = dict(
+        n=n, D=D, m=m, t1=t1, widths=list(widths), repeats=repeats, init="paper alpha=0.5",
+        call="gradient_flow(net, problem, t1, method=Gram()) with every default",
+        target_ratio=FROM_WEIGHTS_TARGET,
+    )  # fmt: skip
+    return H.record(
+        "width_scaling_from_weights",
+        settings,
+        rows,
+        load_before=load_before,
+        load_after=H.load_average(),
+    )
+
+
 if __name__ == "__main__":
     p = H.parser(__doc__)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-full", type=float, default=1e5)
     p.add_argument("--max-gram", type=float, default=1e6)
     p.add_argument("--max-wishart", type=float, default=1e9)
+    p.add_argument("--from-weights", action="store_true", help="gram from weights, D = 30")
     args = p.parse_args()
+    if args.from_weights:  # before NumPy/jaxlib load OpenBLAS (the QR of Z0ᵀ runs in it)
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     H.enable_x64()
+    if args.from_weights:
+        H.finish(from_weights(repeats=args.repeats), args.out, "width_scaling_from_weights")
+        sys.exit()
     result = width_scaling(
         args.quick,
         repeats=args.repeats,

@@ -33,6 +33,7 @@ bounded (it is a network's weights), keeps $Q = Z_rZ_r^\top$ positive semi-defin
 step-size control sees exactly the state the final weights are rebuilt from.
 """
 
+import functools
 from typing import ClassVar
 
 import equinox as eqx
@@ -57,6 +58,25 @@ def _rank_rtol(dtype, k: int) -> float:
     return 10 * k * float(jnp.finfo(dtype).eps)
 
 
+def full_float32_matmuls(fn):
+    """Trace `fn` with float32 matrix products at full float32 precision.
+
+    On NVIDIA GPUs JAX's default float32 matmul may run in TF32 (a 10-bit mantissa, relative
+    error ~1e-3): the right-hand side of the flow is then noisy at ~1e-3, far above float32's
+    1.2e-7, so the step-size controller at rtol 1e-5 rejects step after step and the results
+    are off by that much (an H200 float32 sweep was 19× slower than float64 and 2% off, where a
+    CPU, whose float32 products are exact, takes half the float64 steps). The products here are
+    (r+m)-sized: full precision costs nothing that matters. No effect in float64 or on a CPU.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
 class GramSystem(eqx.Module):
     r"""The data of the reduced system: the problem's $\Sigma$, $\tilde Y$, $L^\star$ and the
     initialization's factor $L = Z_r(0)$ and null-space Gram $J$."""
@@ -71,11 +91,13 @@ class GramSystem(eqx.Module):
     def rank(self) -> int:
         return self.Y_tilde.shape[0]
 
+    @full_float32_matmuls
     def error(self, Z: Float[Array, "k w"]) -> Float[Array, "r m"]:
         r"""$E = \tilde Y - Q_{12}$, $Q_{12} = Z_{top}Z_{bot}^\top = SU_1V^\top$."""
         r = self.rank
         return self.Y_tilde - Z[:r] @ Z[r:].T
 
+    @full_float32_matmuls
     def diagnostics(
         self, Z: Float[Array, "k w"], error_integral, names: tuple[str, ...]
     ) -> dict[str, Float[Array, ""]]:
@@ -141,6 +163,7 @@ class NetworkFrame(eqx.Module):
     Omega: Float[Array, "w h"] | None
 
 
+@full_float32_matmuls
 def from_network(net: LinearNetwork, problem: Problem):
     r"""(L, J, frame) of a network: the exact QR factorization of docs/theory.md §3.
 
@@ -163,6 +186,7 @@ def from_network(net: LinearNetwork, problem: Problem):
     return L, N @ N.T, NetworkFrame(net.W1, net.W2, Omega)
 
 
+@full_float32_matmuls
 def from_gram(gram: GramInit):
     """(L, J) of a `GramInit`: Q0 = LLᵀ by eigh, J = L⁺ K L⁺ᵀ."""
     Q0, K = gram.Q, gram.K
@@ -176,6 +200,7 @@ def from_gram(gram: GramInit):
     return L, 0.5 * (J + J.T)
 
 
+@full_float32_matmuls
 def reconstruct_network(
     Z: Float[Array, "k w"], L: Float[Array, "k w"], frame: NetworkFrame, problem: Problem
 ) -> LinearNetwork:
@@ -273,6 +298,7 @@ class Gram(AbstractFlowMethod):
         system = GramSystem(problem.sigma, problem.Y_tilde, problem.loss_star, L, J)
         return L, _GramRun(system, frame, problem)
 
+    @full_float32_matmuls
     def vector_field(self, run, y):
         Z, system = y, run.system
         r = system.rank
