@@ -30,6 +30,7 @@ from ._report import (
     save_figure,
     save_netcdf,
     sweep_executor,
+    sweep_store,
 )
 from ._sizes import Sizes
 from .paper import FIG1_AVERAGED_LOSS_STOP, FIG1_LR, PAPER_DISTANCE, PAPER_SLOPE
@@ -120,6 +121,7 @@ def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Resu
             seeds=sizes.fig1_seeds,
             key=seed + 1,
             sampling=sizes.fig1_sampling,
+            store=sweep_store("widths"),
             **common,
         )
     with stage("fig1: Wishart-sampled widths"):
@@ -129,6 +131,7 @@ def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Resu
             seeds=sizes.fig1_wishart_seeds,
             key=seed + 2,
             sampling="wishart",
+            store=sweep_store("wishart"),
             **common,
         )
     ds = add_stop_stats(ds.sel({schema.SCALE: 0.5}), ts, stop)
