@@ -101,7 +101,8 @@ class BoundCheck(eqx.Module):
     REASONS: ClassVar[tuple[str, ...]] = (
         "checked",
         "hypotheses do not hold",
-        "inputs not given (diagnostic not saved, alpha not passed, no network)",
+        "inputs not given (diagnostic not saved, no saved time to check, alpha not passed, "
+        "no network)",
         "run did not succeed",
         "below the resolution floor of the dtype at every time",
     )
@@ -119,12 +120,14 @@ def _result(ok, hypotheses, slack, checked, tightness, below=None) -> BoundCheck
     whether the run succeeded, `hypotheses` whether the bound says something, `below` the
     times where the bound is under the resolution floor (excluded where they passed)."""
     excluded = jnp.zeros_like(checked) if below is None else checked & below & (slack >= 0)
+    any_time = jnp.any(checked)  # a time to check at all (else: reason 2)
     checked = checked & ~excluded
     any_checked = jnp.any(checked)
     applicable = ok & hypotheses & any_checked
     worst = jnp.min(jnp.where(checked, slack, jnp.inf))
     nan = jnp.asarray(jnp.nan, slack.dtype)
-    reason = jnp.where(~hypotheses, 1, jnp.where(~ok, 3, jnp.where(~any_checked, 4, 0)))
+    unchecked = jnp.where(any_time, 4, 2)
+    reason = jnp.where(~hypotheses, 1, jnp.where(~ok, 3, jnp.where(~any_checked, unchecked, 0)))
     return BoundCheck(
         holds=applicable & (worst >= 0),
         applicable=applicable,

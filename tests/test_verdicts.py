@@ -81,8 +81,10 @@ def test_large_init_is_stiff_not_stuck(problem, method):
     assert stop.result == flowlin.RESULTS.event_occurred and bool(stop.converged)
     checks = flowlin.check_bounds(stop, net, problem)
     assert _violated(checks) == []
-    for key in ("imbalance_conserved", "loss_margin_local", "distance_a_posteriori"):
+    for key in ("imbalance_conserved", "distance_a_posteriori", "limit_identity"):
         assert bool(checks[key].holds), key
+    # Every save time after the stop is inf: no consecutive pair for the local form.
+    assert int(checks["loss_margin_local"].reason) == 2
 
 
 def test_gram_init_fingerprint(problem):

@@ -61,6 +61,10 @@ class _Event(eqx.Module):
 #: Explicit Runge-Kutta steps are stable up to about this many times 1/(fastest rate) (Tsit5's
 #: stability interval on the negative real axis is ~3.5).
 _STABLE_STEP_TIMES_RATE = 3.0
+#: A flow is stiff (for the status) when explicit stability alone needs more than this many
+#: steps to reach t1 (and more than half of `max_steps`): a small step budget is not
+#: stiffness.
+_STIFF_STEPS = 10_000
 #: The excess loss a run cannot resolve below, in units of (max(rtol, eps)·‖Ỹ‖_F)²: a run
 #: that ends there converged as far as its arithmetic can tell.
 _CONVERGED_FLOOR = 100.0
@@ -121,13 +125,14 @@ def initial_step(field, state0, system, t1, controller, solver, terms) -> Float[
 def _status(sol_result, finite, excess0, excess_f, steps_needed, max_steps, tol_floor):
     """The run's `RESULTS`: diffrax's, made specific: `diverged`, `not_converged` (reached t1
     with the excess loss above `CONVERGED_FRACTION` of its start and above what the arithmetic
-    resolves), `stiff` (the step budget ran out where stability alone needs more steps)."""
+    resolves), `stiff` (the step budget ran out where stability alone needs more steps than
+    the budget and than `_STIFF_STEPS`)."""
     result = RESULTS.where(finite, RESULTS.promote(sol_result), RESULTS.diverged)
     converged = (excess_f <= CONVERGED_FRACTION * excess0) | (excess_f <= tol_floor)
     result = RESULTS.where(
         (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
     )
-    stiff = steps_needed > 0.5 * max_steps
+    stiff = (steps_needed > 0.5 * max_steps) & (steps_needed > _STIFF_STEPS)
     return RESULTS.where((result == RESULTS.max_steps_reached) & stiff, RESULTS.stiff, result)
 
 
