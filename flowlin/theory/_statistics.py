@@ -23,6 +23,7 @@ index beyond the matrix's size gives 0, $[a]_+ = \max(a, 0)$.
 """
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Real
@@ -210,6 +211,12 @@ class InitStatistics(eqx.Module):
     target_sigma_r: Float[Array, ""]
 
     def __init__(self, gram: GramInit, problem: Problem):
+        # Full float32 products: on GPUs the default may be TF32 (~1e-3), far coarser than the
+        # float32 verdicts need (see flowlin._method._gram.full_float32_matmuls).
+        with jax.default_matmul_precision("highest"):
+            self._fill(gram, problem)
+
+    def _fill(self, gram: GramInit, problem: Problem) -> None:
         r = problem.rank
         self.gram = gram
         self.rank, self.m = r, problem.m
