@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "CHECK_KEYS": "._bounds",
     "BoundCheck": "._bounds",
     "check_bounds": "._bounds",
+    "enable_compilation_cache": "._cache",
     "gradient_descent": "._descent",
     "DEFAULT_MAX_STEPS": "._flow",
     "DEFAULT_TOLERANCES": "._flow",
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
         BoundCheck as BoundCheck,
         check_bounds as check_bounds,
     )
+    from ._cache import enable_compilation_cache as enable_compilation_cache
     from ._descent import gradient_descent as gradient_descent
     from ._flow import (
         DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS,
