@@ -32,7 +32,7 @@ def test_names_come_from_typed_fields(runs):
     expected = (
         {schema.time_var(k) for k in flowlin.DIAGNOSTICS}
         | {schema.final_var(k) for k in trajs[0].final_values}
-        | {schema.FINAL_TIME, schema.NUM_STEPS, schema.STATUS, schema.SUCCEEDED}
+        | {schema.FINAL_TIME, schema.NUM_STEPS, schema.STATUS, schema.SUCCEEDED, schema.CONVERGED}
         | {schema.theory_var(k) for k in flowlin.theory.QUANTITY_KEYS}
         | {schema.bound_var(b, f) for b in flowlin.CHECK_KEYS for f in schema.BOUND_FIELDS}
     )
