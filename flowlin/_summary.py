@@ -7,6 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from . import _dataset as schema
+from ._results import status_names
 
 
 #: Quantiles of the slack reported per bound.
@@ -53,12 +54,17 @@ class BoundsSummary:
     #: bounds are checked (the numbers are valid), but their late-time verdicts say nothing
     #: about the limit.
     not_converged: int = 0
+    #: How many runs ended with each `flowlin.RESULTS` status (by name).
+    statuses: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def _headline(self) -> str:
-        return (
+        out = (
             f"{self.runs} runs: {self.failed} failed (never counted as a bound holding), "
             f"{self.not_converged} reached t1 without converging"
         )
+        if self.statuses:
+            out += " (statuses: " + ", ".join(f"{k} {v}" for k, v in self.statuses.items()) + ")"
+        return out
 
     def table(self):
         """The bound rows as a `pandas.DataFrame`."""
@@ -214,7 +220,17 @@ def summarize_bounds(
         failed=int((~succeeded).sum()),
         confidence=confidence,
         not_converged=int((succeeded & ~converged).sum()),
+        statuses=_status_counts(ds),
     )
+
+
+def _status_counts(ds: xr.Dataset) -> dict[str, int]:
+    """Runs per status name (`flowlin.RESULTS`), from the stored integer codes."""
+    if schema.STATUS not in ds:
+        return {}
+    names = status_names()
+    codes, counts = np.unique(ds[schema.STATUS].values, return_counts=True)
+    return {names.get(int(c), f"code {int(c)}"): int(n) for c, n in zip(codes, counts)}
 
 
 def _bound_rows(ds: xr.Dataset, succeeded: np.ndarray) -> list[BoundRow]:

@@ -60,6 +60,7 @@ def test_tiny_init_plateau_then_convergence(problem, method):
     summary = flowlin.summarize_bounds(ds)
     assert (summary.failed, summary.not_converged) == (0, 1)
     assert "1 reached t1 without converging" in str(summary)
+    assert summary.statuses == {"successful": 1, "not_converged": 1}
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
