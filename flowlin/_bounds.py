@@ -1,8 +1,8 @@
 """Checking every bound of docs/theory.md §2 along a computed trajectory.
 
 `check_bounds` validates its inputs and hands them to one jitted `_check`, which builds what
-every check reads once (`_Observed`: the init's `InitStatistics`, the trajectory's times and
-errors, the noise levels) and merges one small function per bound family, in `CHECK_KEYS`
+every check reads once (`_resolution.Observed`: the init's `InitStatistics`, the trajectory's
+times and errors, the noise levels) and merges one small function per bound family, in `CHECK_KEYS`
 order. Theory is used through the declared internal API of `flowlin.theory` (`InitStatistics`
 and the `*_of` formulas).
 """
@@ -17,7 +17,7 @@ from ._custom_types import ScalarLike
 from ._gram_init import GramInit
 from ._network import LinearNetwork
 from ._problem import Problem
-from ._resolution import DRIFT_FACTOR, check_origin, check_tolerances
+from ._resolution import DRIFT_FACTOR, Observed, check_origin, check_tolerances, series
 from ._trajectory import Trajectory
 from .theory._distance import distance_bound_of, limit_identity_of
 from .theory._quantities import key_table
@@ -35,9 +35,6 @@ from .theory._wide import WideNetworkBound, lemma1_quantities_of, wide_network_b
 #: (each of Δ₊, Δ₋, Δ moves by ≤ 2‖δΛ‖₂; the bound's partial derivatives in them are ≤ 1, 1, 2):
 #: the slack the integrator's imbalance drift needs.
 _PROP1_LIPSCHITZ = 8.0
-#: Late-time tightness uses the last time at which the observed error is this many times above
-#: the noise level `atol·‖E(0)‖` (a ratio of two noise-level numbers says nothing).
-_RESOLVED_FACTOR = 100.0
 
 #: The keys of `check_bounds`, with the result each checks.
 CHECK_KEYS: dict[str, str] = {
@@ -105,6 +102,7 @@ class BoundCheck(eqx.Module):
         "no network)",
         "run did not succeed",
         "below the resolution floor of the dtype at every time",
+        "the trajectory did not start from this init and problem (traced check)",
     )
 
 
@@ -150,17 +148,6 @@ def _log_ratio(a, b):
     """log(a/b) for a, b >= 0, with log(x/0) = +inf and log(0/0) = +inf (a vacuous check)."""
     with_b = jnp.log(a) - jnp.log(b)
     return jnp.where(b == 0, jnp.inf, with_b)
-
-
-def _series(traj: Trajectory, name: str):
-    """A saved diagnostic with its value at the end of the run appended (None if not saved)."""
-    saved = getattr(traj, name)
-    if saved is None:
-        return None
-    final = traj.final_values.get(name)
-    if final is None:
-        return jnp.concatenate([saved, jnp.full((1,), jnp.inf, saved.dtype)])
-    return jnp.concatenate([saved, final[None]])
 
 
 def check_bounds(
@@ -259,61 +246,21 @@ def check_bounds(
         )
     rtol, atol = check_tolerances(call, trajectory, rtol, atol)
     check_delta(call, delta)
-    trajectory = check_origin(call, trajectory, gram, problem)
+    mismatch = check_origin(call, trajectory, gram, problem)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled check is reused across their values.
     h = width_of(init, width)
     h = None if h is None else jnp.asarray(h, dtype)
     alpha = None if alpha is None else jnp.asarray(alpha, dtype)
     as_array = lambda x: jnp.asarray(x, dtype)
-    return _check(trajectory, init, gram, problem, h, alpha, *map(as_array, (delta, rtol, atol)))
-
-
-class _Observed(eqx.Module):
-    """What every check reads: the init's statistics, the trajectory's times `ts` and errors
-    `err` = ‖E(t)‖ (None if `excess_loss` was not saved) with the end of the run appended, which
-    of them can be checked (`finite_t`, `err_ok`) or are above the noise (`resolved`), whether
-    the solve succeeded (`ok`), and the tolerances with their noise levels for errors
-    (`e_noise`) and distances (`d_noise`)."""
-
-    stats: InitStatistics
-    ok: Bool[Array, ""]
-    ts: Float[Array, " times"]
-    finite_t: Bool[Array, " times"]
-    err: Float[Array, " times"] | None
-    err_ok: Bool[Array, " times"] | None
-    resolved: Bool[Array, " times"] | None
-    e_noise: Float[Array, ""]
-    d_noise: Float[Array, ""]
-    rtol: Float[Array, ""]
-    atol: Float[Array, ""]
-
-    def __init__(self, trajectory: Trajectory, stats: InitStatistics, problem: Problem, rtol, atol):
-        dtype = stats.gram.Q.dtype
-        self.stats, self.rtol, self.atol = stats, rtol, atol
-        self.ok = trajectory.succeeded
-        distance_scale = stats.distance_initial + jnp.sqrt(jnp.sum(problem.min_norm**2))
-        self.e_noise = atol * (stats.error_norm + jnp.sqrt(jnp.sum(problem.Y_tilde**2)))
-        self.d_noise = atol * distance_scale
-        self.ts = jnp.concatenate([trajectory.ts, trajectory.final_time[None]]).astype(dtype)
-        self.finite_t = jnp.isfinite(self.ts)
-        excess = _series(trajectory, "excess_loss")
-        if excess is None:
-            self.err = self.err_ok = self.resolved = None
-        else:
-            self.err = jnp.sqrt(2 * jnp.maximum(excess, 0))
-            self.err_ok = self.finite_t & jnp.isfinite(self.err)
-            self.resolved = self.err_ok & (self.err > _RESOLVED_FACTOR * self.e_noise)
-
-    @property
-    def dtype(self):
-        return self.ts.dtype
+    tols = map(as_array, (delta, rtol, atol))
+    return _check(trajectory, init, gram, problem, h, alpha, *tols, mismatch=mismatch)
 
 
 @eqx.filter_jit
-def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
+def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol, *, mismatch=None):
     """Every family of checks on one trajectory, merged in `CHECK_KEYS` order."""
-    obs = _Observed(trajectory, InitStatistics(gram, problem), problem, rtol, atol)
+    obs = Observed(trajectory, InitStatistics(gram, problem), problem, rtol, atol)
     wide = None if h is None or alpha is None else wide_network_bound_of(h, alpha, delta, problem)
     out = {
         **_check_conservation(trajectory, obs),
@@ -323,13 +270,27 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol):
         **_check_limit_identity(trajectory, init, problem, obs),
         **_check_lemma1(obs, wide),
     }
+    if mismatch is not None:  # traced: not this init/problem (see `check_origin`)
+        out = {k: _refused(c, mismatch) for k, c in out.items()}
     return {k: out[k] for k in CHECK_KEYS}
 
 
-def _check_conservation(trajectory: Trajectory, obs: _Observed) -> dict[str, BoundCheck]:
+def _refused(c: BoundCheck, mismatch) -> BoundCheck:
+    nan = jnp.asarray(jnp.nan, c.worst_slack.dtype)
+    return BoundCheck(
+        c.holds & ~mismatch,
+        c.applicable & ~mismatch,
+        jnp.where(mismatch, nan, c.worst_slack),
+        jnp.where(mismatch, nan, c.tightness),
+        c.excluded,
+        jnp.where(mismatch, 5, c.reason).astype(jnp.int32),
+    )
+
+
+def _check_conservation(trajectory: Trajectory, obs: Observed) -> dict[str, BoundCheck]:
     """(a) conservation of Λ: `imbalance_drift` <= atol + the drift the integrator's error
     allows (see `check_bounds`)."""
-    drift = _series(trajectory, "imbalance_drift")
+    drift = series(trajectory, "imbalance_drift")
     if drift is None:
         return {"imbalance_conserved": _not_applicable(obs.dtype)}
     tol = obs.atol
@@ -346,7 +307,7 @@ def _check_conservation(trajectory: Trajectory, obs: _Observed) -> dict[str, Bou
     }
 
 
-def _check_envelopes(obs: _Observed) -> dict[str, BoundCheck]:
+def _check_envelopes(obs: Observed) -> dict[str, BoundCheck]:
     """(b), (d) the loss envelopes from t = 0 (ICML Theorem 1, v2 Theorem 3) and v2 Theorem 3's
     local form between consecutive checked times."""
     stats, err, ts = obs.stats, obs.err, obs.ts
@@ -385,10 +346,10 @@ def _check_envelopes(obs: _Observed) -> dict[str, BoundCheck]:
     }
 
 
-def _check_rate(trajectory: Trajectory, obs: _Observed) -> dict[str, BoundCheck]:
+def _check_rate(trajectory: Trajectory, obs: Observed) -> dict[str, BoundCheck]:
     """(c) v2 Proposition 1 at every saved time."""
-    rate = _series(trajectory, "rate")
-    sigma = _series(trajectory, "product_min_singular_value")
+    rate = series(trajectory, "rate")
+    sigma = series(trajectory, "product_min_singular_value")
     if rate is None or sigma is None:
         return {"rate_instantaneous": _not_applicable(obs.dtype)}
     stats = obs.stats
@@ -404,11 +365,11 @@ def _check_rate(trajectory: Trajectory, obs: _Observed) -> dict[str, BoundCheck]
 
 
 def _check_distances(
-    trajectory: Trajectory, obs: _Observed, wide: WideNetworkBound | None
+    trajectory: Trajectory, obs: Observed, wide: WideNetworkBound | None
 ) -> dict[str, BoundCheck]:
     """(f), (g) distances: ‖W(t) - W*‖ <= sqrt(B(t)² + ‖E(t)‖²/λr), B deterministic (§2(f)),
     a-posteriori (§2(f)) or ICML Theorem 2's."""
-    distance = _series(trajectory, "distance_to_min_norm")
+    distance = series(trajectory, "distance_to_min_norm")
     stats = obs.stats
 
     def distance_check(B, applicable):
@@ -422,7 +383,7 @@ def _check_distances(
         return _result(obs.ok, applicable, slack, checked, tight, bound < obs.d_noise)
 
     out = {"distance_deterministic": distance_check(distance_bound_of(stats, None), stats.c > 0)}
-    integral = _series(trajectory, "error_integral")
+    integral = series(trajectory, "error_integral")
     if integral is None:
         out["distance_a_posteriori"] = _not_applicable(obs.dtype)
     else:
@@ -437,7 +398,7 @@ def _check_distances(
 
 
 def _check_limit_identity(
-    trajectory: Trajectory, init, problem: Problem, obs: _Observed
+    trajectory: Trajectory, init, problem: Problem, obs: Observed
 ) -> dict[str, BoundCheck]:
     """(e) ICML Proposition 1 at the end of the run (needs the init's network)."""
     final = trajectory.final_network
@@ -458,7 +419,7 @@ def _check_limit_identity(
     }
 
 
-def _check_lemma1(obs: _Observed, wide: WideNetworkBound | None) -> dict[str, BoundCheck]:
+def _check_lemma1(obs: Observed, wide: WideNetworkBound | None) -> dict[str, BoundCheck]:
     """(g) ICML Lemma 1, about the init itself (no tolerance)."""
     keys = ("lemma1_imbalance", "lemma1_residual", "lemma1_product")
     if wide is None:

@@ -1,6 +1,7 @@
 """What a dtype and a solve can resolve, for `flowlin.check_bounds` (internal API): the
 default tolerances derived from the dtype and the solver's tolerances, the once-per-process
-float32 warning, and the check that a trajectory started where `check_bounds` is told."""
+float32 warning, the check that a trajectory started where `check_bounds` is told, and
+`Observed`: what every check reads, with the noise levels below which nothing is resolved."""
 
 import warnings
 
@@ -8,10 +9,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array, Bool, Float
 
 from ._errors import check_positive, is_concrete
 from ._problem import Problem
 from ._trajectory import Trajectory, init_fingerprint
+from .theory._statistics import InitStatistics
 
 
 #: Floor of the default relative tolerance of `check_bounds` (the float64 default: 100× the
@@ -31,6 +34,10 @@ DRIFT_FACTOR = 10.0
 #: A recorded init fingerprint matches when every entry agrees to this many epsilons of the
 #: trajectory's dtype, relative to its scale (different summation orders, padded units).
 _FINGERPRINT_EPS = 1e4
+
+#: Late-time tightness uses the last time at which the observed error is this many times above
+#: the noise level `atol·‖E(0)‖` (a ratio of two noise-level numbers says nothing).
+RESOLVED_FACTOR = 100.0
 
 _warned = False
 
@@ -77,12 +84,14 @@ def check_tolerances(call: str, trajectory: Trajectory, rtol, atol):
     return (default if rtol is None else rtol), (default if atol is None else atol)
 
 
-def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem) -> Trajectory:
+def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem):
     """Refuse an `init`/`problem` the trajectory did not start from (its recorded
-    `init_fingerprint`); returns the trajectory (with a runtime check attached when traced)."""
+    `init_fingerprint`) with a `ValueError`. When traced (under `vmap`/`jit`, e.g. in a
+    sweep) nothing can be raised: returns the mismatch as a boolean array, which makes every
+    bound not applicable with `reason` 5; else `None`."""
     recorded = trajectory.init_fingerprint
     if recorded is None:
-        return trajectory
+        return None
     dtype = recorded.dtype
     claimed = init_fingerprint(gram.Q.astype(dtype), problem).astype(dtype)
     if claimed.shape != recorded.shape:
@@ -111,6 +120,57 @@ def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem) -> T
         if bool(np.asarray(q_bad)) or bool(np.asarray(s_bad)):
             what = "the init's statistics Q0" if bool(q_bad) else "the data's Ỹ or L*"
             raise ValueError(message.format(what=what))
-        return trajectory
-    bad = q_bad | s_bad
-    return eqx.error_if(trajectory, bad, message.format(what="init or data"))
+        return None
+    return q_bad | s_bad
+
+
+def series(traj: Trajectory, name: str):
+    """A saved diagnostic with its value at the end of the run appended (None if not saved)."""
+    saved = getattr(traj, name)
+    if saved is None:
+        return None
+    final = traj.final_values.get(name)
+    if final is None:
+        return jnp.concatenate([saved, jnp.full((1,), jnp.inf, saved.dtype)])
+    return jnp.concatenate([saved, final[None]])
+
+
+class Observed(eqx.Module):
+    """What every check reads: the init's statistics, the trajectory's times `ts` and errors
+    `err` = ‖E(t)‖ (None if `excess_loss` was not saved) with the end of the run appended, which
+    of them can be checked (`finite_t`, `err_ok`) or are above the noise (`resolved`), whether
+    the solve succeeded (`ok`), and the tolerances with their noise levels for errors
+    (`e_noise`) and distances (`d_noise`)."""
+
+    stats: InitStatistics
+    ok: Bool[Array, ""]
+    ts: Float[Array, " times"]
+    finite_t: Bool[Array, " times"]
+    err: Float[Array, " times"] | None
+    err_ok: Bool[Array, " times"] | None
+    resolved: Bool[Array, " times"] | None
+    e_noise: Float[Array, ""]
+    d_noise: Float[Array, ""]
+    rtol: Float[Array, ""]
+    atol: Float[Array, ""]
+
+    def __init__(self, trajectory: Trajectory, stats: InitStatistics, problem: Problem, rtol, atol):
+        dtype = stats.gram.Q.dtype
+        self.stats, self.rtol, self.atol = stats, rtol, atol
+        self.ok = trajectory.succeeded
+        distance_scale = stats.distance_initial + jnp.sqrt(jnp.sum(problem.min_norm**2))
+        self.e_noise = atol * (stats.error_norm + jnp.sqrt(jnp.sum(problem.Y_tilde**2)))
+        self.d_noise = atol * distance_scale
+        self.ts = jnp.concatenate([trajectory.ts, trajectory.final_time[None]]).astype(dtype)
+        self.finite_t = jnp.isfinite(self.ts)
+        excess = series(trajectory, "excess_loss")
+        if excess is None:
+            self.err = self.err_ok = self.resolved = None
+        else:
+            self.err = jnp.sqrt(2 * jnp.maximum(excess, 0))
+            self.err_ok = self.finite_t & jnp.isfinite(self.err)
+            self.resolved = self.err_ok & (self.err > RESOLVED_FACTOR * self.e_noise)
+
+    @property
+    def dtype(self):
+        return self.ts.dtype

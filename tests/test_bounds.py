@@ -111,11 +111,18 @@ def test_a_wrong_init_is_caught(wide):
     ):
         with pytest.raises(ValueError, match="did not start from this init and problem"):
             flowlin.check_bounds(traj, claimed, other, alpha=ALPHA)
-    # Under vmap (traced), the same refusal is a runtime error.
-    with pytest.raises(Exception, match="did not start from this init and problem"):
-        eqx.filter_vmap(lambda t, n: flowlin.check_bounds(t, n, problem))(
-            trajs, jax.tree.map(lambda x: x[::-1], nets)
-        )
+    # Under vmap (traced, as in a sweep), nothing can be raised: every bound of a mismatched
+    # row is not applicable, with the reason; the matching (middle) row is unaffected.
+    swapped = jax.tree.map(lambda x: x[::-1], nets)
+    checks = eqx.filter_vmap(lambda t, n: flowlin.check_bounds(t, n, problem))(trajs, swapped)
+    reason = flowlin.BoundCheck.REASONS.index(
+        "the trajectory did not start from this init and problem (traced check)"
+    )
+    others = np.array([0, 1, 3, 4])
+    for key, c in checks.items():
+        np.testing.assert_array_equal(np.asarray(c.reason)[others], reason, err_msg=key)
+        assert not np.any(np.asarray(c.applicable)[others]), key
+    assert int(checks["loss_imbalance"].reason[2]) == 0 and bool(checks["loss_imbalance"].holds[2])
     # A trajectory whose losses decay 100x slower than the flow's (excess loss raised to the
     # power 1/100 of its decay) breaks Theorem 1's promise.
     e0 = traj.excess_loss[0]
