@@ -53,6 +53,10 @@ NUM_STEPS = "num_steps"
 STATUS = "status"
 SUCCEEDED = "succeeded"
 CONVERGED = "converged"
+#: The exact law of the implicit-bias gap, per run (`flowlin.theory.run_law`, docs/theory.md
+#: §2(h)): d/(σ1‖V(∞)‖), F(d), E[d² | V(∞)], Var[d² | V(∞)], and whether d is the limit gap.
+LAW_VARS = ("law_standardized_gap", "law_quantile", "law_mean_square", "law_variance_square")
+LAW_USABLE = "law_usable"
 
 #: The fields of a `flowlin.BoundCheck`, one stored variable each per bound.
 BOUND_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BoundCheck))
@@ -121,14 +125,16 @@ def record(
     traj: Trajectory,
     quantities: Mapping | None = None,
     checks: Mapping[str, BoundCheck] | None = None,
+    law=None,
     *,
     dtype=None,
 ) -> dict[str, jax.Array]:
     """Flatten one run into its record (works under `jit`/`vmap`).
 
-    **Arguments:** `traj`; optionally `quantities` (`flowlin.theory.quantities`) and `checks`
-    (`flowlin.check_bounds`); `dtype`: cast every quantity to it (a sweep stores one float
-    dtype, so the `*_applies` flags become 0/1).
+    **Arguments:** `traj`; optionally `quantities` (`flowlin.theory.quantities`), `checks`
+    (`flowlin.check_bounds`) and `law` (`flowlin.theory.run_law`: the `LAW_VARS` and
+    `LAW_USABLE`); `dtype`: cast every quantity to it (a sweep stores one float dtype, so the
+    `*_applies` flags become 0/1).
 
     A failed run never counts as a bound holding: `applicable` is and-ed with `succeeded`, and
     `holds` with `applicable`.
@@ -148,6 +154,10 @@ def record(
         fields["applicable"] = c.applicable & succeeded
         fields["holds"] = c.holds & fields["applicable"]
         out.update({bound_var(name, f): v for f, v in fields.items()})
+    if law is not None:
+        values = (law.standardized, law.quantile, law.law.mean_square(), law.law.variance_square())
+        out.update({k: jnp.asarray(v, dtype) for k, v in zip(LAW_VARS, values)})
+        out[LAW_USABLE] = law.usable & succeeded
     return out
 
 

@@ -8,6 +8,7 @@ import xarray as xr
 
 from . import _dataset as schema
 from ._results import status_names
+from .theory._law import MIN_RUNS, LawFit, fit_values
 
 
 #: Quantiles of the slack reported per bound.
@@ -42,6 +43,15 @@ class SlopeRow:
 
 
 @dataclasses.dataclass
+class LawRow:
+    """One width cell's gaps against their exact law (docs/theory.md §2(h))."""
+
+    scale: float | str
+    width: int
+    fit: LawFit
+
+
+@dataclasses.dataclass
 class BoundsSummary:
     """Result of `flowlin.summarize_bounds`: print it, or `.to_markdown()` for a report."""
 
@@ -54,6 +64,9 @@ class BoundsSummary:
     #: bounds are checked (the numbers are valid), but their late-time verdicts say nothing
     #: about the limit.
     not_converged: int = 0
+    #: Per (scale, width) cell: the gaps tested against their exact law (empty when the sweep
+    #: did not record it).
+    laws: list[LawRow] = dataclasses.field(default_factory=list)
     #: How many runs ended with each `flowlin.RESULTS` status (by name).
     statuses: dict[str, int] = dataclasses.field(default_factory=dict)
 
@@ -114,6 +127,25 @@ class BoundsSummary:
         ]
         return head, body
 
+    def _law_rows(self):
+        head = ["scale", "width", "law", "runs", "left out", "KS p", "mean d²", "exact E d²",
+                "CI"]  # fmt: skip
+        body = [
+            [
+                str(r.scale),
+                str(r.width),
+                r.fit.status,
+                str(r.fit.n),
+                str(r.fit.excluded),
+                _fmt(r.fit.ks_pvalue),
+                _fmt(r.fit.mean_square, "{:.4g}"),
+                _fmt(r.fit.expected_mean_square, "{:.4g}"),
+                f"[{_fmt(r.fit.ci_low, '{:.4g}')}, {_fmt(r.fit.ci_high, '{:.4g}')}]",
+            ]
+            for r in self.laws
+        ]
+        return head, body
+
     def __str__(self) -> str:
         lines = [self._headline()]
         head, body = self._rows()
@@ -121,6 +153,9 @@ class BoundsSummary:
         if self.slopes:
             lines.append("")
             lines += _text_table(*self._slope_rows())
+        if self.laws:
+            lines.append("")
+            lines += _text_table(*self._law_rows())
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -128,6 +163,16 @@ class BoundsSummary:
         out += md_table(*self._rows()).splitlines()
         if self.slopes:
             out += ["", *md_table(*self._slope_rows()).splitlines()]
+        if self.laws:
+            level = self.laws[0].fit.level
+            out += [
+                "",
+                f"Implicit-bias gap against its exact law (docs/theory.md §2(h)), per width: "
+                f"KS test of F(d) and the mean of d² against its exact expectation, at the "
+                f"{1 - level:.0%} level; 'not checked' below {MIN_RUNS} usable runs.",
+                "",
+                *md_table(*self._law_rows()).splitlines(),
+            ]
         return "\n".join(out) + "\n"
 
 
@@ -180,6 +225,7 @@ def summarize_bounds(
     *,
     distance: str = schema.final_var("distance_to_min_norm"),
     confidence: float = 0.95,
+    law_level: float = 0.99,
 ) -> BoundsSummary:
     r"""Summarize a `flowlin.sweep` result: the in-bulk verdict on every bound.
 
@@ -192,6 +238,10 @@ def summarize_bounds(
     For a sweep over widths, the least-squares slope of $\log\|W(\infty) - W^\star\|_F$ against
     $\log h$ (per scale, pooled over seeds and problems) with a `confidence` interval from the
     t distribution — ICML Theorem 2 predicts $-1/2$ at $\alpha = 1/2$.
+
+    Where the sweep recorded the gap's exact law (`flowlin.theory.run_law`; every Gaussian
+    init), per (scale, width) cell: the gaps tested against it (`flowlin.theory.law_fit`, at
+    `law_level`), with how many runs were left out (not converged).
 
     **Returns:** a `BoundsSummary`; `print` it, or `.to_markdown()`, or `.table()` for pandas.
     """
@@ -221,6 +271,7 @@ def summarize_bounds(
         confidence=confidence,
         not_converged=int((succeeded & ~converged).sum()),
         statuses=_status_counts(ds),
+        laws=_law_rows(ds, law_level),
     )
 
 
@@ -290,3 +341,19 @@ def _slope_rows(ds: xr.Dataset, distance: str, confidence: float) -> list[SlopeR
                 )
                 slopes.append(SlopeRow(label, slope, lo, hi, n, ws))
     return slopes
+
+
+def _law_rows(ds: xr.Dataset, level: float) -> list[LawRow]:
+    """Per (scale, width) cell, the recorded gaps tested against their exact law."""
+    names = (schema.final_var("distance_to_min_norm"), *schema.LAW_VARS, schema.LAW_USABLE)
+    if not all(n in ds for n in names) or schema.WIDTH not in ds.dims:
+        return []
+    scales = ds[schema.SCALE].values if schema.SCALE in ds.dims else [None]
+    rows = []
+    for s in scales:
+        cell_ds = ds if s is None else ds.sel({schema.SCALE: s})
+        for w in cell_ds[schema.WIDTH].values:
+            d, _, u, mu, var, usable = (cell_ds.sel({schema.WIDTH: w})[n].values for n in names)
+            fit = fit_values(d, u, mu, var, usable=usable.astype(bool), level=level)
+            rows.append(LawRow("all" if s is None else float(s), int(w), fit))
+    return rows

@@ -44,6 +44,9 @@ class Trajectory(eqx.Module):
     - `final_network`: the network where the run ended (for the gram method, rebuilt from the
       reduced state when it started from a `LinearNetwork`; `None` when it started from a
       `flowlin.GramInit` or with `flowlin.Gram(reconstruct=False)`).
+    - `final_output_gram`: $V V^\top = W_2W_2^\top$ ($m\times m$) where the run ended, for
+      every method (also from a `GramInit`): its eigenvalues $s_j^2$ set the exact law of the
+      implicit-bias gap (`flowlin.theory.run_law`, docs/theory.md §2(h)).
     - `final_time`: the time the run ended ($t_1$, or the time the excess loss crossed
       `stop_at_loss`).
     - `final_values`: dict of the requested diagnostics at `final_time`.
@@ -90,6 +93,7 @@ class Trajectory(eqx.Module):
     solver_atol: Float[Array, "*batch"] | None = None
     state_norm: Float[Array, "*batch"] | None = None
     state_tolerance: Float[Array, "*batch"] | None = None
+    final_output_gram: Float[Array, "*batch m m"] | None = None
 
     @property
     def succeeded(self) -> Bool[Array, "*batch"]:

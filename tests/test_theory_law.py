@@ -154,3 +154,41 @@ def test_wide_limit_law_matches_wishart_widths():
         laws = DistanceLaw(jnp.broadcast_to(limit.weights, (400, problem.m)), limit.dof)
         fit = law_fit(scaled, laws, level=0.99)
         assert fit.status == "consistent", (h, fit.reason)
+
+
+def test_run_law_per_run_and_not_applicable_outside_the_premises():
+    """`run_law` from each method agrees with `distance_law` of the final network; a balanced
+    (non-Gaussian) init is reported "not applicable", never "consistent"."""
+    problem = _problem("two_outputs")
+    net = gaussian(jax.random.PRNGKey(3), problem, 12, 12**-0.5, 0.7)
+    for method in (flowlin.FullWeights(), flowlin.Gram()):
+        traj = flowlin.gradient_flow(net, problem, 60.0, method=method)
+        run = flowlin.theory.run_law(traj, 12**-0.5, problem)
+        direct = distance_law(traj.final_network, 12**-0.5, problem)
+        np.testing.assert_allclose(run.law.weights, direct.weights, rtol=1e-9)
+        np.testing.assert_allclose(run.quantile, direct.cdf(run.gap), rtol=1e-9)
+        assert bool(run.usable) and bool(run.applies)
+
+    def balanced(key):
+        net = flowlin.init.balanced_like(gaussian(key, problem, 12, 0.3, 0.3), problem, key=key)
+        traj = flowlin.gradient_flow(net, problem, 60.0, method=flowlin.Gram())
+        return flowlin.theory.run_law(traj, None, problem)
+
+    runs = jax.vmap(balanced)(jax.random.split(jax.random.PRNGKey(4), 30))
+    fit = law_fit(runs)
+    assert fit.status == "not applicable" and fit.n == 0
+
+
+def test_sweep_records_the_law_and_summary_tests_it_per_width():
+    problem = _problem("full_rank")
+    ds = flowlin.sweep(
+        problem, [8, 40], scales=[0.5], seeds=range(40), init="paper",
+        method=flowlin.Gram(), t1=60.0, progress=False,
+    )  # fmt: skip
+    assert bool(ds.law_usable.all())
+    # the recorded standardized gap is d/(σ1‖V(∞)‖) with σ1 = h^(-1/2): E[(std gap)²] = D - r
+    k, z2 = problem.D - problem.rank, (ds.law_standardized_gap**2).values.ravel()
+    assert abs(z2.mean() - k) < 4 * np.sqrt(2 * k / z2.size)  # χ²_k: mean k, variance 2k
+    rows = flowlin.summarize_bounds(ds).laws
+    assert [(r.width, r.fit.status) for r in rows] == [(8, "consistent"), (40, "consistent")]
+    assert "exact E d²" in flowlin.summarize_bounds(ds).to_markdown()

@@ -84,3 +84,8 @@ class AbstractFlowMethod(eqx.Module):
     def final_network(self, system: eqx.Module, y: PyTree[Array]) -> LinearNetwork | None:
         """The network at state `y` (or `None` where the method cannot or was told not to
         rebuild it)."""
+
+    @abc.abstractmethod
+    def output_gram(self, system: eqx.Module, y: PyTree[Array]) -> Float[Array, "m m"]:
+        r"""$V V^\top = W_2W_2^\top$ at state `y` (the law of the implicit-bias gap,
+        docs/theory.md §2(h), is set by its eigenvalues at the end of the run)."""

@@ -85,5 +85,8 @@ class FullWeights(AbstractFlowMethod):
     def final_network(self, system, y):
         return LinearNetwork(y[0], y[1])
 
+    def output_gram(self, system, y):
+        return y[1] @ y[1].T
+
 
 FullWeights.__init__.__doc__ = """**Arguments:** none."""

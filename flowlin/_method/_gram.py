@@ -327,6 +327,12 @@ class Gram(AbstractFlowMethod):
             )
         return diag, nets
 
+    @full_float32_matmuls
+    def output_gram(self, run, y):
+        # V = Z_r[r:] Ω with Ω's rows orthonormal, so V Vᵀ = Z_r[r:] Z_r[r:]ᵀ.
+        V = y[run.system.rank :]
+        return V @ V.T
+
     def final_network(self, run, y):
         reconstruct = self.reconstruct
         if run.frame is None or reconstruct is False:

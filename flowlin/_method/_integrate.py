@@ -246,6 +246,7 @@ def integrate(
         diag,
         networks=nets,
         final_network=method.final_network(system, y_f),
+        final_output_gram=method.output_gram(system, y_f),
         final_time=final_time,
         final_values=method.diagnostics(system, y_f, integral_f, names),
         result=result,

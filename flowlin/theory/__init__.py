@@ -26,8 +26,10 @@ from ._imbalance import (
 from ._law import (
     DistanceLaw as DistanceLaw,
     LawFit as LawFit,
+    RunLaw as RunLaw,
     distance_law as distance_law,
     law_fit as law_fit,
+    run_law as run_law,
     wide_limit_law as wide_limit_law,
 )
 from ._quantities import QUANTITY_KEYS as QUANTITY_KEYS, quantities as quantities

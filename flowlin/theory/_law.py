@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammainc, gammaln
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from .._errors import as_float_array, check_positive
 from .._network import LinearNetwork
@@ -40,6 +40,8 @@ from .._problem import Problem, check_problem
 LAW_TOLERANCE = 1e-8
 #: Fewest runs for which `law_fit` gives a verdict.
 MIN_RUNS = 20
+#: Why `law_fit` says "not applicable".
+NOT_GAUSSIAN = "the law's premises fail: W1(0) is not i.i.d. Gaussian (run_law with std1=None)"
 
 
 class DistanceLaw(eqx.Module):
@@ -238,8 +240,8 @@ class LawFit(eqx.Module):
     computable), `ks_statistic`, `ks_pvalue` (Kolmogorov–Smirnov of the $F_i(d_i)$ against
     U(0, 1)), `mean_square` (observed mean of $d^2$), `expected_mean_square` (its exact
     expectation), `ci_low`, `ci_high` (the `level` interval of the observed mean around the
-    expectation), `z`, `level`, `status` (`"consistent"`, `"rejected"` or `"not checked"`) and
-    `reason`.
+    expectation), `z`, `level`, `status` (`"consistent"`, `"rejected"`, `"not checked"`, or
+    `"not applicable"` where the law's premises fail) and `reason`.
     """
 
     n: int
@@ -252,34 +254,55 @@ class LawFit(eqx.Module):
     ci_high: float
     z: float
     level: float
-    status: Literal["consistent", "rejected", "not checked"]
+    status: Literal["consistent", "rejected", "not checked", "not applicable"]
     reason: str
 
 
-def law_fit(distances, laws: DistanceLaw, *, level: float = 0.99, usable=None) -> LawFit:
-    r"""Test runs' gaps $d_i$ against their laws (one `DistanceLaw` with a leading run axis).
+def law_fit(
+    distances, laws: DistanceLaw | None = None, *, level: float = 0.99, usable=None
+) -> LawFit:
+    r"""Test runs' gaps $d_i$ against their laws (one `DistanceLaw` with a leading run axis),
+    or a batch of `RunLaw`s (`run_law` under `vmap`) passed alone.
 
     The verdict is "rejected" when the KS test or the mean test rejects at `1 - level`,
-    "consistent" otherwise, and "not checked" (with the reason) with fewer than `MIN_RUNS`
-    usable runs. `usable` (bool per run) excludes runs whose gap is not yet the limit gap
-    (not converged). docs/theory.md §2(h).
+    "consistent" otherwise, "not checked" (with the reason) with fewer than `MIN_RUNS`
+    usable runs, and "not applicable" for `RunLaw`s of inits outside the law's premises.
+    `usable` (bool per run) excludes runs whose gap is not yet the limit gap (not converged;
+    `RunLaw.usable`). docs/theory.md §2(h).
     """
+    if isinstance(distances, RunLaw):
+        runs = distances
+        if not bool(np.any(np.asarray(runs.applies))):
+            nan = math.nan
+            return LawFit(0, int(np.size(runs.gap)), nan, nan, nan, nan, nan, nan, nan, level,
+                          "not applicable", NOT_GAUSSIAN)  # fmt: skip
+        usable = np.asarray(runs.usable) & np.asarray(runs.applies)
+        distances, laws = runs.gap, runs.law
+    elif laws is None:
+        raise TypeError("`flowlin.theory.law_fit(...)`: pass laws= with the distances")
+    d = np.asarray(distances, dtype=float).reshape(-1)
+    u = laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(laws.weights.shape[:-1]))
+    return fit_values(d, u, laws.mean_square(), laws.variance_square(), usable=usable, level=level)
+
+
+def fit_values(d, u, mean_square, variance_square, *, usable=None, level=0.99) -> LawFit:
+    """`law_fit` from per-run values (internal API, shared with `flowlin.summarize_bounds`):
+    gaps `d`, their CDF values `u`, and the conditional mean and variance of $d^2$."""
     from scipy import stats
 
     call = "flowlin.theory.law_fit(...)"
-    d = np.asarray(distances, dtype=float).reshape(-1)
-    w = np.asarray(laws.weights, dtype=float).reshape(d.size, -1)
     if not 0 < level < 1:
         raise ValueError(f"`{call}`: level must be in (0, 1), got {level!r}")
-    u = np.asarray(laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(laws.weights.shape[:-1])))
-    u = u.reshape(-1)
-    ok = np.isfinite(d) & np.isfinite(u)
+    d, u, mu, var = (
+        np.asarray(a, dtype=float).reshape(-1) for a in (d, u, mean_square, variance_square)
+    )
+    ok = np.isfinite(d) & np.isfinite(u) & np.isfinite(mu) & np.isfinite(var)
     if usable is not None:
         ok &= np.asarray(usable, dtype=bool).reshape(-1)
-    n, k = int(ok.sum()), laws.dof
+    n = int(ok.sum())
     mean_sq = float(np.mean(d[ok] ** 2)) if n else math.nan
-    expected = float(np.mean(k * w[ok].sum(axis=1))) if n else math.nan
-    sd = float(np.sqrt(np.sum(2 * k * (w[ok] ** 2).sum(axis=1)))) / n if n else math.nan
+    expected = float(np.mean(mu[ok])) if n else math.nan
+    sd = float(np.sqrt(np.sum(var[ok]))) / n if n else math.nan
     zq = float(stats.norm.ppf(0.5 + level / 2))
     ci = (expected - zq * sd, expected + zq * sd)
     z = (mean_sq - expected) / sd if n and sd > 0 else math.nan
@@ -298,3 +321,61 @@ def law_fit(distances, laws: DistanceLaw, *, level: float = 0.99, usable=None) -
     return LawFit(
         n, int(d.size - n), ks, p, mean_sq, expected, ci[0], ci[1], z, level, status, reason
     )
+
+
+class RunLaw(eqx.Module):
+    r"""One run's gap against its exact law (`run_law`); works under `jit`/`vmap`.
+
+    **Fields:** `law` (the `DistanceLaw` given the run's $V(\infty)$), `gap` ($d$, the final
+    distance to the min-norm solution), `standardized` ($d/(\sigma_1\|V(\infty)\|_F)$, a
+    $\chi_{D-r}$ variable for $m = 1$), `quantile` ($F(d)$: uniform on (0, 1) under the law),
+    `usable` (the run converged and the row-space part of its gap is negligible, so $d$ is the
+    limit gap the law describes), `applies` (the init meets the law's premises: `std1` given).
+    """
+
+    law: DistanceLaw
+    gap: Float[Array, "*batch"]
+    standardized: Float[Array, "*batch"]
+    quantile: Float[Array, "*batch"]
+    usable: Bool[Array, "*batch"]
+    applies: Bool[Array, "*batch"]
+
+
+#: The row-space part of the gap, $\|\Sigma^{-1/2}E\|^2 \le 2(L - L^\star)/\lambda_r$, must be
+#: below this fraction of $d^2$ for the run's gap to count as its limit gap.
+ROW_SPACE_FRACTION = 1e-6
+
+
+def run_law(trajectory, std1, problem: Problem) -> RunLaw:
+    r"""A run's implicit-bias gap $d$ set against its exact conditional law.
+
+    **Arguments:** `trajectory` (from `flowlin.gradient_flow` or `gradient_descent`, with the
+    `distance_to_min_norm` and `excess_loss` diagnostics saved); `std1`, the standard
+    deviation of the i.i.d. Gaussian entries of $W_1(0)$; `problem`.
+
+    **Returns:** a `RunLaw`. The law's premises are the caller's to state: pass `std1` only for
+    an i.i.d. Gaussian $W_1(0)$ (`init.gaussian`, `init.paper`, `init.wishart`), and
+    `std1=None` for any other init (orthogonal, balanced, projected onto the invariant set,
+    where $d = 0$): the run is then marked `applies=False`, its law NaN, and `law_fit` reports
+    "not applicable", never "consistent". docs/theory.md §2(h).
+    """
+    call = "flowlin.theory.run_law(...)"
+    if trajectory.final_output_gram is None:
+        raise ValueError(f"`{call}`: trajectory has no final_output_gram (made by an old flowlin)")
+    finals = trajectory.final_values
+    for name in ("distance_to_min_norm", "excess_loss"):
+        if name not in finals:
+            raise ValueError(
+                f"`{call}`: trajectory did not save {name!r}; pass SaveAt(diagnostics=...) "
+                "including it"
+            )
+    d = finals["distance_to_min_norm"]
+    if std1 is None:
+        nan = jnp.full(trajectory.final_output_gram.shape[:-1], jnp.nan, d.dtype)
+        law = DistanceLaw(nan, problem.D - problem.rank)
+        false = jnp.zeros(d.shape, bool)
+        return RunLaw(law, d, jnp.full_like(d, jnp.nan), jnp.full_like(d, jnp.nan), false, false)
+    law = distance_law(trajectory.final_output_gram, std1, problem)
+    row_space = 2 * finals["excess_loss"] / problem.sigma[-1]
+    usable = trajectory.converged & (row_space <= ROW_SPACE_FRACTION * d**2)
+    return RunLaw(law, d, law.standardize(d), law.cdf(d), usable, jnp.ones(d.shape, bool))
