@@ -47,8 +47,8 @@ class LawRow:
     """One width cell's gaps against their exact law (docs/theory.md §2(h))."""
 
     scale: float | str
-    width: int
-    fit: LawFit
+    width: int | str  # "all": the runs of every width pooled (valid: each is tested against
+    fit: LawFit  # its own conditional law, so their F(d) are i.i.d. uniform together)
 
 
 @dataclasses.dataclass
@@ -352,8 +352,12 @@ def _law_rows(ds: xr.Dataset, level: float) -> list[LawRow]:
     rows = []
     for s in scales:
         cell_ds = ds if s is None else ds.sel({schema.SCALE: s})
-        for w in cell_ds[schema.WIDTH].values:
-            d, _, u, mu, var, usable = (cell_ds.sel({schema.WIDTH: w})[n].values for n in names)
+        widths = [int(w) for w in cell_ds[schema.WIDTH].values]
+        cells = [(w, cell_ds.sel({schema.WIDTH: w})) for w in widths]
+        if len(widths) > 1:
+            cells.append(("all", cell_ds))
+        for w, cell in cells:
+            d, _, u, mu, var, usable = (cell[n].values for n in names)
             fit = fit_values(d, u, mu, var, usable=usable.astype(bool), level=level)
-            rows.append(LawRow("all" if s is None else float(s), int(w), fit))
+            rows.append(LawRow("all" if s is None else float(s), w, fit))
     return rows

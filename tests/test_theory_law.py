@@ -190,5 +190,6 @@ def test_sweep_records_the_law_and_summary_tests_it_per_width():
     k, z2 = problem.D - problem.rank, (ds.law_standardized_gap**2).values.ravel()
     assert abs(z2.mean() - k) < 4 * np.sqrt(2 * k / z2.size)  # χ²_k: mean k, variance 2k
     rows = flowlin.summarize_bounds(ds).laws
-    assert [(r.width, r.fit.status) for r in rows] == [(8, "consistent"), (40, "consistent")]
+    statuses = [(r.width, r.fit.status, r.fit.n) for r in rows]
+    assert statuses == [(8, "consistent", 40), (40, "consistent", 40), ("all", "consistent", 80)]
     assert "exact E d²" in flowlin.summarize_bounds(ds).to_markdown()

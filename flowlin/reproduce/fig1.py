@@ -9,18 +9,17 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
 from .. import _dataset as schema, init, problems
 from .._flow import gradient_flow
 from .._method import FullWeights, Gram
-from .._network import LinearNetwork
 from .._problem import Problem
 from .._progress import stage
-from .._summary import fit_loglog_slope, md_table
+from .._summary import fit_loglog_slope, md_table, summarize_bounds
 from .._sweep import sweep
+from ..theory import DistanceLaw, wide_limit_law
 from ._compute import interp_at, saveat_only
 from ._report import (
     Section,
@@ -52,16 +51,7 @@ class Fig1Result:
     cross_width: int
     slope: tuple  # (slope, ci_low, ci_high) over the paper widths
     slope_all: tuple  # ... including the Wishart-sampled widths
-
-
-def limit_network(problem: Problem) -> LinearNetwork:
-    r"""The $h\to\infty$ limit of the paper's init (entries $N(0, 1/h)$): $U_1U_1^\top\to I_r$,
-    $VV^\top\to I_m$, $U_1V^\top\to 0$, $U_2\to$ (a vanishing cross term), realized at width
-    $r + m$ by $W_1 = [\Phi_1^\top; 0]$, $W_2 = [0, I_m]$."""
-    r, m, D = problem.rank, problem.m, problem.D
-    W1 = jnp.concatenate([problem.Phi1.T, jnp.zeros((m, D), problem.dtype)], axis=0)
-    W2 = jnp.concatenate([jnp.zeros((m, r), problem.dtype), jnp.eye(m, dtype=problem.dtype)], 1)
-    return LinearNetwork(W1, W2)
+    limit_law: DistanceLaw  # the h → ∞ law of √h·‖W(∞) − W*‖ (docs/theory.md §2(h))
 
 
 def add_stop_stats(d: xr.Dataset, ts, stop: float) -> xr.Dataset:
@@ -100,7 +90,7 @@ def full_solver_cross_check(problem, sizes: Sizes, ds, ts, seed: int) -> float:
 def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Result:
     r"""The computation of ICML Fig. 1 (see `run_fig1`)."""
     problem = problems.gaussian(jax.random.key(seed), n=sizes.fig1_n, D=sizes.fig1_D, m=1)
-    n, D, r = problem.n, problem.D, problem.rank
+    n = problem.n
     # (1/n)‖R‖² < 1e-8  ⇔  ½‖R‖² < n·1e-8/2; here L* = 0 (r = n), so this is the excess loss.
     stop = sizes.fig1_n * FIG1_AVERAGED_LOSS_STOP / 2
     t1 = sizes.fig1_t1
@@ -138,9 +128,9 @@ def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Resu
     ds_w = add_stop_stats(ds_w.sel({schema.SCALE: 0.5}), ts, stop)
     ds["stop_iterations"] = ds.stop_time * n / (2 * FIG1_LR)
 
-    # The h → ∞ limit: (D - r)‖V(∞)‖² from the limit init (full solver, width r + m).
-    limit = gradient_flow(limit_network(problem), problem, t1, saveat=ts[[0, -1]])
-    limit_const = float(np.sqrt((D - r) * float(jnp.sum(limit.final_network.W2**2))))
+    # The h → ∞ law of √h·d (docs/theory.md §2(h)): ‖V∞(∞)‖·χ_{D−r}, from the limit flow.
+    limit_law = wide_limit_law(problem, t1=t1)
+    limit_const = float(limit_law.rms())
     cross = full_solver_cross_check(problem, sizes, ds, ts, seed)
 
     widths, dist, dist_w = ds[schema.WIDTH].values, ds.stop_distance, ds_w.stop_distance
@@ -158,8 +148,9 @@ def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Resu
     )[:3]
     ds.attrs.update(limit_sqrt_h_distance=limit_const, full_vs_gram_max_abs=cross)
     return Fig1Result(
-        sizes, problem, ts, stop, ds, ds_w, limit_const, cross, int(widths[0]), slope, slope_all
-    )
+        sizes, problem, ts, stop, ds, ds_w, limit_const, cross, int(widths[0]), slope, slope_all,
+        limit_law,
+    )  # fmt: skip
 
 
 def rms_scaled(d: xr.Dataset) -> np.ndarray:
@@ -181,6 +172,22 @@ def rms_scaled_se(d: xr.Dataset) -> np.ndarray:
     return (x.std(schema.SEED, ddof=1) / (2 * np.sqrt(x.mean(schema.SEED)) * np.sqrt(seeds))).values
 
 
+def law_band(d: xr.Dataset, k: int, q=(0.05, 0.95)) -> tuple[np.ndarray, np.ndarray]:
+    r"""Per width, the mean and the `q` quantiles of the gap's exact law (docs/theory.md §2(h)),
+    mixed over the seeds: each run's gap is $\sqrt{w_i}\,\chi_k$ given its $V_i(\infty)$ ($m = 1$),
+    $w_i = \mathbb E[d_i^2 \mid V_i]/k$ as recorded by the sweep."""
+    from scipy import optimize, stats
+
+    w = (d[schema.LAW_VARS[2]] / k).transpose(schema.WIDTH, schema.SEED).values
+    mean = np.sqrt(w).mean(axis=1) * stats.chi.mean(k)
+
+    def quantile(wi, p):
+        hi = np.sqrt(wi.max()) * stats.chi.ppf(0.9999, k)
+        return optimize.brentq(lambda x: stats.chi.cdf(x / np.sqrt(wi), k).mean() - p, 0.0, hi)
+
+    return mean, np.asarray([[quantile(wi, p) for p in q] for wi in w]).T
+
+
 def figure_paper(res: Fig1Result, path: pathlib.Path, files: list) -> None:
     """The three panels of ICML Fig. 1: distance vs h, vs 1/√h, and iterations to converge."""
     ds = res.ds
@@ -199,6 +206,10 @@ def figure_paper(res: Fig1Result, path: pathlib.Path, files: list) -> None:
     ax[0].errorbar(
         widths, mean, std, fmt="o-", capsize=3, label=r"$\|\Theta(t_f)-\hat\Theta\|_F$ (flow)"
     )
+    k = res.problem.D - res.problem.rank
+    law_mean, (lo, hi) = law_band(ds, k)
+    ax[0].fill_between(widths, lo, hi, color="C1", alpha=0.2, label="exact law: 90% band")
+    ax[0].plot(widths, law_mean, "C1:", lw=1.5, label="exact law: mean (§2(h))")
     for h, v in PAPER_DISTANCE.items():
         label = "paper (read off its Fig. 1)" if h == 500 else None
         ax[0].plot([h], [v], "k*", ms=11, label=label)
@@ -269,6 +280,9 @@ def figure_wide(res: Fig1Result, path: pathlib.Path, files: list) -> None:
         lw=1,
         label=r"$\sqrt{(D-r)\|V_\infty\|^2/h}$ (h→∞ limit)",
     )
+    lo, hi = (float(res.limit_law.quantile(p)) for p in (0.05, 0.95))
+    ax[0].fill_between(hh, lo / np.sqrt(hh), hi / np.sqrt(hh), color="k", alpha=0.1,
+                       label="h→∞ law: 90% band")  # fmt: skip
     ax[0].set(
         xlabel="width h",
         ylabel=r"$\|\Theta(t_f)-\hat\Theta\|_F$",
@@ -291,7 +305,15 @@ def figure_wide(res: Fig1Result, path: pathlib.Path, files: list) -> None:
         label=f"same, Wishart-sampled ({ds_w.sizes[schema.SEED]} seeds, shared by the widths)",
     )
     ax[1].set_xscale("log")
-    ax[1].axhline(res.limit_const, color="k", ls="--", lw=1, label="h→∞ limit (exact)")
+    ax[1].axhline(res.limit_const, color="k", ls="--", lw=1, label="h→∞ limit of the RMS (exact)")
+    for d, marker in ((ds, "o"), (ds_w, "s")):
+        scaled = np.sqrt(d[schema.WIDTH]) * d[schema.final_var("distance_to_min_norm")]
+        ax[1].plot(np.repeat(d[schema.WIDTH].values, d.sizes[schema.SEED]),
+                   scaled.transpose(schema.WIDTH, schema.SEED).values.ravel(), marker,
+                   color="0.5", ms=2, alpha=0.5)  # fmt: skip
+    ax[1].axhspan(
+        lo, hi, color="k", alpha=0.1, label=r"h→∞ law of $\sqrt{h}\,d$: 90% band (dots: runs)"
+    )
     ax[1].set(
         xlabel="width h",
         ylabel=r"$\sqrt{h}\times$ RMS distance",
@@ -341,6 +363,28 @@ def fig1_numbers(res: Fig1Result) -> dict:
             np.all(np.isfinite(ds.stop_time.values)) and np.all(np.isfinite(ds_w.stop_time))
         ),
         bounds_held=bool(schema.all_bounds_held(ds)[0] and schema.all_bounds_held(ds_w)[0]),
+        law=law_numbers(res),
+    )
+
+
+def law_numbers(res: Fig1Result) -> dict:
+    """The gap's exact law (docs/theory.md §2(h)): its test per width and pooled, on both
+    sweeps, and the h → ∞ law of √h·d."""
+    lo, hi = (float(res.limit_law.quantile(p)) for p in (0.05, 0.95))
+    tests = {}
+    for name, d in (("paper_widths", res.ds), ("wishart_widths", res.ds_w)):
+        for row in summarize_bounds(d).laws:
+            f = row.fit
+            tests[f"{name}/h={row.width}"] = dict(
+                status=f.status, runs=f.n, left_out=f.excluded, ks_pvalue=f.ks_pvalue,
+                mean_square=f.mean_square, expected_mean_square=f.expected_mean_square,
+                ci99=[f.ci_low, f.ci_high], reason=f.reason,
+            )  # fmt: skip
+    return dict(
+        limit_sqrt_h_mean=float(res.limit_law.mean()),
+        limit_sqrt_h_band90=[lo, hi],
+        limit_dof=res.limit_law.dof,
+        tests=tests,
     )
 
 
@@ -393,10 +437,38 @@ def fig1_markdown(res: Fig1Result, numbers: dict) -> str:
             else "\nInits' statistics sampled from their Wishart law (--quick): no weights, "
             "no full-solver cross-check.\n"
         ),
+        law_markdown(res, numbers),
         "\n### Bound checks (paper widths)\n\n" + bounds_markdown(res.ds),
         "\n### Bound checks (Wishart-sampled widths)\n\n" + bounds_markdown(res.ds_w),
     ]
     return "\n".join(md)
+
+
+def law_markdown(res: Fig1Result, numbers: dict) -> str:
+    """The report's paragraph on the gap's exact law."""
+    law = numbers["law"]
+    lo, hi = law["limit_sqrt_h_band90"]
+    rows = [
+        [key.replace("_", " "), t["status"], t["runs"], t["left_out"],
+         f"{t['ks_pvalue']:.3g}" if t["runs"] >= 20 else "-",
+         f"{t['mean_square']:.4g}", f"{t['expected_mean_square']:.4g}",
+         f"[{t['ci99'][0]:.4g}, {t['ci99'][1]:.4g}]"]
+        for key, t in law["tests"].items()
+    ]  # fmt: skip
+    papers = ", ".join(f"h = {h}: {v}" for h, v in PAPER_DISTANCE.items())
+    return (
+        "\n### The exact law of the gap (docs/theory.md §2(h); beyond the papers)\n\n"
+        f"Given V(∞), ‖W(∞) − W*‖ = σ₁‖V(∞)‖·χ_{{{law['limit_dof']}}} exactly (m = 1). As h → ∞, "
+        f"√h·‖W(∞) − W*‖ → ‖V∞(∞)‖·χ_{{{law['limit_dof']}}}: mean {law['limit_sqrt_h_mean']:.4f}, "
+        f"90% band [{lo:.4f}, {hi:.4f}], so the distance at width h is about "
+        f"{law['limit_sqrt_h_mean']:.2f}/√h (the papers, read off their Fig. 1: {papers}; "
+        "their Theorem 2 gives only O(h^(-1/2)) with a constant ~10⁴ too large). Test of every "
+        "run's gap against its conditional law (KS of F(d) and the mean of d² against its exact "
+        "expectation, 1% level; 'not checked' below 20 runs; 'all' pools the widths):\n\n"
+        + md_table(
+            ["cell", "law", "runs", "left out", "KS p", "mean d²", "exact E d²", "99% CI"], rows
+        )  # fmt: skip
+    )
 
 
 def run_fig1(out: pathlib.Path, sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Section:
