@@ -28,8 +28,16 @@ def stage(name: str):
         _STAGE.reset(token)
 
 
+def _in_notebook() -> bool:
+    """Running in a Jupyter kernel (not merely a process that imported ipykernel)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _interactive(stream) -> bool:
-    return stream.isatty() or "ipykernel" in sys.modules
+    is_tty = getattr(stream, "isatty", lambda: False)()
+    return is_tty or (stream in (sys.stdout, sys.stderr) and _in_notebook())
 
 
 class LineProgress:
