@@ -72,8 +72,8 @@ def reproduce(
     jax.config.update("jax_enable_x64", True)
     from flowlin.reproduce import reproduce
 
-    sections = reproduce("v2", "flowlin-results", quick=True)   # ~30 s
-    print(sections["v2"].numbers["bounds_held"])
+    sections = reproduce("fig2", "flowlin-results", quick=True)   # ~20 s
+    print(sections["fig2"].numbers["bounds_held"])
     ```
     """
     call = "flowlin.reproduce.reproduce(...)"
