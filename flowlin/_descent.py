@@ -12,12 +12,13 @@ from ._custom_types import ScalarLike
 from ._diagnostics import Reference, weight_diagnostics
 from ._errors import check_bool, check_count, check_positive
 from ._flow import resolve_save_times
+from ._method._integrate import initial_gram
 from ._misc import tree_cast
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem, check_problem, check_same_precision
 from ._results import RESULTS
 from ._saveat import SaveAt
-from ._trajectory import Trajectory, make_trajectory
+from ._trajectory import Trajectory, init_fingerprint, make_trajectory
 
 
 def _loss_and_error(params, problem: Problem, scale):
@@ -96,6 +97,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
         networks=networks,
         final_network=LinearNetwork(params[0], params[1]),
         final_output_gram=params[1] @ params[1].T,
+        init_fingerprint=init_fingerprint(initial_gram(net, problem), problem),
         final_time=k_final.astype(dtype) * tau,
         final_values=final_values,
         result=result,

@@ -111,6 +111,10 @@ def test_a_wrong_init_is_caught(wide):
     ):
         with pytest.raises(ValueError, match="did not start from this init and problem"):
             flowlin.check_bounds(traj, claimed, other, alpha=ALPHA)
+    # The same for gradient descent's trajectories.
+    descent = flowlin.gradient_descent(_index(nets, 0), problem, 0.01, 5)
+    with pytest.raises(ValueError, match="did not start from this init and problem"):
+        flowlin.check_bounds(descent, _index(nets, 1), problem, alpha=ALPHA)
     # Under vmap (traced, as in a sweep), nothing can be raised: every bound of a mismatched
     # row is not applicable, with the reason; the matching (middle) row is unaffected.
     swapped = jax.tree.map(lambda x: x[::-1], nets)

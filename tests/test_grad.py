@@ -112,6 +112,10 @@ def _stack(trees):
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
 
+#: One xdist worker runs this module, so the module-scoped fixtures are computed once.
+pytestmark = pytest.mark.xdist_group("grad")
+
+
 @pytest.fixture(scope="module")
 def instances():
     key = jax.random.key(20260901)
