@@ -18,9 +18,9 @@ import threading
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers_store import COMMON, GRID, N_CHUNKS, D, M
 
 import flowlin
 from flowlin._sweep._ray import TASK_NAME  # a worker running a chunk is ray::TASK_NAME_<i>
@@ -35,27 +35,6 @@ pytestmark = [
     # ray.init forks its helper processes after JAX started threads (fork + exec: harmless).
     pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning"),
 ]
-
-D, M = 12, 2
-# 2 widths in one bucket x 4 seeds = 8 configurations in 4 chunks of 2: one compiled shape.
-GRID = dict(widths=[3, 5], scales=[0.4], seeds=4)
-# Gradient descent: the executor does not care what a chunk computes, and a fixed-length loop
-# compiles in a fraction of the time of the adaptive flow solver, in every worker.
-STEPS, LR = 50, 0.05
-COMMON = dict(
-    dynamics="descent",
-    method=flowlin.FullWeights(),
-    lr=LR,
-    steps=STEPS,
-    theory=False,
-    bounds=False,
-    saveat=flowlin.SaveAt(
-        jnp.linspace(0.0, STEPS * LR, 5), diagnostics=("loss", "distance_to_min_norm")
-    ),
-    progress=False,
-    chunk_size=2,
-)
-N_CHUNKS = 4
 
 
 @pytest.fixture(scope="module")

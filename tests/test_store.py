@@ -19,31 +19,12 @@ import textwrap
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
+from helpers_store import COMMON, GRID, N_CHUNKS, STEPS, D, M
 
 import flowlin
-
-
-D, M = 12, 2
-GRID = dict(widths=[3, 5], scales=[0.4], seeds=4)
-STEPS, LR = 50, 0.05
-COMMON = dict(
-    dynamics="descent",
-    method=flowlin.FullWeights(),
-    lr=LR,
-    steps=STEPS,
-    theory=False,
-    bounds=False,
-    saveat=flowlin.SaveAt(
-        jnp.linspace(0.0, STEPS * LR, 5), diagnostics=("loss", "distance_to_min_norm")
-    ),
-    progress=False,
-    chunk_size=2,
-)
-N_CHUNKS = 4
 
 
 class Counting(flowlin.AbstractExecutor):
@@ -209,7 +190,7 @@ SECOND_WRITER = """
 import jax, sys
 jax.config.update("jax_enable_x64", True)
 import flowlin
-from test_store import COMMON, GRID
+from helpers_store import COMMON, GRID
 p = flowlin.problems.gaussian(jax.random.key(0), n=5, D=12, m=2)
 try:
     flowlin.sweep(p, store=sys.argv[1], executor=flowlin.LocalExecutor(jax.devices()[:1]),
