@@ -16,7 +16,7 @@ from ._method._integrate import initial_gram
 from ._misc import tree_cast
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem, check_problem, check_same_precision
-from ._results import RESULTS
+from ._results import CONVERGED_FRACTION, RESULTS
 from ._saveat import SaveAt
 from ._trajectory import Trajectory, init_fingerprint, make_trajectory
 
@@ -88,6 +88,14 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
         RESULTS.diverged,
         RESULTS.where(k_final < steps, RESULTS.event_occurred, RESULTS.successful),
     )
+    # As for the flow: all steps done but the excess loss still above CONVERGED_FRACTION of
+    # its start (and above what the arithmetic resolves) is `not_converged`.
+    fingerprint = init_fingerprint(initial_gram(net, problem), problem)
+    floor = 0.5 * (100 * jnp.finfo(dtype).eps * jnp.sqrt(jnp.sum(problem.Y_tilde**2))) ** 2
+    converged = (excess <= CONVERGED_FRACTION * fingerprint[-2]) | (excess <= floor)
+    result = RESULTS.where(
+        (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
+    )
     networks = None
     if saveat.networks:
         networks = eqx.tree_at(lambda nt: (nt.W1, nt.W2), net, states)
@@ -97,7 +105,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
         networks=networks,
         final_network=LinearNetwork(params[0], params[1]),
         final_output_gram=params[1] @ params[1].T,
-        init_fingerprint=init_fingerprint(initial_gram(net, problem), problem),
+        init_fingerprint=fingerprint,
         final_time=k_final.astype(dtype) * tau,
         final_values=final_values,
         result=result,

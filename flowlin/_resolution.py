@@ -77,7 +77,7 @@ def check_tolerances(call: str, trajectory: Trajectory, rtol, atol):
     solve's dtype; warns once in float32 (`warn_if_float32`)."""
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is not None:
-            check_positive(call, name, value, allow_zero=True)
+            check_positive(call, name, value, allow_zero=True, scalar=True)
     dtype = trajectory.ts.dtype  # the solve's precision
     warn_if_float32(dtype)
     default = default_tolerance(trajectory, dtype)

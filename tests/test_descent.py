@@ -119,3 +119,15 @@ def test_descent_errors(setup):
         flowlin.gradient_descent(net, problem, 0.1, -3)
     with pytest.raises(ValueError, match="stop_at_loss must be finite and > 0"):
         flowlin.gradient_descent(net, problem, 0.1, 3, stop_at_loss=-1.0)
+
+
+def test_descent_status_says_whether_it_converged(setup):
+    """All steps done with the excess loss still above 1e-3 of its start: `not_converged`
+    (usable numbers, not converged); run long enough: `successful`."""
+    problem, net = setup[0], setup[1]
+    few = flowlin.gradient_descent(net, problem, 0.01, 3)
+    assert few.result == flowlin.RESULTS.not_converged
+    assert bool(few.succeeded) and not bool(few.converged)
+    many = flowlin.gradient_descent(net, problem, 0.01, 2000)
+    assert float(many.final_values["excess_loss"]) <= 1e-3 * float(many.excess_loss[0])
+    assert many.result == flowlin.RESULTS.successful and bool(many.converged)

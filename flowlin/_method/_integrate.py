@@ -135,7 +135,8 @@ def _status(sol_result, finite, excess0, excess_f, steps_needed, max_steps, tol_
     result = RESULTS.where(
         (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
     )
-    stiff = (steps_needed > 0.5 * max_steps) & (steps_needed > _STIFF_STEPS)
+    budget = jnp.inf if max_steps is None else 0.5 * max_steps  # None: no step budget
+    stiff = (steps_needed > budget) & (steps_needed > _STIFF_STEPS)
     return RESULTS.where((result == RESULTS.max_steps_reached) & stiff, RESULTS.stiff, result)
 
 

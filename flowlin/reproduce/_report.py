@@ -271,15 +271,23 @@ def resumable(store: pathlib.Path, command: str):
 
 def sweep_resumably(run, store: pathlib.Path, command: str):
     """`run(store=store)`: a sweep kept in `store`, so that `command` run again resumes it (on
-    Ctrl-C, see `resumable`). A store left by another sweep (the command's configuration
-    changed since) belongs to no result any more: it is started over, with a note."""
+    Ctrl-C, see `resumable`); see `sweep_kept`."""
     with resumable(store, command):
-        try:
-            return run(store=store)
-        except StoreMismatchError as e:
-            print(f"note: starting {store} over, it held another sweep: {e}", file=sys.stderr)
-        remove(store)
+        return sweep_kept(run, store)
+
+
+def sweep_kept(run, store: pathlib.Path | None):
+    """`run(store=store)`, where a store left by another sweep (the command's settings, sizes,
+    seed or versions changed since) belongs to no result any more: it is started over, with a
+    note. `store=None`: `run()` with no store."""
+    if store is None:
+        return run()
+    try:
         return run(store=store)
+    except StoreMismatchError as e:
+        print(f"note: starting {store} over, it held another sweep: {e}", file=sys.stderr)
+    remove(store)
+    return run(store=store)
 
 
 def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool) -> None:

@@ -5,6 +5,7 @@ fits), `fig1_figures` draws, `fig1_numbers`/`fig1_markdown` report; `run_fig1` r
 """
 
 import dataclasses
+import functools
 import pathlib
 import time
 
@@ -20,6 +21,7 @@ from .._progress import stage
 from .._summary import fit_loglog_slope, md_table, summarize_bounds
 from .._sweep import sweep
 from ..theory import DistanceLaw, wide_limit_law
+from ..theory._law import MIN_RUNS
 from ._compute import interp_at, saveat_only
 from ._report import (
     Section,
@@ -29,6 +31,7 @@ from ._report import (
     save_figure,
     save_netcdf,
     sweep_executor,
+    sweep_kept,
     sweep_store,
 )
 from ._sizes import Sizes
@@ -105,25 +108,21 @@ def fig1_data(sizes: Sizes, *, seed: int = 0, progress: bool = True) -> Fig1Resu
         executor=sweep_executor(),
     )
     with stage("fig1: paper widths"):
-        ds = sweep(
-            problem,
-            sizes.fig1_widths,
-            seeds=sizes.fig1_seeds,
-            key=seed + 1,
-            sampling=sizes.fig1_sampling,
-            store=sweep_store("widths"),
-            **common,
-        )
+        ds = sweep_kept(
+            functools.partial(
+                sweep, problem, sizes.fig1_widths, seeds=sizes.fig1_seeds, key=seed + 1,
+                sampling=sizes.fig1_sampling, **common,
+            ),
+            sweep_store("widths"),
+        )  # fmt: skip
     with stage("fig1: Wishart-sampled widths"):
-        ds_w = sweep(
-            problem,
-            sizes.fig1_wishart_widths,
-            seeds=sizes.fig1_wishart_seeds,
-            key=seed + 2,
-            sampling="wishart",
-            store=sweep_store("wishart"),
-            **common,
-        )
+        ds_w = sweep_kept(
+            functools.partial(
+                sweep, problem, sizes.fig1_wishart_widths, seeds=sizes.fig1_wishart_seeds,
+                key=seed + 2, sampling="wishart", **common,
+            ),
+            sweep_store("wishart"),
+        )  # fmt: skip
     ds = add_stop_stats(ds.sel({schema.SCALE: 0.5}), ts, stop)
     ds_w = add_stop_stats(ds_w.sel({schema.SCALE: 0.5}), ts, stop)
     ds["stop_iterations"] = ds.stop_time * n / (2 * FIG1_LR)
@@ -178,10 +177,13 @@ def law_band(d: xr.Dataset, k: int, q=(0.05, 0.95)) -> tuple[np.ndarray, np.ndar
     $w_i = \mathbb E[d_i^2 \mid V_i]/k$ as recorded by the sweep."""
     from scipy import optimize, stats
 
-    w = (d[schema.LAW_VARS[2]] / k).transpose(schema.WIDTH, schema.SEED).values
-    mean = np.sqrt(w).mean(axis=1) * stats.chi.mean(k)
+    w = (d[schema.LAW_VARS[2]] / k).where(d[schema.LAW_USABLE].astype(bool))
+    w = [row[np.isfinite(row)] for row in w.transpose(schema.WIDTH, schema.SEED).values]
+    mean = np.array([np.sqrt(wi).mean() for wi in w]) * stats.chi.mean(k)
 
     def quantile(wi, p):
+        if not wi.size:  # no usable run at this width
+            return np.nan
         hi = np.sqrt(wi.max()) * stats.chi.ppf(0.9999, k)
         return optimize.brentq(lambda x: stats.chi.cdf(x / np.sqrt(wi), k).mean() - p, 0.0, hi)
 
@@ -450,7 +452,7 @@ def law_markdown(res: Fig1Result, numbers: dict) -> str:
     lo, hi = law["limit_sqrt_h_band90"]
     rows = [
         [key.replace("_", " "), t["status"], t["runs"], t["left_out"],
-         f"{t['ks_pvalue']:.3g}" if t["runs"] >= 20 else "-",
+         f"{t['ks_pvalue']:.3g}" if t["runs"] >= MIN_RUNS else "-",
          f"{t['mean_square']:.4g}", f"{t['expected_mean_square']:.4g}",
          f"[{t['ci99'][0]:.4g}, {t['ci99'][1]:.4g}]"]
         for key, t in law["tests"].items()

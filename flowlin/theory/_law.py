@@ -90,13 +90,7 @@ class DistanceLaw(eqx.Module):
 
     def cdf(self, d) -> Float[Array, "*batch"]:
         r"""$P(\text{gap} \le d)$; NaN where the series' neglected mass exceeds `LAW_TOLERANCE`."""
-        c, nu, beta, tail = self._mixture()
-        d = jnp.asarray(d, dtype=c.dtype)
-        x = jnp.maximum(d, 0)[..., None] ** 2 / (2 * beta[..., None])
-        p = jnp.sum(c * gammainc(nu / 2, x), axis=-1)
-        p = jnp.where(jnp.isfinite(beta), p, 1.0)  # all weights zero: the gap is exactly 0
-        p = jnp.where(d < 0, 0.0, p)
-        return jnp.where(tail <= LAW_TOLERANCE, jnp.clip(p, 0.0, 1.0), jnp.nan)
+        return _cdf(self._mixture(), d)
 
     def mean(self) -> Float[Array, "*batch"]:
         r"""$\mathbb E\,d$ (for $m = 1$: $\sqrt{2w}\,\Gamma(\frac{k+1}2)/\Gamma(\frac k2)$)."""
@@ -110,15 +104,27 @@ class DistanceLaw(eqx.Module):
         """The `p`-quantile of the gap (bisection on `cdf`, to relative 1e-12)."""
         p = jnp.asarray(p, dtype=self.weights.dtype)
         hi0 = jnp.sqrt(self.mean_square() + 40 * jnp.sqrt(self.variance_square())) + 1e-300
+        mixture = self._mixture()  # once, not at every bisection step
 
         def body(_, lohi):
             lo, hi = lohi
             mid = 0.5 * (lo + hi)
-            below = self.cdf(mid) < p
+            below = _cdf(mixture, mid) < p
             return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
         lo, hi = jax.lax.fori_loop(0, 64, body, (jnp.zeros_like(hi0), hi0))
         return 0.5 * (lo + hi)
+
+
+def _cdf(mixture, d):
+    """The CDF of the gap at `d` from Ruben's mixture `(c, ν, β, neglected mass)`."""
+    c, nu, beta, tail = mixture
+    d = jnp.asarray(d, dtype=c.dtype)
+    x = jnp.maximum(d, 0)[..., None] ** 2 / (2 * beta[..., None])
+    p = jnp.sum(c * gammainc(nu / 2, x), axis=-1)
+    p = jnp.where(jnp.isfinite(beta), p, 1.0)  # all weights zero: the gap is exactly 0
+    p = jnp.where(d < 0, 0.0, p)
+    return jnp.where(tail <= LAW_TOLERANCE, jnp.clip(p, 0.0, 1.0), jnp.nan)
 
 
 def _ruben(w, k: int, n_terms: int):
