@@ -69,5 +69,9 @@ def test_a_gram_solve_is_written_and_read_back(tmp_path):
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert runs[0]["folder"] == str(tmp_path / "cache")
     assert any(name.startswith("jit_integrate") for name in runs[0]["entries"])
-    assert runs[1]["entries"] == runs[0]["entries"]  # read back, nothing recompiled and added
+    # The solve was read back, not recompiled: the second process added no `jit_integrate`
+    # entry. (Small eager programs are cached or not by their compile time, which the machine's
+    # load decides: they may differ between the runs.)
+    solves = [{n for n in r["entries"] if n.startswith("jit_integrate")} for r in runs]
+    assert solves[1] == solves[0] and set(runs[0]["entries"]) <= set(runs[1]["entries"])
     assert runs[1]["distance"] == runs[0]["distance"]
