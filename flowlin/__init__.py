@@ -50,6 +50,7 @@ _LAZY: dict[str, str] = {
     "FullWeights": "._method",
     "Gram": "._method",
     "LinearNetwork": "._network",
+    "DeepLinearNetwork": "._deep_network",
     "Problem": "._problem",
     "RESULTS": "._results",
     "DIAGNOSTICS": "._saveat",
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
         check_bounds as check_bounds,
     )
     from ._cache import enable_compilation_cache as enable_compilation_cache
+    from ._deep_network import DeepLinearNetwork as DeepLinearNetwork
     from ._descent import gradient_descent as gradient_descent
     from ._flow import (
         DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS,
