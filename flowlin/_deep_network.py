@@ -1,4 +1,4 @@
-"""The deep linear network f(x) = W_L ··· W_1 x (docs/theory.md §7)."""
+"""The deep linear network f(x) = W_L ··· W_1 x (docs/theory.md §6)."""
 
 from collections.abc import Sequence
 
@@ -36,7 +36,7 @@ class DeepLinearNetwork(eqx.Module):
 
     The gradient flow conserves each hidden layer's *balancedness*
     $W_{l+1}^\top W_{l+1} - W_lW_l^\top$ ($l = 1, \dots, L-1$), and never moves $W_1\Phi_2$, the
-    part of the first layer that sees the null space of the data (docs/theory.md §7).
+    part of the first layer that sees the null space of the data (docs/theory.md §6).
 
     **Example:**
 
@@ -124,7 +124,7 @@ class DeepLinearNetwork(eqx.Module):
     @property
     def head(self) -> Float[Array, "m h1"]:
         r"""$W_L\cdots W_2$: everything after the first layer (the $V$ of the two-layer case;
-        its singular values set the law of the implicit-bias gap, docs/theory.md §7)."""
+        its singular values set the law of the implicit-bias gap, docs/theory.md §6)."""
         return chain(self.weights[1:])
 
     @property
