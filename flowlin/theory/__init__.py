@@ -8,10 +8,20 @@ in a dict with fixed keys (`QUANTITY_KEYS`); `flowlin.check_bounds` checks them 
 trajectory.
 
 One module per section of docs/theory.md §2: `_imbalance` (a), `_rates` (b)–(d), `_distance`
-(e)–(f), `_wide` (g), `_quantities` (everything at once); `_statistics` holds the input handling
-and `InitStatistics`, an initialization's statistics computed once (internal API).
+(e)–(f), `_wide` (g), `_law` (h), `_quantities` (everything at once); `_deep` the deep linear
+network's results (§6: balancedness, limit identity, invariant set, deficiency-margin envelope);
+`_statistics` holds the input handling and `InitStatistics`, an initialization's statistics
+computed once (internal API).
 """
 
+from ._deep import (
+    balancedness as balancedness,
+    deep_invariant_set_residual as deep_invariant_set_residual,
+    deep_limit_identity as deep_limit_identity,
+    deep_loss_bound as deep_loss_bound,
+    deep_rate as deep_rate,
+    deficiency_margin as deficiency_margin,
+)
 from ._distance import (
     distance_bound as distance_bound,
     invariant_set_residual as invariant_set_residual,

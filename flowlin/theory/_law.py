@@ -31,6 +31,7 @@ import numpy as np
 from jax.scipy.special import gammainc, gammaln
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from .._deep_network import DeepLinearNetwork
 from .._errors import as_float_array, check_positive
 from .._network import LinearNetwork
 from .._problem import Problem, check_problem
@@ -157,15 +158,21 @@ def _ruben(w, k: int, n_terms: int):
 
 
 def distance_law(
-    final: LinearNetwork | Float[ArrayLike, "m m"], std1, problem: Problem, *, n_terms: int = 512
+    final: LinearNetwork | DeepLinearNetwork | Float[ArrayLike, "m m"],
+    std1,
+    problem: Problem,
+    *,
+    n_terms: int = 512,
 ) -> DistanceLaw:
     r"""The law of a run's gap $\|W(\infty) - W^\star\|_F$ given its final
-    $V(\infty) = W_2(\infty)$.
+    $V(\infty) = W_2(\infty)$ (at depth: its final head $W_L\cdots W_2(\infty)$).
 
     **Arguments:**
 
-    - `final`: the network where the flow ended (its $W_2$ is $V(\infty)$), or the $m\times m$
-      Gram $V(\infty)V(\infty)^\top$ (the gram method's $Q_{22}$).
+    - `final`: the network where the flow ended (its $W_2$ is $V(\infty)$; for a
+      `flowlin.DeepLinearNetwork` its head $W_L\cdots W_2$), or the $m\times m$ Gram
+      $V(\infty)V(\infty)^\top$ (the gram method's $Q_{22}$; a deep run's
+      `Trajectory.final_output_gram`, head·headᵀ).
     - `std1`: $\sigma_1$, the standard deviation of the i.i.d. Gaussian entries of $W_1(0)$
       (e.g. $h^{-1/2}$ for `init.paper(..., alpha=0.5)`).
     - `problem`: the `flowlin.Problem` ($k = D - r$).
@@ -174,19 +181,25 @@ def distance_law(
 
     **Premises:** Gaussian i.i.d. $W_1(0)$ (any independent $W_2(0)$), convergence, and the law
     is conditional on $V(\infty)$. They fail for orthogonal, balanced or projected inits (on the
-    invariant set $d = 0$): the law then says nothing. docs/theory.md §2(h).
+    invariant set $d = 0$): the law then says nothing. At depth the premises are the same for
+    $W_1(0)$ (i.i.d. Gaussian, independent of $W_2(0), \dots, W_L(0)$). docs/theory.md §2(h),
+    §6(f).
     """
     call = "flowlin.theory.distance_law(...)"
     check_problem(call, problem)
     check_positive(call, "std1", std1)
     if isinstance(final, LinearNetwork):
         gram = final.W2 @ final.W2.T
+    elif isinstance(final, DeepLinearNetwork):  # the head W_L···W_2 plays V's part (§6(f))
+        head = final.head
+        gram = head @ jnp.swapaxes(head, -1, -2)
     else:
         gram = as_float_array(call, "final", final)
         if gram.shape[-2:] != (problem.m, problem.m):
             raise ValueError(
-                f"`{call}`: final must be a flowlin.LinearNetwork or the (m, m) = "
-                f"({problem.m}, {problem.m}) Gram V(∞)V(∞)ᵀ, got shape {tuple(gram.shape)}"
+                f"`{call}`: final must be a flowlin.LinearNetwork, a DeepLinearNetwork or the "
+                f"(m, m) = ({problem.m}, {problem.m}) Gram V(∞)V(∞)ᵀ, got shape "
+                f"{tuple(gram.shape)}"
             )
     s2 = jnp.clip(jnp.linalg.eigvalsh(0.5 * (gram + jnp.swapaxes(gram, -1, -2))), 0.0, None)
     return DistanceLaw(jnp.asarray(std1, s2.dtype) ** 2 * s2, problem.D - problem.rank, n_terms)
