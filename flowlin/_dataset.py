@@ -17,6 +17,10 @@ A run becomes a flat *record* (`record`): a dict of arrays whose keys are the st
 - `bound_<name>_<field>`: one variable per `flowlin.CHECK_KEYS` name and `flowlin.BoundCheck`
   field (`holds`, `applicable`, `worst_slack`, `tightness`, `excluded`, `reason`).
 
+A sweep over deep networks (docs/theory.md §6) adds a `depth` dimension (or coordinate, for a
+list), a `layer` dimension (hidden layers l = 1..L-1) for the per-layer `balancedness_drift`
+(NaN beyond a run's own L - 1 layers), and `final_head_norm` = ‖W_L···W_2(∞)‖_F.
+
 Records of many runs are stacked into arrays with a leading row axis and turned into an
 `xarray.Dataset` by `to_dataset` (a sweep grid or list), `shard_dataset` (one stored chunk)
 or `trajectory_dataset` (a handful of named runs, for the papers' figures).
@@ -58,6 +62,28 @@ CONVERGED = "converged"
 LAW_VARS = ("law_standardized_gap", "law_quantile", "law_mean_square", "law_variance_square")
 LAW_USABLE = "law_usable"
 
+#: Deep networks (docs/theory.md §6): ‖W_L···W_2‖_F where the run ended (from the final output
+#: Gram: its singular values set the gap's law, as V(∞)'s do at two layers).
+HEAD_NORM = "final_head_norm"
+#: Diagnostics with one column per hidden layer (stored with a trailing `layer` dimension).
+LAYERED = ("balancedness_drift",)
+#: What a sweep over depths says about what it recorded (its result's attributes).
+DEPTH_ATTRS = {
+    "theory_at_depth": (
+        "theory_* are the two-layer results of docs/theory.md §2, recorded at depth 2 only; "
+        "NaN at depth > 2, where they do not apply (docs/theory.md §6)"
+    ),
+    "bounds_at_depth": (
+        "bound_* are flowlin.check_bounds' entries for a deep init (docs/theory.md §6); a "
+        "bound a depth does not record is stored as not applicable (applicable = 0, NaN "
+        "slack, reason -1), never as holding"
+    ),
+    "law_at_depth": (
+        "law_* set d = ‖W(∞) − W*‖ against its exact law given W_L···W_2(∞) (W_1(0)Φ2 is "
+        "i.i.d. Gaussian, independent of everything else, and never moves)"
+    ),
+}
+
 #: The fields of a `flowlin.BoundCheck`, one stored variable each per bound.
 BOUND_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BoundCheck))
 
@@ -67,6 +93,10 @@ CONFIG = "config"
 CASE = "case"
 GRID_DIMS = ("problem", "width", "scale", "seed")
 PROBLEM, WIDTH, SCALE, SEED = GRID_DIMS
+#: A sweep over depths (deep networks): the depth L, and the hidden layer of a per-layer variable.
+DEPTH = "depth"
+LAYER = "layer"
+DEEP_GRID_DIMS = (PROBLEM, DEPTH, WIDTH, SCALE, SEED)
 
 #: Package versions recorded in every result (`versions`).
 VERSIONED_PACKAGES = (
@@ -176,13 +206,15 @@ def to_dataset(
     attrs: Mapping | None = None,
 ) -> xr.Dataset:
     """Stacked records (leading axes `dims`) → a Dataset: `time_*` keys lose their prefix and
-    gain a trailing `time` axis; everything else is indexed by `dims` alone."""
+    gain a trailing `time` axis; everything else is indexed by `dims` alone; a per-layer
+    diagnostic (`LAYERED`) also gains a trailing `layer` axis."""
     data = {}
     for k, v in arrays.items():
-        if is_time_var(k):
-            data[k[len(_TIME) :]] = (tuple(dims) + (TIME,), v)
-        else:
-            data[k] = (tuple(dims), v)
+        name = k[len(_TIME) :] if is_time_var(k) else k
+        extra = (TIME,) if is_time_var(k) else ()
+        if name.removeprefix(_FINAL) in LAYERED:
+            extra += (LAYER,)
+        data[name] = (tuple(dims) + extra, v)
     return xr.Dataset(data, coords=dict(coords), attrs=dict(attrs or {}))
 
 
@@ -194,8 +226,10 @@ def grid_coords(
     ts: ArrayLike,
     *,
     paper_init: bool,
+    depths: np.ndarray | None = None,
 ) -> tuple[tuple[str, ...], dict]:
-    """Dims and coordinates of a sweep over the grid problem × width × scale × seed."""
+    """Dims and coordinates of a sweep over the grid problem × width × scale × seed (with
+    `depths`: problem × depth × width × scale × seed, and the `layer` coordinate)."""
     scale_is_pair = not np.all(scale_pairs[:, 0] == scale_pairs[:, 1])
     coords = {
         "problem": np.arange(n_problems),
@@ -207,7 +241,16 @@ def grid_coords(
     if scale_is_pair or not paper_init:
         coords["std1"] = ("scale", scale_pairs[:, 0])
         coords["std2"] = ("scale", scale_pairs[:, 1])
-    return GRID_DIMS, coords
+    if depths is None:
+        return GRID_DIMS, coords
+    coords[DEPTH] = np.asarray(depths)
+    coords[LAYER] = layer_coordinate(depths)
+    return DEEP_GRID_DIMS, coords
+
+
+def layer_coordinate(depths) -> np.ndarray:
+    """The hidden layers 1..L-1 of the deepest network."""
+    return np.arange(1, int(np.max(depths)))
 
 
 def list_coords(
@@ -216,6 +259,8 @@ def list_coords(
     scale_pairs: np.ndarray,
     seed: np.ndarray,
     ts: ArrayLike,
+    *,
+    depth: np.ndarray | None = None,
 ) -> tuple[tuple[str, ...], dict]:
     """Dims and coordinates of a sweep over an explicit list of configurations."""
     coords = {
@@ -225,6 +270,9 @@ def list_coords(
         "seed": (CONFIG, seed),
         TIME: np.asarray(ts),
     }
+    if depth is not None:
+        coords[DEPTH] = (CONFIG, depth)
+        coords[LAYER] = layer_coordinate(depth)
     if not np.all(scale_pairs[:, 0] == scale_pairs[:, 1]):
         coords["std1"] = (CONFIG, scale_pairs[:, 0])
         coords["std2"] = (CONFIG, scale_pairs[:, 1])
@@ -254,7 +302,7 @@ def shard_dataset(index: int, rows: np.ndarray, arrays: Mapping[str, np.ndarray]
     data = {}
     for name, value in arrays.items():
         if is_time_var(name):
-            dims = (CONFIG, TIME)
+            dims = (CONFIG, TIME) + tuple(f"{name}_dim{i}" for i in range(2, value.ndim))
         else:
             dims = (CONFIG,) + tuple(f"{name}_dim{i}" for i in range(1, value.ndim))
         data[name] = (dims, value)

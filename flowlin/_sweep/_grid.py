@@ -1,5 +1,6 @@
-"""The configurations of a sweep: a grid (problem × width × scale × seed) or an explicit list,
-flattened to one table, and the assembly of per-row records back onto it."""
+"""The configurations of a sweep: a grid (problem × width × scale × seed, or problem × depth ×
+width × scale × seed for deep networks) or an explicit list, flattened to one table, and the
+assembly of per-row records back onto it."""
 
 from collections.abc import Mapping, Sequence
 
@@ -10,7 +11,14 @@ from jaxtyping import Float, Int
 
 from .. import _dataset as schema
 from .._problem import Problem
-from ._validate import check_configs, check_unique, int_array, scale_pairs, seed_array
+from ._validate import (
+    check_configs,
+    check_unique,
+    depth_array,
+    int_array,
+    scale_pairs,
+    seed_array,
+)
 
 
 class Grid(eqx.Module):
@@ -20,6 +28,11 @@ class Grid(eqx.Module):
     (a (std1, std2) pair; for `init="paper"` (alpha, alpha)) and seed `seed[i]`. For a grid,
     rows are in C order over `shape` = (problems, widths, scales, seeds); for a list of
     configurations `shape` is `None`.
+
+    A sweep over deep networks (docs/theory.md §6) also has `depth[i]`, the number of layers
+    L of row `i` (every hidden layer of width `width[i]`), and `depths`, its axis; a grid's
+    `shape` is then (problems, depths, widths, scales, seeds). Without depths both are `None`
+    and everything (rows, fingerprint, dataset) is what it was before depths existed.
     """
 
     problems: list[Problem]
@@ -31,29 +44,43 @@ class Grid(eqx.Module):
     widths: Int[np.ndarray, " w"]
     seeds: Int[np.ndarray, " k"]
     paper_init: bool = eqx.field(static=True)
-    shape: tuple[int, int, int, int] | None = eqx.field(static=True)
+    shape: tuple[int, ...] | None = eqx.field(static=True)
+    depth: Int[np.ndarray, " n"] | None = None
+    depths: Int[np.ndarray, " d"] | None = None
 
     @classmethod
-    def build(cls, call: str, problems, widths, scales, seeds, configs, init: str):
+    def build(cls, call: str, problems, widths, scales, seeds, configs, init: str, depths=None):
         """From `configs` if given, else from the axes."""
         if configs is not None:
             return cls.from_configs(call, problems, configs, init)
-        return cls.from_axes(call, problems, widths, scales, seeds, init)
+        return cls.from_axes(call, problems, widths, scales, seeds, init, depths)
 
     @classmethod
-    def from_axes(cls, call: str, problems: list[Problem], widths, scales, seeds, init: str):
+    def from_axes(
+        cls, call: str, problems: list[Problem], widths, scales, seeds, init: str, depths=None
+    ):
         widths = int_array(call, "widths", widths, 1)
         seeds = seed_array(call, seeds)
         pairs = scale_pairs(call, init, scales)
         check_unique(call, "widths", widths)
         check_unique(call, "seeds", seeds)
         check_unique(call, "scales", pairs)
-        shape = (len(problems), len(widths), len(pairs), len(seeds))
+        if depths is None:
+            shape = (len(problems), len(widths), len(pairs), len(seeds))
+            axes = np.meshgrid(*(np.arange(k) for k in shape), indexing="ij")
+            pidx, wi, si, ki = (a.ravel() for a in axes)
+            return cls(
+                problems, pidx, widths[wi], si, seeds[ki], pairs, widths, seeds,
+                init == "paper", shape,
+            )  # fmt: skip
+        depths = depth_array(call, "depths", depths)
+        shape = (len(problems), len(depths), len(widths), len(pairs), len(seeds))
         axes = np.meshgrid(*(np.arange(k) for k in shape), indexing="ij")
-        pidx, wi, si, ki = (a.ravel() for a in axes)
+        pidx, di, wi, si, ki = (a.ravel() for a in axes)
         return cls(
-            problems, pidx, widths[wi], si, seeds[ki], pairs, widths, seeds, init == "paper", shape
-        )
+            problems, pidx, widths[wi], si, seeds[ki], pairs, widths, seeds, init == "paper",
+            shape, depths[di], depths,
+        )  # fmt: skip
 
     @classmethod
     def from_configs(cls, call: str, problems: list[Problem], configs: Sequence[Mapping], init):
@@ -63,7 +90,13 @@ class Grid(eqx.Module):
         pidx = int_array(call, "configs[...]['problem']", [c.get("problem", 0) for c in configs], 0)
         pairs = scale_pairs(call, init, [c["scale"] for c in configs])
         index = np.arange(len(configs))
-        return cls(problems, pidx, width, index, seed, pairs, width, seed, init == "paper", None)
+        depth = None
+        if "depth" in configs[0]:  # (then every config has one: check_configs)
+            depth = int_array(call, "configs[...]['depth']", [c["depth"] for c in configs], 2)
+        return cls(
+            problems, pidx, width, index, seed, pairs, width, seed, init == "paper", None,
+            depth, None if depth is None else np.unique(depth),
+        )  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.width)
@@ -84,17 +117,26 @@ class Grid(eqx.Module):
         }
 
     def fingerprint_arrays(self) -> tuple[np.ndarray, ...]:
-        """The data and table that identify the sweep's configurations."""
+        """The data and table that identify the sweep's configurations (the depths too, for a
+        sweep over depths: without them, exactly what it was before depths existed)."""
         data = [np.asarray(a) for p in self.problems for a in (p.X, p.Y)]
-        return (*data, self.problem, self.width, self.scale_index, self.seed, self.scales)
+        table = (self.problem, self.width, self.scale_index, self.seed, self.scales)
+        return (*data, *table) + (() if self.depth is None else (self.depth,))
+
+    @property
+    def layers(self) -> int | None:
+        """The most hidden layers of any row (L - 1 for the deepest), or None (two layers)."""
+        return None if self.depth is None else int(self.depth.max()) - 1
 
     def coords(self, ts) -> tuple[tuple[str, ...], dict]:
         if self.shape is not None:
             return schema.grid_coords(
                 len(self.problems), self.widths, self.scales, self.seeds, ts,
-                paper_init=self.paper_init,
+                paper_init=self.paper_init, depths=self.depths,
             )  # fmt: skip
-        return schema.list_coords(self.problem, self.width, self.scales, self.seed, ts)
+        return schema.list_coords(
+            self.problem, self.width, self.scales, self.seed, ts, depth=self.depth
+        )
 
     def assemble(self, results: Mapping[int, tuple[np.ndarray, dict]], ts) -> xr.Dataset:
         """The records of every chunk (`{index: (rows, arrays)}`), placed on the grid."""

@@ -9,6 +9,7 @@ import collections
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .. import _dataset as schema
@@ -54,6 +55,10 @@ class ChunkProgram(eqx.Module):
     pad_to: int = eqx.field(static=True)
     batch_size: int = eqx.field(static=True)
     mesh: jax.sharding.Mesh = eqx.field(static=True)
+    #: A sweep over depths: the chunk's depth L, and the sweep's most hidden layers (per-layer
+    #: records are NaN-padded to it, so that every chunk's records stack); None: two layers.
+    depth: int | None = eqx.field(static=True, default=None)
+    layers: int | None = eqx.field(static=True, default=None)
 
 
 def _initialize(st: SweepSettings, problem: Problem, row: dict, pad_to: int):
@@ -73,15 +78,25 @@ def _initialize(st: SweepSettings, problem: Problem, row: dict, pad_to: int):
     return net, alpha, std1
 
 
-def run_one(payload: Payload, pad_to: int, row: dict) -> dict:
-    """One configuration (`row`: problem index, width, scales s1/s2, seed) → its record."""
-    TRACES["run_one"] += 1
-    st = payload.settings
-    problem = jax.tree.map(lambda x: x[row["problem"]], payload.problems)
-    init, alpha, std1 = _initialize(st, problem, row, pad_to)
+def _initialize_deep(st: SweepSettings, problem: Problem, row: dict, width: int, depth: int):
+    """A deep network's initialization (`init="paper"`: every layer's entries
+    $N(0, h^{-2\alpha})$, `flowlin.init.deep_gaussian`), its `alpha` and the standard deviation
+    of $W_1(0)$'s entries. Unpadded: `width` is the chunk's (static) hidden width."""
+    from ..init import deep_gaussian  # (imported when a deep sweep runs)
+
+    key = jax.random.fold_in(st.key, row["seed"])
+    alpha = row["s1"]
+    net = deep_gaussian(
+        key, problem.D, problem.m, (width,) * (depth - 1), alpha=alpha, scaling="paper",
+        dtype=problem.dtype,
+    )  # fmt: skip
+    return net, alpha, jnp.asarray(width, problem.dtype) ** (-alpha)
+
+
+def _solve(st: SweepSettings, init, problem: Problem):
     saveat = SaveAt(st.ts, diagnostics=st.diagnostics)
     if st.dynamics == "flow":
-        traj = gradient_flow(
+        return gradient_flow(
             init,
             problem,
             st.t1,
@@ -93,11 +108,24 @@ def run_one(payload: Payload, pad_to: int, row: dict) -> dict:
             max_steps=st.max_steps,
             stop_at_loss=st.stop_at_loss,
         )
-    else:
-        traj = gradient_descent(
-            init, problem, st.lr, st.steps, averaged=st.averaged, saveat=saveat,
-            stop_at_loss=st.stop_at_loss,
-        )  # fmt: skip
+    return gradient_descent(
+        init, problem, st.lr, st.steps, averaged=st.averaged, saveat=saveat,
+        stop_at_loss=st.stop_at_loss,
+    )  # fmt: skip
+
+
+def run_one(
+    payload: Payload, pad_to: int, row: dict, depth: int | None = None, layers: int | None = None
+) -> dict:
+    """One configuration (`row`: problem index, width, scales s1/s2, seed) → its record
+    (a deep network of `depth` layers, `pad_to` wide, when `depth` is given)."""
+    TRACES["run_one"] += 1
+    st = payload.settings
+    problem = jax.tree.map(lambda x: x[row["problem"]], payload.problems)
+    if depth is not None:
+        return _run_deep(st, problem, row, pad_to, depth, layers)
+    init, alpha, std1 = _initialize(st, problem, row, pad_to)
+    traj = _solve(st, init, problem)
     width = row["width"].astype(problem.dtype)
     wide = dict(width=width, alpha=alpha, delta=st.delta)
     q = quantities(init, problem, **wide) if st.theory else None
@@ -105,6 +133,33 @@ def run_one(payload: Payload, pad_to: int, row: dict) -> dict:
     # Every sweep init has i.i.d. Gaussian W1(0): the gap's exact law applies (§2(h)).
     law = run_law(traj, std1, problem) if LAW_NEEDS <= set(st.diagnostics) else None
     return schema.record(traj, q, checks, law, dtype=problem.dtype)
+
+
+def _run_deep(st: SweepSettings, problem: Problem, row: dict, width: int, depth: int, layers):
+    """One deep configuration → its record (docs/theory.md §6). What applies at depth is
+    recorded: every diagnostic, the per-layer balancedness drift, `flowlin.check_bounds`'
+    entries for a deep init, the gap's exact law (W_1(0)Φ2 is i.i.d. Gaussian and never
+    moves, so given the final head its law is the two-layer one) and ‖W_L···W_2(∞)‖_F. The
+    two-layer `flowlin.theory.quantities` are recorded at depth 2 only (NaN deeper)."""
+    init, alpha, std1 = _initialize_deep(st, problem, row, width, depth)
+    traj = _solve(st, init, problem)
+    q = None
+    if st.theory and depth == 2:
+        h = jnp.asarray(width, problem.dtype)
+        q = quantities(init.as_two_layer(), problem, width=h, alpha=alpha, delta=st.delta)
+    checks = check_bounds(traj, init, problem) if st.bounds else None
+    law = run_law(traj, std1, problem) if LAW_NEEDS <= set(st.diagnostics) else None
+    out = schema.record(traj, q, checks, law, dtype=problem.dtype)
+    drift = getattr(traj, "balancedness_drift", None)
+    if drift is not None and schema.time_var("balancedness_drift") not in out:
+        out[schema.time_var("balancedness_drift")] = drift
+    for key in [k for k in out if k.removeprefix("time_").removeprefix("final_") in schema.LAYERED]:
+        missing = layers - out[key].shape[-1]
+        out[key] = jnp.pad(out[key], [(0, 0)] * (out[key].ndim - 1) + [(0, missing)],
+                           constant_values=jnp.nan)  # fmt: skip
+    gram = traj.final_output_gram
+    out[schema.HEAD_NORM] = jnp.sqrt(jnp.trace(gram, axis1=-2, axis2=-1)).astype(problem.dtype)
+    return out
 
 
 @eqx.filter_jit
@@ -115,7 +170,7 @@ def run_chunk(payload: Payload, rows: dict, program: ChunkProgram) -> dict:
     TRACES["chunk"] += 1
 
     def one(row):
-        return run_one(payload, program.pad_to, row)
+        return run_one(payload, program.pad_to, row, program.depth, program.layers)
 
     def local(rows):
         if program.batch_size >= rows["seed"].shape[0]:
@@ -176,6 +231,7 @@ class SweepTask:
         # stacked in the payload (a Ray task pickles the task).
         self.inputs = grid.rows(np.arange(len(grid)))
         self.batch_size = batch_size
+        self.layers = grid.layers
 
     def program(self, chunk: Chunk, mesh: jax.sharding.Mesh) -> ChunkProgram:
         n_dev = mesh.devices.size
@@ -186,7 +242,9 @@ class SweepTask:
         batch_size = self.batch_size
         if batch_size is None:
             batch_size = default_batch_size(mesh, len(chunk.rows) // n_dev)
-        return ChunkProgram(int(chunk.pad_to), int(batch_size), mesh)
+        if chunk.depth is None:
+            return ChunkProgram(int(chunk.pad_to), int(batch_size), mesh)
+        return ChunkProgram(int(chunk.pad_to), int(batch_size), mesh, chunk.depth, self.layers)
 
     def replicated(self, mesh: jax.sharding.Mesh) -> Payload:
         """The payload, placed on every device of `mesh`."""

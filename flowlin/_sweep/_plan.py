@@ -25,13 +25,15 @@ class Chunk:
 
     `rows` are flat configuration indices; the last chunk of a bucket is padded by repeating
     its last row, and only the first `valid` results are kept. `pad_to` is the width every
-    network of the chunk is zero-padded to (exact: docs/theory.md §3).
+    network of the chunk is zero-padded to (exact: docs/theory.md §3). `depth`: the number of
+    layers of every network of the chunk (a sweep over depths; `None` for two layers).
     """
 
     index: int
     pad_to: int
     rows: np.ndarray
     valid: int
+    depth: int | None = None
 
 
 def _round_up(x: int, k: int) -> int:
@@ -70,7 +72,13 @@ def plan_chunks(
 
     `pad_widths=False` (Wishart sampling): shapes do not depend on the width at all. `gram`:
     the solve costs the same at every width, so widths share shapes while memory allows.
+
+    Deep networks (a sweep over depths) are bucketed by their exact shape, (depth, width), and
+    never padded: a middle layer is h×h, so padding h to 2h would cost up to 4× per step, and
+    the deep initialization draws each shape's weights as `flowlin.init.deep_gaussian` does.
     """
+    if grid.depth is not None:
+        return _plan_deep(grid, chunk_size, n_devices)
     n = len(grid)
     width, pairs = grid.width, grid.scales[grid.scale_index]
     if pad_widths:
@@ -97,16 +105,33 @@ def plan_chunks(
     )
     chunks = []
     for p in sorted(set(pad.tolist())):
-        rows = order[pad[order] == p]
-        # Every chunk of a bucket has one size (one compiled shape), a multiple of the number
-        # of devices; the last chunk is padded by repeating its last configuration.
-        size = _round_up(min(chunk_size, len(rows)), n_devices)
-        for start in range(0, len(rows), size):
-            part = rows[start : start + size]
-            valid = len(part)
-            if valid < size:
-                part = np.concatenate([part, np.full(size - valid, part[-1])])
-            chunks.append(Chunk(len(chunks), int(p), part, valid))
+        _cut(chunks, order[pad[order] == p], chunk_size, n_devices, int(p), None)
+    return chunks
+
+
+def _cut(chunks: list, rows, chunk_size: int, n_devices: int, pad_to: int, depth) -> None:
+    """Append the chunks of one bucket's (ordered) rows to `chunks`. Every chunk of a bucket
+    has one size (one compiled shape), a multiple of the number of devices; the last chunk is
+    padded by repeating its last configuration."""
+    size = _round_up(min(chunk_size, len(rows)), n_devices)
+    for start in range(0, len(rows), size):
+        part = rows[start : start + size]
+        valid = len(part)
+        if valid < size:
+            part = np.concatenate([part, np.full(size - valid, part[-1])])
+        chunks.append(Chunk(len(chunks), pad_to, part, valid, depth))
+
+
+def _plan_deep(grid: Grid, chunk_size: int, n_devices: int) -> list[Chunk]:
+    """Chunks of a sweep over depths: one bucket per (depth, width), in increasing order of
+    both; inside a bucket ordered by scale, seed and problem."""
+    pairs = grid.scales[grid.scale_index]
+    order = np.lexsort((grid.problem, grid.seed, pairs[:, 1], pairs[:, 0], grid.width, grid.depth))
+    chunks: list[Chunk] = []
+    shapes = sorted(set(zip(grid.depth.tolist(), grid.width.tolist())))
+    for depth, width in shapes:
+        mask = (grid.depth[order] == depth) & (grid.width[order] == width)
+        _cut(chunks, order[mask], chunk_size, n_devices, int(width), int(depth))
     return chunks
 
 
@@ -120,7 +145,8 @@ def fingerprint(grid: Grid, chunks: list[Chunk], settings: dict) -> str:
     # same grid (another chunk_size, or another number of devices per chunk, e.g. local vs Ray)
     # would leave rows uncomputed or computed twice.
     for c in chunks:
-        h.update(np.asarray([c.index, c.pad_to, c.valid], np.int64).tobytes())
+        shape = [c.index, c.pad_to, c.valid] + ([] if c.depth is None else [c.depth])
+        h.update(np.asarray(shape, np.int64).tobytes())
         h.update(np.ascontiguousarray(c.rows, np.int64).tobytes())
     return h.hexdigest()
 
@@ -129,10 +155,13 @@ def chunk_coordinates(grid: Grid, chunk: Chunk) -> dict[str, list]:
     """The configurations a chunk computes (its valid rows), as plain lists: what a store's
     manifest records for the chunk's shard."""
     rows = chunk.rows[: chunk.valid]
-    return {
+    out = {
         "rows": rows.tolist(),
         "problem": grid.problem[rows].tolist(),
         "width": grid.width[rows].tolist(),
         "scale": grid.scales[grid.scale_index[rows]].tolist(),
         "seed": grid.seed[rows].tolist(),
     }
+    if grid.depth is not None:
+        out["depth"] = grid.depth[rows].tolist()
+    return out

@@ -13,7 +13,7 @@ from jaxtyping import ArrayLike
 from .. import _dataset as schema
 from .._custom_types import ScalarLike
 from .._flow import DEFAULT_MAX_STEPS
-from .._method import AbstractFlowMethod, Gram
+from .._method import AbstractFlowMethod, FullWeights, Gram
 from .._problem import Problem
 from .._results import status_names
 from .._saveat import SaveAt
@@ -44,10 +44,11 @@ def sweep(
     scales: ArrayLike | Sequence | None = None,
     seeds: int | ArrayLike | Sequence = 1,
     *,
+    depths: int | Sequence[int] | None = None,
     configs: Sequence[Mapping] | None = None,
     init: InitName = "paper",
     sampling: SamplingName = "weights",
-    method: AbstractFlowMethod = Gram(),
+    method: AbstractFlowMethod | None = None,
     dynamics: DynamicsName = "flow",
     t1: ScalarLike = 50.0,
     lr: ScalarLike | None = None,
@@ -88,12 +89,19 @@ def sweep(
     - `problems`: a `flowlin.Problem`, or a list of problems of equal shapes (data draws).
     - `widths`, `scales`, `seeds`: the grid. `seeds` may be an int $k$ (seeds $0..k-1$).
       Seed $s$ initializes from `fold_in(key, s)`, identically for every width and method.
-    - `configs`: instead of a grid, mappings with keys `width`, `scale`, `seed` (, `problem`).
+    - `depths`: deep linear networks $W_L\cdots W_1$ (docs/theory.md §6, docs/deep.md): the
+      depths $L \ge 2$ to sweep, a grid axis before `width` (every hidden layer has width
+      $h$; `init="paper"`, `flowlin.init.deep_gaussian` from seed $s$'s key; weights
+      integrated by `flowlin.FullWeights()`, each (depth, width) one compiled shape, never
+      padded). `None` (default): two-layer networks, exactly as without this argument.
+    - `configs`: instead of a grid, mappings with keys `width`, `scale`, `seed` (, `problem`,
+      `depth`: in every config or none).
     - `init`: `"paper"` or `"gaussian"` (see above). `sampling`: `"weights"` materializes
       the width-$h$ weights (exact, comparable across methods); `"wishart"` (`flowlin.Gram()`
       only) samples the width-independent statistics directly from their Wishart law, so
       $h = 10^9$ costs what $h = 10$ does.
-    - `method`: a flow method, `flowlin.Gram()` (default) or `flowlin.FullWeights()`;
+    - `method`: a flow method, `flowlin.Gram()` (default for two layers) or
+      `flowlin.FullWeights()` (default, and the only choice, with `depths`);
       `dynamics`: `"flow"` or `"descent"` (then `lr`, `steps`, `averaged` as in
       `flowlin.gradient_descent`).
     - `t1`, `saveat`, `stop_at_loss`, `solver`, `rtol`, `atol`, `max_steps`: as in
@@ -113,12 +121,17 @@ def sweep(
     - `progress`: a progress bar with ETA over chunks (shown only on a terminal).
 
     **Returns:** an `xarray.Dataset` with dims `(problem, width, scale, seed[, time])` for a
-    grid (`(config[, time])` for a list); variables: every diagnostic over `time`, their
+    grid (`(problem, depth, width, scale, seed[, time])` with `depths`; `(config[, time])` for
+    a list); variables: every diagnostic over `time`, their
     `final_*` values, `final_time`, `num_steps`, `status` (a `flowlin.RESULTS` code; messages
     in `attrs["status_codes"]`), `succeeded`, `theory_*` quantities, and per bound
     `bound_<name>_{holds,applicable,worst_slack,tightness}`; attrs record versions, dtype,
     tolerances, devices and settings. Failed runs are recorded (status), never raised, and
-    never count as a bound holding.
+    never count as a bound holding. With `depths`, also `balancedness_drift` over
+    `(time, layer)` (NaN beyond a run's L − 1 hidden layers), `final_head_norm`
+    ($\|W_L\cdots W_2(\infty)\|_F$), the deep entries of `flowlin.check_bounds`, and the
+    two-layer `theory_*` quantities at depth 2 only (NaN deeper, where they do not apply:
+    `attrs["theory_at_depth"]`). A single problem's grid drops the `problem` dimension.
 
     **Example:**
 
@@ -131,11 +144,14 @@ def sweep(
     ```
     """
     problems = as_problems(_CALL, problems)
+    deep = depths is not None or any("depth" in c for c in (configs or ()))
+    if method is None:
+        method = FullWeights() if deep else Gram()
     check_arguments(
         _CALL, init=init, sampling=sampling, dynamics=dynamics, method=method, t1=t1, lr=lr,
         steps=steps, stop_at_loss=stop_at_loss, chunk_size=chunk_size, delta=delta,
         store_format=store_format, widths=widths, scales=scales, configs=configs,
-        rtol=rtol, atol=atol, max_steps=max_steps, key=key,
+        rtol=rtol, atol=atol, max_steps=max_steps, key=key, depths=depths,
     )  # fmt: skip
     check_executor(_CALL, executor)
     settings = make_settings(
@@ -144,7 +160,7 @@ def sweep(
         saveat=saveat, stop_at_loss=stop_at_loss, solver=solver, rtol=rtol, atol=atol,
         max_steps=max_steps, theory=theory, bounds=bounds, delta=delta, key=key,
     )  # fmt: skip
-    grid = Grid.build(_CALL, problems, widths, scales, seeds, configs, init)
+    grid = Grid.build(_CALL, problems, widths, scales, seeds, configs, init, depths)
     return _run(grid, settings, executor, chunk_size, store, store_format, progress)
 
 
@@ -172,6 +188,8 @@ def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store
                 compiled_shapes=compiled, fingerprint=job, status_codes=status_names(),
             )
         )  # fmt: skip
+        if grid.depth is not None:
+            ds.attrs.update(schema.DEPTH_ATTRS)
         if shards is not None:
             shards.write_result(ds)
     finally:

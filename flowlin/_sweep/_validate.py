@@ -41,13 +41,65 @@ def check_choice(call: str, name: str, value, choices) -> None:
         raise TypeError(f"`{call}`: {name} must be one of {options}, got {value!r}")
 
 
-def check_arguments(call: str, *, init, sampling, dynamics, method, store_format, **numbers):
+def check_arguments(
+    call: str, *, init, sampling, dynamics, method, store_format, depths=None, **numbers
+):
     """Every argument of `flowlin.sweep` that needs no other (the problems, the grid's values
     and the executor are checked where they are read)."""
     _check_choices(call, init, sampling, dynamics, method, store_format)
     grid = {k: numbers.pop(k) for k in ("widths", "scales", "configs")}
     _check_numbers(call, dynamics=dynamics, **numbers)
     check_grid_arguments(call, **grid)
+    deep = depths is not None or any("depth" in c for c in (grid["configs"] or ()))
+    if deep:
+        check_deep_arguments(call, method=method, sampling=sampling, init=init)
+    if depths is not None and grid["configs"] is not None:
+        raise ValueError(
+            f"`{call}`: give depths=... with widths/scales/seeds, or a 'depth' in each of "
+            "configs, not both"
+        )
+
+
+def check_deep_arguments(call: str, *, method, sampling, init) -> None:
+    """What a sweep over depths needs: the weights themselves (docs/theory.md §6: the
+    two-layer width reduction behind `flowlin.Gram()` and Wishart sampling does not apply to
+    the h×h middle layers)."""
+    from .._method import Gram  # (the method classes; _validate only checks their type above)
+
+    if isinstance(method, Gram):
+        raise ValueError(
+            f"`{call}`: method=flowlin.Gram() cannot run a sweep over depths: the width "
+            "reduction it integrates holds for two layers only (docs/theory.md §6); use "
+            "method=flowlin.FullWeights() (the default when depths are given)"
+        )
+    if sampling != "weights":
+        raise ValueError(
+            f"`{call}`: sampling={sampling!r} cannot run a sweep over depths: Wishart "
+            "statistics describe two-layer networks only; use sampling='weights'"
+        )
+    if init != "paper":
+        raise ValueError(
+            f"`{call}`: init={init!r} cannot run a sweep over depths yet: depths use "
+            "init='paper' (every layer's entries N(0, h^-2α), flowlin.init.deep_gaussian)"
+        )
+
+
+def depth_array(call: str, name: str, depths) -> np.ndarray:
+    """The depths of a sweep: integers L >= 2, each once."""
+    if isinstance(depths, bool) or (
+        not isinstance(depths, (int, np.integer, Sequence, np.ndarray))
+    ):
+        raise TypeError(f"`{call}`: {name} must be a list of integers >= 2, got {depths!r}")
+    arr = np.asarray(depths)
+    arr = arr[None] if arr.ndim == 0 else arr
+    if arr.size and np.issubdtype(arr.dtype, np.integer) and np.any(arr < 2):
+        raise ValueError(
+            f"`{call}`: every entry of {name} must be >= 2 (a deep linear network has L >= 2 "
+            f"layers; L = 2 is the two-layer network), got {np.asarray(depths).tolist()!r}"
+        )
+    out = int_array(call, name, arr, 2)
+    check_unique(call, name, out)
+    return out
 
 
 def _check_choices(call: str, init, sampling, dynamics, method, store_format) -> None:
@@ -191,14 +243,23 @@ def check_configs(call: str, configs: Sequence[Mapping], n_problems: int) -> lis
         raise ValueError(
             f"`{call}`: configs[...]['problem'] must index the {n_problems} problem(s) given"
         )
+    deep = ["depth" in c for c in configs]
+    if any(deep) and not all(deep):
+        i = deep.index(False)
+        raise ValueError(
+            f"`{call}`: configs[{i}] lacks field 'depth' but other configs give one; give a "
+            "depth in every config or in none"
+        )
     seen: dict = {}
     for i, c in enumerate(configs):
         scale = np.asarray(c["scale"], dtype=float).reshape(-1)
         label = (c.get("problem", 0), c["width"], *np.broadcast_to(scale, 2).tolist(), c["seed"])
+        label += (c.get("depth"),)
         if label in seen:
             raise ValueError(
-                f"`{call}`: configs[{i}] repeats configs[{seen[label]}] (same problem, width, "
-                "scale and seed); each configuration must appear once"
+                f"`{call}`: configs[{i}] repeats configs[{seen[label]}] (same problem, "
+                f"{'depth, ' * any(deep)}width, scale and seed); each configuration must "
+                "appear once"
             )
         seen[label] = i
     return configs
