@@ -38,6 +38,7 @@ _size_cpu_thread_pool()
 #: Public name → the module that defines it (imported on first access).
 _LAZY: dict[str, str] = {
     "CHECK_KEYS": "._bounds",
+    "DEEP_CHECK_KEYS": "._deep_bounds",
     "BoundCheck": "._bounds",
     "check_bounds": "._bounds",
     "enable_compilation_cache": "._cache",
@@ -92,6 +93,7 @@ if TYPE_CHECKING:
         check_bounds as check_bounds,
     )
     from ._cache import enable_compilation_cache as enable_compilation_cache
+    from ._deep_bounds import DEEP_CHECK_KEYS as DEEP_CHECK_KEYS
     from ._deep_network import DeepLinearNetwork as DeepLinearNetwork
     from ._descent import gradient_descent as gradient_descent
     from ._flow import (

@@ -14,6 +14,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ._custom_types import ScalarLike
+from ._deep_bounds import DEEP_CHECK_KEYS, check_deep_init, deep_checks
+from ._deep_network import DeepLinearNetwork
 from ._gram_init import GramInit
 from ._network import LinearNetwork
 from ._problem import Problem
@@ -152,7 +154,7 @@ def _log_ratio(a, b):
 
 def check_bounds(
     trajectory: Trajectory,
-    init: LinearNetwork | GramInit,
+    init: LinearNetwork | GramInit | DeepLinearNetwork,
     problem: Problem,
     *,
     width: WidthLike | None = None,
@@ -210,7 +212,8 @@ def check_bounds(
       `final_network` (for `limit_identity`). For a batch, `jax.vmap` this function.
       Gradient descent trajectories can be checked too, but the theorems are about the flow.
     - `init`: the initialization, a `flowlin.LinearNetwork` or `flowlin.GramInit`
-      (`limit_identity` needs the network).
+      (`limit_identity` needs the network); or a `flowlin.DeepLinearNetwork`, checked for the
+      keys of `flowlin.DEEP_CHECK_KEYS` instead (docs/theory.md §6(g), same rules).
     - `problem`: the `flowlin.Problem`.
     - `width`, `alpha`, `delta`: for ICML Lemma 1 / Theorem 2 (as in
       `flowlin.theory.quantities`): `alpha=None` makes those checks not applicable; `width`
@@ -238,6 +241,8 @@ def check_bounds(
         raise TypeError(
             f"`{call}`: trajectory must be a flowlin.Trajectory, got {type(trajectory).__name__}"
         )
+    if isinstance(init, DeepLinearNetwork):
+        return _check_deep_init(call, trajectory, init, problem, width, alpha, rtol, atol)
     gram = as_gram(call, init, problem)
     if trajectory.ts.ndim != 1:
         raise ValueError(
@@ -273,6 +278,28 @@ def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol, *, mism
     if mismatch is not None:  # traced: not this init/problem (see `check_origin`)
         out = {k: _refused(c, mismatch) for k, c in out.items()}
     return {k: out[k] for k in CHECK_KEYS}
+
+
+def _check_deep_init(call, trajectory, init, problem, width, alpha, rtol, atol):
+    """A deep init: the checks of `DEEP_CHECK_KEYS` (`flowlin._deep_bounds`)."""
+    if width is not None or alpha is not None:
+        raise ValueError(f"`{call}`: width= and alpha= are for two-layer inits (ICML Lemma 1)")
+    if trajectory.ts.ndim != 1:
+        raise ValueError(f"`{call}`: trajectory is batched; use jax.vmap over the batch")
+    rtol, atol = check_tolerances(call, trajectory, rtol, atol)
+    mismatch = check_deep_init(call, trajectory, init, problem)
+    dtype = init.dtype
+    return _check_deep(trajectory, init, problem, *(jnp.asarray(x, dtype) for x in (rtol, atol)),
+                       mismatch=mismatch)  # fmt: skip
+
+
+@eqx.filter_jit
+def _check_deep(trajectory, init, problem, rtol, atol, *, mismatch=None):
+    out = deep_checks(trajectory, init, problem, rtol, atol)
+    out = {k: _not_applicable(rtol.dtype) if v is None else _result(*v) for k, v in out.items()}
+    if mismatch is not None:
+        out = {k: _refused(c, mismatch) for k, c in out.items()}
+    return {k: out[k] for k in DEEP_CHECK_KEYS}
 
 
 def _refused(c: BoundCheck, mismatch) -> BoundCheck:

