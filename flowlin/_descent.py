@@ -9,10 +9,10 @@ import optax
 from jaxtyping import ArrayLike, Float, Int
 
 from ._custom_types import ScalarLike
-from ._diagnostics import Reference, weight_diagnostics
+from ._deep_network import DeepLinearNetwork, check_deep_compatible
 from ._errors import check_bool, check_count, check_positive
 from ._flow import resolve_save_times
-from ._method._integrate import initial_gram
+from ._method import FullWeights
 from ._misc import tree_cast
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem, check_problem, check_same_precision
@@ -21,10 +21,18 @@ from ._saveat import SaveAt
 from ._trajectory import Trajectory, init_fingerprint, make_trajectory
 
 
+#: The weights' diagnostics, final network and output gram are the full-weights flow's (any
+#: depth): the iterates are the same kind of state.
+_WEIGHTS = FullWeights()
+
+
 def _loss_and_error(params, problem: Problem, scale):
-    """Scaled loss and, as auxiliary output, E = Wxᵀ R (so L - L* = ½‖E‖²)."""
-    W1, W2 = params
-    R = problem.Y - (problem.X @ W1.T) @ W2.T
+    """Scaled loss and, as auxiliary output, E = Wxᵀ R (so L - L* = ½‖E‖²). `params` are the
+    layers, W1 first (two or more)."""
+    out = problem.X
+    for W in params:
+        out = out @ W.T
+    R = problem.Y - out
     return scale * 0.5 * jnp.sum(R**2), problem.Wx.T @ R
 
 
@@ -37,7 +45,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     scale = jnp.asarray(2.0 / n if averaged else 1.0, dtype)
     tau = lr * scale  # flow time per iteration: t = 2ηk/n (averaged) or ηk
     opt = optax.sgd(lr) if optimizer is None else optimizer
-    ref = Reference(problem, net.W1, net.W2)
+    params0, system = _WEIGHTS.start(net, problem)
     grad_fn = jax.value_and_grad(_loss_and_error, has_aux=True)
     thr = jnp.asarray(-jnp.inf if threshold is None else threshold, dtype)
 
@@ -61,7 +69,6 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
 
         return jax.lax.while_loop(lambda s: running(s, target), body, state)
 
-    params0 = (net.W1, net.W2)
     grads0, excess0 = evaluate(params0)
     zero = jnp.zeros((), dtype)
     state0 = (params0, opt.init(params0), jnp.zeros((), jnp.int32), grads0, excess0, zero)
@@ -70,7 +77,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
         state = advance(state, k_target)
         params, _, k, _, _, integral = state
         reached = k == k_target
-        d = weight_diagnostics(problem, params[0], params[1], ref, names, integral)
+        d = _WEIGHTS.snapshot(system, params, integral, names, False)[0]
         d = {key: jnp.where(reached, v, jnp.inf) for key, v in d.items()}
         t = jnp.where(reached, k_target.astype(dtype) * tau, jnp.inf)
         nets = params if saveat.networks else None
@@ -79,10 +86,10 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     state, (ts, diag, states) = jax.lax.scan(save, state0, ks)
     state = advance(state, steps)
     params, _, k_final, _, excess, integral = state
-    final_values = weight_diagnostics(problem, params[0], params[1], ref, names, integral)
-    finite = (
-        jnp.isfinite(excess) & jnp.all(jnp.isfinite(params[0])) & jnp.all(jnp.isfinite(params[1]))
-    )
+    final_values = _WEIGHTS.diagnostics(system, params, integral, names)
+    finite = jnp.isfinite(excess)
+    for W in params:
+        finite = finite & jnp.all(jnp.isfinite(W))
     result = RESULTS.where(
         ~finite,
         RESULTS.diverged,
@@ -90,7 +97,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     )
     # As for the flow: all steps done but the excess loss still above CONVERGED_FRACTION of
     # its start (and above what the arithmetic resolves) is `not_converged`.
-    fingerprint = init_fingerprint(initial_gram(net, problem), problem)
+    fingerprint = init_fingerprint(_WEIGHTS.initial_gram(system, net, problem), problem)
     floor = 0.5 * (100 * jnp.finfo(dtype).eps * jnp.sqrt(jnp.sum(problem.Y_tilde**2))) ** 2
     converged = (excess <= CONVERGED_FRACTION * fingerprint[-2]) | (excess <= floor)
     result = RESULTS.where(
@@ -98,13 +105,13 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     )
     networks = None
     if saveat.networks:
-        networks = eqx.tree_at(lambda nt: (nt.W1, nt.W2), net, states)
+        networks = jax.tree.unflatten(jax.tree.structure(net), list(states))
     return make_trajectory(
         ts,
         diag,
         networks=networks,
-        final_network=LinearNetwork(params[0], params[1]),
-        final_output_gram=params[1] @ params[1].T,
+        final_network=_WEIGHTS.final_network(system, params),
+        final_output_gram=_WEIGHTS.output_gram(system, params),
         init_fingerprint=fingerprint,
         final_time=k_final.astype(dtype) * tau,
         final_values=final_values,
@@ -116,7 +123,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
 
 
 def gradient_descent(
-    net: LinearNetwork,
+    net: LinearNetwork | DeepLinearNetwork,
     problem: Problem,
     lr: ScalarLike,
     steps: int | Int[ArrayLike, ""],
@@ -134,6 +141,11 @@ def gradient_descent(
     $\tfrac1n\|Y - XW_1^\top W_2^\top\|_F^2 = \tfrac2n L$, and $t = 2\eta k/n$ (docs/theory.md §5).
     As $\eta\to0$ the trajectory converges to the flow's, with error $O(\eta)$.
     $U_2$ never moves under gradient descent either ($X\Phi_2 = 0$).
+
+    A `flowlin.DeepLinearNetwork` of any depth trains the same way (the optimizer's parameters
+    are its layers, W1 first), with the diagnostics of the deep flow, including the per-layer
+    `Trajectory.balancedness_drift` (docs/theory.md §6); plain gradient descent conserves the
+    balancedness only up to $O(\eta^2)$ per step.
 
     **Arguments:**
 
@@ -156,7 +168,10 @@ def gradient_descent(
     """
     call = "flowlin.gradient_descent(...)"
     check_problem(call, problem)
-    check_compatible(call, net, problem)
+    if isinstance(net, DeepLinearNetwork):
+        check_deep_compatible(call, net, problem)
+    else:
+        check_compatible(call, net, problem)
     check_positive(call, "lr", lr, scalar=True)
     check_bool(call, "averaged", averaged)
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):

@@ -10,6 +10,7 @@ import optimistix as optx
 from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import ScalarLike
+from ._deep_network import DeepLinearNetwork
 from ._errors import check_int, check_positive, check_tolerances, is_concrete
 from ._gram_init import GramInit
 from ._method import AbstractFlowMethod, FullWeights
@@ -107,7 +108,7 @@ def check_solve_options(
 
 
 def gradient_flow(
-    net: LinearNetwork | GramInit,
+    net: LinearNetwork | DeepLinearNetwork | GramInit,
     problem: Problem,
     t1: ScalarLike,
     *,
@@ -133,7 +134,12 @@ def gradient_flow(
 
     - `net`: the initialization, a `flowlin.LinearNetwork` with `W1` (h×D), `W2` (m×h); or,
       for `method=flowlin.Gram()` only, a `flowlin.GramInit` (its statistics $Q_0$, $K$, e.g.
-      from `flowlin.init.wishart` at any width without materialising it).
+      from `flowlin.init.wishart` at any width without materialising it); or, for the default
+      `method=flowlin.FullWeights()` only, a `flowlin.DeepLinearNetwork` of any depth $L$,
+      whose flow $\dot W_l = (W_L\cdots W_{l+1})^\top R^\top X(W_{l-1}\cdots W_1)^\top$
+      (docs/theory.md §6) is integrated with the same diagnostics, computed from the
+      end-to-end $W = W_L\cdots W_1$, plus each hidden layer's balancedness drift
+      (`Trajectory.balancedness_drift`).
     - `problem`: the `flowlin.Problem` (X, Y).
     - `t1`: final time (may be traced).
     - `saveat`: a `flowlin.SaveAt`, or just an array of save times in `[0, t1]`. Default:
@@ -209,10 +215,17 @@ def gradient_flow(
             f"`{call}`: method must be a flow method object, flowlin.FullWeights() or "
             f"flowlin.Gram(), got {method!r}{hint}"
         )
-    if not isinstance(net, (LinearNetwork, GramInit)):
+    if not isinstance(net, (LinearNetwork, DeepLinearNetwork, GramInit)):
         raise TypeError(
-            f"`{call}`: net must be a flowlin.LinearNetwork, or for method=flowlin.Gram() a "
-            f"flowlin.GramInit, got {type(net).__name__}"
+            f"`{call}`: net must be a flowlin.LinearNetwork or flowlin.DeepLinearNetwork, or "
+            f"for method=flowlin.Gram() a flowlin.GramInit, got {type(net).__name__}"
+        )
+    if isinstance(net, DeepLinearNetwork) and not isinstance(method, FullWeights):
+        raise ValueError(
+            f"`{call}`: net is a flowlin.DeepLinearNetwork (depth {net.depth}), which only "
+            f"method=flowlin.FullWeights() integrates; got method={method!r} (the gram "
+            "method's width reduction is for two layers, docs/theory.md §6). Drop method=, or "
+            "pass method=flowlin.FullWeights()"
         )
     networks = isinstance(saveat, SaveAt) and saveat.networks
     dtype = method.check(call, net, problem, networks)

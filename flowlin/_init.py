@@ -8,6 +8,7 @@ import numpy as np
 from jaxtyping import ArrayLike, Int
 
 from ._custom_types import KeyLike, ScalarLike
+from ._deep_network import DeepLinearNetwork, check_deep_compatible
 from ._errors import (
     check_bool,
     check_int,
@@ -148,7 +149,9 @@ def pad_width(net: LinearNetwork, width: int) -> LinearNetwork:
     return zeros_like_padding(net, width)
 
 
-def project_to_invariant_set(net: LinearNetwork, problem: Problem) -> LinearNetwork:
+def project_to_invariant_set(
+    net: LinearNetwork | DeepLinearNetwork, problem: Problem
+) -> LinearNetwork | DeepLinearNetwork:
     r"""Remove from every hidden unit's input weights the part outside the row space of X.
 
     Sets $U_2 = \Phi_2^\top W_1^\top = 0$, i.e. $W_1 \leftarrow W_1\Phi_1\Phi_1^\top$, which puts
@@ -156,8 +159,17 @@ def project_to_invariant_set(net: LinearNetwork, problem: Problem) -> LinearNetw
     (docs/theory.md §2(e)): if gradient flow converges from there, it converges to the min-norm
     solution $W^\star$ exactly. Unlike `balanced_like`, the product changes (by the part of
     $W$ that $X$ cannot see).
+
+    A `flowlin.DeepLinearNetwork` is projected the same way, in its first layer only:
+    $W_1 \leftarrow W_1\Phi_1\Phi_1^\top$, so $W_1\Phi_2 = 0$, which the flow keeps at every
+    depth; if it converges, it converges to $W^\star$ (docs/theory.md §6).
     """
-    check_compatible("flowlin.init.project_to_invariant_set(...)", net, problem)
+    call = "flowlin.init.project_to_invariant_set(...)"
+    if isinstance(net, DeepLinearNetwork):
+        check_deep_compatible(call, net, problem)
+        W1 = net.weights[0]
+        return DeepLinearNetwork([W1 - problem.null_part(W1), *net.weights[1:]])
+    check_compatible(call, net, problem)
     return LinearNetwork(net.W1 - problem.null_part(net.W1), net.W2)
 
 

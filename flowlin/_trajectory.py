@@ -4,6 +4,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
+from ._deep_network import DeepLinearNetwork
 from ._network import LinearNetwork
 from ._problem import Problem
 from ._results import CONVERGED_STATUSES, RESULTS, SUCCEEDED_STATUSES
@@ -40,13 +41,25 @@ class Trajectory(eqx.Module):
     - `error_integral`: $\int_0^t\|E(s)\|_F\,ds$, carried as an extra ODE state (exact to
       solver tolerance; a left Riemann sum $\sum_k\tau\|E_k\|$ for gradient descent), for
       the a-posteriori distance bound of docs/theory.md §2(f).
-    - `networks`: $(W_1, W_2)$ at each time if `SaveAt(networks=True)`, else `None`.
-    - `final_network`: the network where the run ended (for the gram method, rebuilt from the
-      reduced state when it started from a `LinearNetwork`; `None` when it started from a
-      `flowlin.GramInit` or with `flowlin.Gram(reconstruct=False)`).
+    - `balancedness_drift`: for a run from a `flowlin.DeepLinearNetwork` (when
+      `imbalance_drift` is saved), shape `(times, L - 1)`: for each hidden layer
+      $l = 1, \dots, L-1$ the absolute drift $\|C_l(t) - C_l(0)\|_F$ of its balancedness
+      $C_l = W_{l+1}^\top W_{l+1} - W_lW_l^\top$, conserved by the flow (docs/theory.md §6;
+      for $l = 1$ with $W_1\Phi_1$ in place of $W_1$, since $W_1\Phi_2$ never moves and its
+      drift is `u2_drift`). `None` for two-layer runs. At depth, `imbalance_drift` is the
+      largest per-layer drift relative to its layer's scale,
+      $\max_l \|C_l(t) - C_l(0)\|_F / (\|W_{l+1}(0)\|_F^2 + \|W_l(0)\|_F^2)$ (again $W_1\Phi_1$
+      for $l = 1$), which at $L = 2$ is the two-layer `imbalance_drift`; the rate is
+      $2\sum_l\|\dot W_l\|_F^2/\|E\|_F^2$ and $W = W_L\cdots W_1$ in every other diagnostic.
+    - `networks`: the weights at each time if `SaveAt(networks=True)` (a `LinearNetwork`, or a
+      `DeepLinearNetwork`, batched over the times), else `None`.
+    - `final_network`: the network where the run ended, of the init's type (for the gram
+      method, rebuilt from the reduced state when it started from a `LinearNetwork`; `None`
+      when it started from a `flowlin.GramInit` or with `flowlin.Gram(reconstruct=False)`).
     - `final_output_gram`: $V V^\top = W_2W_2^\top$ ($m\times m$) where the run ended, for
       every method (also from a `GramInit`): its eigenvalues $s_j^2$ set the exact law of the
-      implicit-bias gap (`flowlin.theory.run_law`, docs/theory.md §2(h)).
+      implicit-bias gap (`flowlin.theory.run_law`, docs/theory.md §2(h)). At depth, with the
+      head $V = W_L\cdots W_2$ (docs/theory.md §6).
     - `final_time`: the time the run ended ($t_1$, or the time the excess loss crossed
       `stop_at_loss`).
     - `final_values`: dict of the requested diagnostics at `final_time`.
@@ -60,8 +73,8 @@ class Trajectory(eqx.Module):
     - `method`: `"full"`, `"gram"` or `"descent"`.
     - `init_fingerprint`: what the run started from, $[\mathrm{vec}(Q_0), \tfrac12\|E(0)\|_F^2,
       L^\star]$ with $Q_0 = Z_0Z_0^\top$, $Z_0 = [\Sigma^{1/2}U_1(0); V(0)]$ (see
-      `init_fingerprint`): `flowlin.check_bounds` refuses an init or problem that does not
-      match it. `None` where the producer did not record it.
+      `init_fingerprint`; at depth $V = W_L\cdots W_2$): `flowlin.check_bounds` refuses an
+      init or problem that does not match it. `None` where the producer did not record it.
     - `solver_rtol`, `solver_atol`: the step-size controller's tolerances (`None` for a
       controller without them, and for gradient descent); `flowlin.check_bounds` derives its
       default tolerances from them.
@@ -80,8 +93,8 @@ class Trajectory(eqx.Module):
     u2_drift: Float[Array, "*batch times"] | None
     product_min_singular_value: Float[Array, "*batch times"] | None
     error_integral: Float[Array, "*batch times"] | None
-    networks: LinearNetwork | None
-    final_network: LinearNetwork | None
+    networks: LinearNetwork | DeepLinearNetwork | None
+    final_network: LinearNetwork | DeepLinearNetwork | None
     final_time: Float[Array, "*batch"]
     final_values: dict[str, Float[Array, "*batch"]]
     result: RESULTS
@@ -94,6 +107,7 @@ class Trajectory(eqx.Module):
     state_norm: Float[Array, "*batch"] | None = None
     state_tolerance: Float[Array, "*batch"] | None = None
     final_output_gram: Float[Array, "*batch m m"] | None = None
+    balancedness_drift: Float[Array, "*batch times layers"] | None = None
 
     @property
     def succeeded(self) -> Bool[Array, "*batch"]:
@@ -153,7 +167,13 @@ def init_fingerprint(Q0: Float[Array, "k k"], problem: Problem) -> Float[Array, 
 
 
 def make_trajectory(ts, diagnostics: dict, **fields) -> Trajectory:
-    """Build a `Trajectory` from a dict of saved diagnostics (missing ones become `None`)."""
+    """Build a `Trajectory` from a dict of saved diagnostics (missing ones become `None`;
+    a deep run's per-layer `balancedness_drift` may be among them)."""
     from ._saveat import DIAGNOSTICS
 
-    return Trajectory(ts=ts, **{k: diagnostics.get(k) for k in DIAGNOSTICS}, **fields)
+    return Trajectory(
+        ts=ts,
+        **{k: diagnostics.get(k) for k in DIAGNOSTICS},
+        balancedness_drift=diagnostics.get("balancedness_drift"),
+        **fields,
+    )

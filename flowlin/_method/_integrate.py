@@ -146,6 +146,11 @@ def _tolerances(controller, dtype):
     return None, None
 
 
+def _along_times(mask, x):
+    """`mask` (times,) shaped to broadcast against `x` (times, ...)."""
+    return mask.reshape(mask.shape + (1,) * (x.ndim - 1))
+
+
 def _size_and_norm2(y):
     leaves = jax.tree.leaves(y)
     return sum(x.size for x in leaves), sum(jnp.sum(x**2) for x in leaves)
@@ -223,7 +228,8 @@ def integrate(
     # Saves after an early stop are inf in `ts` (diffrax's fill); so are their diagnostics
     # and networks.
     was_saved = jnp.isfinite(save_ts)
-    diag = {key: jnp.where(was_saved, v, jnp.inf) for key, v in diag.items()}
+    # (A diagnostic may carry a trailing axis: a deep run's per-layer balancedness drift.)
+    diag = {key: jnp.where(_along_times(was_saved, v), v, jnp.inf) for key, v in diag.items()}
     if nets is not None:
         nets = jax.tree_util.tree_map(
             lambda x: jnp.where(was_saved[:, None, None], x, jnp.inf), nets
