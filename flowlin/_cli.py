@@ -70,7 +70,11 @@ def demo(
 @app.command()
 def reproduce(
     target: Annotated[
-        str, typer.Argument(help="What to reproduce: fig1, fig2, v2 or all.")
+        str,
+        typer.Argument(
+            help="What to reproduce: fig1, fig2, v2 or all (the papers' figures); or depth "
+            "(deep linear networks on Fig. 1's data, not part of all)."
+        ),
     ] = "all",
     out: Annotated[pathlib.Path, typer.Option(help="Output folder.")] = pathlib.Path(
         "flowlin-results"
@@ -81,13 +85,13 @@ def reproduce(
     seed: Annotated[int, typer.Option(help="Seed of the data and initializations.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
-    """Reproduce the papers' figures (docs/theory.md §5): netCDF data, PNGs and report.md."""
-    from .reproduce import RUNNERS
+    """Reproduce the papers' figures (docs/theory.md §5), or the depth study (docs/deep.md):
+    netCDF data, PNGs and report.md."""
+    from .reproduce import EXTRA_RUNNERS, RUNNERS
 
-    if target != "all" and target not in RUNNERS:
-        raise typer.BadParameter(
-            f"must be one of {', '.join([*RUNNERS, 'all'])}, got {target!r}", param_hint="TARGET"
-        )
+    if target != "all" and target not in RUNNERS and target not in EXTRA_RUNNERS:
+        choices = ", ".join([*RUNNERS, "all", *EXTRA_RUNNERS])
+        raise typer.BadParameter(f"must be one of {choices}, got {target!r}", param_hint="TARGET")
     _enable_x64()
     from .reproduce import reproduce as run
     from .reproduce.verdict import reproduce_verdict

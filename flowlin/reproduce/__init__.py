@@ -9,6 +9,8 @@ matplotlib); `import flowlin.reproduce` or `from flowlin.reproduce import reprod
   gradient descent, mapped to flow time); netCDF data and PNG figures under `out/<target>/`,
   and `out/report.md` with every bound check and the numbers the papers print (`paper.py`)
   beside ours. Each figure module computes, then draws, then reports.
+- `reproduce("depth", out)`: beyond the papers, deep linear networks on ICML Fig. 1's data
+  (`depth.py`, docs/theory.md §6); not part of `"all"`, which reproduces the papers.
 - `config.py`: `flowlin sweep CONFIG.toml`, a user-defined sweep from a TOML file.
 - `demo.py`: `flowlin demo`.
 """
@@ -29,13 +31,17 @@ from ._report import (
     write_text,
 )
 from ._sizes import FULL as FULL, QUICK as QUICK, Sizes as Sizes
+from .depth import run_depth
 from .fig1 import run_fig1
 from .fig2 import run_fig2
 from .v2 import run_v2
 
 
+#: The papers' figures: what `"all"` runs.
 TARGETS = ("fig1", "fig2", "v2")
 RUNNERS: dict[str, Callable[..., Section]] = {"fig1": run_fig1, "fig2": run_fig2, "v2": run_v2}
+#: Targets beyond the papers, run only by name (not by `"all"`).
+EXTRA_RUNNERS: dict[str, Callable[..., Section]] = {"depth": run_depth}
 
 
 def reproduce(
@@ -52,7 +58,9 @@ def reproduce(
     **Arguments:**
 
     - `target`: `"fig1"` (ICML Fig. 1, distance vs width), `"fig2"` (ICML Fig. 2, rate vs
-      imbalance), `"v2"` (the extended version's spectrum/rate figures) or `"all"`.
+      imbalance), `"v2"` (the extended version's spectrum/rate figures) or `"all"` (those
+      three); or `"depth"` (deep linear networks on Fig. 1's data, docs/deep.md; beyond the
+      papers, never part of `"all"`).
     - `out`: output folder; each target writes `out/<target>/` (netCDF data, PNG figures) and
       the run writes `out/report.md` and `out/numbers.json`.
     - `quick`: reduced sizes (`QUICK`) for tests; default the papers' sizes (`FULL`).
@@ -77,8 +85,9 @@ def reproduce(
     ```
     """
     call = "flowlin.reproduce.reproduce(...)"
-    if target != "all" and target not in RUNNERS:
-        raise ValueError(f"`{call}`: target must be one of {TARGETS + ('all',)}, got {target!r}")
+    if target != "all" and target not in RUNNERS and target not in EXTRA_RUNNERS:
+        choices = TARGETS + ("all", *EXTRA_RUNNERS)
+        raise ValueError(f"`{call}`: target must be one of {choices}, got {target!r}")
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out, REPORT_FILES)
@@ -115,7 +124,8 @@ def _run_target(name: str, out: pathlib.Path, sizes: Sizes, seed: int, progress:
     """Run one target, its sweeps storing their chunks under `out/<name>/store/`."""
     token = STORE_FOLDER.set(out / name / "store")
     try:
-        return RUNNERS[name](out / name, sizes, seed=seed, progress=progress)
+        runner = RUNNERS.get(name) or EXTRA_RUNNERS[name]
+        return runner(out / name, sizes, seed=seed, progress=progress)
     finally:
         STORE_FOLDER.reset(token)
 
