@@ -3,7 +3,7 @@
 The reference flow here is written from the loss alone: `jax.grad` of
 ½‖Y − X W1ᵀ···W_Lᵀ‖² integrated by diffrax's Dopri8 at rtol 1e-11 (flowlin's own deep method
 is not used for the theory tests). Truths: the conserved balancedness, the exact finite-time
-limit identity, the invariant set, the deficiency-margin envelope of §6(e) on 270 random
+limit identity, the invariant set, the deficiency-margin envelope of §6(e) on 200 random
 balanced instances (a property test with a negative control), and the chi-square law of the
 gap given the final head. The `check_bounds` verdicts use flowlin's deep flow.
 """
@@ -166,3 +166,112 @@ def test_invariant_set_beyond_projection(problem, break_it):
     else:
         assert float(a) <= 1e-14 and float(b) <= 1e-14
         assert distance <= 1e-8
+
+
+# -- the deficiency-margin theorem (§6(e)): a property test ------------------------------------
+
+#: (depth, n, D, m, hidden width) of the property test's two families, 100 instances each
+#: (depth 2 is compared with v2 Theorem 3 in `test_deficiency_margin_rate_at_depth_two`).
+FAMILIES = ((3, 4, 7, 2, 4), (4, 4, 6, 3, 4))
+INSTANCES = 100
+#: Saved times per instance: t_k = k/SAVES · 3/ρ (three e-folds of the envelope).
+SAVES = 12
+
+
+def _balanced_instance(key, problem, L, h):
+    """A balanced init of depth L whose Σ-weighted error is a random fraction f ∈ (0.05, 0.95)
+    of σ_m(W*)·λr^½ (so c = (1 − f)σ_m(W*) > 0), with a random null-space part (f <= 0.8
+    and a null part <= ‖W*‖/2 keep the slowest instance, which sets a batch's step count, cheap)."""
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    r, m, D = problem.rank, problem.m, problem.D
+    sigma_m = jnp.linalg.svd(problem.min_norm, compute_uv=False)[m - 1]
+    f = jax.random.uniform(k1, minval=0.05, maxval=0.8)
+    G = jax.random.normal(k2, (r, m))
+    G = G * f * sigma_m * jnp.sqrt(problem.sigma[-1]) / jnp.linalg.norm(G)  # = -E(0)
+    row = (G / problem.sqrt_sigma[:, None]).T @ problem.Phi1.T
+    null = jax.random.normal(k3, (m, D))
+    null = null - (null @ problem.Phi1) @ problem.Phi1.T
+    null = null * jax.random.uniform(k4, maxval=0.5) * jnp.linalg.norm(problem.min_norm)
+    null = null / jnp.linalg.norm(null)
+    return balanced_net(jax.random.fold_in(key, 9), problem.min_norm + row + null, (h,) * (L - 1))
+
+
+@pytest.fixture(scope="module")
+def margin_runs():
+    """Per family: (problem, nets, rates, ts, observed excess loss, envelope)."""
+    out = []
+    for i, (L, n, D, m, h) in enumerate(FAMILIES):
+        problem = make_problem(jax.random.key(100 + i), n=n, D=D, m=m, spread=2.0 + i)
+        keys = jax.random.split(jax.random.key(200 + i), INSTANCES)
+        out.append((problem, *_margin_family(keys, problem, L, h)))
+    return out
+
+
+@eqx.filter_jit
+def _margin_family(keys, problem, L, h):
+    nets = jax.vmap(lambda k: _balanced_instance(k, problem, L, h))(keys)
+    rates = jax.vmap(lambda net: theory.deep_rate(net, problem))(nets)
+    ts = jnp.linspace(0.0, 1.0, SAVES + 1)[None, :] * (3.0 / rates[:, None])
+    ws = jax.vmap(lambda w, t: integrate(w, problem.X, problem.Y, t))(nets.weights, ts)
+    excess = jax.vmap(jax.vmap(lambda *w: 0.5 * jnp.sum(problem.error(chain(w)) ** 2)))(*ws)
+    bound = jax.vmap(lambda t, net: theory.deep_loss_bound(t, net, problem))(ts, nets)
+    # balanced: the largest ‖C_l‖_F relative to ‖W_l‖² + ‖W_(l+1)‖²
+    scale = sum(jnp.sum(w**2, axis=(-2, -1)) for w in nets.weights)
+    imbalance = jnp.max(jnp.stack([jnp.sqrt(jnp.sum(C**2, axis=(-2, -1))) / scale
+                                   for C in theory.balancedness(nets)]))  # fmt: skip
+    return nets, rates, ts, excess, bound, imbalance
+
+
+def chain(ws):
+    out = ws[0]
+    for W in ws[1:]:
+        out = W @ out
+    return out
+
+
+def test_deficiency_margin_bound_holds_on_random_balanced_instances(margin_runs):
+    """≥ 200 random balanced instances (200: depths 3 and 4): L(t) − L* <= the envelope at
+    every saved time, with the integrator's 1e-11 as the only tolerance."""
+    worst, count = np.inf, 0
+    for _problem, _nets, rates, _ts, excess, bound, imbalance in margin_runs:
+        assert float(imbalance) <= 1e-13
+        assert bool(jnp.all(rates > 0)) and bool(jnp.all(jnp.isfinite(bound)))
+        slack = jnp.log(bound[:, 1:]) - jnp.log(excess[:, 1:])  # t = 0: equality
+        worst = min(worst, float(jnp.min(slack)))
+        count += excess.shape[0]
+        # the envelope is not vacuous: the loss fell by e^3 under it, the bound by e^3 too
+        assert bool(jnp.all(bound[:, -1] <= np.exp(-2.9) * excess[:, 0]))
+    assert count >= 200
+    print(f"deficiency-margin envelope: worst log-slack {worst:.3g} over {count} instances")
+    assert worst >= -1e-8
+
+
+def test_deficiency_margin_negative_controls(margin_runs, problem):
+    """A rate 2× too fast is violated on some instance (the test can fail); an unbalanced
+    init gets no envelope (NaN), and c <= 0 the trivial one."""
+    violated = 0
+    for _, _, rates, ts, excess, bound, _ in margin_runs:
+        wrong = bound[:, :1] * jnp.exp(-2 * rates[:, None] * ts)  # twice the rate
+        violated += int(jnp.sum(jnp.any(wrong[:, 1:] < excess[:, 1:], axis=1)))
+    assert violated > 0
+    net = gaussian_net(jax.random.key(5), problem.D, (5, 6), problem.m)
+    assert bool(jnp.isnan(theory.deep_rate(net, problem)))
+    assert bool(jnp.all(jnp.isnan(theory.deep_loss_bound(jnp.ones(3), net, problem))))
+    far = balanced_net(jax.random.key(6), 0.01 * problem.min_norm, (4, 4))  # c < 0
+    assert float(theory.deficiency_margin(far, problem)) < 0
+    assert float(theory.deep_rate(far, problem)) == 0.0
+
+
+def test_deficiency_margin_rate_at_depth_two():
+    """At L = 2 on whitened data, for a balanced init with W1Φ2 = 0 (so the papers' Λ = 0)
+    and m < r, §6(e)'s rate 2λr(Σ)c equals v2 Theorem 3's λr(Σ)c(0) (an independent formula)."""
+    problem = flowlin.problems.whitened(jax.random.key(7), n=5, D=9, m=2)
+    rng = jax.random.normal(jax.random.key(8), (problem.m, problem.rank))
+    product = problem.min_norm + 0.1 * rng @ problem.Phi1.T  # in the row space: W1Φ2 = 0
+    net = balanced_net(jax.random.key(9), product, (6,))
+    two = net.as_two_layer()
+    assert float(theory.imbalance_spreads(two, problem)[2]) <= 1e-12  # Λ = 0
+    assert float(theory.deficiency_margin(net, problem)) > 0
+    ours, v2 = theory.deep_rate(net, problem), theory.rate_margin(two, problem)
+    assert float(v2) > 0
+    np.testing.assert_allclose(float(ours), float(v2), rtol=1e-12)
