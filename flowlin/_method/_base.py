@@ -7,8 +7,18 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from .._gram_init import GramInit
 from .._network import LinearNetwork
 from .._problem import Problem
+
+
+def initial_gram(init, problem: Problem) -> Float[Array, "k k"]:
+    r"""$Q_0 = Z_0Z_0^\top$, $Z_0 = [\Sigma^{1/2}U_1(0); V(0)]$, of a network or `GramInit`
+    (internal API). Cost $O(hD(r+m))$ once for a network."""
+    if isinstance(init, GramInit):
+        return init.Q
+    Z = jnp.concatenate([problem.sqrt_sigma[:, None] * problem.row_part(init.W1), init.W2])
+    return Z @ Z.T
 
 
 class AbstractFlowMethod(eqx.Module):
@@ -84,6 +94,12 @@ class AbstractFlowMethod(eqx.Module):
     def final_network(self, system: eqx.Module, y: PyTree[Array]) -> LinearNetwork | None:
         """The network at state `y` (or `None` where the method cannot or was told not to
         rebuild it)."""
+
+    def initial_gram(self, system: eqx.Module, init: Any, problem: Problem) -> Float[Array, "k k"]:
+        r"""$Q_0 = Z_0Z_0^\top$ of the initialization (its fingerprint and the stiffness
+        estimate). Default: from the weights or `GramInit`; a method whose system already
+        holds it overrides this to skip a second pass over the weights."""
+        return initial_gram(init, problem)
 
     @abc.abstractmethod
     def output_gram(self, system: eqx.Module, y: PyTree[Array]) -> Float[Array, "m m"]:

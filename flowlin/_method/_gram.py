@@ -39,7 +39,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 from .._diagnostics import safe_div, safe_norm
 from .._gram_init import GramInit, check_gram_compatible
@@ -152,38 +152,136 @@ class GramSystem(eqx.Module):
         return {key: out[key] for key in names}
 
 
+#: Rows of $W_1$ per block of `from_network`'s one pass over the weights: small enough that a
+#: block (rows × D floats) and its products stay in cache while both are formed from it.
+_BLOCK_ROWS = 1024
+
+
+def _first_factor(W1, W2, PS) -> Float[Array, "h k"]:
+    r"""$Z_0^\top = [W_1\Phi_1S, W_2^\top]$ ($h\times k$)."""
+    return jnp.concatenate([W1 @ PS, W2.T], axis=1)
+
+
+def _gram_and_cross(W1, W2, PS) -> tuple[Float[Array, "k k"], Float[Array, "k D"]]:
+    r"""$Q_0 = Z_0Z_0^\top$ and $B = Z_0W_1$ in one pass over the weights: block by block of
+    rows, so that $W_1$ is read from memory once (for a wide network the pass is bound by
+    that read, not by the $O(hD(r+m))$ flops)."""
+    h, D = W1.shape
+    k = PS.shape[1] + W2.shape[0]
+
+    def block(w1, w2):
+        zt = _first_factor(w1, w2, PS)
+        return zt.T @ zt, zt.T @ w1
+
+    if h <= 2 * _BLOCK_ROWS:
+        return block(W1, W2)
+    count = h // _BLOCK_ROWS
+
+    def add_block(i, acc):
+        w1 = jax.lax.dynamic_slice_in_dim(W1, i * _BLOCK_ROWS, _BLOCK_ROWS, 0)
+        w2 = jax.lax.dynamic_slice_in_dim(W2, i * _BLOCK_ROWS, _BLOCK_ROWS, 1)
+        q, b = block(w1, w2)
+        return acc[0] + q, acc[1] + b
+
+    zeros = (jnp.zeros((k, k), W1.dtype), jnp.zeros((k, D), W1.dtype))
+    Q0, B = jax.lax.fori_loop(0, count, add_block, zeros)
+    rest = count * _BLOCK_ROWS
+    if rest < h:
+        q, b = block(W1[rest:], W2[:, rest:])
+        Q0, B = Q0 + q, B + b
+    return Q0, B
+
+
 class NetworkFrame(eqx.Module):
     r"""How a network's weights hang off the reduced state: $Z_0 = L\Omega$ and $W_1(0)$, $W_2(0)$.
 
-    `Omega` is `None` for $h \le r + m$ (then $\Omega = I_h$ and $Z_r = Z$).
+    $\Omega$ is kept implicit: for $h \le r + m$, $\Omega = I_h$ (`PS` is `None`); else
+    $\Omega^\top = Z_0^\top T$ with $T = L^{-\top}$ (Cholesky route, `cholesky` true) or the
+    $Q_h$ of the Householder QR of $Z_0^\top$; $Z_0^\top = [W_1\Phi_1S, W_2^\top]$ is formed
+    again from `PS` $= \Phi_1S$ when needed. So a solve that does not rebuild the weights
+    writes nothing of size $h$.
     """
 
     W1: Float[Array, "h D"]
     W2: Float[Array, "m h"]
-    Omega: Float[Array, "w h"] | None
+    PS: Float[Array, "D r"] | None
+    T: Float[Array, "k k"] | None
+    cholesky: Bool[Array, ""] | None
+
+    def moved(self, C: Float[Array, "w D"], dV: Float[Array, "m w"]) -> LinearNetwork:
+        r"""The network $(W_1 + \Omega^\top C,\ W_2 + dV\,\Omega)$: one $O(h(r+m)D)$ product,
+        and one $h\times D$ array written."""
+        if self.PS is None:
+            return LinearNetwork(self.W1 + C, self.W2 + dV)
+        Zt = _first_factor(self.W1, self.W2, self.PS)
+
+        def by_cholesky():  # Ωᵀ = Zt T
+            return self.W1 + Zt @ (self.T @ C), self.W2 + (dV @ self.T.T) @ Zt.T
+
+        def by_householder():  # Ωᵀ = Qh
+            Qh = _householder(Zt)[0]
+            return self.W1 + Qh @ C, self.W2 + dV @ Qh.T
+
+        return LinearNetwork(*jax.lax.cond(self.cholesky, by_cholesky, by_householder))
+
+
+#: Below this ratio of the smallest to the largest eigenvalue of $Q_0 = Z_0Z_0^\top$ (i.e.
+#: above a condition number 100 of $Z_0^\top$), `from_network` factors by Householder QR;
+#: above it by Cholesky QR, whose loss of orthogonality, $\sim\kappa(Z_0)^2\epsilon$, is then
+#: below $10^4\epsilon$ (float64: ~2e-12, so both routes agree to 1e-10).
+_CHOLESKY_MIN_EIGEN_RATIO = 1e-4
+
+
+def _householder(Zt):
+    """The thin QR $Z_0^\top = Q_hR$ with $R$'s diagonal made non-negative, as Cholesky's is:
+    both routes then start from the same state (a column sign flip would not change the steps
+    anyway: the controller's max norm ignores signs)."""
+    Qh, R = jnp.linalg.qr(Zt)
+    signs = jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(R.dtype)
+    return Qh * signs, R * signs[:, None]
 
 
 @full_float32_matmuls
 def from_network(net: LinearNetwork, problem: Problem):
-    r"""(L, J, frame) of a network: the exact QR factorization of docs/theory.md §3.
+    r"""(L, J, frame, Q0) of a network: the exact factorization $Z_0 = L\Omega$ of
+    docs/theory.md §3, and $Q_0 = Z_0Z_0^\top$.
 
     Only products of the weights with $h\times(r+m)$ matrices, $O(hD(r+m))$ once:
-    $Z_0^\top = [W_1\Phi_1 S, W_2^\top]$; for $h > r + m$ its thin QR $Z_0^\top = Q_hR$
+    $Z_0^\top = [W_1\Phi_1 S, W_2^\top]$; for $h > r + m$ a thin QR $Z_0^\top = Q_hR$
     ($\Omega = Q_h^\top$, $L = R^\top$) and $N = \Omega W_1$ ($(r+m)\times D$); then
     $\Omega U_2^\top\Phi_2^\top = N(I - \Phi_1\Phi_1^\top)$ and $J$ is its Gram. The null-space
     part of $W_1$ ($h\times D$) is never formed.
+
+    The QR is a Cholesky QR when $Z_0$ is well conditioned (a wide random init):
+    $Q_0 = L_cL_c^\top$, $L = L_c$, $N = L_c^{-1}(Z_0W_1)$, with $Q_0$ and $Z_0W_1$ from one
+    pass over the weights and no $h$-sized intermediate. Otherwise a Householder QR (any
+    conditioning; exact for rank-deficient inits).
     """
     Phi1 = problem.Phi1
-    Zt = jnp.concatenate([(net.W1 @ Phi1) * problem.sqrt_sigma, net.W2.T], axis=1)  # Z0ᵀ, h×k
-    if net.width > Zt.shape[1]:
-        Qh, R = jnp.linalg.qr(Zt)  # Z0ᵀ = Qh R, Qh h×k
-        L, Omega = R.T, Qh.T
-        N = Omega @ net.W1  # ΩW1, k×D
-    else:
-        L, Omega = Zt.T, None
-        N = net.W1  # Ω = I_h, h ≤ k
+    PS = Phi1 * problem.sqrt_sigma
+    k = problem.rank + net.out_features
+    if net.width <= k:
+        Zt = _first_factor(net.W1, net.W2, PS)
+        N = net.W1 - (net.W1 @ Phi1) @ Phi1.T  # Ω = I_h
+        frame = NetworkFrame(net.W1, net.W2, None, None, None)
+        return Zt.T, N @ N.T, frame, Zt.T @ Zt
+    Q0, B = _gram_and_cross(net.W1, net.W2, PS)
+    q = jnp.linalg.eigvalsh(jax.lax.stop_gradient(Q0))
+    cholesky = q[0] > _CHOLESKY_MIN_EIGEN_RATIO * q[-1]
+
+    def by_cholesky():
+        Lc = jnp.linalg.cholesky(Q0)  # lower, Lc Lcᵀ = Q0: L = Lc, Ω = Lc⁻¹ Z0
+        # κ(Lc) = κ(Z0) <= 100 here, so the explicit k×k inverse costs at most ~100 eps.
+        T = jax.scipy.linalg.solve_triangular(Lc, jnp.eye(k, dtype=Lc.dtype), lower=True)
+        return Lc, T @ B, T.T
+
+    def by_householder():
+        Qh, R = _householder(_first_factor(net.W1, net.W2, PS))
+        return R.T, Qh.T @ net.W1, jnp.zeros((k, k), Q0.dtype)
+
+    L, N, T = jax.lax.cond(cholesky, by_cholesky, by_householder)
     N = N - (N @ Phi1) @ Phi1.T  # (U2 Ωᵀ)ᵀ in input coordinates
-    return L, N @ N.T, NetworkFrame(net.W1, net.W2, Omega)
+    return L, N @ N.T, NetworkFrame(net.W1, net.W2, PS, T, cholesky), Q0
 
 
 @full_float32_matmuls
@@ -215,9 +313,7 @@ def reconstruct_network(
     dZ = Z - L
     # ΔW1 = ((dZ Ω)[:r] / S)ᵀ Φ1ᵀ = Ωᵀ C with C (w×D): one O(hwD) product, no h×r temporary.
     C = (dZ[:r] / problem.sqrt_sigma[:, None]).T @ problem.Phi1.T
-    if frame.Omega is None:
-        return LinearNetwork(frame.W1 + C, frame.W2 + dZ[r:])
-    return LinearNetwork(frame.W1 + frame.Omega.T @ C, frame.W2 + dZ[r:] @ frame.Omega)
+    return frame.moved(C, dZ[r:])
 
 
 class _GramRun(eqx.Module):
@@ -227,6 +323,7 @@ class _GramRun(eqx.Module):
     system: GramSystem
     frame: NetworkFrame | None
     problem: Problem
+    Q0: Float[Array, "k k"]
 
 
 class Gram(AbstractFlowMethod):
@@ -292,11 +389,14 @@ class Gram(AbstractFlowMethod):
 
     def start(self, init, problem):
         if isinstance(init, LinearNetwork):
-            L, J, frame = from_network(init, problem)
+            L, J, frame, Q0 = from_network(init, problem)
         else:
-            (L, J), frame = from_gram(init), None
+            (L, J), frame, Q0 = from_gram(init), None, init.Q
         system = GramSystem(problem.sigma, problem.Y_tilde, problem.loss_star, L, J)
-        return L, _GramRun(system, frame, problem)
+        return L, _GramRun(system, frame, problem, Q0)
+
+    def initial_gram(self, run, init, problem):
+        return run.Q0  # formed once in `start`, with the factor
 
     @full_float32_matmuls
     def vector_field(self, run, y):

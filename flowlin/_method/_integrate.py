@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float
 
-from .._gram_init import GramInit
 from .._problem import Problem
 from .._results import CONVERGED_FRACTION, RESULTS
 from .._saveat import SaveAt, diffrax_saveat, split_solution
@@ -68,15 +67,6 @@ _STIFF_STEPS = 100_000
 #: The excess loss a run cannot resolve below, in units of (max(rtol, eps)·‖Ỹ‖_F)²: a run
 #: that ends there converged as far as its arithmetic can tell.
 _CONVERGED_FLOOR = 100.0
-
-
-def initial_gram(init, problem: Problem) -> Float[Array, "k k"]:
-    r"""$Q_0 = Z_0Z_0^\top$, $Z_0 = [\Sigma^{1/2}U_1(0); V(0)]$, of a network or `GramInit`
-    (internal API). Cost $O(hD(r+m))$ once for a network."""
-    if isinstance(init, GramInit):
-        return init.Q
-    Z = jnp.concatenate([problem.sqrt_sigma[:, None] * problem.row_part(init.W1), init.W2])
-    return Z @ Z.T
 
 
 def fastest_rate(Q0: Float[Array, "k k"], problem: Problem) -> Float[Array, ""]:
@@ -189,7 +179,7 @@ def integrate(
     # state itself is saved and the snapshots are taken after the solve.
     backsolve = isinstance(adjoint, dfx.BacksolveAdjoint)
     dfx_saveat = diffrax_saveat(ts, adjoint, save_fn)
-    Q0 = initial_gram(init, problem).astype(dtype)
+    Q0 = method.initial_gram(system, init, problem).astype(dtype)
     event = None
     if threshold is not None:
         # E = Ỹ - Σ^½U1Vᵀ cancels against the product, whose size is ≤ tr(Q0)/2 at t = 0:
