@@ -1,5 +1,6 @@
 """Initializations of the deep linear network `flowlin.DeepLinearNetwork` (docs/theory.md §6)."""
 
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -129,12 +130,17 @@ def deep_gaussian(
     if len(shapes) == 2:  # the two-layer draw, so that L = 2 gives init.paper's weights
         net = gaussian(key, D, m, widths[0], stds[0], stds[1], dtype=dtype)
         return DeepLinearNetwork([net.W1, net.W2])
-    return DeepLinearNetwork(
-        [
-            std * jax.random.normal(jax.random.fold_in(key, i + 1), shape, dtype)
-            for i, (std, shape) in enumerate(zip(stds, shapes))
-        ]
-    )
+    normals = _layer_normals(key, tuple(shapes), dtype)
+    return DeepLinearNetwork([std * z for std, z in zip(stds, normals)])
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _layer_normals(key, shapes: tuple[tuple[int, int], ...], dtype):
+    """Standard normals of every layer, layer l from `fold_in(key, l)` (one compiled program
+    per shape, not one small one per operation)."""
+    return [
+        jax.random.normal(jax.random.fold_in(key, i + 1), s, dtype) for i, s in enumerate(shapes)
+    ]
 
 
 def _haar_frame(key, rows: int, cols: int, dtype) -> Float[Array, "rows cols"]:
@@ -183,16 +189,20 @@ def deep_orthogonal(
     check_positive(call, "scale", scale, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
     scale = jnp.asarray(scale, dtype)
-    layers = []
-    for i, (rows, cols) in enumerate(_layer_shapes(D, m, widths)):
+    frames = _orthogonal_layers(key, tuple(_layer_shapes(D, m, widths)), dtype)
+    return DeepLinearNetwork([scale * O for O in frames])
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _orthogonal_layers(key, shapes: tuple[tuple[int, int], ...], dtype):
+    """Haar (semi-)orthogonal layers of the given shapes, layer l from `fold_in(key, l)`."""
+    out = []
+    for i, (rows, cols) in enumerate(shapes):
         k = jax.random.fold_in(key, i + 1)
-        O = (
-            _haar_frame(k, rows, cols, dtype)
-            if rows >= cols
-            else _haar_frame(k, cols, rows, dtype).T
-        )
-        layers.append(scale * O)
-    return DeepLinearNetwork(layers)
+        wide = rows < cols
+        O = _haar_frame(k, cols, rows, dtype).T if wide else _haar_frame(k, rows, cols, dtype)
+        out.append(O)
+    return out
 
 
 def _product_rank(call: str, product, widths) -> int:
@@ -260,9 +270,17 @@ def deep_balanced(
     check_finite(call, "product", product)
     widths = _check_widths(call, widths)
     k = _product_rank(call, product, widths)
-    (m, D), L, dtype = product.shape, len(widths) + 1, product.dtype
+    (m, D), dtype = product.shape, product.dtype
     if k == 0:
         return DeepLinearNetwork([jnp.zeros(s, dtype) for s in _layer_shapes(D, m, widths)])
+    return DeepLinearNetwork(_balanced_layers(key, product, widths, k))
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _balanced_layers(key, product, widths: tuple[int, ...], k: int):
+    r"""$W_l = O_l\,\mathrm{diag}(s)^{1/L}O_{l-1}^\top$ (see `deep_balanced`), compiled once
+    per shape."""
+    L, dtype = len(widths) + 1, product.dtype
     U, s, Vt = jnp.linalg.svd(product, full_matrices=False)
     root = s[:k] ** (1.0 / L)
     frames = [Vt[:k].T]  # O_0 = V
@@ -270,4 +288,4 @@ def deep_balanced(
         _haar_frame(jax.random.fold_in(key, l), h, k, dtype) for l, h in enumerate(widths, 1)
     ]
     frames.append(U[:, :k])  # O_L = U
-    return DeepLinearNetwork([(frames[l] * root) @ frames[l - 1].T for l in range(1, L + 1)])
+    return [(frames[l] * root) @ frames[l - 1].T for l in range(1, L + 1)]

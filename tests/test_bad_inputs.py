@@ -45,6 +45,8 @@ SETUP = textwrap.dedent(
     problem = flowlin.problems.gaussian(key, n=4, D=6, m=1)
     X, Y = np.asarray(problem.X), np.asarray(problem.Y)
     net = init.gaussian(jax.random.key(1), 6, 1, 3, 0.5, 0.5)
+    dnet = init.deep_gaussian(jax.random.key(2), 6, 1, (3, 2))
+    DW = [np.asarray(w) for w in dnet.weights]
     W1, W2 = np.asarray(net.W1), np.asarray(net.W2)
     p32 = flowlin.Problem(X.astype(np.float32), Y.astype(np.float32))
     gram = init.gram_init(net, problem)
@@ -179,6 +181,68 @@ ROWS: dict[str, tuple[str, str]] = {
         "net",
     ),
     "init.gram_init/net-gram": ("init.gram_init(gram, problem)", "net"),
+    # -- deep networks (issue 20) -------------------------------------------------------------
+    "DeepLinearNetwork/mismatched-layers": (
+        "flowlin.DeepLinearNetwork([DW[0], DW[2]])",
+        "weights[1]",
+    ),
+    "DeepLinearNetwork/one-layer": ("flowlin.DeepLinearNetwork([DW[0]])", "depth"),
+    "DeepLinearNetwork/empty": ("flowlin.DeepLinearNetwork([])", "weights"),
+    "DeepLinearNetwork/array-not-list": ("flowlin.DeepLinearNetwork(DW[0])", "weights"),
+    "DeepLinearNetwork/nan": ("flowlin.DeepLinearNetwork([DW[0] * np.nan, *DW[1:]])", "weights[0]"),
+    "init.deep_gaussian/widths-empty": ("init.deep_gaussian(key, 6, 1, ())", "widths"),
+    "init.deep_gaussian/widths-int": ("init.deep_gaussian(key, 6, 1, 3)", "widths"),
+    "init.deep_gaussian/widths-zero": ("init.deep_gaussian(key, 6, 1, (3, 0))", "widths[1]"),
+    "init.deep_gaussian/widths-float": ("init.deep_gaussian(key, 6, 1, (3, 2.5))", "widths[1]"),
+    "init.deep_gaussian/scaling-unknown": (
+        "init.deep_gaussian(key, 6, 1, (3,), scaling='xavier')",
+        "scaling",
+    ),
+    "init.deep_gaussian/alpha-negative": (
+        "init.deep_gaussian(key, 6, 1, (3,), alpha=-1.0)",
+        "alpha",
+    ),
+    "init.deep_gaussian/scale-nan": (
+        "init.deep_gaussian(key, 6, 1, (3,), scale=float('nan'))",
+        "scale",
+    ),
+    "init.deep_gaussian/D-zero": ("init.deep_gaussian(key, 0, 1, (3,))", "D"),
+    "init.deep_gaussian/key-int": ("init.deep_gaussian(0, 6, 1, (3,))", "key"),
+    "init.deep_gaussian/dtype-int": ("init.deep_gaussian(key, 6, 1, (3,), dtype='int32')", "dtype"),
+    "init.deep_orthogonal/scale-negative": (
+        "init.deep_orthogonal(key, 6, 1, (3,), scale=-1.0)",
+        "scale",
+    ),
+    "init.deep_orthogonal/widths-empty": ("init.deep_orthogonal(key, 6, 1, [])", "widths"),
+    "init.deep_balanced/widths-below-rank": (
+        "init.deep_balanced(key, np.eye(2, 6), (1, 3))",
+        "widths",
+    ),
+    "init.deep_balanced/product-1d": ("init.deep_balanced(key, np.ones(6), (3,))", "product"),
+    "init.deep_balanced/product-nan": (
+        "init.deep_balanced(key, np.eye(2, 6) * np.nan, (3,))",
+        "product",
+    ),
+    "init.deep_balanced/product-string": ("init.deep_balanced(key, 'W', (3,))", "product"),
+    "init.deep_balanced/widths-empty": ("init.deep_balanced(key, np.eye(2, 6), ())", "widths"),
+    "init.project_to_invariant_set/deep-D-mismatch": (
+        "init.project_to_invariant_set(init.deep_gaussian(key, 5, 1, (3,)), problem)",
+        "net",
+    ),
+    "gradient_flow/deep-gram-method": ("GF(dnet, problem, 0.1, method=flowlin.Gram())", "method"),
+    "gradient_flow/deep-m-mismatch": (
+        "GF(init.deep_gaussian(key, 6, 2, (3,)), problem, 0.1)",
+        "net",
+    ),
+    "gradient_flow/deep-batched": (
+        "GF(flowlin.DeepLinearNetwork([w[None] for w in DW]), problem, 0.1)",
+        "net",
+    ),
+    "gradient_descent/deep-D-mismatch": (
+        "GD(init.deep_gaussian(key, 5, 1, (3, 2)), problem, 0.01, 10)",
+        "net",
+    ),
+    "gradient_descent/deep-lr-zero": ("GD(dnet, problem, 0.0, 10)", "lr"),
     "init.wishart/h-zero": ("init.wishart(key, problem, 0, 0.5, 0.5)", "h"),
     # -- SaveAt ----------------------------------------------------------------------------
     "SaveAt/diagnostics-unknown": ("flowlin.SaveAt(diagnostics=('los',))", "diagnostics"),
