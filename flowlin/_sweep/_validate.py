@@ -86,7 +86,7 @@ def check_deep_arguments(call: str, *, method, sampling, init) -> None:
 
 def depth_array(call: str, name: str, depths) -> np.ndarray:
     """The depths of a sweep: integers L >= 2, each once."""
-    if isinstance(depths, bool) or (
+    if isinstance(depths, (bool, str, bytes)) or (
         not isinstance(depths, (int, np.integer, Sequence, np.ndarray))
     ):
         raise TypeError(f"`{call}`: {name} must be a list of integers >= 2, got {depths!r}")
