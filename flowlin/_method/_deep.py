@@ -105,7 +105,10 @@ def balancedness_drift(system: DeepSystem, ws) -> Float[Array, " layers"]:
     $C_c = W_{c+1}^\top W_{c+1} - W_cW_c^\top$ (for $c = 1$ with $W_1\Phi_1$ in place of
     $W_1$: $W_1\Phi_2$ is constant and measured by `u2_drift`). Computed as the two-layer
     imbalance drift (`imbalance_change_norm`): by a thin QR where $h_c$ exceeds the rows of
-    the stacked factors, else as an $h_c\times h_c$ matrix; zero derivative at zero."""
+    the stacked factors, else as an $h_c\times h_c$ matrix; zero derivative at zero. A middle
+    layer's $C_c$ is a full-rank $h_c\times h_c$ matrix, so this costs
+    $O(h_c^2(h_{c-1} + h_{c+1}))$ per save time (more than a step of the flow when the
+    widths exceed ~100 times the rank of X and many times are saved)."""
     p, W0 = system.problem, system.initial
     out = []
     for c in range(1, len(ws)):
