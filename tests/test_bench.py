@@ -43,3 +43,25 @@ def test_sweep_throughput_script_runs_and_writes_json(tmp_path):
         "gd_products",
     }
     assert "flowlin.sweep(method=Gram())" in proc.stdout
+
+
+@pytest.mark.slow
+def test_deep_cost_script_runs_and_writes_json(tmp_path):
+    # Smoke test of benchmarks/deep_cost.py --quick (issue 20): the rows of every width and
+    # depth, each with its ratio to the two-layer step of the same width (1 for the baseline).
+    script = H.ROOT / "benchmarks" / "deep_cost.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--repeats", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "deep_cost-latest.json").read_text())
+    assert record["machine"]["x64"] and record["load_before"] is not None
+    rows = record["rows"]
+    assert [(r["h"], r["depth"], r["network"][:4]) for r in rows] == [
+        (h, L, net) for h in (10, 100) for L, net in ((2, "Line"), (2, "Deep"), (3, "Deep"))
+    ]
+    assert all(r["ratio"] == 1.0 for r in rows if r["network"] == "LinearNetwork")
+    assert all(r["steps"] > 0 and r["excess_loss"] < 1 for r in rows)
