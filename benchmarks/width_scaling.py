@@ -181,8 +181,27 @@ FROM_WEIGHTS_WIDTHS = (10, 100, 1000, 10_000, 20_000, 200_000)
 FROM_WEIGHTS_TARGET = 5.0
 
 
+def _householder_only():
+    """Trace with the Householder factor forced (the setup before the Cholesky route)."""
+    import contextlib
+
+    import flowlin._method._gram as gram_module
+
+    @contextlib.contextmanager
+    def forced():
+        saved = gram_module._CHOLESKY_MIN_EIGEN_RATIO
+        gram_module._CHOLESKY_MIN_EIGEN_RATIO = 2.0  # no eigenvalue ratio exceeds 1
+        try:
+            yield
+        finally:
+            gram_module._CHOLESKY_MIN_EIGEN_RATIO = saved
+
+    return forced()
+
+
 def from_weights(*, repeats: int = 5, widths=FROM_WEIGHTS_WIDTHS, echo=print) -> dict:
-    """Gram solves from materialised weights (every default), D = 30: time against h."""
+    """Gram solves from materialised weights (every default), D = 30: time against h, and the
+    same call with the Householder QR setup it replaced, side by side."""
     import jax
 
     import flowlin
@@ -192,13 +211,20 @@ def from_weights(*, repeats: int = 5, widths=FROM_WEIGHTS_WIDTHS, echo=print) ->
     load_before = H.load_average()
     nets = {h: flowlin.init.paper(jax.random.key(1), D, m, h, 0.5) for h in widths}
     jax.block_until_ready(nets)
-    calls = {
-        (h, rebuild): partial(
-            flowlin.gradient_flow, nets[h], problem, t1, method=flowlin.Gram(reconstruct=rebuild)
-        )
-        for h in widths
-        for rebuild in (True, False)
-    }
+    variants = {"rebuild": True, "no_rebuild": False, "householder": False}
+    calls = {}
+    for h in widths:
+        for variant, rebuild in variants.items():
+            # One outer jit per call: each keeps its own compiled program (the route is chosen
+            # while tracing, so the Householder variant is traced with the route forced).
+            method = flowlin.Gram(reconstruct=rebuild)
+            call = partial(
+                jax.jit(partial(flowlin.gradient_flow, method=method)), nets[h], problem, t1
+            )
+            if variant == "householder":
+                with _householder_only():
+                    jax.block_until_ready(call())
+            calls[(h, variant)] = call
     for call in calls.values():  # compile every shape first
         jax.block_until_ready(call())
     best = {key: float("inf") for key in calls}
@@ -212,10 +238,12 @@ def from_weights(*, repeats: int = 5, widths=FROM_WEIGHTS_WIDTHS, echo=print) ->
         rows.append(
             dict(
                 h=h,
-                run_ms=1e3 * best[(h, True)],
-                ratio=best[(h, True)] / best[(widths[0], True)],
-                run_no_rebuild_ms=1e3 * best[(h, False)],
-                ratio_no_rebuild=best[(h, False)] / best[(widths[0], False)],
+                run_ms=1e3 * best[(h, "rebuild")],
+                ratio=best[(h, "rebuild")] / best[(widths[0], "rebuild")],
+                run_no_rebuild_ms=1e3 * best[(h, "no_rebuild")],
+                ratio_no_rebuild=best[(h, "no_rebuild")] / best[(widths[0], "no_rebuild")],
+                householder_ms=1e3 * best[(h, "householder")],
+                speedup=best[(h, "householder")] / best[(h, "no_rebuild")],
             )
         )
     echo(f"gram from weights, n={n} D={D} m={m} (r={problem.rank}), t1={t1}, defaults")
@@ -227,12 +255,15 @@ def from_weights(*, repeats: int = 5, widths=FROM_WEIGHTS_WIDTHS, echo=print) ->
             ("ratio", "vs h=10", ".1f"),
             ("run_no_rebuild_ms", "run, reconstruct=False (ms)", ".2f"),
             ("ratio_no_rebuild", "vs h=10", ".1f"),
+            ("householder_ms", "Householder setup (ms)", ".2f"),
+            ("speedup", "Householder/Cholesky", ".2f"),
         ],
         echo=echo,
     )
     settings = dict(
         n=n, D=D, m=m, t1=t1, widths=list(widths), repeats=repeats, init="paper alpha=0.5",
-        call="gradient_flow(net, problem, t1, method=Gram()) with every default",
+        call="jit(gradient_flow)(net, problem, t1, method=Gram()) with every default",
+        baseline="the same call, reconstruct=False, with the Householder QR setup forced",
         target_ratio=FROM_WEIGHTS_TARGET,
     )  # fmt: skip
     return H.record(
