@@ -337,7 +337,9 @@ class Gram(AbstractFlowMethod):
     not integrated) and `imbalance_drift` is the drift of $\Lambda$ along the computed
     $Z(t) = Z_r(t)\Omega$, normalized as in `FullWeights`.
 
-    Takes a `flowlin.LinearNetwork` (factored by a thin QR, $O(hD(r+m))$ once), or a
+    Takes a `flowlin.LinearNetwork` (factored once from one pass over the weights,
+    $O(hD(r+m))$: at $h = 2\cdot10^5$, $D = 30$ that pass, not the solve, is most of the
+    call; `reconstruct=False` also skips writing the $h\times D$ final weights), or a
     `flowlin.GramInit` (its statistics $Q_0$, $K$ alone, e.g. from `flowlin.init.wishart` at
     any width without materialising the weights).
 
