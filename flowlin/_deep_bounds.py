@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
-from ._deep_network import DeepLinearNetwork
+from ._deep_network import DeepLinearNetwork, check_deep_compatible
 from ._problem import Problem
 from ._resolution import DRIFT_FACTOR, RESOLVED_FACTOR, check_origin, series
 from ._trajectory import Trajectory
@@ -76,8 +76,6 @@ class _Q0(NamedTuple):
 def check_deep_init(call: str, trajectory: Trajectory, init, problem: Problem):
     """Refuse what `check_bounds` cannot check at depth; return the traced mismatch of the
     init fingerprint (or `None`), as `flowlin._resolution.check_origin` does."""
-    from ._deep_network import check_deep_compatible
-
     check_deep_compatible(call, init, problem)
     final = trajectory.final_network
     if final is not None and not isinstance(final, DeepLinearNetwork):

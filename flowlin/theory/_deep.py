@@ -227,6 +227,16 @@ def deficiency_margin(net: DeepLinearNetwork, problem: Problem) -> Float[Array, 
 
     **Returns:** $c$ (any sign; the theorem needs $c > 0$).
 
+    **Example:**
+
+    ```python
+    import jax, jax.numpy as jnp, flowlin
+    jax.config.update("jax_enable_x64", True)
+    problem = flowlin.problems.whitened(jax.random.key(0), n=6, D=10, m=2)
+    net = flowlin.DeepLinearNetwork([0.9 * problem.min_norm, jnp.eye(2), jnp.eye(2)])
+    flowlin.theory.deficiency_margin(net, problem)   # 0.57 > 0: W(0) = 0.9 W*
+    ```
+
     docs/theory.md §6(e); Arora, Cohen, Golowich & Hu (ICLR 2019), Definition 2.
     """
     call = "flowlin.theory.deficiency_margin(...)"
