@@ -390,6 +390,31 @@ def test_check_bounds_deep_verdicts(problem, deep_runs, dtype):
             assert float(null_norm(traj.final_network.product, prob)) <= 1e-12
 
 
+def test_check_bounds_deep_can_fail(problem, deep_runs):
+    """Negative controls: the loss raised by e^(slack + 0.5) after t = 0 violates the margin
+    envelope; a final W1 moved by 1e-3 in the null space violates the limit identity; a
+    balancedness drift of 1e-3 of the weights' scale violates conservation. Each stays
+    applicable (a violation, not a skip)."""
+    net, traj = deep_runs["balanced"]
+    slack = float(flowlin.check_bounds(traj, net, problem)["deficiency_margin_loss"].worst_slack)
+    up = np.exp(slack + 0.5)
+    worse = eqx.tree_at(
+        lambda t: (t.excess_loss, t.final_values["excess_loss"]),
+        traj,
+        (jnp.where(traj.ts > 0, up, 1.0) * traj.excess_loss, up * traj.final_values["excess_loss"]),
+    )
+    moved = eqx.tree_at(lambda t: t.final_network.weights[0], traj,
+                        traj.final_network.weights[0] + 1e-3 * problem.phi2()[:, 0])  # fmt: skip
+    scale = sum(float(jnp.sum(w**2)) for w in net.weights)
+    drifted = eqx.tree_at(lambda t: t.balancedness_drift, traj,
+                          traj.balancedness_drift + 1e-3 * scale)  # fmt: skip
+    for bad, key in ((worse, "deficiency_margin_loss"), (moved, "limit_identity"),
+                     (drifted, "balancedness_conserved")):  # fmt: skip
+        check = flowlin.check_bounds(bad, net, problem)[key]
+        assert bool(check.applicable) and not bool(check.holds), key
+        assert float(check.worst_slack) < 0
+
+
 def test_check_bounds_deep_refuses_another_init(problem, deep_runs):
     (net, traj), (other, _) = deep_runs["gaussian"], deep_runs["balanced"]
     with pytest.raises(ValueError, match="did not start from this init"):
