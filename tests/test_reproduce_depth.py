@@ -13,7 +13,13 @@ from typer.testing import CliRunner
 
 from flowlin._cli import app
 from flowlin.reproduce import EXTRA_RUNNERS, RUNNERS
-from flowlin.reproduce.depth import head_verdict, law_verdict, slope_verdict
+from flowlin.reproduce.depth import (
+    head_verdict,
+    law_verdict,
+    relative_verdict,
+    slope_difference,
+    slope_verdict,
+)
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -92,6 +98,15 @@ def test_report_verdicts_reflect_the_data(quick):
         assert re.search(rf"‖W_L···W_2\(∞\)‖ vs h at L = {L}: \*\*{word}\*\*", report), L
         law = re.search(rf"exact law of the gap at L = {L}: \*\*(.+?)\*\*", report)
         assert law and law.group(1) == n["law"]["status"]
+        if L != "2":  # against the control L = 2
+            diff, lo, hi = n["slope_minus_depth_2"]
+            assert lo < diff < hi
+            word = (
+                "no depth effect resolved"
+                if lo <= 0 <= hi
+                else ("shallower than at L = 2" if lo > 0 else "steeper than at L = 2")
+            )
+            assert f"slope at L = {L} minus L = 2: **{word}** — {diff:+.3f}" in report, L
     # Every decay init's row, and the bounds' line as the numbers say.
     for name in numbers["decay_time_to_level"]:
         assert f"| {name} |" in report
@@ -124,6 +139,12 @@ def test_verdict_lines_follow_the_fit():
     assert "**not supported**" in steep and "steeper" in steep
     assert "shallower" in slope_verdict(4, (-0.2, -0.3, -0.1, 12))
     assert "**undetermined**" in slope_verdict(2, (math.nan, math.nan, math.nan, 2))
+    # The difference of two slopes: its CI from the two t intervals' standard errors.
+    diff = slope_difference((-0.3, -0.4, -0.2, 12), (-0.5, -0.55, -0.45, 12))
+    assert diff[0] == pytest.approx(0.2) and diff[1] > 0
+    assert "**shallower than at L = 2**" in relative_verdict(3, diff)
+    same = slope_difference((-0.48, -0.6, -0.36, 12), (-0.5, -0.55, -0.45, 12))
+    assert "**no depth effect resolved**" in relative_verdict(3, same)
     assert "**flat**" in head_verdict(2, (0.01, -0.02, 0.04, 12))
     assert "**grows**" in head_verdict(2, (0.3, 0.2, 0.4, 12))
     assert "**shrinks**" in head_verdict(2, (-0.3, -0.4, -0.2, 12))
