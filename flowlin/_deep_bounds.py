@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from ._deep_network import DeepLinearNetwork, check_deep_compatible
+from ._method._deep import two_layer_view_gram
 from ._problem import Problem
 from ._resolution import DRIFT_FACTOR, RESOLVED_FACTOR, check_origin, series
 from ._trajectory import Trajectory
@@ -60,17 +61,10 @@ class Verdict(NamedTuple):
 
 
 class _Q0(NamedTuple):
-    """$Q_0 = Z_0Z_0^\\top$ of the deep init seen as two layers, $W_1$ and the head
-    $H = W_L\\cdots W_2$: $Z_0 = [\\Sigma^{1/2}\\Phi_1^\\top W_1^\\top; H]$; a deep run records
-    its fingerprint (`flowlin._trajectory.init_fingerprint`) from it."""
+    """The `Q` that `flowlin._resolution.check_origin` reads: a deep run's recorded start is
+    the two-layer fingerprint of $W_1$ and the head (`two_layer_view_gram`)."""
 
     Q: Float[Array, "k k"]
-
-    @classmethod
-    def of(cls, net: DeepLinearNetwork, problem: Problem) -> "_Q0":
-        Z = jnp.concatenate([problem.sqrt_sigma[:, None] * problem.row_part(net.weights[0]),
-                             net.head])  # fmt: skip
-        return cls(Z @ Z.T)
 
 
 def check_deep_init(call: str, trajectory: Trajectory, init, problem: Problem):
@@ -88,7 +82,8 @@ def check_deep_init(call: str, trajectory: Trajectory, init, problem: Problem):
             f"`{call}`: trajectory's network has widths {final.widths} but init has "
             f"{init.widths}; pass the init gradient_flow was called with"
         )
-    return check_origin(call, trajectory, _Q0.of(init, problem), problem)
+    Q0 = two_layer_view_gram(init.weights[0], init.head, problem)
+    return check_origin(call, trajectory, _Q0(Q0), problem)
 
 
 def _log_ratio(a, b):
