@@ -204,12 +204,17 @@ def test_invariant_set_beyond_projection(problem, gaussian_run, break_it):
 
 #: (depth, n, D, m, hidden width) of the property test's two families, 100 instances each
 #: (depth 2 is compared with v2 Theorem 3 in `test_deficiency_margin_rate_at_depth_two`).
-FAMILIES = ((3, 4, 7, 2, 4), (4, 4, 6, 3, 4))
+FAMILIES = ((3, 4, 7, 2, 4), (4, 3, 6, 1, 3))
 INSTANCES = 100
-#: Saved times per instance: t_k = k/SAVES · 3/ρ (three e-folds of the envelope), with
-#: SUBSTEPS RK4 steps between them (and twice as many for the error estimate).
+#: Saved times per instance: t_k = k/SAVES · min(3/ρ, HORIZON) (three e-folds of the
+#: envelope, or up to t = HORIZON for the slowest guarantees), with SUBSTEPS RK4 steps between
+#: them (and twice as many for the error estimate): steps <= HORIZON/(SAVES·SUBSTEPS) = 0.05.
 SAVES = 12
-SUBSTEPS = 40
+SUBSTEPS = 50
+HORIZON = 30.0
+#: Excess losses below this fraction of the run's scale are round-off in float64 (seen: a
+#: floor near 1e-29 of it), neither held nor violated: left out, as check_bounds does.
+FLOOR = 1e-20
 
 
 def _balanced_instance(key, problem, L, h):
@@ -235,7 +240,7 @@ def margin_runs():
     """Per family: (problem, nets, rates, ts, observed excess loss, envelope)."""
     out = []
     for i, (L, n, D, m, h) in enumerate(FAMILIES):
-        problem = make_problem(jax.random.key(100 + i), n=n, D=D, m=m, spread=2.0 + i)
+        problem = make_problem(jax.random.key(100 + i), n=n, D=D, m=m, spread=2.0)
         keys = jax.random.split(jax.random.key(200 + i), INSTANCES)
         out.append((problem, *_margin_family(keys, problem, L, h)))
     return out
@@ -245,7 +250,8 @@ def margin_runs():
 def _margin_family(keys, problem, L, h):
     nets = jax.vmap(lambda k: _balanced_instance(k, problem, L, h))(keys)
     rates = jax.vmap(lambda net: theory.deep_rate(net, problem))(nets)
-    ts = jnp.linspace(0.0, 1.0, SAVES + 1)[None, :] * (3.0 / rates[:, None])
+    horizon = jnp.minimum(3.0 / rates, HORIZON)
+    ts = jnp.linspace(0.0, 1.0, SAVES + 1)[None, :] * horizon[:, None]
 
     def excess_at(substeps):
         ws = jax.vmap(lambda w, t: rk4(w, problem.X, problem.Y, t, substeps))(nets.weights, ts)
@@ -253,14 +259,16 @@ def _margin_family(keys, problem, L, h):
 
     # one traced RK4 for both step counts (a vmapped loop bound): compiled once
     excess, finer = jax.vmap(excess_at)(jnp.array([SUBSTEPS, 2 * SUBSTEPS]))
-    # RK4's error on log(L - L*), from step doubling (the coarse error is ~16/15 of the gap)
-    rk4_error = jnp.max(jnp.abs(jnp.log(excess) - jnp.log(finer)))
+    # RK4's error on log(L - L*), from step doubling (the finer one's is ~1/15 of the gap)
+    rk4_error = jnp.abs(jnp.log(excess) - jnp.log(finer))
+    # below FLOOR × (L(0) − L* + ‖Ỹ‖²) the computed excess loss is round-off (E = Ỹ − ...)
+    resolved = finer > FLOOR * (finer[:, :1] + jnp.sum(problem.Y_tilde**2))
     bound = jax.vmap(lambda t, net: theory.deep_loss_bound(t, net, problem))(ts, nets)
     # balanced: the largest ‖C_l‖_F relative to ‖W_l‖² + ‖W_(l+1)‖²
     scale = sum(jnp.sum(w**2, axis=(-2, -1)) for w in nets.weights)
     imbalance = jnp.max(jnp.stack([jnp.sqrt(jnp.sum(C**2, axis=(-2, -1))) / scale
                                    for C in theory.balancedness(nets)]))  # fmt: skip
-    return nets, rates, ts, finer, bound, imbalance, rk4_error
+    return nets, rates, ts, finer, bound, imbalance, rk4_error, resolved
 
 
 def chain(ws):
@@ -274,29 +282,42 @@ def test_deficiency_margin_bound_holds_on_random_balanced_instances(margin_runs)
     """≥ 200 random balanced instances (200: depths 3 and 4): L(t) − L* <= the envelope at
     every saved time (RK4; its error, from step doubling, is the only tolerance)."""
     worst, count, errors = np.inf, 0, []
-    for _problem, _nets, rates, _ts, excess, bound, imbalance, rk4_error in margin_runs:
+    excluded = 0
+    for _problem, _nets, rates, ts, excess, bound, imbalance, gap, resolved in margin_runs:
         assert float(imbalance) <= 1e-13
-        errors.append(float(rk4_error))
-        assert bool(jnp.all(rates > 0)) and bool(jnp.all(jnp.isfinite(bound)))
-        slack = jnp.log(bound[:, 1:]) - jnp.log(excess[:, 1:])  # t = 0: equality
-        worst = min(worst, float(jnp.min(slack)))
+        # every instance integrated (no NaN hidden by a min)
+        assert bool(jnp.all(jnp.isfinite(excess))) and bool(jnp.all(jnp.isfinite(bound)))
+        assert bool(jnp.all(rates > 0))
+        ok = resolved[:, 1:]  # t = 0 is an equality
+        slack = jnp.log(bound[:, 1:]) - jnp.log(excess[:, 1:])
+        # honest per point: the slack exceeds twice the step-doubling gap (30× the error)
+        margin = jnp.where(ok, slack - 2 * gap[:, 1:], jnp.inf)
+        assert float(jnp.min(margin)) >= 0
+        worst = min(worst, float(jnp.min(jnp.where(ok, slack, jnp.inf))))
+        errors.append(float(jnp.max(jnp.where(ok, gap[:, 1:], 0.0))))
+        excluded += int(jnp.sum(~ok))
+        # below the floor the bound need not be resolved, but it must not be exceeded by more
+        assert bool(jnp.all(jnp.where(ok, True, excess[:, 1:] <= bound[:, 1:] + FLOOR)))
         count += excess.shape[0]
-        # the envelope is not vacuous: the loss fell by e^3 under it, the bound by e^3 too
-        assert bool(jnp.all(bound[:, -1] <= np.exp(-2.9) * excess[:, 0]))
+        # the envelope is not vacuous: it falls by e^(ρ t_end), e^3 for most instances
+        decay = rates * ts[:, -1]
+        assert float(jnp.median(decay)) >= 2.9 and float(jnp.min(decay)) >= 0.3
     assert count >= 200
     print(f"deficiency-margin envelope: worst log-slack {worst:.3g} over {count} instances "
-          f"(RK4 step-doubling gap {max(errors):.2g})")  # fmt: skip
-    # the finer solution's error is ~1/15 of the doubling gap: 10× that gap is ample room
-    assert worst >= 10 * max(errors)
+          f"(RK4 doubling gap {max(errors):.2g}; {excluded} points below the floor)")  # fmt: skip
+    assert worst > 0
 
 
 def test_deficiency_margin_negative_controls(margin_runs, problem):
     """A rate 2× too fast is violated on some instance (the test can fail); an unbalanced
     init gets no envelope (NaN), and c <= 0 the trivial one."""
     violated = 0
-    for _, _, rates, ts, excess, bound, _, _ in margin_runs:
+    for _, _, rates, ts, excess, bound, _, gap, resolved in margin_runs:
         wrong = bound[:, :1] * jnp.exp(-2 * rates[:, None] * ts)  # twice the rate
-        violated += int(jnp.sum(jnp.any(wrong[:, 1:] < excess[:, 1:], axis=1)))
+        # violated beyond the integration error, at a resolved time
+        over = jnp.log(excess) - jnp.log(wrong) > 2 * gap
+        violated += int(jnp.sum(jnp.any((over & resolved)[:, 1:], axis=1)))
+    print(f"a rate twice too fast: violated on {violated} instances")
     assert violated > 0
     net = gaussian_net(jax.random.key(5), problem.D, (5, 6), problem.m)
     assert bool(jnp.isnan(theory.deep_rate(net, problem)))
