@@ -1,10 +1,11 @@
 """The theory of deep linear networks (docs/theory.md §6) against an independent integration.
 
 The reference flow here is written from the loss alone: `jax.grad` of
-½‖Y − X W1ᵀ···W_Lᵀ‖² integrated by diffrax's Dopri8 at rtol 1e-11 (flowlin's own deep method
+½‖Y − X W1ᵀ···W_Lᵀ‖² integrated by diffrax's Dopri8 at rtol 1e-11, or, for the 200-instance
+property test, by a vmapped RK4 with a step-doubling error estimate (flowlin's own deep method
 is not used for the theory tests). Truths: the conserved balancedness, the exact finite-time
 limit identity, the invariant set, the deficiency-margin envelope of §6(e) on 200 random
-balanced instances (a property test with a negative control), and the chi-square law of the
+balanced instances (a property test with negative controls), and the chi-square law of the
 gap given the final head. The `check_bounds` verdicts use flowlin's deep flow.
 """
 
