@@ -262,3 +262,16 @@ def test_configs_with_depths(problem, deep):
         ref = deep.sel(depth=c["depth"], width=H, scale=0.5, seed=c["seed"])
         np.testing.assert_array_equal(ds.distance_to_min_norm[i], ref.distance_to_min_norm)
         np.testing.assert_array_equal(ds.balancedness_drift[i], ref.balancedness_drift)
+
+
+def test_descent_over_depth(problem):
+    # Gradient descent (optax) over depths: a row equals gradient_descent from the same init.
+    ds = flowlin.sweep(
+        problem, widths=[H], scales=[0.5], seeds=[1], depths=(3,), dynamics="descent", lr=0.05,
+        steps=40, theory=False, bounds=False, progress=False, executor=ONE_DEVICE,
+    )  # fmt: skip
+    net = flowlin.init.deep_gaussian(jax.random.fold_in(jax.random.key(0), 1), D, M, (H, H))
+    gd = flowlin.gradient_descent(net, problem, 0.05, 40, saveat=ds.time.values)
+    got = ds.sel(depth=3, width=H, scale=0.5, seed=1)
+    np.testing.assert_allclose(got.loss, gd.loss, rtol=1e-12)
+    np.testing.assert_allclose(got.distance_to_min_norm, gd.distance_to_min_norm, rtol=1e-12)
