@@ -17,7 +17,7 @@ def safe_norm(x) -> Float[Array, ""]:
     r"""$\|x\|_F$ with a finite derivative (zero) where $x = 0$ (`jnp.sqrt` has an infinite one
     there, and a zero cotangent times it is NaN: e.g. a drift at t = 0)."""
     sq = jnp.sum(x**2)
-    nonzero = sq > 0
+    nonzero = sq != 0  # NaN (a diverged state) stays NaN, never reads as a zero drift
     return jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, sq, 1.0)), 0.0)
 
 

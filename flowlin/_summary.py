@@ -254,6 +254,13 @@ def summarize_bounds(
                 f"`{call}`: ds has repeated {dim!r} labels, which would count the same runs "
                 "twice; select or drop the duplicates first"
             )
+    if "depth" in ds.coords and ds["depth"].size > 1:
+        depths = [int(d) for d in np.unique(ds["depth"].values)]
+        raise ValueError(
+            f"`{call}`: ds holds several depths {depths}; the slopes and laws of different "
+            "depths must not be pooled: summarize one depth at a time, e.g. "
+            f"summarize_bounds(ds.sel(depth={depths[-1]}))"
+        )
     if schema.SUCCEEDED not in ds:
         raise ValueError(
             "`flowlin.summarize_bounds(ds)`: ds is not a flowlin.sweep result "

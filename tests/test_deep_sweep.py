@@ -275,3 +275,12 @@ def test_descent_over_depth(problem):
     got = ds.sel(depth=3, width=H, scale=0.5, seed=1)
     np.testing.assert_allclose(got.loss, gd.loss, rtol=1e-12)
     np.testing.assert_allclose(got.distance_to_min_norm, gd.distance_to_min_norm, rtol=1e-12)
+
+
+def test_summarize_bounds_never_pools_depths(problem, deep):
+    """Slopes and laws of different depths are not one population: a multi-depth result is
+    refused by name, and one depth at a time is summarized like any sweep."""
+    with pytest.raises(ValueError, match=r"several depths \[2, 3\].*ds.sel\(depth=3\)"):
+        flowlin.summarize_bounds(deep)
+    one = flowlin.summarize_bounds(deep.sel(depth=3))
+    assert one.runs == deep.sel(depth=3)["succeeded"].size

@@ -99,3 +99,15 @@ def test_gram_init_fingerprint(problem):
         flowlin.check_bounds(traj, other, problem, width=H)
     assert traj.init_fingerprint.shape == ((problem.rank + M) ** 2 + 2,)
     assert jnp.isfinite(traj.state_tolerance) and float(traj.solver_rtol) == 1e-8
+
+
+def test_drift_of_a_diverged_state_is_nan_not_zero():
+    """`safe_norm` keeps a zero derivative at 0 but must not turn NaN into 0: a diverged run's
+    imbalance drift would otherwise read as perfectly conserved."""
+    import jax.numpy as jnp
+
+    from flowlin._diagnostics import safe_norm
+
+    assert float(safe_norm(jnp.zeros(3))) == 0.0
+    assert float(safe_norm(jnp.array([3.0, 4.0]))) == 5.0
+    assert bool(jnp.isnan(safe_norm(jnp.array([1.0, jnp.nan]))))
