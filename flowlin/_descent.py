@@ -80,7 +80,9 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
         d = _WEIGHTS.snapshot(system, params, integral, names, False)[0]
         d = {key: jnp.where(reached, v, jnp.inf) for key, v in d.items()}
         t = jnp.where(reached, k_target.astype(dtype) * tau, jnp.inf)
-        nets = params if saveat.networks else None
+        nets = None
+        if saveat.networks:  # after an early stop: inf, as the flow's saves (and `d`) are
+            nets = jax.tree.map(lambda W: jnp.where(reached, W, jnp.inf), params)
         return state, (t, d, nets)
 
     state, (ts, diag, states) = jax.lax.scan(save, state0, ks)

@@ -85,6 +85,12 @@ def test_stop_at_loss(setup):
     finite = np.isfinite(np.asarray(traj.ts))
     assert not finite.all() and np.all(np.asarray(traj.iterations)[finite] <= k)
     assert np.all(np.isinf(np.asarray(traj.loss)[~finite]))
+    # Saved networks after the stop are inf too, as the flow's; before it, the iterates.
+    saved = flowlin.gradient_descent(
+        net, problem, 0.01, 5000, stop_at_loss=thr, saveat=flowlin.SaveAt(networks=True)
+    )
+    assert np.all(np.isinf(np.asarray(saved.networks.W1)[~finite]))
+    assert np.all(np.isfinite(np.asarray(saved.networks.W1)[finite]))
 
 
 def test_divergence_is_reported(setup):
