@@ -132,4 +132,7 @@ def sweep(
 
 
 def main() -> None:
-    app()
+    from ._interrupt import catch_interrupts
+
+    with catch_interrupts():  # a Ctrl-C is never lost (see flowlin/_interrupt.py)
+        app()

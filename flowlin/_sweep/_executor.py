@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from .. import _dataset as schema
+from .._interrupt import raise_if_interrupted
 from .._progress import progress_bar
 from ._kernel import SweepTask, make_mesh, on_cpu
 from ._plan import Chunk
@@ -163,6 +164,7 @@ class LocalExecutor(AbstractExecutor):
         inflight = collections.deque()
         with progress_bar(total=total, initial=initial, enabled=progress, unit="chunk") as bar:
             for chunk in chunks:
+                raise_if_interrupted()
                 inflight.append((chunk, task.launch(chunk, mesh, payload)))
                 if len(inflight) >= max_inflight:
                     yield _finish(task, *inflight.popleft(), store, where)

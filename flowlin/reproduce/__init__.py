@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable
 
 from .._dataset import versions
+from .._interrupt import raise_if_interrupted
 from ._report import (
     REPORT_FILES,
     STORE_FOLDER,
@@ -106,6 +107,7 @@ def reproduce(
                 echo(
                     f"{name}: {sec.seconds:.1f} s, bounds held: {sec.numbers['bounds_held']}{again}"
                 )
+            raise_if_interrupted()  # one swallowed during the target (flowlin/_interrupt.py)
     except KeyboardInterrupt:
         _say_interrupted(
             out, sections, [n for n in targets if n not in sections], target, quick, seed

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from .._dataset import all_bounds_held, netcdf_safe, versions
+from .._interrupt import raise_if_interrupted
 from .._summary import summarize_bounds
 from .._sweep._manifest import remove, temp_name
 from .._sweep._store import StoreMismatchError, store_progress
@@ -259,6 +260,7 @@ def resumable(store: pathlib.Path, command: str):
     the `command` that resumes, then let the interrupt go on."""
     try:
         yield
+        raise_if_interrupted()  # one swallowed during the block (flowlin/_interrupt.py)
     except KeyboardInterrupt:
         saved, total = store_progress(store)
         print(
