@@ -23,6 +23,25 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
+#: The slowest test modules (minutes each on 2 cores), longest first. Under `--dist loadfile`
+#: (pyproject.toml) a worker takes whole modules in collection order; these go first, so that
+#: no long module starts last and runs alone at the end.
+SLOWEST_MODULES = (
+    "test_theory_law.py",
+    "test_notebooks.py",
+    "test_sweep.py",
+    "test_grad.py",
+    "test_reproduce.py",
+    "test_reproduce_depth.py",
+    "test_theory_random.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    first = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: rest in order
+
+
 @pytest.fixture
 def getkey():
     """A fresh key per call, deterministic per test."""

@@ -113,9 +113,6 @@ def _stack(trees):
 
 
 #: One xdist worker runs this module, so the module-scoped fixtures are computed once.
-pytestmark = pytest.mark.xdist_group("grad")
-
-
 @pytest.fixture(scope="module")
 def instances():
     key = jax.random.key(20260901)

@@ -30,8 +30,6 @@ ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install flo
 psutil = pytest.importorskip("psutil", reason="the worker-kill tests find Ray workers by pid")
 
 pytestmark = [
-    # One xdist worker runs the whole module, so that its tests share one Ray instance.
-    pytest.mark.xdist_group("ray"),
     # ray.init forks its helper processes after JAX started threads (fork + exec: harmless).
     pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning"),
 ]

@@ -34,9 +34,6 @@ def _invoke(*args):
 
 
 #: One xdist worker runs this module, so the module-scoped `quick_run` is computed once.
-pytestmark = pytest.mark.xdist_group("reproduce")
-
-
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")

@@ -23,9 +23,6 @@ from flowlin.reproduce.depth import (
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-pytestmark = pytest.mark.xdist_group("reproduce_depth")
-
-
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("depth")
