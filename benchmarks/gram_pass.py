@@ -1,0 +1,181 @@
+"""Where a gram solve from wide weights spends its time, and ways to form its one pass.
+
+`Gram()` from a `LinearNetwork` reads the weights once, in `_gram_and_cross`, for
+$Q_0 = Z_0Z_0^\\top$ and $Z_0W_1$ ($Z_0^\\top = [W_1\\Phi_1S, W_2^\\top]$, $h\\times(r+m)$).
+At h = 2·10⁵, D = 30 (48 MB of float64 weights) this script times, in one process, each
+program alone (min over `--repeats` calls):
+
+- the floor: reading $W_1$ once (`jnp.sum`);
+- the pass as flowlin does it, and a whole solve with `reconstruct=False` saving every
+  diagnostic or only `excess_loss` (which does not need $Z_0W_1$);
+- other formulations of the same pass, each checked equal to flowlin's to 1e-12 first:
+  block sizes, batched `einsum` over blocks, `lax.map`, plain dots, the $O(hD^2)$ route
+  through $G = W_1^\\top W_1$, and two halves side by side;
+- the reference outside XLA: NumPy/OpenBLAS $W_1^\\top W_1$ (one thread).
+
+    python benchmarks/gram_pass.py            # ~1 minute
+    python benchmarks/gram_pass.py --quick    # h = 2·10⁴
+"""
+
+import os
+import pathlib
+import sys
+from functools import partial
+
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from benchmarks import _harness as H  # noqa: E402
+
+
+def _blocked(W1, W2, PS, rows):
+    """flowlin's pass with another block size (whole blocks only: rows divides h)."""
+    import jax
+    import jax.numpy as jnp
+
+    h, D = W1.shape
+    k = PS.shape[1] + W2.shape[0]
+
+    def add_block(i, acc):
+        w1 = jax.lax.dynamic_slice_in_dim(W1, i * rows, rows, 0)
+        w2 = jax.lax.dynamic_slice_in_dim(W2, i * rows, rows, 1)
+        zt = jnp.concatenate([w1 @ PS, w2.T], axis=1)
+        return acc[0] + zt.T @ zt, acc[1] + zt.T @ w1
+
+    zeros = (jnp.zeros((k, k), W1.dtype), jnp.zeros((k, D), W1.dtype))
+    return jax.lax.fori_loop(0, h // rows, add_block, zeros)
+
+
+def _assemble(AA, AW, A2, W2, W1):
+    """(Q0, Z0W1) from A = W1ΦS's products (AA = AᵀA, AW = AᵀW1, A2 = W2A)."""
+    import jax.numpy as jnp
+
+    Q = jnp.block([[AA, A2.T], [A2, W2 @ W2.T]])
+    return Q, jnp.concatenate([AW, W2 @ W1], axis=0)
+
+
+def _batched(W1, W2, PS, rows):
+    """A = W1ΦS once, then per-block products batched by `einsum` and summed."""
+    import jax.numpy as jnp
+
+    A = W1 @ PS
+    Ab, Wb = A.reshape(-1, rows, A.shape[1]), W1.reshape(-1, rows, W1.shape[1])
+    AA = jnp.einsum("kbi,kbj->kij", Ab, Ab).sum(0)
+    AW = jnp.einsum("kbi,kbj->kij", Ab, Wb).sum(0)
+    return _assemble(AA, AW, W2 @ A, W2, W1)
+
+
+def _plain(W1, W2, PS, rows):
+    A = W1 @ PS
+    return _assemble(A.T @ A, A.T @ W1, W2 @ A, W2, W1)
+
+
+def _mapped(W1, W2, PS, rows):
+    """`lax.map` over blocks."""
+    import jax
+    import jax.numpy as jnp
+
+    def block(args):
+        w1, w2 = args
+        zt = jnp.concatenate([w1 @ PS, w2.T], axis=1)
+        return zt.T @ zt, zt.T @ w1
+
+    W2b = W2.reshape(W2.shape[0], -1, rows).transpose(1, 0, 2)
+    q, b = jax.lax.map(block, (W1.reshape(-1, rows, W1.shape[1]), W2b))
+    return q.sum(0), b.sum(0)
+
+
+def _through_G(W1, W2, PS, rows):
+    """G = W1ᵀW1 (O(hD²)), then Q0 and Z0W1 from G and W2W1."""
+    import jax.numpy as jnp
+
+    G, c = W1.T @ W1, W2 @ W1
+    cP = c @ PS
+    Q = jnp.block([[PS.T @ G @ PS, cP.T], [cP, W2 @ W2.T]])
+    return Q, jnp.concatenate([PS.T @ G, c], axis=0)
+
+
+def _halves(W1, W2, PS, rows):
+    """Two halves of the rows, vmapped (a way to hand XLA two independent loops)."""
+    import jax
+
+    h, D = W1.shape
+    W2h = W2.reshape(W2.shape[0], 2, -1).transpose(1, 0, 2)
+    q, b = jax.vmap(lambda w1, w2: _blocked(w1, w2, PS, rows))(W1.reshape(2, -1, D), W2h)
+    return q.sum(0), b.sum(0)
+
+
+def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import flowlin
+    from flowlin._method._gram import _BLOCK_ROWS, _gram_and_cross
+
+    n, D, m, t1 = 10, 30, 1, 20.0
+    h = 20_000 if quick else 200_000
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=n, D=D, m=m)
+    PS = problem.Phi1 * problem.sqrt_sigma
+    load_before = H.load_average()
+    small = flowlin.init.paper(jax.random.key(1), D, m, 10, 0.5)
+    net = flowlin.init.paper(jax.random.key(1), D, m, h, 0.5)
+    W1, W2 = net.W1, net.W2
+
+    def solve(saveat, which):
+        method = flowlin.Gram(reconstruct=False)
+        return partial(jax.jit(partial(flowlin.gradient_flow, method=method, saveat=saveat)),
+                       which, problem, t1)  # fmt: skip
+
+    loss_only = flowlin.SaveAt(diagnostics=("excess_loss",))
+    calls = {
+        "read W1 once (jnp.sum)": partial(jax.jit(jnp.sum), W1),
+        f"flowlin's pass ({_BLOCK_ROWS}-row blocks)": partial(jax.jit(_gram_and_cross), W1, W2, PS),
+        "solve, every diagnostic": solve(flowlin.SaveAt(), net),
+        "solve, excess_loss only": solve(loss_only, net),
+        "solve at h = 10, every diagnostic": solve(flowlin.SaveAt(), small),
+        "solve at h = 10, excess_loss only": solve(loss_only, small),
+    }
+    alternatives = {
+        "blocked, 5000 rows": (_blocked, 5000),
+        "blocked, 20000 rows": (_blocked, 20000),
+        "A = W1ΦS, batched einsum, 1000 rows": (_batched, 1000),
+        "A = W1ΦS, batched einsum, 20000 rows": (_batched, 20000),
+        "lax.map over 1000-row blocks": (_mapped, 1000),
+        "plain dots, no blocks": (_plain, None),
+        "through G = W1ᵀW1 (O(hD²))": (_through_G, None),
+        "two halves, vmapped": (_halves, 1000),
+    }
+    reference = jax.jit(_gram_and_cross)(W1, W2, PS)
+    for name, (fn, rows) in alternatives.items():
+        call = partial(jax.jit(partial(fn, rows=rows)), W1, W2, PS)
+        for got, want in zip(call(), reference):
+            err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
+            assert err < 1e-12, f"{name}: differs from flowlin's pass by {err:.1e}"
+        calls[name] = call
+    W1_np = np.asarray(W1)
+    calls["NumPy/OpenBLAS W1ᵀW1 (reference)"] = lambda: W1_np.T @ W1_np
+    for call in calls.values():
+        jax.block_until_ready(call())
+    best = dict.fromkeys(calls, float("inf"))
+    for name, call in calls.items():  # each alone: its weights stay in cache between calls
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(call())
+            best[name] = min(best[name], time.perf_counter() - start)
+    rows = [dict(program=name, ms=1e3 * t) for name, t in best.items()]
+    echo(f"gram from weights at h = {h}, D = {D}, m = {m} (r = {problem.rank}), float64")
+    H.print_table(rows, [("program", "program", "s"), ("ms", "ms", ".2f")], echo=echo)
+    settings = dict(n=n, D=D, m=m, h=h, t1=t1, repeats=repeats, reconstruct=False)
+    return H.record("gram_pass", settings, rows, load_before=load_before,
+                    load_after=H.load_average())  # fmt: skip
+
+
+if __name__ == "__main__":
+    p = H.parser(__doc__)
+    p.add_argument("--repeats", type=int, default=30)
+    args = p.parse_args()
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLAS
+    H.enable_x64()
+    H.finish(gram_pass(args.quick, repeats=args.repeats), args.out, "gram_pass")
