@@ -265,7 +265,7 @@ def check_bounds(
 @eqx.filter_jit
 def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol, *, mismatch=None):
     """Every family of checks on one trajectory, merged in `CHECK_KEYS` order."""
-    obs = Observed(trajectory, InitStatistics(gram, problem), problem, rtol, atol)
+    obs = Observed.of_statistics(trajectory, InitStatistics(gram, problem), problem, rtol, atol)
     wide = None if h is None or alpha is None else wide_network_bound_of(h, alpha, delta, problem)
     out = {
         **_check_conservation(trajectory, obs),

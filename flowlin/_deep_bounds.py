@@ -9,7 +9,6 @@ two-layer checks. Theory is used through the declared internal API of `flowlin.t
 
 from typing import NamedTuple
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
@@ -17,7 +16,7 @@ from jaxtyping import Array, Bool, Float
 from ._deep_network import DeepLinearNetwork, check_deep_compatible
 from ._method._deep import two_layer_view_gram
 from ._problem import Problem
-from ._resolution import DRIFT_FACTOR, RESOLVED_FACTOR, check_origin, series
+from ._resolution import DRIFT_FACTOR, Observed, check_origin, series
 from ._trajectory import Trajectory
 from .theory._deep import (
     deep_limit_identity_of,
@@ -97,36 +96,15 @@ def _last(values, mask):
     return jnp.where(idx >= 0, values[jnp.maximum(idx, 0)], jnp.nan)
 
 
-class _Observed(eqx.Module):
-    """The trajectory's times and errors with the end appended, and the noise levels."""
-
-    ok: Bool[Array, ""]
-    ts: Float[Array, " times"]
-    finite_t: Bool[Array, " times"]
-    err: Float[Array, " times"] | None
-    err_ok: Bool[Array, " times"] | None
-    resolved: Bool[Array, " times"] | None
-    e_noise: Float[Array, ""]
-    d_noise: Float[Array, ""]
-    e0: Float[Array, ""]
-
-    def __init__(self, trajectory: Trajectory, init: DeepLinearNetwork, problem: Problem, atol):
-        dtype = init.dtype
-        W0 = init.product
-        self.e0 = jnp.sqrt(jnp.sum(problem.error(W0) ** 2))
-        norm = lambda A: jnp.sqrt(jnp.sum(A**2))
-        self.e_noise = atol * (self.e0 + norm(problem.Y_tilde))
-        self.d_noise = atol * (norm(W0 - problem.min_norm) + norm(problem.min_norm))
-        self.ok = trajectory.succeeded
-        self.ts = jnp.concatenate([trajectory.ts, trajectory.final_time[None]]).astype(dtype)
-        self.finite_t = jnp.isfinite(self.ts)
-        excess = series(trajectory, "excess_loss")
-        if excess is None:
-            self.err = self.err_ok = self.resolved = None
-        else:
-            self.err = jnp.sqrt(2 * jnp.maximum(excess, 0)).astype(dtype)
-            self.err_ok = self.finite_t & jnp.isfinite(self.err)
-            self.resolved = self.err_ok & (self.err > RESOLVED_FACTOR * self.e_noise)
+def _observed(trajectory: Trajectory, init: DeepLinearNetwork, problem: Problem, rtol, atol):
+    r"""What every deep check reads (`flowlin._resolution.Observed`, as at two layers), with
+    the noise levels of the end-to-end product $W(0) = W_L\cdots W_1(0)$."""
+    W0 = init.product
+    norm = lambda A: jnp.sqrt(jnp.sum(A**2))
+    return Observed(
+        trajectory, problem, rtol, atol, dtype=init.dtype, error0=norm(problem.error(W0)),
+        distance0=norm(W0 - problem.min_norm),
+    )  # fmt: skip
 
 
 def deep_checks(
@@ -134,7 +112,7 @@ def deep_checks(
 ) -> dict[str, Verdict | None]:
     """Every check of `DEEP_CHECK_KEYS` on one trajectory (`None`: inputs not given)."""
     with jax.default_matmul_precision("highest"):
-        obs = _Observed(trajectory, init, problem, atol)
+        obs = _observed(trajectory, init, problem, rtol, atol)
         return {
             "balancedness_conserved": _conservation(trajectory, init, obs, atol),
             "limit_identity": _limit_identity(trajectory, init, problem, obs, rtol),
@@ -154,7 +132,7 @@ def _layer_drift(trajectory: Trajectory):
     return jnp.concatenate([saved, final[None]])
 
 
-def _conservation(trajectory, init: DeepLinearNetwork, obs: _Observed, atol):
+def _conservation(trajectory, init: DeepLinearNetwork, obs: Observed, atol):
     r"""§6(b): $\|C_l(t) - C_l(0)\|_F \le \text{atol}(\|W_{l+1}(0)\|_F^2 + \|W_l(0)\|_F^2)
     + 20\|y\|\tau$ for every layer ($C_l$ is quadratic in the state $y$: an error $\delta y$
     moves it by at most $2\|y\|\|\delta y\|$; 10 for global against local error)."""
@@ -173,7 +151,7 @@ def _conservation(trajectory, init: DeepLinearNetwork, obs: _Observed, atol):
     return Verdict(obs.ok, jnp.asarray(True), worst, checked, tight)
 
 
-def _limit_identity(trajectory, init, problem: Problem, obs: _Observed, rtol):
+def _limit_identity(trajectory, init, problem: Problem, obs: Observed, rtol):
     """§6(c) at the end of the run: the difference is exactly
     $-E^\\top\\Sigma^{-1/2}\\Phi_1^\\top$."""
     final = trajectory.final_network
@@ -189,7 +167,7 @@ def _limit_identity(trajectory, init, problem: Problem, obs: _Observed, rtol):
     return Verdict(obs.ok, jnp.asarray(True), _log_ratio(tolerant, observed)[None], one, tight)
 
 
-def _invariant_set(trajectory, init, problem: Problem, obs: _Observed, rtol):
+def _invariant_set(trajectory, init, problem: Problem, obs: Observed, rtol):
     """§6(c): from an init on the invariant set, $W(t)\\Phi_2 = 0$ at every time, so the whole
     distance to $W^\\star$ is the row-space part
     $\\|\\Sigma^{-1/2}E\\| \\le \\|E\\|/\\lambda_r^{1/2}$."""
@@ -208,7 +186,7 @@ def _invariant_set(trajectory, init, problem: Problem, obs: _Observed, rtol):
     return Verdict(obs.ok, on_set, _log_ratio(tolerant, distance), checked, tight, below)
 
 
-def _margin_envelope(init: DeepLinearNetwork, problem: Problem, obs: _Observed, rtol):
+def _margin_envelope(init: DeepLinearNetwork, problem: Problem, obs: Observed, rtol):
     """§6(e): the balanced-init envelope on $\\|E(t)\\| \\le e^{-\\rho t/2}\\|E(0)\\|$, checked
     as the two-layer envelopes are (t = 0 skipped: an equality there)."""
     if obs.err is None:

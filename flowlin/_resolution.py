@@ -136,13 +136,16 @@ def series(traj: Trajectory, name: str):
 
 
 class Observed(eqx.Module):
-    """What every check reads: the init's statistics, the trajectory's times `ts` and errors
-    `err` = ‖E(t)‖ (None if `excess_loss` was not saved) with the end of the run appended, which
-    of them can be checked (`finite_t`, `err_ok`) or are above the noise (`resolved`), whether
-    the solve succeeded (`ok`), and the tolerances with their noise levels for errors
-    (`e_noise`) and distances (`d_noise`)."""
+    """What every check reads: the trajectory's times `ts` and errors `err` = ‖E(t)‖ (None if
+    `excess_loss` was not saved) with the end of the run appended, which of them can be checked
+    (`finite_t`, `err_ok`) or are above the noise (`resolved`), whether the solve succeeded
+    (`ok`), the tolerances with their noise levels for errors (`e_noise`) and distances
+    (`d_noise`), and, for a two-layer init, its statistics (`stats`; None at depth).
 
-    stats: InitStatistics
+    The noise levels are atol times the scale of what is compared: ‖E(0)‖ + ‖Ỹ‖ for errors,
+    ‖W(0) − W*‖ + ‖W*‖ for distances. Two-layer and deep checks both read this, so the
+    resolution rules cannot differ between them."""
+
     ok: Bool[Array, ""]
     ts: Float[Array, " times"]
     finite_t: Bool[Array, " times"]
@@ -153,14 +156,18 @@ class Observed(eqx.Module):
     d_noise: Float[Array, ""]
     rtol: Float[Array, ""]
     atol: Float[Array, ""]
+    stats: InitStatistics | None
 
-    def __init__(self, trajectory: Trajectory, stats: InitStatistics, problem: Problem, rtol, atol):
-        dtype = stats.gram.Q.dtype
+    def __init__(
+        self, trajectory: Trajectory, problem: Problem, rtol, atol, *, dtype, error0, distance0,
+        stats: InitStatistics | None = None,
+    ):  # fmt: skip
+        """`error0` = ‖E(0)‖ and `distance0` = ‖W(0) − W*‖ of the init; `dtype` its dtype."""
+        norm = lambda A: jnp.sqrt(jnp.sum(A**2))
         self.stats, self.rtol, self.atol = stats, rtol, atol
         self.ok = trajectory.succeeded
-        distance_scale = stats.distance_initial + jnp.sqrt(jnp.sum(problem.min_norm**2))
-        self.e_noise = atol * (stats.error_norm + jnp.sqrt(jnp.sum(problem.Y_tilde**2)))
-        self.d_noise = atol * distance_scale
+        self.e_noise = atol * (error0 + norm(problem.Y_tilde))
+        self.d_noise = atol * (distance0 + norm(problem.min_norm))
         self.ts = jnp.concatenate([trajectory.ts, trajectory.final_time[None]]).astype(dtype)
         self.finite_t = jnp.isfinite(self.ts)
         excess = series(trajectory, "excess_loss")
@@ -170,6 +177,16 @@ class Observed(eqx.Module):
             self.err = jnp.sqrt(2 * jnp.maximum(excess, 0))
             self.err_ok = self.finite_t & jnp.isfinite(self.err)
             self.resolved = self.err_ok & (self.err > RESOLVED_FACTOR * self.e_noise)
+
+    @classmethod
+    def of_statistics(
+        cls, trajectory: Trajectory, stats: InitStatistics, problem: Problem, rtol, atol
+    ):
+        """For a two-layer init, from its `InitStatistics`."""
+        return cls(
+            trajectory, problem, rtol, atol, dtype=stats.gram.Q.dtype, error0=stats.error_norm,
+            distance0=stats.distance_initial, stats=stats,
+        )  # fmt: skip
 
     @property
     def dtype(self):
