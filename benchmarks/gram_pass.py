@@ -28,21 +28,14 @@ from benchmarks import _harness as H  # noqa: E402
 
 
 def _blocked(W1, W2, PS, rows):
-    """flowlin's pass with another block size (whole blocks only: rows divides h)."""
-    import jax
-    import jax.numpy as jnp
+    """flowlin's pass itself, traced with another block size."""
+    import flowlin._method._gram as gram
 
-    h, D = W1.shape
-    k = PS.shape[1] + W2.shape[0]
-
-    def add_block(i, acc):
-        w1 = jax.lax.dynamic_slice_in_dim(W1, i * rows, rows, 0)
-        w2 = jax.lax.dynamic_slice_in_dim(W2, i * rows, rows, 1)
-        zt = jnp.concatenate([w1 @ PS, w2.T], axis=1)
-        return acc[0] + zt.T @ zt, acc[1] + zt.T @ w1
-
-    zeros = (jnp.zeros((k, k), W1.dtype), jnp.zeros((k, D), W1.dtype))
-    return jax.lax.fori_loop(0, h // rows, add_block, zeros)
+    saved, gram._BLOCK_ROWS = gram._BLOCK_ROWS, rows
+    try:
+        return gram._gram_and_cross(W1, W2, PS)
+    finally:
+        gram._BLOCK_ROWS = saved
 
 
 def _assemble(AA, AW, A2, W2, W1):
@@ -72,11 +65,12 @@ def _plain(W1, W2, PS, rows):
 def _mapped(W1, W2, PS, rows):
     """`lax.map` over blocks."""
     import jax
-    import jax.numpy as jnp
+
+    from flowlin._method._gram import _first_factor
 
     def block(args):
         w1, w2 = args
-        zt = jnp.concatenate([w1 @ PS, w2.T], axis=1)
+        zt = _first_factor(w1, w2, PS)
         return zt.T @ zt, zt.T @ w1
 
     W2b = W2.reshape(W2.shape[0], -1, rows).transpose(1, 0, 2)
