@@ -14,6 +14,13 @@ the warm one the cold run left. First call (compile included) and the best of 10
 Targets: first call <= 5 s, later calls <= 50 ms (gram).
 
     python benchmarks/compile_time.py --quick-start
+
+`--emitters`: each entry point's first call with XLA:CPU's default fusion emitters and with
+the older ones that `flowlin.enable_fast_cpu_compiles()` selects, fresh processes in turns;
+compile time, second call, and whether the two give the same numbers (a checksum of every
+float returned).
+
+    python benchmarks/compile_time.py --emitters
 """
 
 import json
@@ -50,20 +57,33 @@ elif entry == "gradient_descent":
 elif entry == "sweep":
     f = lambda: flowlin.sweep(problem, widths=[50, 100], scales=[0.5], seeds=2, t1=20.0,
                               progress=False)
+elif entry == "sweep_deep":
+    f = lambda: flowlin.sweep(problem, widths=[20, 40], scales=[0.5], seeds=2, t1=20.0,
+                              depths=(2, 3), progress=False)
 elif entry == "check_bounds":
     traj = jax.block_until_ready(flowlin.gradient_flow(net, problem, 20.0, saveat=ts))
     f = lambda: flowlin.check_bounds(traj, net, problem, width=100, alpha=0.5)
 else:
     raise SystemExit(f"unknown entry point {entry}")
 def timed():
+    global out
     t0, c0 = time.perf_counter(), time.process_time()
-    jax.block_until_ready(f())
+    out = jax.block_until_ready(f())
     return time.perf_counter() - t0, time.process_time() - c0
 first, first_cpu = timed()
 second, second_cpu = timed()
 import resource
+import numpy as np
+if hasattr(out, "data_vars"):  # a sweep's Dataset
+    leaves = [out[k].values for k in out.data_vars]
+else:
+    leaves = jax.tree.leaves(out)
+# A checksum of every finite float the call returned (to compare two processes' numbers).
+floats = [np.asarray(x, float).ravel() for x in leaves if np.asarray(x).dtype.kind == "f"]
+flat = np.concatenate(floats) if floats else np.zeros(0)
+checksum = float(np.abs(flat[np.isfinite(flat)]).sum())
 print(json.dumps(dict(import_s=t_import, first_s=first, second_s=second, first_cpu_s=first_cpu,
-                      second_cpu_s=second_cpu,
+                      second_cpu_s=second_cpu, checksum=checksum,
                       peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
 """
 
@@ -73,6 +93,7 @@ ENTRY_POINTS = (
     "gradient_descent",
     "check_bounds",
     "sweep",
+    "sweep_deep",
 )
 TARGET_S = 5.0
 
@@ -94,6 +115,7 @@ def one_entry(entry: str, env: dict) -> dict:
         compile_s=max(r["first_s"] - r["second_s"], 0.0),
         compile_cpu_s=max(r["first_cpu_s"] - r["second_cpu_s"], 0.0),
         peak_rss_mib=r["peak_rss_mib"],
+        checksum=r["checksum"],
         load=load[0] if load else None,
     )
 
@@ -134,6 +156,74 @@ def compile_times(quick: bool = False, *, echo=print, entries=None) -> dict:
     )
     return H.record(
         "compile_time", settings, rows, load_before=load_before, load_after=H.load_average()
+    )
+
+
+def emitters(quick: bool = False, *, echo=print, entries=None, rounds: int = 2) -> dict:
+    """Each entry point's first call with XLA:CPU's default fusion emitters and with the older
+    ones (`flowlin.enable_fast_cpu_compiles`), in fresh processes taken in turns (default,
+    older, default, older, ...) so that both see the same load; the best of `rounds` each."""
+    from flowlin._fast_compile import FLAG
+
+    entries = list(entries or (ENTRY_POINTS[:2] if quick else ENTRY_POINTS))
+    base = dict(os.environ)
+    base["PYTHONPATH"] = str(H.ROOT) + os.pathsep + base.get("PYTHONPATH", "")
+    base.setdefault("JAX_PLATFORMS", "cpu")
+    base.pop("XLA_FLAGS", None)
+    load_before = H.load_average()
+    echo("first-call compile time, default vs older XLA:CPU fusion emitters (float64, CPU)")
+    rows = []
+    for entry in entries:
+        best = {}
+        for _ in range(rounds):
+            for name, flags in (("default", ""), ("older", FLAG)):
+                env = dict(base, XLA_FLAGS=flags) if flags else base
+                row = one_entry(entry, env)
+                if name not in best or row["compile_s"] < best[name]["compile_s"]:
+                    best[name] = row
+        d, o = best["default"], best["older"]
+        rows.append(
+            dict(
+                entry_point=entry,
+                compile_default_s=d["compile_s"],
+                compile_older_s=o["compile_s"],
+                speedup=d["compile_s"] / o["compile_s"],
+                run_default_s=d["run_s"],
+                run_older_s=o["run_s"],
+                same_numbers=d["checksum"] == o["checksum"],
+                relative_difference=abs(d["checksum"] - o["checksum"]) / max(d["checksum"], 1e-300),
+                load=o["load"],
+            )
+        )
+        r = rows[-1]
+        echo(
+            f"  {entry}: compile {r['compile_default_s']:.2f} s -> {r['compile_older_s']:.2f} s"
+            f" ({r['speedup']:.2f}x), checksums differ by {r['relative_difference']:.1e}"
+        )
+    echo("")
+    H.print_table(
+        rows,
+        [
+            ("entry_point", "entry point", ""),
+            ("compile_default_s", "compile, default (s)", ".2f"),
+            ("compile_older_s", "compile, older (s)", ".2f"),
+            ("speedup", "default / older", ".2f"),
+            ("run_default_s", "second call, default (s)", ".4f"),
+            ("run_older_s", "second call, older (s)", ".4f"),
+            ("relative_difference", "checksum rel. diff.", ".1e"),
+            ("load", "load", ".1f"),
+        ],
+        echo=echo,
+    )
+    settings = dict(
+        problem="gaussian n=10 D=40 m=2, paper init h=100 alpha=0.5, t1=20, 21 saves, defaults",
+        entries=entries,
+        flag=FLAG,
+        rounds=rounds,
+        quick=quick,
+    )
+    return H.record(
+        "compile_emitters", settings, rows, load_before=load_before, load_after=H.load_average()
     )
 
 
@@ -221,9 +311,14 @@ def quick_start(*, echo=print, methods=("gram", "full")) -> dict:
 if __name__ == "__main__":
     p = H.parser(__doc__)
     p.add_argument("--quick-start", action="store_true", help="the README quick start, caches")
+    p.add_argument(
+        "--emitters", action="store_true", help="default vs older XLA:CPU fusion emitters"
+    )
     args = p.parse_args()
     H.enable_x64()
-    if args.quick_start:
+    if args.emitters:
+        H.finish(emitters(args.quick), args.out, "compile_emitters")
+    elif args.quick_start:
         H.finish(quick_start(), args.out, "quick_start")
     else:
         H.finish(compile_times(args.quick), args.out, "compile_time")

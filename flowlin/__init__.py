@@ -42,6 +42,7 @@ _LAZY: dict[str, str] = {
     "BoundCheck": "._bounds",
     "check_bounds": "._bounds",
     "enable_compilation_cache": "._cache",
+    "enable_fast_cpu_compiles": "._fast_compile",
     "gradient_descent": "._descent",
     "DEFAULT_MAX_STEPS": "._flow",
     "DEFAULT_TOLERANCES": "._flow",
@@ -96,6 +97,7 @@ if TYPE_CHECKING:
     from ._deep_bounds import DEEP_CHECK_KEYS as DEEP_CHECK_KEYS
     from ._deep_network import DeepLinearNetwork as DeepLinearNetwork
     from ._descent import gradient_descent as gradient_descent
+    from ._fast_compile import enable_fast_cpu_compiles as enable_fast_cpu_compiles
     from ._flow import (
         DEFAULT_MAX_STEPS as DEFAULT_MAX_STEPS,
         DEFAULT_TOLERANCES as DEFAULT_TOLERANCES,

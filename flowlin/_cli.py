@@ -43,6 +43,10 @@ def _root(
 
 
 def _enable_x64() -> None:
+    # XLA:CPU's faster-compiling emitters, before JAX starts its backend (same numbers).
+    from ._fast_compile import enable_fast_cpu_compiles
+
+    enable_fast_cpu_compiles()
     import jax
 
     jax.config.update("jax_enable_x64", True)

@@ -16,6 +16,10 @@ from jaxtyping import install_import_hook  # noqa: E402
 with install_import_hook("flowlin", "beartype.beartype"):
     import flowlin  # noqa: E402, F401
 
+# XLA:CPU's faster-compiling emitters (same numbers: tests/test_fast_compile.py) for this
+# process and, through XLA_FLAGS, for the notebook kernels and CLI processes it starts.
+flowlin.enable_fast_cpu_compiles()
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
