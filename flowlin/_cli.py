@@ -43,10 +43,15 @@ def _root(
 
 
 def _enable_x64() -> None:
-    # XLA:CPU's faster-compiling emitters, before JAX starts its backend (same numbers).
+    # XLA:CPU's faster-compiling emitters, before JAX starts its backend (same numbers). A
+    # command run inside a process whose backend exists (a test, a notebook) keeps its flags.
+    import warnings
+
     from ._fast_compile import enable_fast_cpu_compiles
 
-    enable_fast_cpu_compiles()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        enable_fast_cpu_compiles()
     import jax
 
     jax.config.update("jax_enable_x64", True)

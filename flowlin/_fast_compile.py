@@ -2,11 +2,11 @@
 process, is XLA compiling flowlin's programs, not running them.
 
 A flowlin solve compiles to a few hundred small fused kernels (diffrax's stages, the
-diagnostics at every save time, the bound checks), and XLA:CPU's newer fusion emitters (the
-default from jaxlib 0.6) spend about 40% more time generating code for them than its older
-LLVM emitters, for the same numbers and no slower programs (benchmarks/README.md,
-"Compile time"). `enable_fast_cpu_compiles` selects the older emitters with the XLA flag
-`--xla_cpu_use_fusion_emitters=false`.
+diagnostics at every save time, the bound checks). XLA:CPU's older LLVM emitters generate
+their code in 60–70% of the time its newer fusion emitters (the default from jaxlib 0.6) take,
+and the programs give the same numbers (bit for bit in the benchmark) and run as fast
+(benchmarks/README.md, "Compile time"). `enable_fast_cpu_compiles` selects the older
+emitters with the XLA flag `--xla_cpu_use_fusion_emitters=false`.
 
 XLA reads its flags once, when JAX creates its CPU backend (the first computation of the
 process), and aborts the process on a flag it does not know: so the flag is only added for
@@ -50,12 +50,13 @@ def _backend_started() -> bool:
 
 
 def enable_fast_cpu_compiles() -> bool:
-    r"""Make XLA:CPU compile flowlin's programs about 40% faster, for this process.
+    r"""Make XLA:CPU compile flowlin's programs faster, for this process.
 
     Adds `--xla_cpu_use_fusion_emitters=false` to the environment variable `XLA_FLAGS`:
-    XLA:CPU then generates code for fused kernels with its older LLVM emitters, which compile
-    a flowlin solve, sweep chunk or bound check in about 60% of the time of the newer default
-    emitters, and give the same numbers (benchmarks/README.md, "Compile time"). On a CPU,
+    XLA:CPU then generates code for fused kernels with its older LLVM emitters. XLA's own
+    compilation of a sweep chunk then takes 60–70% of the time of the newer default emitters;
+    a first call, Python's tracing included, is 10–40% shorter. The programs give the same
+    numbers (bit for bit in benchmarks/README.md, "Compile time") and run as fast. On a CPU,
     compilation is most of a first call, and all of the cost of each new shape in a sweep.
     It has no effect on GPUs.
 
