@@ -98,6 +98,14 @@ ENTRY_POINTS = (
 TARGET_S = 5.0
 
 
+def child_env() -> dict:
+    """The environment of a measured child process: this checkout's flowlin, on the CPU."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(H.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    return env
+
+
 def one_entry(entry: str, env: dict) -> dict:
     """First and second call of one entry point in a fresh process: its table row."""
     proc = subprocess.run(
@@ -123,9 +131,7 @@ def one_entry(entry: str, env: dict) -> dict:
 def compile_times(quick: bool = False, *, echo=print, entries=None) -> dict:
     """First-call time minus second-call time of each entry point, in a fresh process each."""
     entries = list(entries or (ENTRY_POINTS[:2] if quick else ENTRY_POINTS))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(H.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("JAX_PLATFORMS", "cpu")
+    env = child_env()
     load_before = H.load_average()
     rows = []
     echo("compile time of the first call, each entry point in a fresh process (float64, CPU)")
@@ -166,9 +172,7 @@ def emitters(quick: bool = False, *, echo=print, entries=None, rounds: int = 2) 
     from flowlin._fast_compile import FLAG
 
     entries = list(entries or (ENTRY_POINTS[:2] if quick else ENTRY_POINTS))
-    base = dict(os.environ)
-    base["PYTHONPATH"] = str(H.ROOT) + os.pathsep + base.get("PYTHONPATH", "")
-    base.setdefault("JAX_PLATFORMS", "cpu")
+    base = child_env()
     base.pop("XLA_FLAGS", None)
     load_before = H.load_average()
     echo("first-call compile time, default vs older XLA:CPU fusion emitters (float64, CPU)")
@@ -261,9 +265,7 @@ def quick_start(*, echo=print, methods=("gram", "full")) -> dict:
     """The README quick start in fresh processes: no cache, cold cache, warm cache."""
     import tempfile
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(H.ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("JAX_PLATFORMS", "cpu")
+    env = child_env()
     env.pop("FLOWLIN_COMPILATION_CACHE", None)
     load_before = H.load_average()
     rows = []
