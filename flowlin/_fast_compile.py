@@ -37,6 +37,12 @@ def _jaxlib_version() -> tuple[int, int] | None:
         return None
 
 
+def jaxlib_has_flag() -> bool:
+    """Whether the installed jaxlib is one of the versions known to have the flag."""
+    version = _jaxlib_version()
+    return version is not None and KNOWN_JAXLIB[0] <= version <= KNOWN_JAXLIB[1]
+
+
 def _backend_started() -> bool:
     """Whether JAX has created a backend in this process (then XLA has read its flags)."""
     if "jax" not in sys.modules:
@@ -84,8 +90,7 @@ def enable_fast_cpu_compiles() -> bool:
     flags = os.environ.get("XLA_FLAGS", "")
     if FLAG_NAME in flags:
         return False
-    version = _jaxlib_version()
-    if version is None or not KNOWN_JAXLIB[0] <= version <= KNOWN_JAXLIB[1]:
+    if not jaxlib_has_flag():
         return False
     if _backend_started():
         warnings.warn(
