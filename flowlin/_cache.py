@@ -6,14 +6,14 @@ the cache on, XLA's compiled executables are written to a folder and the next pr
 same program, JAX version and machine loads them instead (tracing still runs, compilation
 does not).
 
-Two things stood in the way, and `enable_compilation_cache` handles both:
+Two things stood in the way:
 
 - JAX never writes a program that contains a host callback, and diffrax's `diffeqsolve`
   checks its traced arguments (`saveat.ts` inside `[t0, t1]`, the sign of `dt0`) with
-  `equinox.error_if`, which compiles to one in equinox's default error mode. In equinox's
-  `"nan"` mode (what `EQX_ON_ERROR=nan` selects) the same checks compile to a select instead:
-  a failed check gives NaN rather than an exception. flowlin checks those arguments itself
-  before any solve, so nothing is lost.
+  `equinox.internal.error_if`, which compiles to one in equinox's default error mode. flowlin
+  checks those arguments itself before any solve, and traces its solves with diffrax's checks
+  compiled to a select instead (`flowlin/_method/_checks.py`); equinox's process-wide error
+  mode is not touched.
 - jaxlib 0.9–0.10 logs ~30 lines of `cpu_aot_loader` errors for every entry it loads on a
   CPU (it mistakes LLVM tuning flags for missing CPU features; jax-ml/jax#38445), although
   the entry loads and runs. Those messages are silenced; to keep a cache written on one
@@ -63,16 +63,6 @@ def default_cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "flowlin" / "jax" / _machine_tag()
 
 
-def _compile_checks_without_callbacks() -> None:
-    """Equinox's `"nan"` error mode for this process (module docstring): `error_if` reads the
-    mode from `equinox._errors` when a check is traced; the environment variable
-    `EQX_ON_ERROR` sets it only before equinox is imported, so set both."""
-    os.environ["EQX_ON_ERROR"] = "nan"
-    import equinox._errors as eqx_errors  # noqa: PLC0415 - the mode has no public setter
-
-    eqx_errors.EQX_ON_ERROR = "nan"
-
-
 def _quiet_cpu_loader() -> None:
     """Silence jaxlib's C++ errors below FATAL (the spurious `cpu_aot_loader` messages)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # if jaxlib is not loaded yet
@@ -87,12 +77,12 @@ def enable_compilation_cache(
 ) -> pathlib.Path | None:
     r"""Turn on JAX's persistent compilation cache, so later processes skip compiling flowlin.
 
-    For this process: sets JAX's `jax_compilation_cache_dir` to `path`; switches equinox to
-    its `"nan"` error mode, so that diffrax's solves, whose argument checks otherwise compile
-    to host callbacks, can be cached at all (a failed check then gives NaN instead of an
-    exception; flowlin validates those arguments before solving); and silences jaxlib's C++
-    error log and JAX's Python loggers below CRITICAL, because jaxlib 0.9–0.10 logs spurious
-    errors for every entry it loads on a CPU (module docstring).
+    For this process: sets JAX's `jax_compilation_cache_dir` to `path`, and silences jaxlib's
+    C++ error log and JAX's Python loggers below CRITICAL, because jaxlib 0.9–0.10 logs
+    spurious errors for every entry it loads on a CPU (module docstring). Equinox's error mode
+    is left as it is: flowlin's solves compile without host callbacks in any mode, so they
+    are cached (a user's own diffrax solves, whose argument checks are callbacks in equinox's
+    default mode, are not).
 
     Without `path`: the folder named by the environment variable `FLOWLIN_COMPILATION_CACHE`
     if set (the values `0`, `off`, `false`, `no` or empty turn the cache off: nothing is
@@ -140,7 +130,6 @@ def enable_compilation_cache(
     folder = pathlib.Path(path).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     _quiet_cpu_loader()
-    _compile_checks_without_callbacks()
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(folder))

@@ -13,6 +13,7 @@ from .._results import CONVERGED_FRACTION, RESULTS
 from .._saveat import SaveAt, diffrax_saveat, split_solution
 from .._trajectory import Trajectory, init_fingerprint, make_trajectory
 from ._base import AbstractFlowMethod
+from ._checks import diffrax_checks_without_callbacks
 
 
 def event_tolerance(problem: Problem, threshold) -> Float[Array, ""]:
@@ -196,21 +197,22 @@ def integrate(
     terms = dfx.ODETerm(field)
     if dt0 is None:
         dt0 = initial_step(field, state0, system, t1, controller, solver, terms)
-    sol = dfx.diffeqsolve(
-        terms,
-        solver,
-        t0=jnp.zeros((), dtype),
-        t1=t1,
-        dt0=dt0,
-        y0=state0,
-        args=system,
-        saveat=dfx_saveat,
-        stepsize_controller=controller,
-        adjoint=adjoint,
-        max_steps=max_steps,
-        event=event,
-        throw=False,
-    )
+    with diffrax_checks_without_callbacks():  # so that the program can be cached on disk
+        sol = dfx.diffeqsolve(
+            terms,
+            solver,
+            t0=jnp.zeros((), dtype),
+            t1=t1,
+            dt0=dt0,
+            y0=state0,
+            args=system,
+            saveat=dfx_saveat,
+            stepsize_controller=controller,
+            adjoint=adjoint,
+            max_steps=max_steps,
+            event=event,
+            throw=False,
+        )
     save_ts, final_time, saved, (y_f, integral_f) = split_solution(sol, adjoint)
     if backsolve:
         saved = jax.vmap(lambda state: save_fn(None, state, system))(saved)
