@@ -1,34 +1,14 @@
 """Test configuration: float64 everywhere (turned on once, here), and runtime shape checks of
 every jaxtyping annotation in flowlin with beartype."""
 
-import atexit
 import os
-import shutil
-import tempfile
 
 
 # Several CPU devices for the multi-device tests; must be set before JAX initialises.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-# The CLI turns on JAX's persistent compilation cache for its process, in a folder of its own
-# choosing (flowlin/_cache.py); CLI tests run in this process or its children: not that one.
+# The CLI turns on JAX's persistent compilation cache for its process (flowlin/_cache.py); CLI
+# tests run in this process or its children, and compile what they test: keep it off.
 os.environ.setdefault("FLOWLIN_COMPILATION_CACHE", "0")
-# Instead, one persistent compilation cache per test process (each xdist worker), fresh for
-# this run and removed at its end, which the notebook kernels, CLI commands and Ray workers it
-# starts inherit through the environment. Modules drop their compiled programs when they end
-# (`_release_compiled_programs`); a later module, kernel or command that compiles the same
-# program reads it back instead of compiling it again: same executable, same numbers.
-# Compilation is most of the suite's time. jaxlib's spurious `cpu_aot_loader` errors on
-# loading an entry (flowlin/_cache.py) are silenced for the processes it starts.
-# (Each pytest process makes its own: xdist's workers inherit the environment of the process
-# that starts them. A folder the user chose is used as it is.)
-_OURS = "FLOWLIN_TESTS_JAX_CACHE_DIR"
-if os.environ.get("JAX_COMPILATION_CACHE_DIR") in (None, os.environ.get(_OURS)):
-    _cache_dir = tempfile.mkdtemp(prefix="flowlin-tests-jax-cache-")
-    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ[_OURS] = _cache_dir
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from jaxtyping import install_import_hook  # noqa: E402
 
@@ -45,16 +25,6 @@ import pytest  # noqa: E402
 
 
 jax.config.update("jax_enable_x64", True)
-# (In case JAX was imported, and read its environment, before this file set the variables.)
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update(
-    "jax_persistent_cache_min_compile_time_secs",
-    float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")),
-)
-jax.config.update(
-    "jax_persistent_cache_min_entry_size_bytes",
-    int(os.environ.get("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")),
-)
 
 
 #: The slowest test modules (minutes each on 2 cores), longest first. Under `--dist loadfile`

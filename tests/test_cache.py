@@ -66,7 +66,7 @@ def test_a_gram_solve_is_written_and_read_back(tmp_path):
         "EQX_ON_ERROR",
         "JAX_COMPILATION_CACHE_DIR",
         "TF_CPP_MIN_LOG_LEVEL",
-    )  # (the suite's own cache, tests/conftest.py)
+    )  # (a user's settings of these would change what is tested)
     for name in unset:
         env.pop(name, None)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")

@@ -51,7 +51,7 @@ def _run(mode: str, dump: pathlib.Path) -> dict:
     # is slow) shows which emitters generated its kernel.
     env["XLA_FLAGS"] = f"--xla_dump_to={dump} --xla_dump_hlo_module_re=.*probe.*"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compiled here, not read from the suite's cache
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compiled here, not read from a user's cache
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, mode, str(dump)],
         capture_output=True, text=True, env=env, check=False,
