@@ -6,7 +6,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import as_float_array, check_finite
+from ._errors import NamedArguments, as_float_array, check_finite
 from ._network import LinearNetwork
 from ._problem import check_problem
 
@@ -25,7 +25,7 @@ def chain(mats: Sequence[Array], dtype=None, size: int | None = None) -> Array:
     return out
 
 
-class DeepLinearNetwork(eqx.Module):
+class DeepLinearNetwork(eqx.Module, metaclass=NamedArguments):
     r"""A deep linear network $f(x) = W_L\cdots W_2W_1x$ of depth $L \ge 2$.
 
     **Arguments:**

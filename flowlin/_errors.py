@@ -5,6 +5,10 @@ Checks on *values* (finiteness, rank) only run on concrete arrays: under `jit`/`
 the inputs are tracers and the check is skipped (shape checks always run).
 """
 
+import functools
+import inspect
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +17,46 @@ import numpy as np
 def is_concrete(x) -> bool:
     """True when `x` holds actual values (not a tracer inside `jit`/`vmap`/`grad`)."""
     return not isinstance(x, jax.core.Tracer)
+
+
+class _Elided:
+    def __repr__(self):
+        return "..."
+
+
+@functools.cache
+def _init_signature(cls) -> inspect.Signature:
+    """`cls.__init__`'s signature without `self`, its annotations, or long defaults (for
+    messages)."""
+    params = []
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        p = p.replace(annotation=inspect.Parameter.empty)
+        if p.default is not inspect.Parameter.empty and len(repr(p.default)) > 24:
+            p = p.replace(default=_Elided())
+        params.append(p)
+    return inspect.Signature(params)
+
+
+class NamedArguments(type(eqx.Module)):
+    """The metaclass of flowlin's public modules (`Problem`, `LinearNetwork`, `Gram`, ...):
+    a call with an argument the class does not take, or without one it needs, is refused by
+    name here, in flowlin, and not from inside equinox's metaclass, whose frames would
+    otherwise end the traceback: "`flowlin.Gram(...)`: got an unexpected keyword argument
+    'refine'; it takes (reconstruct: bool | None = None)"."""
+
+    def __call__(cls, *args, **kwargs):
+        signature = _init_signature(cls)
+        params = signature.parameters
+        varkw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        unknown = [] if varkw else [k for k in kwargs if k not in params]
+        try:
+            if unknown:  # named first: `bind` would first report a missing argument
+                raise TypeError(f"got an unexpected keyword argument {unknown[0]!r}")
+            signature.bind(*args, **kwargs)
+        except TypeError as e:
+            takes = f"it takes {signature}" if params else "it takes no arguments"
+            raise TypeError(f"`flowlin.{cls.__name__}(...)`: {e}; {takes}") from None
+        return super().__call__(*args, **kwargs)
 
 
 #: The float dtypes flowlin computes in. Half precision (float16, bfloat16) cannot resolve the

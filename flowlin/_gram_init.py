@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import as_float_array, check_finite, is_concrete
+from ._errors import NamedArguments, as_float_array, check_finite, is_concrete
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem
 
@@ -16,7 +16,7 @@ def _symmetry_rtol(dtype, k: int) -> float:
     return 100 * k * float(jnp.finfo(dtype).eps)
 
 
-class GramInit(eqx.Module):
+class GramInit(eqx.Module, metaclass=NamedArguments):
     r"""Everything two-layer gradient flow on squared loss needs to know about an initialization.
 
     With $S = \Sigma^{1/2}$, $Z_0 = [SU_1(0); V(0)]$ ($(r+m)\times h$) and the cross-Gram

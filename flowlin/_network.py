@@ -4,11 +4,11 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import as_float_array, check_finite, check_ndim
+from ._errors import NamedArguments, as_float_array, check_finite, check_ndim
 from ._problem import check_problem
 
 
-class LinearNetwork(eqx.Module):
+class LinearNetwork(eqx.Module, metaclass=NamedArguments):
     r"""A two-layer linear network $f(x) = W_2 W_1 x$.
 
     The paper writes $U = W_1^\top$ ($D\times h$), $V = W_2$ ($m\times h$) and

@@ -6,6 +6,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._errors import (
+    NamedArguments,
     as_float_array,
     check_bool,
     check_finite,
@@ -15,7 +16,7 @@ from ._errors import (
 )
 
 
-class Problem(eqx.Module):
+class Problem(eqx.Module, metaclass=NamedArguments):
     r"""A least-squares problem $\min_W \tfrac12\|Y - X W^\top\|_F^2$ with its SVD quantities.
 
     The thin SVD $X = W_x \Sigma^{1/2} \Phi_1^\top$ (docs/theory.md §1) is computed once:

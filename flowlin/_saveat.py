@@ -7,7 +7,7 @@ import equinox as eqx
 import jax
 from jaxtyping import Array, ArrayLike, Float
 
-from ._errors import as_float_array, check_bool
+from ._errors import NamedArguments, as_float_array, check_bool
 
 
 #: Every per-time diagnostic flowlin can save (docs/theory.md §2). See `flowlin.Trajectory`.
@@ -26,7 +26,7 @@ DIAGNOSTICS: tuple[str, ...] = (
 DEFAULT_NUM_SAVES = 101
 
 
-class SaveAt(eqx.Module):
+class SaveAt(eqx.Module, metaclass=NamedArguments):
     """Which diagnostics to save, and when.
 
     **Arguments:**

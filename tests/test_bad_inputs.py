@@ -1,7 +1,8 @@
 """The bad-input table: every public argument refused by name, never by a dependency.
 
 Each row is one wrong argument to a public entry point: `Problem`, `LinearNetwork`, `GramInit`,
-`init.*`, `SaveAt`, `gradient_flow`, `gradient_descent`, `sweep`, `check_bounds`,
+`init.*`, `SaveAt`, the method and executor modules (an argument a module does not take),
+`gradient_flow`, `gradient_descent`, `sweep`, `check_bounds`,
 `summarize_bounds`, the TOML schema (`flowlin.reproduce.config.load_config`) and the CLI. A row
 passes when flowlin refuses the call with a `TypeError` or `ValueError` raised by flowlin's own
 code (the last frame of the traceback is inside the package, not JAX, diffrax, xarray or
@@ -247,6 +248,18 @@ ROWS: dict[str, tuple[str, str]] = {
     # -- SaveAt ----------------------------------------------------------------------------
     "SaveAt/diagnostics-unknown": ("flowlin.SaveAt(diagnostics=('los',))", "diagnostics"),
     "SaveAt/ts-2d": ("flowlin.SaveAt(ts=[[0.0, 1.0]])", "ts"),
+    # -- constructing a module with an argument it does not take ----------------------------
+    "Problem/unknown-keyword": ("flowlin.Problem(X, Y, rtol=1e-9)", "rtol"),
+    "Problem/missing-Y": ("flowlin.Problem(X)", "Y"),
+    "LinearNetwork/unknown-keyword": ("flowlin.LinearNetwork(W1, W2, W3=W2)", "W3"),
+    "GramInit/missing-K": ("flowlin.GramInit(Q=Q)", "K"),
+    "DeepLinearNetwork/unknown-keyword": ("flowlin.DeepLinearNetwork(layers=DW)", "layers"),
+    "SaveAt/unknown-keyword": ("flowlin.SaveAt(t=[0.0, 1.0])", "t"),
+    "Gram/unknown-keyword": ("flowlin.Gram(refine=True)", "refine"),
+    "Gram/too-many-positional": ("flowlin.Gram(True, True)", "positional"),
+    "FullWeights/unknown-keyword": ("flowlin.FullWeights(rtol=1e-9)", "rtol"),
+    "LocalExecutor/unknown-keyword": ("flowlin.LocalExecutor(batch=4)", "batch"),
+    "RayExecutor/unknown-keyword": ("flowlin.RayExecutor(num_workers=2)", "num_workers"),
     # -- gradient_flow ---------------------------------------------------------------------
     "gradient_flow/net-none": ("GF(None, problem, 1.0)", "net"),
     "gradient_flow/problem-tuple": ("GF(net, (X, Y), 1.0)", "problem"),

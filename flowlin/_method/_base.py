@@ -7,6 +7,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from .._errors import NamedArguments
 from .._gram_init import GramInit
 from .._network import LinearNetwork
 from .._problem import Problem
@@ -21,7 +22,7 @@ def initial_gram(init, problem: Problem) -> Float[Array, "k k"]:
     return Z @ Z.T
 
 
-class AbstractFlowMethod(eqx.Module):
+class AbstractFlowMethod(eqx.Module, metaclass=NamedArguments):
     r"""How `flowlin.gradient_flow` integrates the flow, as diffrax's `solver=` says how
     `diffeqsolve` steps.
 

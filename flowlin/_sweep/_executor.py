@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from .. import _dataset as schema
+from .._errors import NamedArguments
 from .._interrupt import raise_if_interrupted
 from .._progress import progress_bar
 from ._kernel import SweepTask, make_mesh, on_cpu
@@ -32,7 +33,7 @@ class Finished(NamedTuple):
     where: tuple[str, ...]
 
 
-class AbstractExecutor(eqx.Module):
+class AbstractExecutor(eqx.Module, metaclass=NamedArguments):
     """Computes the chunks of a sweep (`flowlin.sweep(executor=...)`).
 
     `flowlin.LocalExecutor` runs them on this process's devices; `flowlin.RayExecutor`
