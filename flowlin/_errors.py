@@ -42,7 +42,7 @@ class NamedArguments(type(eqx.Module)):
     a call with an argument the class does not take, or without one it needs, is refused by
     name here, in flowlin, and not from inside equinox's metaclass, whose frames would
     otherwise end the traceback: "`flowlin.Gram(...)`: got an unexpected keyword argument
-    'refine'; it takes (reconstruct: bool | None = None)"."""
+    'refine'; it takes (reconstruct=None)"."""
 
     def __call__(cls, *args, **kwargs):
         signature = _init_signature(cls)
@@ -55,7 +55,9 @@ class NamedArguments(type(eqx.Module)):
             signature.bind(*args, **kwargs)
         except TypeError as e:
             takes = f"it takes {signature}" if params else "it takes no arguments"
-            raise TypeError(f"`flowlin.{cls.__name__}(...)`: {e}; {takes}") from None
+            ours = cls.__module__.split(".")[0] == "flowlin"  # else a user's subclass
+            name = f"flowlin.{cls.__name__}" if ours else cls.__qualname__
+            raise TypeError(f"`{name}(...)`: {e}; {takes}") from None
         return super().__call__(*args, **kwargs)
 
 
