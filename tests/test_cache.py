@@ -119,3 +119,37 @@ def test_users_own_diffrax_checks_still_raise_after_a_flowlin_solve():
     assert jnp.allclose(users_solve(ts)[-1], jnp.exp(-2.0), rtol=1e-3)
     with pytest.raises(eqx.EquinoxRuntimeError, match="saveat.ts must lie between t0 and t1"):
         users_solve(ts + 1.0).block_until_ready()
+
+
+CLI_SETUP = r"""
+import json, os, sys
+from flowlin import _cli
+_cli._enable_x64()  # what every `flowlin` command that computes runs first
+import equinox._errors
+import jax
+print(json.dumps(dict(
+    flags=os.environ.get("XLA_FLAGS", ""), x64=bool(jax.config.jax_enable_x64),
+    cache=jax.config.jax_compilation_cache_dir, eqx_mode=equinox._errors.EQX_ON_ERROR,
+)))
+"""
+
+
+def test_the_cli_process_setup(tmp_path):
+    """A `flowlin` command's process: float64, the compilation cache in the folder
+    `FLOWLIN_COMPILATION_CACHE` names, XLA:CPU's older fusion emitters where this jaxlib has
+    the flag (`flowlin/_fast_compile.py`), and equinox's error mode left at its default."""
+    from flowlin import _fast_compile
+
+    env = dict(os.environ, FLOWLIN_COMPILATION_CACHE=str(tmp_path / "cache"))
+    for name in ("XLA_FLAGS", "EQX_ON_ERROR", "JAX_COMPILATION_CACHE_DIR"):
+        env.pop(name, None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", CLI_SETUP], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    setup = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert setup["x64"] and setup["cache"] == str(tmp_path / "cache")
+    assert setup["eqx_mode"] == "raise"
+    has_flag = _fast_compile.FLAG in setup["flags"].split()
+    assert has_flag == _fast_compile.jaxlib_has_flag()
