@@ -162,6 +162,20 @@ def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, t
     _assert_identical(flowlin.open_sweep(store), reference)
 
 
+def test_a_recorded_interrupt_stops_a_ray_sweep(problem, cluster, tmp_path):
+    """A Ctrl-C that the CLI's handler recorded but Python dropped (inside a garbage-collection
+    callback: tests/test_interrupt.py) still stops a Ray sweep, as it stops a local one."""
+    from flowlin._interrupt import _INTERRUPTED, catch_interrupts
+
+    with catch_interrupts():  # as the CLI's main() does
+        _INTERRUPTED.set()  # the record the handler leaves, its KeyboardInterrupt lost
+        with pytest.raises(KeyboardInterrupt):
+            flowlin.sweep(
+                problem, executor=flowlin.RayExecutor(), store=tmp_path / "s", **GRID, **COMMON
+            )
+    assert not (tmp_path / "s" / "result.nc").exists()
+
+
 def test_zarr_store_resumes_bit_for_bit_with_ray(problem, reference, cluster, tmp_path):
     # Written locally (one device per chunk: the same chunks as Ray's), then one shard deleted
     # and one damaged; a Ray sweep recomputes exactly those two, on the warm workers.

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from .. import _dataset as schema
+from .._interrupt import raise_if_interrupted
 from .._progress import progress_bar
 from ._executor import AbstractExecutor, Finished, caller_stacklevel, check_batch_size
 from ._store import write_shard
@@ -246,27 +247,37 @@ def _gather(ray, refs, store, max_retries, progress, total, initial):
 
     A task whose worker died is retried by Ray (`max_retries`); a task that fails for good
     makes the sweep raise, after the other tasks' shards are written (so that a restart with
-    the same store recomputes only what is missing)."""
+    the same store recomputes only what is missing). A Ctrl-C (also one the CLI recorded and
+    Python dropped, `flowlin/_interrupt.py`) stops the sweep and cancels the tasks not yet
+    finished."""
     failures = []
+    waiting = list(refs)
     with progress_bar(total=total, initial=initial, enabled=progress, unit="chunk") as bar:
-        waiting = list(refs)
-        while waiting:
-            ready, waiting = ray.wait(waiting, num_returns=1)
-            chunk = refs[ready[0]]
-            try:
-                place, rows, arrays, record = ray.get(ready[0])
-            except Exception as e:  # a RayTaskError, WorkerCrashedError, ...
-                failures.append((chunk, e))
-                if store is None:  # nothing of the other chunks survives: stop now
-                    for ref in waiting:
-                        ray.cancel(ref, force=True)
-                    break
-                continue
-            if store is not None:
-                store.add(record)
-                rows, arrays = schema.shard_arrays(store.read(chunk.index))
-            bar.update(1)
-            yield Finished(chunk, rows, arrays, (place,))
+        try:
+            while waiting:
+                raise_if_interrupted()  # a Ctrl-C the CLI recorded, even one Python dropped
+                ready, waiting = ray.wait(waiting, num_returns=1)
+                chunk = refs[ready[0]]
+                try:
+                    place, rows, arrays, record = ray.get(ready[0])
+                except Exception as e:  # a RayTaskError, WorkerCrashedError, ...
+                    failures.append((chunk, e))
+                    if store is None:  # nothing of the other chunks survives: stop now
+                        for ref in waiting:
+                            ray.cancel(ref, force=True)
+                        break
+                    continue
+                if store is not None:
+                    store.add(record)
+                    rows, arrays = schema.shard_arrays(store.read(chunk.index))
+                bar.update(1)
+                yield Finished(chunk, rows, arrays, (place,))
+        except (KeyboardInterrupt, GeneratorExit):
+            # Interrupted, or the caller stopped: free the cluster's workers. The shards the
+            # finished tasks wrote stay in the store, for a resume.
+            for ref in waiting:
+                ray.cancel(ref)
+            raise
     if failures:
         chunk, error = failures[0]
         resume = (
