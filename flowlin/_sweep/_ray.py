@@ -8,6 +8,7 @@ own shard to the store (atomically: temporary name + rename), which therefore mu
 filesystem that every node sees.
 """
 
+import contextlib
 import math
 import os
 import pathlib
@@ -248,15 +249,18 @@ def _gather(ray, refs, store, max_retries, progress, total, initial):
     A task whose worker died is retried by Ray (`max_retries`); a task that fails for good
     makes the sweep raise, after the other tasks' shards are written (so that a restart with
     the same store recomputes only what is missing). A Ctrl-C (also one the CLI recorded and
-    Python dropped, `flowlin/_interrupt.py`) stops the sweep and cancels the tasks not yet
-    finished."""
+    Python dropped, `flowlin/_interrupt.py`, seen within a second) stops the sweep and cancels
+    the tasks not yet finished."""
     failures = []
     waiting = list(refs)
     with progress_bar(total=total, initial=initial, enabled=progress, unit="chunk") as bar:
         try:
             while waiting:
-                raise_if_interrupted()  # a Ctrl-C the CLI recorded, even one Python dropped
-                ready, waiting = ray.wait(waiting, num_returns=1)
+                # A Ctrl-C the CLI recorded, even one Python dropped: seen within a second.
+                ready, waiting = ray.wait(waiting, num_returns=1, timeout=1.0)
+                raise_if_interrupted()
+                if not ready:
+                    continue
                 chunk = refs[ready[0]]
                 try:
                     place, rows, arrays, record = ray.get(ready[0])
@@ -272,11 +276,13 @@ def _gather(ray, refs, store, max_retries, progress, total, initial):
                     rows, arrays = schema.shard_arrays(store.read(chunk.index))
                 bar.update(1)
                 yield Finished(chunk, rows, arrays, (place,))
-        except (KeyboardInterrupt, GeneratorExit):
-            # Interrupted, or the caller stopped: free the cluster's workers. The shards the
-            # finished tasks wrote stay in the store, for a resume.
+        except BaseException:
+            # Interrupted, or the caller stopped or failed: cancel the unfinished tasks (a task
+            # inside a compiled run stops when that run returns). The shards the finished
+            # tasks wrote stay in the store, for a resume.
             for ref in waiting:
-                ray.cancel(ref)
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref)
             raise
     if failures:
         chunk, error = failures[0]
