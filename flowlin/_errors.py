@@ -5,8 +5,8 @@ Checks on *values* (finiteness, rank) only run on concrete arrays: under `jit`/`
 the inputs are tracers and the check is skipped (shape checks always run).
 """
 
-import functools
 import inspect
+import weakref
 
 import equinox as eqx
 import jax
@@ -24,17 +24,22 @@ class _Elided:
         return "..."
 
 
-@functools.cache
+_SIGNATURES: "weakref.WeakKeyDictionary[type, inspect.Signature]" = weakref.WeakKeyDictionary()
+
+
 def _init_signature(cls) -> inspect.Signature:
     """`cls.__init__`'s signature without `self`, its annotations, or long defaults (for
-    messages)."""
+    messages); kept while the class lives."""
+    if cls in _SIGNATURES:
+        return _SIGNATURES[cls]
     params = []
     for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
         p = p.replace(annotation=inspect.Parameter.empty)
         if p.default is not inspect.Parameter.empty and len(repr(p.default)) > 24:
             p = p.replace(default=_Elided())
         params.append(p)
-    return inspect.Signature(params)
+    _SIGNATURES[cls] = signature = inspect.Signature(params)
+    return signature
 
 
 class NamedArguments(type(eqx.Module)):
