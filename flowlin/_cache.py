@@ -11,9 +11,9 @@ Two things stood in the way:
 - JAX never writes a program that contains a host callback, and diffrax's `diffeqsolve`
   checks its traced arguments (`saveat.ts` inside `[t0, t1]`, the sign of `dt0`) with
   `equinox.internal.error_if`, which compiles to one in equinox's default error mode. flowlin
-  checks those arguments itself before any solve, and traces its solves with diffrax's checks
-  compiled to a select instead (`flowlin/_method/_checks.py`); equinox's process-wide error
-  mode is not touched.
+  checks those arguments itself (by name before the solve, or inside it when they are traced)
+  and compiles those three checks of diffrax's out of its own solves
+  (`flowlin/_method/_checks.py`); equinox's process-wide error mode is not touched.
 - jaxlib 0.9–0.10 logs ~30 lines of `cpu_aot_loader` errors for every entry it loads on a
   CPU (it mistakes LLVM tuning flags for missing CPU features; jax-ml/jax#38445), although
   the entry loads and runs. Those messages are silenced; to keep a cache written on one
@@ -81,8 +81,9 @@ def enable_compilation_cache(
     C++ error log and JAX's Python loggers below CRITICAL, because jaxlib 0.9–0.10 logs
     spurious errors for every entry it loads on a CPU (module docstring). Equinox's error mode
     is left as it is: flowlin's solves compile without host callbacks in any mode, so they
-    are cached (a user's own diffrax solves, whose argument checks are callbacks in equinox's
-    default mode, are not).
+    are cached. (Not cached: a user's own diffrax solves, whose argument checks are callbacks
+    in equinox's default mode, and gradients taken with `diffrax.BacksolveAdjoint`, whose
+    backward solve diffrax traces outside flowlin's solve.)
 
     Without `path`: the folder named by the environment variable `FLOWLIN_COMPILATION_CACHE`
     if set (the values `0`, `off`, `false`, `no` or empty turn the cache off: nothing is

@@ -73,6 +73,10 @@ def resolve_save_times(call: str, saveat, t1, dtype) -> tuple[SaveAt, Float[Arra
                 )
             if np.any(np.diff(ts_np) < 0):
                 raise ValueError(f"`{call}`: saveat times must be non-decreasing")
+        # A last time above t1 by round-off (accepted above: 0.1 * 3 > 0.3) is t1 itself;
+        # diffrax accepts none above t1. (Farther above, a traced one stays invalid.)
+        t1_ = jnp.asarray(t1, dtype)
+        ts = jnp.where((ts > t1_) & (ts <= t1_ * (1 + 1e-12)), t1_, ts)
     return saveat, ts
 
 
@@ -99,6 +103,16 @@ def check_solve_options(
                 f"`{call}`: {name} must be a diffrax {kind.__name__} (e.g. {example}), got "
                 f"{type(value).__name__}"
             )
+    if isinstance(stepsize_controller, dfx.StepTo):
+        steps = stepsize_controller.ts
+        if is_concrete(steps) and is_concrete(t1):
+            steps, end = np.asarray(steps, dtype=float), float(np.asarray(t1))
+            if steps[0] != 0 or steps[-1] != end or np.any(np.diff(steps) <= 0):
+                raise ValueError(
+                    f"`{call}`: stepsize_controller=diffrax.StepTo(ts=...) must step from 0 to "
+                    f"t1={end}, strictly increasing; got ts from {steps[0]} to {steps[-1]}"
+                    + (", not increasing" if np.any(np.diff(steps) <= 0) else "")
+                )
     if stop_at_loss is not None and isinstance(adjoint, dfx.BacksolveAdjoint):
         raise ValueError(
             f"`{call}`: adjoint=diffrax.BacksolveAdjoint() cannot differentiate through the "

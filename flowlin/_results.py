@@ -19,7 +19,10 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     - `not_converged`: reached `t1` without converging (usable numbers; integrate longer);
     - `stiff`: the step budget ran out because an explicit solver's stable step is far below
       what `t1` needs (large weights); the message says what to do;
-    - `diverged`: the iterates became non-finite.
+    - `diverged`: the iterates became non-finite;
+    - `invalid_arguments`: `t1`, the save times or `dt0` were invalid and traced (under
+      `jit`/`vmap`/`grad`), so they could only be checked inside the solve (concrete ones are
+      refused by name before it).
     """
 
     diverged = "The iterates became non-finite (NaN or inf): the step size is too large."
@@ -33,6 +36,12 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
         "limited by stability to about 3/rate, rate = λ1(Σ)·σ1(V)² + σ1(Σ^½U1)² (large for "
         "large weights), so reaching t1 needs more than max_steps steps. Use stop_at_loss, a "
         "shorter t1, an implicit solver (solver=diffrax.Kvaerno5()), or more max_steps."
+    )
+    invalid_arguments = (
+        "t1, the save times or dt0 were invalid: t1 must be finite and > 0, the save times "
+        "finite, non-decreasing and in [0, t1], dt0 finite and > 0. flowlin refuses these by "
+        "name before solving when they are concrete; traced (under jit, vmap or grad) they are "
+        "checked in the solve, and its numbers are NaN."
     )
 
 
@@ -57,6 +66,7 @@ STATUS_NAMES: tuple[str, ...] = (
     "diverged",
     "not_converged",
     "stiff",
+    "invalid_arguments",
 )
 
 #: A run that reached `t1` converged when its excess loss fell to at most this fraction of its

@@ -230,6 +230,11 @@ ROWS: dict[str, tuple[str, str]] = {
         "init.project_to_invariant_set(init.deep_gaussian(key, 5, 1, (3,)), problem)",
         "net",
     ),
+    "gradient_flow/stepto-ends-short": (
+        "GF(net, problem, 1.0, solver=dfx.Euler(), "
+        "stepsize_controller=dfx.StepTo(ts=jnp.linspace(0.0, 0.5, 5)))",
+        "stepsize_controller",
+    ),
     "gradient_flow/deep-gram-method": ("GF(dnet, problem, 0.1, method=flowlin.Gram())", "method"),
     "gradient_flow/deep-m-mismatch": (
         "GF(init.deep_gaussian(key, 6, 2, (3,)), problem, 0.1)",

@@ -44,22 +44,23 @@ import flowlin
 folder = flowlin.enable_compilation_cache(sys.argv[1])
 problem = flowlin.problems.whitened(jax.random.key(0), n=3, D=5, m=1)
 net = flowlin.init.paper(jax.random.key(1), 5, 1, 7, 0.5)
-traj = flowlin.gradient_flow(net, problem, 2.0, saveat=jnp.linspace(0, 2, 3),
-                             method=flowlin.Gram())
+ts = jnp.linspace(0, 2, 3)
+traj = flowlin.gradient_flow(net, problem, 2.0, saveat=ts, method=flowlin.Gram())
+full = flowlin.gradient_flow(net, problem, 2.0, saveat=ts)
+stop = flowlin.gradient_flow(net, problem, 2.0, saveat=ts, method=flowlin.Gram(),
+                             stop_at_loss=1e-3)
 import equinox._errors
-import equinox.internal
 print(json.dumps(dict(folder=str(folder), entries=sorted(p.name for p in folder.iterdir()),
-                      distance=float(traj.distance_to_min_norm[-1]),
-                      eqx_mode=equinox._errors.EQX_ON_ERROR,
-                      error_if_restored=equinox.internal.error_if is equinox._errors.error_if)))
+                      distance=[float(t.distance_to_min_norm[-1]) for t in (traj, full, stop)],
+                      eqx_mode=equinox._errors.EQX_ON_ERROR)))
 """
 
 
-def test_a_gram_solve_is_written_and_read_back(tmp_path):
-    """The solve itself (`jit_integrate`, with diffrax's argument checks) is written to the
-    folder — JAX writes no program holding a host callback — and a second process reads it
-    and computes the same numbers; equinox's error mode stays the default one ("raise") and
-    `equinox.internal.error_if` is equinox's own again after the solve."""
+def test_the_solves_are_written_and_read_back(tmp_path):
+    """Every solve (`jit_integrate`: a gram solve, a full solve, a solve with the
+    `stop_at_loss` event; each with diffrax's argument checks) is written to the folder — JAX
+    writes no program holding a host callback — and a second process reads them back and
+    computes the same numbers; equinox's error mode stays the default one ("raise")."""
     env = dict(os.environ)
     unset = (
         "FLOWLIN_COMPILATION_CACHE",
@@ -80,45 +81,69 @@ def test_a_gram_solve_is_written_and_read_back(tmp_path):
         assert "cpu_aot_loader" not in proc.stderr  # jaxlib's spurious loader errors silenced
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert runs[0]["folder"] == str(tmp_path / "cache")
-    assert all(r["eqx_mode"] == "raise" and r["error_if_restored"] for r in runs)
-    assert any(name.startswith("jit_integrate") for name in runs[0]["entries"])
-    # The solve was read back, not recompiled: the second process added no `jit_integrate`
+    assert all(r["eqx_mode"] == "raise" for r in runs)
+    solves = [{n for n in r["entries"] if n.startswith("jit_integrate")} for r in runs]
+    assert len(solves[0]) == 3
+    # The solves were read back, not recompiled: the second process added no `jit_integrate`
     # entry. (Small eager programs are cached or not by their compile time, which the machine's
     # load decides: they may differ between the runs.)
-    solves = [{n for n in r["entries"] if n.startswith("jit_integrate")} for r in runs]
     assert solves[1] == solves[0] and set(runs[0]["entries"]) <= set(runs[1]["entries"])
     assert runs[1]["distance"] == runs[0]["distance"]
 
 
-def test_users_own_diffrax_checks_still_raise_after_a_flowlin_solve():
-    """flowlin's solves compile diffrax's argument checks without callbacks
-    (`flowlin/_method/_checks.py`) only while flowlin traces them: a user's own diffrax solve
-    afterwards, of the same shapes, still raises on a bad `saveat.ts` (equinox's default
-    mode), and `equinox.internal.error_if` is equinox's own again."""
+def _users_solve():
+    """A user's own diffrax solve, with its own argument checks."""
     import diffrax
     import equinox as eqx
-    import equinox._errors
-    import equinox.internal
-    import jax
     import jax.numpy as jnp
 
-    problem = flowlin.problems.whitened(jax.random.key(0), n=3, D=5, m=1)
-    net = flowlin.init.paper(jax.random.key(1), 5, 1, 7, 0.5)
-    ts = jnp.linspace(0.0, 2.0, 3)
-    flowlin.gradient_flow(net, problem, 2.0, saveat=ts, method=flowlin.Gram())
-    assert equinox.internal.error_if is equinox._errors.error_if
-
     @eqx.filter_jit
-    def users_solve(ts):
+    def solve(ts):
         term = diffrax.ODETerm(lambda t, y, args: -y)
         return diffrax.diffeqsolve(
             term, diffrax.Tsit5(), t0=0.0, t1=2.0, dt0=jnp.asarray(0.1), y0=jnp.ones(2),
             saveat=diffrax.SaveAt(ts=ts),
         ).ys  # fmt: skip
 
-    assert jnp.allclose(users_solve(ts)[-1], jnp.exp(-2.0), rtol=1e-3)
-    with pytest.raises(eqx.EquinoxRuntimeError, match="saveat.ts must lie between t0 and t1"):
-        users_solve(ts + 1.0).block_until_ready()
+    return solve
+
+
+def test_users_own_diffrax_checks_still_raise():
+    """flowlin compiles out diffrax's argument checks only in the context that traces its own
+    solve (`flowlin/_method/_checks.py`): a user's diffrax solve of the same shapes, after a
+    flowlin solve, or in another thread while flowlin's window is open, still raises on a bad
+    `saveat.ts` (equinox's default mode)."""
+    import threading
+
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from flowlin._method._checks import diffrax_checks_without_callbacks
+
+    problem = flowlin.problems.whitened(jax.random.key(0), n=3, D=5, m=1)
+    net = flowlin.init.paper(jax.random.key(1), 5, 1, 7, 0.5)
+    ts = jnp.linspace(0.0, 2.0, 3)
+    flowlin.gradient_flow(net, problem, 2.0, saveat=ts, method=flowlin.Gram())
+    solve = _users_solve()
+    assert jnp.allclose(solve(ts)[-1], jnp.exp(-2.0), rtol=1e-3)
+    match = "saveat.ts must lie between t0 and t1"
+    with pytest.raises(eqx.EquinoxRuntimeError, match=match):
+        solve(ts + 1.0).block_until_ready()
+
+    errors = []
+
+    def in_another_thread():
+        try:
+            _users_solve()(ts[:2] + 5.0).block_until_ready()  # a shape not traced before
+        except eqx.EquinoxRuntimeError as e:
+            errors.append(str(e))
+
+    with diffrax_checks_without_callbacks():  # as while flowlin traces a solve
+        thread = threading.Thread(target=in_another_thread)
+        thread.start()
+        thread.join()
+    assert len(errors) == 1 and match in errors[0]
 
 
 CLI_SETUP = r"""

@@ -267,3 +267,43 @@ def test_flow_errors(nonwhite):
         flowlin.gradient_flow(other, problem, 1.0)
     with pytest.raises(TypeError, match="problem"):
         flowlin.gradient_flow(net, (problem.X, problem.Y), 1.0)
+
+
+def _small():
+    problem = flowlin.problems.whitened(jax.random.key(0), n=3, D=5, m=1)
+    return problem, flowlin.init.paper(jax.random.key(1), 5, 1, 7, 0.5)
+
+
+def test_save_times_above_t1_by_round_off_are_t1():
+    """`0.1 * 3 > 0.3` in floating point: flowlin accepts such a last save time (within 1e-12
+    of t1), and the solve saves at t1 itself (diffrax would refuse any time above t1)."""
+    problem, net = _small()
+    ts = np.arange(4) * 0.1
+    assert ts[-1] > 0.3
+    run = flowlin.gradient_flow(net, problem, 0.3, saveat=ts, method=flowlin.Gram())
+    exact = flowlin.gradient_flow(net, problem, 0.3, saveat=[0.0, 0.1, 0.2, 0.3],
+                                  method=flowlin.Gram())  # fmt: skip
+    assert bool(run.succeeded) and float(run.ts[-1]) == 0.3
+    np.testing.assert_array_equal(run.excess_loss[-1], exact.excess_loss[-1])
+
+
+def test_traced_invalid_arguments_are_a_status_of_their_run_only():
+    """Under `vmap` over t1, flowlin cannot refuse a bad t1 by name before the solve: the run
+    whose save times exceed its t1 ends with `RESULTS.invalid_arguments` and NaN numbers, and
+    the other runs of the batch are unaffected (equal to their own solves)."""
+    problem, net = _small()
+    ts = jnp.linspace(0.0, 2.0, 3)
+
+    def solve(t1):
+        return flowlin.gradient_flow(net, problem, t1, saveat=ts, method=flowlin.Gram())
+
+    batch = jax.vmap(solve)(jnp.array([2.0, 1.0, 3.0]))
+    invalid = np.asarray(batch.result == flowlin.RESULTS.invalid_arguments)
+    assert invalid.tolist() == [False, True, False]
+    assert bool(jnp.all(jnp.isnan(batch.excess_loss[1])))
+    assert bool(jnp.all(jnp.isnan(batch.final_network.W1[1])))
+    assert not bool(batch.succeeded[1])
+    for i, t1 in ((0, 2.0), (2, 3.0)):
+        alone = solve(t1)
+        assert bool(batch.succeeded[i])
+        np.testing.assert_allclose(batch.excess_loss[i], alone.excess_loss, rtol=1e-10)

@@ -1,57 +1,91 @@
 """diffrax's argument checks, compiled without host callbacks inside flowlin's solves
 (internal API).
 
-`diffrax.diffeqsolve` checks its traced arguments (`saveat.ts` increasing and inside
-`[t0, t1]`, the sign of `dt0`; a step-size controller's `ts`) with `equinox.internal.error_if`.
-In equinox's default error mode each check compiles to a host callback, and JAX never writes
-a program that holds a callback to its persistent compilation cache: no flowlin solve could be
-cached, and every process compiled every solve again.
+`diffrax.diffeqsolve` checks its traced arguments with `equinox.internal.error_if`: `saveat.ts`
+increasing and inside `[t0, t1]`, and the sign of `dt0`. In equinox's default error mode each
+check compiles to a host callback, and JAX never writes a program that holds a callback to its
+persistent compilation cache: no flowlin solve could be cached, and every process compiled
+every solve again.
 
-flowlin validates those arguments itself, with named errors, before any solve
-(`flowlin.gradient_flow`, `flowlin.sweep`), so inside its own solves the checks can only
-repeat what is already known. `diffrax_checks_without_callbacks` makes them compile to a
-select in equinox's `"nan"` mode instead (were one ever to fail, the solve's outputs would be
-NaN, not an exception), while flowlin traces its solve, and only then:
+flowlin covers exactly those three checks itself: with named errors before the solve when the
+arguments are concrete, and inside the compiled solve when they are traced
+(`integrate.valid_arguments`: such a run, and only that run of a `vmap` batch, ends with the
+status `RESULTS.invalid_arguments` and NaN numbers, never with garbage). So while flowlin
+traces its solve (`diffrax_checks_without_callbacks()`), those three checks of diffrax's are
+compiled out (equinox's `"off"` mode, per call). Everything else is left alone:
 
-- equinox's process-wide error mode (`EQX_ON_ERROR`) is left alone, so a user's own equinox
-  and diffrax code keeps its errors;
-- the checks traced in the window ask for `on_error="nan"` per call, a different key of
-  equinox's trace cache than a default-mode check, so no traced check leaks out of the window.
+- Only these three checks, recognised by their messages: any other check (a `StepTo`
+  controller's, an event's) keeps equinox's mode and its error.
+- Only in the thread (the `contextvars` context) that traces flowlin's solve: `error_if` is
+  replaced once, the first time a solve is traced, by a dispatcher that does exactly what the
+  function it replaced does everywhere else. A user's own diffrax code, in this thread or
+  another, keeps its errors.
+- Only when equinox's process-wide mode is its default `"raise"`: a user who chose `"off"`,
+  `"nan"` or `"breakpoint"` (`EQX_ON_ERROR`) keeps that choice.
+- The per-call `on_error="off"` is a different key of equinox's trace cache from a
+  default-mode check, so no check traced in the window is reused outside it.
 
-Programs are traced once per shape, so the window costs nothing at run time. Should a later
-diffrax stop calling `equinox.internal.error_if`, the checks simply stay callbacks (the
-solves are right, only not cacheable); `tests/test_cache.py` would say so.
+Programs are traced once per shape, so this costs nothing at run time. Gradients through
+`diffrax.BacksolveAdjoint` trace their backward solve after the window has closed: those
+programs keep the callbacks (they are right, only not cacheable). Should a later diffrax
+word its checks differently, or stop calling `equinox.internal.error_if`, the checks simply
+stay callbacks; `tests/test_cache.py` would say so.
 """
 
 import contextlib
-import threading
+import contextvars
 
-import equinox as eqx
 import equinox.internal as eqxi
 
 
-_lock = threading.RLock()
-_depth = 0
-_default_error_if = eqxi.error_if
+#: The messages (their start) of the diffrax checks that flowlin covers itself.
+COVERED_CHECKS = (
+    "saveat.ts must be increasing or decreasing.",
+    "saveat.ts must lie between t0 and t1.",
+    "Must have (t1 - t0) * dt0 >= 0",
+)
+
+_in_flowlin_solve = contextvars.ContextVar("flowlin_solve_trace", default=False)
 
 
-def _error_if_as_nan(x, pred, msg, *, on_error="default"):
-    return eqx.error_if(x, pred, msg, on_error="nan" if on_error == "default" else on_error)
+class _Dispatcher:
+    """`equinox.internal.error_if`, but a covered check inside flowlin's solve trace gets
+    `on_error="off"`; everything else goes to the function it replaced, unchanged."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, x, pred, msg, *args, **kwargs):
+        if (
+            _in_flowlin_solve.get()
+            and not args
+            and kwargs.get("on_error", "default") == "default"
+            and isinstance(msg, str)
+            and msg.startswith(COVERED_CHECKS)
+            and _equinox_mode() == "raise"
+        ):
+            kwargs["on_error"] = "off"
+        return self.previous(x, pred, msg, *args, **kwargs)
+
+
+def _equinox_mode() -> str:
+    from equinox import _errors  # the process-wide mode has no public getter
+
+    return getattr(_errors, "EQX_ON_ERROR", "raise")
+
+
+def _install() -> None:
+    if not isinstance(eqxi.error_if, _Dispatcher):
+        eqxi.error_if = _Dispatcher(eqxi.error_if)
 
 
 @contextlib.contextmanager
 def diffrax_checks_without_callbacks():
-    """While this is open (flowlin traces a solve in it), `equinox.internal.error_if`, which
-    diffrax's argument checks call, compiles its checks in the `"nan"` mode (module
-    docstring). Re-entrant; other threads wait while one traces inside it."""
-    global _depth
-    with _lock:
-        _depth += 1
-        if _depth == 1:
-            eqxi.error_if = _error_if_as_nan
-        try:
-            yield
-        finally:
-            _depth -= 1
-            if _depth == 0:
-                eqxi.error_if = _default_error_if
+    """Within the block (flowlin traces a solve in it), diffrax's three argument checks that
+    flowlin covers compile without callbacks, in this context only (module docstring)."""
+    _install()
+    token = _in_flowlin_solve.set(True)
+    try:
+        yield
+    finally:
+        _in_flowlin_solve.reset(token)

@@ -116,11 +116,24 @@ def initial_step(field, state0, system, t1, controller, solver, terms) -> Float[
     return jax.lax.stop_gradient(jnp.where(jnp.isfinite(dt0) & (dt0 > 0), dt0, 0.01))
 
 
-def _status(sol_result, finite, excess0, excess_f, steps_needed, max_steps, tol_floor):
+def valid_arguments(t1, ts, dt0) -> Array:
+    """Whether `t1`, the save times and `dt0` are what diffrax's argument checks demand
+    (`_checks.COVERED_CHECKS`): `t1` finite and > 0, the save times finite, non-decreasing
+    and in `[0, t1]`, `dt0` finite and > 0. Traced, so that it also holds for arguments
+    `flowlin.gradient_flow` could not check before the solve (under `jit`/`vmap`/`grad`)."""
+    ok = jnp.isfinite(t1) & (t1 > 0)
+    ok = ok & jnp.all(jnp.isfinite(ts)) & (ts[0] >= 0) & (ts[-1] <= t1)
+    ok = ok & jnp.all(ts[1:] >= ts[:-1])
+    if dt0 is not None:
+        ok = ok & jnp.isfinite(dt0) & (dt0 > 0)
+    return ok
+
+
+def _status(sol_result, finite, excess0, excess_f, steps_needed, max_steps, tol_floor, valid):
     """The run's `RESULTS`: diffrax's, made specific: `diverged`, `not_converged` (reached t1
     with the excess loss above `CONVERGED_FRACTION` of its start and above what the arithmetic
     resolves), `stiff` (the step budget ran out where stability alone needs more steps than
-    the budget and than `_STIFF_STEPS`)."""
+    the budget and than `_STIFF_STEPS`), `invalid_arguments` (`valid_arguments` false)."""
     result = RESULTS.where(finite, RESULTS.promote(sol_result), RESULTS.diverged)
     converged = (excess_f <= CONVERGED_FRACTION * excess0) | (excess_f <= tol_floor)
     result = RESULTS.where(
@@ -128,7 +141,8 @@ def _status(sol_result, finite, excess0, excess_f, steps_needed, max_steps, tol_
     )
     budget = jnp.inf if max_steps is None else 0.5 * max_steps  # None: no step budget
     stiff = (steps_needed > budget) & (steps_needed > _STIFF_STEPS)
-    return RESULTS.where((result == RESULTS.max_steps_reached) & stiff, RESULTS.stiff, result)
+    result = RESULTS.where((result == RESULTS.max_steps_reached) & stiff, RESULTS.stiff, result)
+    return RESULTS.where(valid, result, RESULTS.invalid_arguments)
 
 
 def _tolerances(controller, dtype):
@@ -197,7 +211,10 @@ def integrate(
     terms = dfx.ODETerm(field)
     if dt0 is None:
         dt0 = initial_step(field, state0, system, t1, controller, solver, terms)
-    with diffrax_checks_without_callbacks():  # so that the program can be cached on disk
+    # diffrax's checks of these arguments are compiled out (no host callbacks: the program
+    # can be cached on disk); flowlin's own check, traced, gives the run its status instead.
+    valid = valid_arguments(t1, ts, dt0)
+    with diffrax_checks_without_callbacks():
         sol = dfx.diffeqsolve(
             terms,
             solver,
@@ -213,7 +230,10 @@ def integrate(
             event=event,
             throw=False,
         )
-    save_ts, final_time, saved, (y_f, integral_f) = split_solution(sol, adjoint)
+    # A run whose arguments were invalid (traced, so not refused before) has NaN numbers.
+    solution = split_solution(sol, adjoint)
+    solution = jax.tree.map(lambda x: jnp.where(valid, x, jnp.nan), solution)
+    save_ts, final_time, saved, (y_f, integral_f) = solution
     if backsolve:
         saved = jax.vmap(lambda state: save_fn(None, state, system))(saved)
     diag, nets = method.unpack(system, saved, names, networks)
@@ -226,6 +246,7 @@ def integrate(
         nets = jax.tree_util.tree_map(
             lambda x: jnp.where(was_saved[:, None, None], x, jnp.inf), nets
         )
+    diag, nets = jax.tree.map(lambda x: jnp.where(valid, x, jnp.nan), (diag, nets))
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y_f)]))
     fingerprint = init_fingerprint(Q0, problem)
     rtol, atol = _tolerances(controller, dtype)
@@ -234,7 +255,9 @@ def integrate(
     floor = 0.5 * (_CONVERGED_FLOOR * resolution * jnp.sqrt(jnp.sum(problem.Y_tilde**2))) ** 2
     excess_f = 0.5 * jnp.sum(method.error(system, y_f) ** 2)
     steps_needed = t1 * fastest_rate(Q0, problem) / _STABLE_STEP_TIMES_RATE
-    result = _status(sol.result, finite, fingerprint[-2], excess_f, steps_needed, max_steps, floor)
+    result = _status(
+        sol.result, finite, fingerprint[-2], excess_f, steps_needed, max_steps, floor, valid
+    )
     size, norm2_0 = _size_and_norm2(y0)
     state_norm = jnp.sqrt(jnp.maximum(norm2_0, _size_and_norm2(y_f)[1]))
     state_tolerance = None
