@@ -186,6 +186,9 @@ def integrate(
     integrate_error = "error_integral" in names
     y0, system = method.start(init, problem)
     dtype = ts.dtype
+    # A last save time above t1 by round-off, which gradient_flow accepts (0.1 * 3 > 0.3), is
+    # t1 itself: diffrax accepts none above t1. (Farther above, a traced one stays invalid.)
+    ts = jnp.where((ts > t1) & (ts <= t1 * (1 + 1e-12)), t1, ts)
 
     def save_fn(t, state, system):
         return method.snapshot(system, state[0], state[1], names, networks)
