@@ -256,6 +256,25 @@ def test_store_path_suffix_is_checked(problem, tmp_path, store, store_format, ma
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("store, store_format", [("fig1.zarr", None), ("folder", "zarr")])
+def test_zarr_store_without_zarr_is_refused_before_any_compute(
+    problem, tmp_path, monkeypatch, store, store_format
+):
+    # `zarr` is an extra: without it a Zarr store is refused by name before a chunk is computed
+    # (it used to fail in xarray when the first finished chunk was written).
+    monkeypatch.setitem(sys.modules, "zarr", None)  # what `import zarr` sees when not installed
+    with pytest.raises(ImportError, match=r"store=.*needs the `zarr` package.*flowlin\[zarr\]"):
+        _sweep(problem, tmp_path / store, executor=NoCompute([]), store_format=store_format)
+    assert not any(tmp_path.iterdir())
+
+
+def test_open_sweep_of_zarr_result_without_zarr_names_the_package(written, monkeypatch):
+    monkeypatch.setitem(sys.modules, "zarr", None)
+    with pytest.raises(ImportError, match=r"open_sweep.*needs the `zarr` package"):
+        flowlin.open_sweep(written / "sweep.zarr")
+    flowlin.open_sweep(written / "folder")  # netCDF needs nothing more
+
+
 def test_open_sweep_of_unfinished_store_says_resume(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the same flowlin.sweep.*to resume"):
         flowlin.open_sweep(tmp_path / "fig1.nc")

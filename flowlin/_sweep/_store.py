@@ -23,6 +23,7 @@ recorded configurations are not its chunk's is moved to `rejected/` with a warni
 and recomputed. A store whose manifest is missing or unreadable while shards exist is refused.
 """
 
+import importlib.util
 import pathlib
 import time
 
@@ -73,6 +74,7 @@ def store_layout(call: str, store, store_format: str | None):
                 f"`{call}`: store={str(store)!r} names a {fmt} result but "
                 f"store_format={store_format!r}; drop store_format or change the suffix"
             )
+        require_zarr(call, store, fmt)
         return path.with_name(path.name + PARTS), path, fmt
     if suffix in FILE_SUFFIXES or path.is_file():
         raise ValueError(
@@ -80,7 +82,19 @@ def store_layout(call: str, store, store_format: str | None):
             "a folder (the result is <folder>/result.nc), a .nc file or a .zarr store"
         )
     fmt = store_format or "netcdf"
+    require_zarr(call, store, fmt)
     return path, path / f"{RESULT}{SUFFIXES[fmt]}", fmt
+
+
+def require_zarr(call: str, store, fmt: str) -> None:
+    """Refuse a Zarr store before any compute when `zarr` is not installed (it is an extra:
+    otherwise the sweep would fail only when writing its first finished chunk)."""
+    if fmt == "zarr" and importlib.util.find_spec("zarr") is None:
+        raise ImportError(
+            f"`{call}`: store={str(store)!r} is a Zarr store, which needs the `zarr` package; "
+            "install it (`pip install 'flowlin[zarr]'` or `pip install zarr`) or use a .nc "
+            "file or a folder (netCDF)"
+        )
 
 
 def shard_name(index: int, fmt: str) -> str:

@@ -22,7 +22,7 @@ from ._grid import Grid
 from ._kernel import TRACES, Payload, SweepTask
 from ._plan import chunk_coordinates, fingerprint, plan_chunks
 from ._settings import SweepSettings, make_settings
-from ._store import ShardStore, StoreMismatchError, find_result, read_dataset
+from ._store import ShardStore, StoreMismatchError, find_result, read_dataset, require_zarr
 from ._validate import (
     DynamicsName,
     InitName,
@@ -115,23 +115,25 @@ def sweep(
       merged result (its working files live beside it in `<name>.parts/`). Every shard's
       checksum and configurations are kept in the store's manifest and verified before a
       resume adopts it; one sweep writes to a store at a time. Read the result back with
-      `flowlin.open_sweep(store)`.
+      `flowlin.open_sweep(store)`. Zarr needs the `zarr` package (`flowlin[zarr]`).
     - `executor`: `flowlin.LocalExecutor(devices=None, batch_size=None)` (default: every
       chunk split over this process's devices) or `flowlin.RayExecutor(...)` (docs/ray.md).
-    - `progress`: a progress bar with ETA over chunks (shown only on a terminal).
+    - `progress`: progress over chunks: a bar with ETA on a terminal or in a notebook, one
+      line per chunk (stderr) in a log.
 
     **Returns:** an `xarray.Dataset` with dims `(problem, width, scale, seed[, time])` for a
     grid (`(problem, depth, width, scale, seed[, time])` with `depths`; `(config[, time])` for
-    a list); variables: every diagnostic over `time`, their
-    `final_*` values, `final_time`, `num_steps`, `status` (a `flowlin.RESULTS` code; messages
-    in `attrs["status_codes"]`), `succeeded`, `theory_*` quantities, and per bound
-    `bound_<name>_{holds,applicable,worst_slack,tightness}`; attrs record versions, dtype,
-    tolerances, devices and settings. Failed runs are recorded (status), never raised, and
-    never count as a bound holding. With `depths`, also `balancedness_drift` over
-    `(time, layer)` (NaN beyond a run's L − 1 hidden layers), `final_head_norm`
-    ($\|W_L\cdots W_2(\infty)\|_F$), the deep entries of `flowlin.check_bounds`, and the
-    two-layer `theory_*` quantities at depth 2 only (NaN deeper, where they do not apply:
-    `attrs["theory_at_depth"]`). A single problem's grid drops the `problem` dimension.
+    a list); variables: every diagnostic over `time`, their `final_*` values, `final_time`,
+    `num_steps`, `status` (a `flowlin.RESULTS` code; messages in `attrs["status_codes"]`),
+    `succeeded`, `converged`, `theory_*` quantities, and per bound
+    `bound_<name>_{holds,applicable,worst_slack,tightness,excluded,reason}`; attrs record
+    versions, dtype, tolerances, devices and settings. Failed runs are recorded (status),
+    never raised, and never count as a bound holding. With `depths`, also
+    `balancedness_drift` over `(time, layer)` (NaN beyond a run's L − 1 hidden layers),
+    `final_head_norm` ($\|W_L\cdots W_2(\infty)\|_F$), the deep entries of
+    `flowlin.check_bounds`, and the two-layer `theory_*` quantities at depth 2 only (NaN
+    deeper, where they do not apply: `attrs["theory_at_depth"]`). A single problem's grid
+    drops the `problem` dimension.
 
     **Example:**
 
@@ -254,4 +256,5 @@ def open_sweep(path) -> xr.Dataset:
             "may not have finished (run the same flowlin.sweep(..., store=...) call again to "
             "resume it) or the path is not a store"
         )
+    require_zarr(f"flowlin.open_sweep({str(path)!r})", path, found[1])
     return read_dataset(*found)
