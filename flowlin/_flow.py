@@ -128,7 +128,7 @@ def gradient_flow(
     solver: dfx.AbstractSolver | None = None,
     rtol: float | None = None,
     atol: float | None = None,
-    max_steps: int = DEFAULT_MAX_STEPS,
+    max_steps: int | None = DEFAULT_MAX_STEPS,
     stop_at_loss: ScalarLike | None = None,
     dt0: ScalarLike | None = None,
     stepsize_controller: dfx.AbstractStepSizeController | None = None,
@@ -165,7 +165,8 @@ def gradient_flow(
       cheaper at very tight tolerances).
     - `rtol`, `atol`: step-size-controller tolerances; defaults follow the dtype (float64:
       1e-8/1e-10, float32: 1e-5/1e-7; float32 warns below ~1e-6).
-    - `max_steps`: solver step budget; exceeding it is reported in `Trajectory.result`.
+    - `max_steps`: solver step budget (default `flowlin.DEFAULT_MAX_STEPS`, 100 000; `None`:
+      no budget); exceeding it is reported in `Trajectory.result` (`max_steps_reached`).
     - `stop_at_loss`: stop when the excess loss $L - L^\star$ falls below this (the crossing
       time is located by a root find on the dense solution, so it is exact and
       differentiable). Saves after it are `inf`. If the initial excess loss is already below

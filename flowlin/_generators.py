@@ -37,6 +37,13 @@ def whitened(
 
     $X_0$ has $N(0,1)$ entries, $X_0 = ASB^\top$ (thin SVD), $X = AB^\top$;
     $\Theta \sim N(0, I/D)$ ($D\times m$), $Y = X\Theta + $ `noise` $\cdot N(0,1)$.
+
+    **Arguments:** `key` (a `jax.random` key); `n` samples, `D` input features, `m` outputs
+    (positive integers with $n < D$: the problem is under-determined, $r \le n < D$);
+    `noise`, the standard deviation of the label noise (default 0.01; 0 for none); `dtype`
+    (default: JAX's default float, float64 once `jax_enable_x64` is on).
+
+    **Returns:** a `flowlin.Problem`.
     """
     call = "flowlin.problems.whitened(...)"
     n, D, m = _sizes(call, n, D, m)
@@ -52,7 +59,15 @@ def gaussian(
     key: KeyLike, n: int, D: int, m: int, noise: ScalarLike = 0.01, *, dtype=None
 ) -> Problem:
     r"""Gaussian data of ICML Fig. 1: X entries $N(0, 1/D)$, $\Theta\sim N(0, I/D)$,
-    $Y = X\Theta + $ `noise` $\cdot N(0,1)$."""
+    $Y = X\Theta + $ `noise` $\cdot N(0,1)$.
+
+    **Arguments:** `key` (a `jax.random` key); `n` samples, `D` input features, `m` outputs
+    (positive integers with $n < D$: the problem is under-determined, $r \le n < D$);
+    `noise`, the standard deviation of the label noise (default 0.01; 0 for none); `dtype`
+    (default: JAX's default float, float64 once `jax_enable_x64` is on).
+
+    **Returns:** a `flowlin.Problem`.
+    """
     call = "flowlin.problems.gaussian(...)"
     n, D, m = _sizes(call, n, D, m)
     check_positive(call, "noise", noise, allow_zero=True)
@@ -74,6 +89,12 @@ def factorization(
     The paper's loss $\tfrac12\|Y - UV^\top/\sqrt{mh}\|^2$ is this one for
     $W_1^\top = U/(mh)^{1/4}$, $W_2^\top = V/(mh)^{1/4}$, with time rescaled by
     $t_{here} = t_{paper}/\sqrt{mh}$.
+
+    **Arguments:** `key` (a `jax.random` key); `n`, the size of the square $X = I_n$ (default
+    20); `m`, the columns of $Y$ (default 5); `y_std` (default 0.1); `dtype` (default: JAX's
+    default float).
+
+    **Returns:** a `flowlin.Problem`.
     """
     call = "flowlin.problems.factorization(...)"
     n = check_int(call, "n", n, minimum=1)

@@ -243,6 +243,15 @@ def summarize_bounds(
     init), per (scale, width) cell: the gaps tested against it (`flowlin.theory.law_fit`, at
     `law_level`), with how many runs were left out (not converged).
 
+    **Arguments:**
+
+    - `ds`: the `xarray.Dataset` of `flowlin.sweep` (or `flowlin.open_sweep`), one depth at a
+      time for a sweep over depths.
+    - `distance`: the variable the slope is fitted on (default `final_distance_to_min_norm`).
+    - `confidence`: the level of the slope's confidence interval, in (0, 1) (default 0.95).
+    - `law_level`: the level at which `flowlin.theory.law_fit` tests the gaps against their
+      exact law, in (0, 1) (default 0.99).
+
     **Returns:** a `BoundsSummary`; `print` it, or `.to_markdown()`, or `.table()` for pandas.
     """
     call = "flowlin.summarize_bounds(ds)"

@@ -23,6 +23,8 @@ from flowlin.reproduce.depth import (
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("depth")

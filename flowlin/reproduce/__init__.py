@@ -66,8 +66,8 @@ def reproduce(
       the run writes `out/report.md` and `out/numbers.json`.
     - `quick`: reduced sizes (`QUICK`) for tests; default the papers' sizes (`FULL`).
     - `seed`: seeds the data and initializations.
-    - `progress`: progress bars (shown on a terminal only); `echo`: called with a line per
-      finished target.
+    - `progress`: progress bars on a terminal or in a notebook, one line per stage in a log;
+      `echo`: called with a line per finished target.
 
     **Returns:** `{target: Section}` with the numbers reported (c values, distances, slopes,
     whether every bound held).

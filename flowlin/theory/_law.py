@@ -176,6 +176,8 @@ def distance_law(
     - `std1`: $\sigma_1$, the standard deviation of the i.i.d. Gaussian entries of $W_1(0)$
       (e.g. $h^{-1/2}$ for `init.paper(..., alpha=0.5)`).
     - `problem`: the `flowlin.Problem` ($k = D - r$).
+    - `n_terms`: terms of Ruben's series for the CDF when $m \ge 2$ (default 512); where its
+      truncation error is too large the CDF is NaN, never a wrong number.
 
     **Returns:** a `DistanceLaw` with weights $\sigma_1^2 s_j^2$ and $k = D - r$.
 
