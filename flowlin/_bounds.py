@@ -17,6 +17,7 @@ from ._custom_types import ScalarLike
 from ._deep_bounds import DEEP_CHECK_KEYS, check_deep_init, deep_checks
 from ._deep_network import DeepLinearNetwork
 from ._gram_init import GramInit
+from ._misc import full_precision
 from ._network import LinearNetwork
 from ._problem import Problem
 from ._resolution import DRIFT_FACTOR, Observed, check_origin, check_tolerances, series
@@ -152,6 +153,7 @@ def _log_ratio(a, b):
     return jnp.where(b == 0, jnp.inf, with_b)
 
 
+@full_precision
 def check_bounds(
     trajectory: Trajectory,
     init: LinearNetwork | GramInit | DeepLinearNetwork,

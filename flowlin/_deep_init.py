@@ -21,6 +21,7 @@ from ._errors import (
     is_concrete,
 )
 from ._init import gaussian
+from ._misc import full_precision
 
 
 #: The Gaussian init's per-layer variance rules (`deep_gaussian(scaling=...)`).
@@ -59,6 +60,7 @@ def _paper_width(widths: tuple[int, ...], i: int) -> float:
     return float(np.prod(touching)) ** (1.0 / len(touching))
 
 
+@full_precision
 def deep_gaussian(
     key: KeyLike,
     D: int,
@@ -151,6 +153,7 @@ def _haar_frame(key, rows: int, cols: int, dtype) -> Float[Array, "rows cols"]:
     return Q * signs
 
 
+@full_precision
 def deep_orthogonal(
     key: KeyLike,
     D: int,
@@ -226,6 +229,7 @@ def _product_rank(call: str, product, widths) -> int:
     return k
 
 
+@full_precision
 def deep_balanced(
     key: KeyLike, product: Float[ArrayLike, "m D"], widths: Sequence[int]
 ) -> DeepLinearNetwork:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ._errors import NamedArguments, as_float_array, check_finite
+from ._misc import full_precision
 from ._network import LinearNetwork
 from ._problem import check_problem
 
@@ -100,6 +101,7 @@ class DeepLinearNetwork(eqx.Module, metaclass=NamedArguments):
         for i, w in enumerate(ws):
             check_finite(_CALL, f"weights[{i}]", w)
 
+    @full_precision
     def __call__(self, x: Float[Array, " D"]) -> Float[Array, " m"]:
         """The network applied to one input `x` (use `jax.vmap` for a batch)."""
         for w in self.weights:
@@ -117,11 +119,13 @@ class DeepLinearNetwork(eqx.Module, metaclass=NamedArguments):
         return tuple(w.shape[-2] for w in self.weights[:-1])
 
     @property
+    @full_precision
     def product(self) -> Float[Array, "m D"]:
         r"""The end-to-end map $W = W_L\cdots W_1$."""
         return chain(self.weights)
 
     @property
+    @full_precision
     def head(self) -> Float[Array, "m h1"]:
         r"""$W_L\cdots W_2$: everything after the first layer (the $V$ of the two-layer case;
         its singular values set the law of the implicit-bias gap, docs/theory.md §6)."""

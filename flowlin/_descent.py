@@ -13,7 +13,7 @@ from ._deep_network import DeepLinearNetwork, check_deep_compatible
 from ._errors import check_bool, check_count, check_positive
 from ._flow import resolve_save_times
 from ._method import FullWeights
-from ._misc import tree_cast
+from ._misc import full_precision, tree_cast
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem, check_problem, check_same_precision
 from ._results import CONVERGED_FRACTION, RESULTS
@@ -124,6 +124,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     )
 
 
+@full_precision
 def gradient_descent(
     net: LinearNetwork | DeepLinearNetwork,
     problem: Problem,

@@ -11,14 +11,17 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import ScalarLike
 from ._errors import check_int, check_ndim, is_concrete
+from ._misc import full_precision
 
 
 #: `lambda_balanced_gram` refuses a concrete Z0 whose imbalance is farther than this (relative to
 #: its size) from λI: the closed form is then not the flow's. Inits built by
-#: `flowlin.init.lambda_balanced` are balanced to ~1e-15.
+#: `flowlin.init.lambda_balanced` are balanced to ~1e-15 in float64 (to round-off in float32,
+#: where the bound is 100 float32 epsilons instead).
 _BALANCE_RTOL = 1e-8
 
 
+@full_precision
 def scalar(
     t: Float[ArrayLike, "*times"], u0: ScalarLike, v0: ScalarLike, y: ScalarLike
 ) -> tuple[Float[Array, "*times"], Float[Array, "*times"]]:
@@ -75,6 +78,7 @@ def scalar(
     return a1 / s, a2 / s
 
 
+@full_precision
 def balanced_scalar(
     t: Float[ArrayLike, "*times"], w0: ScalarLike, y: ScalarLike
 ) -> Float[Array, "*times"]:
@@ -100,6 +104,7 @@ def _sym_fn(F, fn):
     return (P * fn(f)) @ P.T
 
 
+@full_precision
 def lambda_balanced_gram(
     t: Float[ArrayLike, ""],
     Z0: Float[ArrayLike, "k h"],
@@ -158,7 +163,8 @@ def lambda_balanced_gram(
         imbalance = Zn[:r].T @ Zn[:r] - Zn[r:].T @ Zn[r:]
         off = np.linalg.norm(imbalance - float(lam) * np.eye(h))
         size = max(np.linalg.norm(Zn) ** 2, abs(float(lam)) * np.sqrt(h))
-        if off > _BALANCE_RTOL * size:
+        rtol = max(_BALANCE_RTOL, 100 * float(jnp.finfo(dtype).eps))
+        if off > rtol * size:
             raise ValueError(
                 f"`{call}`: Z0 is not λ-balanced: ‖U1ᵀU1 - VᵀV - λI‖_F = {off:.3g} for "
                 f"lam={float(lam)} (relative {off / size:.3g}); build it with "
@@ -180,6 +186,7 @@ def lambda_balanced_gram(
     return A @ jnp.linalg.solve(M, A.T)
 
 
+@full_precision
 def lambda_balanced_error(
     t: Float[ArrayLike, ""],
     Z0: Float[ArrayLike, "k h"],
@@ -192,6 +199,7 @@ def lambda_balanced_error(
     return Yt - lambda_balanced_gram(t, Z0, Yt, lam)[:r, r:]
 
 
+@full_precision
 def asymptotic_rate_balanced(
     Y_tilde: Float[ArrayLike, "r m"], lam: ScalarLike, width: int | None = None
 ) -> Float[Array, ""]:

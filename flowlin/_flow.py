@@ -15,7 +15,7 @@ from ._errors import check_int, check_positive, check_tolerances, is_concrete
 from ._gram_init import GramInit
 from ._method import AbstractFlowMethod, FullWeights
 from ._method._integrate import event_tolerance, integrate
-from ._misc import tree_cast
+from ._misc import full_precision, tree_cast
 from ._network import LinearNetwork
 from ._problem import Problem, check_problem, check_same_precision
 from ._saveat import DEFAULT_NUM_SAVES, SaveAt
@@ -118,6 +118,7 @@ def check_solve_options(
         )
 
 
+@full_precision
 def gradient_flow(
     net: LinearNetwork | DeepLinearNetwork | GramInit,
     problem: Problem,

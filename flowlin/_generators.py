@@ -5,6 +5,7 @@ import jax.numpy as jnp
 
 from ._custom_types import KeyLike, ScalarLike
 from ._errors import check_int, check_positive
+from ._misc import full_precision
 from ._problem import Problem
 
 
@@ -30,6 +31,7 @@ def _targets(key, X, D, m, noise, dtype):
     return X @ theta + noise * jax.random.normal(k_noise, (X.shape[0], m), dtype)
 
 
+@full_precision
 def whitened(
     key: KeyLike, n: int, D: int, m: int, noise: ScalarLike = 0.01, *, dtype=None
 ) -> Problem:
@@ -55,6 +57,7 @@ def whitened(
     return Problem(X, _targets(ky, X, D, m, noise, dtype))
 
 
+@full_precision
 def gaussian(
     key: KeyLike, n: int, D: int, m: int, noise: ScalarLike = 0.01, *, dtype=None
 ) -> Problem:
@@ -77,6 +80,7 @@ def gaussian(
     return Problem(X, _targets(ky, X, D, m, noise, dtype))
 
 
+@full_precision
 def factorization(
     key: KeyLike, n: int = 20, m: int = 5, *, y_std: ScalarLike = 0.1, dtype=None
 ) -> Problem:

@@ -6,6 +6,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._errors import NamedArguments, as_float_array, check_finite, is_concrete
+from ._misc import full_precision
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem
 
@@ -69,6 +70,7 @@ class GramInit(eqx.Module, metaclass=NamedArguments):
                     raise ValueError(f"`{call}`: {name} must be symmetric (a Gram matrix)")
 
 
+@full_precision
 def gram_init(net: LinearNetwork, problem: Problem) -> GramInit:
     r"""The `flowlin.GramInit` of a network: $Q = Z_0Z_0^\top$, $K = G_0^\top G_0$.
 

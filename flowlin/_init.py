@@ -18,6 +18,7 @@ from ._errors import (
     float_dtype,
     is_concrete,
 )
+from ._misc import full_precision
 from ._network import LinearNetwork, check_compatible, zeros_like_padding
 from ._problem import Problem, check_problem
 
@@ -56,6 +57,7 @@ def _unit_normals(key, width: int, D: int, m: int, dtype):
     return a, b.T
 
 
+@full_precision
 def gaussian(
     key: KeyLike,
     D: int,
@@ -106,6 +108,7 @@ def gaussian(
     return LinearNetwork(W1, W2)
 
 
+@full_precision
 def paper(
     key: KeyLike,
     D: int,
@@ -133,6 +136,7 @@ def paper(
     return gaussian(key, D, m, h, std, std, pad_to=pad_to, dtype=dtype)
 
 
+@full_precision
 def pad_width(net: LinearNetwork, width: int) -> LinearNetwork:
     """Zero-pad `net` with hidden units up to `width`.
 
@@ -149,6 +153,7 @@ def pad_width(net: LinearNetwork, width: int) -> LinearNetwork:
     return zeros_like_padding(net, width)
 
 
+@full_precision
 def project_to_invariant_set(
     net: LinearNetwork | DeepLinearNetwork, problem: Problem
 ) -> LinearNetwork | DeepLinearNetwork:
@@ -179,6 +184,7 @@ def _sym_power(M, p):
     return (Q * w**p) @ Q.T
 
 
+@full_precision
 def balanced_like(
     net: LinearNetwork, problem: Problem, *, key: KeyLike | None = None
 ) -> LinearNetwork:
@@ -223,6 +229,7 @@ def balanced_like(
     return LinearNetwork(U.T, V)
 
 
+@full_precision
 def lambda_balanced(
     key: KeyLike,
     problem: Problem,
@@ -286,6 +293,7 @@ def lambda_balanced(
     return LinearNetwork(W1, V)
 
 
+@full_precision
 def reduce_width(
     net: LinearNetwork, problem: Problem, *, keep_null_space: bool = False
 ) -> LinearNetwork:

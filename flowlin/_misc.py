@@ -1,5 +1,7 @@
 """Small internal helpers."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -14,3 +16,28 @@ def tree_cast(tree, dtype):
         return x
 
     return jax.tree_util.tree_map(cast, tree)
+
+
+def full_precision(fn):
+    """Run (and trace) `fn` with every float32 matrix product at full float32 precision.
+
+    On NVIDIA GPUs (Ampere and later) JAX's default float32 matmul runs in TF32, a 10-bit
+    mantissa: relative errors ~1e-3 where float32 itself gives ~1e-7. In flowlin that would
+    make the flow's right-hand side noisy (the step-size controller then rejects step after
+    step: an H200 float32 sweep was 19× slower than float64 and 2% off), the problem's
+    min-norm solution and every theory quantity off by ~1e-3, and a bound's verdict wrong near
+    the float32 resolution floor. So every public function of flowlin that computes runs under
+    `jax.default_matmul_precision("highest")`: its eager products and the programs it traces
+    (`jax.jit`, `vmap`, a sweep's chunks) use full float32 products. The setting is scoped to
+    the call: the user's own code keeps JAX's default. No effect in float64 or on CPUs, whose
+    float32 products are full precision anyway. `tests/test_precision.py` checks that every
+    float32 product flowlin makes is marked so.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with jax.default_matmul_precision("highest"):
+            return fn(*args, **kwargs)
+
+    wrapped.full_precision = True  # type: ignore[attr-defined]
+    return wrapped

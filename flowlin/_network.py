@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from ._errors import NamedArguments, as_float_array, check_finite, check_ndim
+from ._misc import full_precision
 from ._problem import check_problem
 
 
@@ -61,11 +62,13 @@ class LinearNetwork(eqx.Module, metaclass=NamedArguments):
         check_finite(call, "W1", W1)
         check_finite(call, "W2", W2)
 
+    @full_precision
     def __call__(self, x: Float[Array, " D"]) -> Float[Array, " m"]:
         """The network applied to one input `x` (use `jax.vmap` for a batch)."""
         return self.W2 @ (self.W1 @ x)
 
     @property
+    @full_precision
     def product(self) -> Float[Array, "m D"]:
         r"""The end-to-end map $W = W_2 W_1$ (the paper's $\Theta^\top$)."""
         return self.W2 @ self.W1

@@ -14,6 +14,7 @@ from ._errors import (
     check_number,
     is_concrete,
 )
+from ._misc import full_precision
 
 
 class Problem(eqx.Module, metaclass=NamedArguments):
@@ -73,6 +74,7 @@ class Problem(eqx.Module, metaclass=NamedArguments):
     loss_star: Float[Array, ""]
     rank: int = eqx.field(static=True)
 
+    @full_precision
     def __init__(
         self,
         X: ArrayLike,  # (n, D); validated below with messages naming the argument
@@ -182,10 +184,12 @@ class Problem(eqx.Module, metaclass=NamedArguments):
         return jnp.sqrt(self.sigma)
 
     # -- the two components of an input-weight matrix ---------------------------------------
+    @full_precision
     def row_part(self, W1: Float[ArrayLike, "h D"]) -> Float[Array, "r h"]:
         r"""$U_1 = \Phi_1^\top W_1^\top$: each hidden unit's input weights in the row space of X."""
         return self.Phi1.T @ W1.T
 
+    @full_precision
     def null_part(self, W1: Float[ArrayLike, "h D"]) -> Float[Array, "h D"]:
         r"""$W_1(I - \Phi_1\Phi_1^\top) = U_2^\top\Phi_2^\top$: the part of W1 that X never sees.
 
@@ -194,6 +198,7 @@ class Problem(eqx.Module, metaclass=NamedArguments):
         """
         return W1 - (W1 @ self.Phi1) @ self.Phi1.T
 
+    @full_precision
     def phi2(self) -> Float[Array, "D null"]:
         r"""An orthonormal basis $\Phi_2$ ($D\times(D-r)$) of null(X); built on demand."""
         # A complete QR of Φ1 gives an orthonormal basis of R^D whose first r columns span
@@ -201,10 +206,12 @@ class Problem(eqx.Module, metaclass=NamedArguments):
         q, _ = jnp.linalg.qr(self.Phi1, mode="complete")
         return q[:, self.rank :]
 
+    @full_precision
     def loss(self, product: Float[ArrayLike, "m D"]) -> Float[Array, ""]:
         r"""$L = \tfrac12\|Y - XW^\top\|_F^2$ for an end-to-end map $W$ ($m\times D$)."""
         return 0.5 * jnp.sum((self.Y - self.X @ product.T) ** 2)
 
+    @full_precision
     def error(self, product: Float[ArrayLike, "m D"]) -> Float[Array, "r m"]:
         r"""The error $E = \tilde Y - \Sigma^{1/2}\Phi_1^\top W^\top$ ($r\times m$).
 

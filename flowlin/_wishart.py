@@ -31,6 +31,7 @@ from jaxtyping import Array, ArrayLike, Float, Int
 from ._custom_types import KeyLike, ScalarLike
 from ._errors import check_positive, is_concrete
 from ._gram_init import GramInit
+from ._misc import full_precision
 from ._problem import Problem, check_problem
 
 
@@ -56,6 +57,7 @@ def bartlett(key: KeyLike, k: int, dof, dtype) -> Float[Array, "k k"]:
     return jnp.where(alive[None, :], L, 0.0)
 
 
+@full_precision
 def wishart(
     key: KeyLike,
     problem: Problem,

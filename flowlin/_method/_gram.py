@@ -33,7 +33,6 @@ bounded (it is a network's weights), keeps $Q = Z_rZ_r^\top$ positive semi-defin
 step-size control sees exactly the state the final weights are rebuilt from.
 """
 
-import functools
 from typing import ClassVar
 
 import equinox as eqx
@@ -43,6 +42,7 @@ from jaxtyping import Array, Bool, Float
 
 from .._diagnostics import safe_div, safe_norm
 from .._gram_init import GramInit, check_gram_compatible
+from .._misc import full_precision
 from .._network import LinearNetwork, check_compatible
 from .._problem import Problem
 from ._base import AbstractFlowMethod
@@ -56,25 +56,6 @@ def _rank_rtol(dtype, k: int) -> float:
     those directions out of the state; what is dropped is below the round-off of Q0 itself.
     """
     return 10 * k * float(jnp.finfo(dtype).eps)
-
-
-def full_float32_matmuls(fn):
-    """Trace `fn` with float32 matrix products at full float32 precision.
-
-    On NVIDIA GPUs JAX's default float32 matmul may run in TF32 (a 10-bit mantissa, relative
-    error ~1e-3): the right-hand side of the flow is then noisy at ~1e-3, far above float32's
-    1.2e-7, so the step-size controller at rtol 1e-5 rejects step after step and the results
-    are off by that much (an H200 float32 sweep was 19× slower than float64 and 2% off, where a
-    CPU, whose float32 products are exact, takes half the float64 steps). The products here are
-    (r+m)-sized: full precision costs nothing that matters. No effect in float64 or on a CPU.
-    """
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        with jax.default_matmul_precision("highest"):
-            return fn(*args, **kwargs)
-
-    return wrapped
 
 
 class GramSystem(eqx.Module):
@@ -91,13 +72,13 @@ class GramSystem(eqx.Module):
     def rank(self) -> int:
         return self.Y_tilde.shape[0]
 
-    @full_float32_matmuls
+    @full_precision
     def error(self, Z: Float[Array, "k w"]) -> Float[Array, "r m"]:
         r"""$E = \tilde Y - Q_{12}$, $Q_{12} = Z_{top}Z_{bot}^\top = SU_1V^\top$."""
         r = self.rank
         return self.Y_tilde - Z[:r] @ Z[r:].T
 
-    @full_float32_matmuls
+    @full_precision
     def diagnostics(
         self, Z: Float[Array, "k w"], error_integral, names: tuple[str, ...]
     ) -> dict[str, Float[Array, ""]]:
@@ -241,7 +222,7 @@ def _householder(Zt):
     return Qh * signs, R * signs[:, None]
 
 
-@full_float32_matmuls
+@full_precision
 def from_network(net: LinearNetwork, problem: Problem):
     r"""(L, J, frame, Q0) of a network: the exact factorization $Z_0 = L\Omega$ of
     docs/theory.md §3, and $Q_0 = Z_0Z_0^\top$.
@@ -284,7 +265,7 @@ def from_network(net: LinearNetwork, problem: Problem):
     return L, N @ N.T, NetworkFrame(net.W1, net.W2, PS, T, cholesky), Q0
 
 
-@full_float32_matmuls
+@full_precision
 def from_gram(gram: GramInit):
     """(L, J) of a `GramInit`: Q0 = LLᵀ by eigh, J = L⁺ K L⁺ᵀ."""
     Q0, K = gram.Q, gram.K
@@ -298,7 +279,7 @@ def from_gram(gram: GramInit):
     return L, 0.5 * (J + J.T)
 
 
-@full_float32_matmuls
+@full_precision
 def reconstruct_network(
     Z: Float[Array, "k w"], L: Float[Array, "k w"], frame: NetworkFrame, problem: Problem
 ) -> LinearNetwork:
@@ -400,7 +381,7 @@ class Gram(AbstractFlowMethod):
     def initial_gram(self, run, init, problem):
         return run.Q0  # formed once in `start`, with the factor
 
-    @full_float32_matmuls
+    @full_precision
     def vector_field(self, run, y):
         Z, system = y, run.system
         r = system.rank
@@ -429,7 +410,7 @@ class Gram(AbstractFlowMethod):
             )
         return diag, nets
 
-    @full_float32_matmuls
+    @full_precision
     def output_gram(self, run, y):
         # V = Z_r[r:] Ω with Ω's rows orthonormal, so V Vᵀ = Z_r[r:] Z_r[r:]ᵀ.
         V = y[run.system.rank :]

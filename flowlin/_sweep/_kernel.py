@@ -17,6 +17,7 @@ from .._bounds import check_bounds
 from .._descent import gradient_descent
 from .._flow import gradient_flow
 from .._init import gaussian as gaussian_init
+from .._misc import full_precision
 from .._problem import Problem
 from .._saveat import SaveAt
 from .._wishart import wishart
@@ -163,6 +164,7 @@ def _run_deep(st: SweepSettings, problem: Problem, row: dict, width: int, depth:
 
 
 @eqx.filter_jit
+@full_precision  # also where a Ray worker traces it, outside flowlin.sweep's own call
 def run_chunk(payload: Payload, rows: dict, program: ChunkProgram) -> dict:
     """One chunk: split over the devices of `program.mesh` with `shard_map` (each device runs
     its own adaptive loops, no lockstep across devices — see docs/ray.md, "Several devices on

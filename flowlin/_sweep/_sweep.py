@@ -14,6 +14,7 @@ from .. import _dataset as schema
 from .._custom_types import ScalarLike
 from .._flow import DEFAULT_MAX_STEPS
 from .._method import AbstractFlowMethod, FullWeights, Gram
+from .._misc import full_precision
 from .._problem import Problem
 from .._results import status_names
 from .._saveat import SaveAt
@@ -38,6 +39,7 @@ _CALL = "flowlin.sweep(...)"
 FINGERPRINT_PACKAGES = ("flowlin", "jax", "jaxlib", "diffrax")
 
 
+@full_precision
 def sweep(
     problems: Problem | Sequence[Problem],
     widths: ArrayLike | Sequence | None = None,

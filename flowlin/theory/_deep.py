@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._deep_network import DeepLinearNetwork, check_deep_compatible
+from .._misc import full_precision
 from .._problem import Problem
 from ._statistics import index_split, min_singular_value, plus
 
@@ -110,6 +111,7 @@ def deep_rate_of(c, depth: int, lambda_r_sigma) -> Float[Array, ""]:
 # -- public -------------------------------------------------------------------------------------
 
 
+@full_precision
 def balancedness(net: DeepLinearNetwork) -> tuple[Float[Array, "*batch h h"], ...]:
     r"""The balancedness of every hidden layer: $C_l = W_{l+1}^\top W_{l+1} - W_lW_l^\top$.
 
@@ -142,6 +144,7 @@ def balancedness(net: DeepLinearNetwork) -> tuple[Float[Array, "*batch h h"], ..
     return balancedness_of(net.weights)
 
 
+@full_precision
 def deep_limit_identity(
     final: DeepLinearNetwork, init: DeepLinearNetwork, problem: Problem
 ) -> Float[Array, "m D"]:
@@ -190,6 +193,7 @@ def deep_limit_identity(
     return deep_limit_identity_of(final, init, problem)
 
 
+@full_precision
 def deep_invariant_set_residual(
     init: DeepLinearNetwork, problem: Problem
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
@@ -213,6 +217,7 @@ def deep_invariant_set_residual(
     return invariant_residuals_of(init, problem)
 
 
+@full_precision
 def deficiency_margin(net: DeepLinearNetwork, problem: Problem) -> Float[Array, ""]:
     r"""The deficiency margin of an initialization: $c = \sigma_m(W^\star) -
     \|E(0)\|_F/\lambda_r(\Sigma)^{1/2}$.
@@ -245,6 +250,7 @@ def deficiency_margin(net: DeepLinearNetwork, problem: Problem) -> Float[Array, 
     return margin_of(net, problem)[0]
 
 
+@full_precision
 def deep_rate(init: DeepLinearNetwork, problem: Problem) -> Float[Array, ""]:
     r"""The loss-decay rate of a balanced initialization with a deficiency margin $c > 0$:
     $\rho = 2\lambda_r(\Sigma)\,c^{2(L-1)/L}$.
@@ -262,6 +268,7 @@ def deep_rate(init: DeepLinearNetwork, problem: Problem) -> Float[Array, ""]:
     return jnp.where(is_balanced_of(init.weights), rate, jnp.nan)
 
 
+@full_precision
 def deep_loss_bound(
     t: Float[ArrayLike, "*times"], init: DeepLinearNetwork, problem: Problem
 ) -> Float[Array, "*times"]:

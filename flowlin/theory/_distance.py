@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._gram_init import GramInit
+from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem
 from ._statistics import InitStatistics, as_gram, as_network, residuals_of
@@ -46,6 +47,7 @@ def distance_bound_of(stats: InitStatistics, error_integral) -> Float[Array, "*t
 # -- (e) the invariant set and the limit identity ---------------------------------------------
 
 
+@full_precision
 def invariant_set_residual(
     init: LinearNetwork | GramInit, problem: Problem
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
@@ -79,6 +81,7 @@ def invariant_set_residual(
     return residuals_of(gram, problem)
 
 
+@full_precision
 def limit_identity(
     final: LinearNetwork, init: LinearNetwork, problem: Problem
 ) -> Float[Array, "m D"]:
@@ -126,6 +129,7 @@ def limit_identity(
 # -- (f) distance to the min-norm solution ----------------------------------------------------
 
 
+@full_precision
 def distance_bound(
     init: LinearNetwork | GramInit,
     problem: Problem,

@@ -4,11 +4,13 @@ and its spreads $\Delta_+, \Delta_-, \Delta = c$."""
 from jaxtyping import Array, Float
 
 from .._gram_init import GramInit
+from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem
 from ._statistics import InitStatistics, as_gram, as_network, imbalance_eigenvalues_of
 
 
+@full_precision
 def imbalance(net: LinearNetwork, problem: Problem) -> Float[Array, "h h"]:
     r"""The reduced imbalance $\Lambda = U_1^\top U_1 - V^\top V$ ($h\times h$), conserved in time.
 
@@ -41,6 +43,7 @@ def imbalance(net: LinearNetwork, problem: Problem) -> Float[Array, "h h"]:
     return U1.T @ U1 - net.W2.T @ net.W2
 
 
+@full_precision
 def full_imbalance(net: LinearNetwork) -> Float[Array, "h h"]:
     r"""The full imbalance $W_1W_1^\top - W_2^\top W_2 = \Lambda + U_2^\top U_2$ (conserved).
 
@@ -57,6 +60,7 @@ def full_imbalance(net: LinearNetwork) -> Float[Array, "h h"]:
     return net.W1 @ net.W1.T - net.W2.T @ net.W2
 
 
+@full_precision
 def imbalance_eigenvalues(init: LinearNetwork | GramInit, problem: Problem) -> Float[Array, " k"]:
     r"""The $r + m$ eigenvalues of $\Lambda = U_1^\top U_1 - V^\top V$ that can be nonzero.
 
@@ -85,6 +89,7 @@ def imbalance_eigenvalues(init: LinearNetwork | GramInit, problem: Problem) -> F
     return imbalance_eigenvalues_of(gram, problem)
 
 
+@full_precision
 def imbalance_spreads(
     init: LinearNetwork | GramInit, problem: Problem
 ) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:

@@ -33,6 +33,7 @@ from jaxtyping import Array, ArrayLike, Bool, Float
 
 from .._deep_network import DeepLinearNetwork
 from .._errors import as_float_array, check_positive
+from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem, check_problem
 
@@ -157,6 +158,7 @@ def _ruben(w, k: int, n_terms: int):
     return c, nu, beta, tail
 
 
+@full_precision
 def distance_law(
     final: LinearNetwork | DeepLinearNetwork | Float[ArrayLike, "m m"],
     std1,
@@ -218,6 +220,7 @@ def limit_network(problem: Problem) -> LinearNetwork:
     return LinearNetwork(W1, W2)
 
 
+@full_precision
 def wide_limit_law(problem: Problem, *, t1=None) -> DistanceLaw:
     r"""The law of $\sqrt h\cdot\|W(\infty) - W^\star\|_F$ as $h \to \infty$, for the paper's init
     with $\alpha = \frac12$ (entries of $W_1, W_2$ i.i.d. $N(0, 1/h)$).
@@ -279,6 +282,7 @@ class LawFit(eqx.Module):
     reason: str
 
 
+@full_precision
 def law_fit(
     distances, laws: DistanceLaw | None = None, *, level: float = 0.99, usable=None
 ) -> LawFit:
@@ -367,6 +371,7 @@ class RunLaw(eqx.Module):
 ROW_SPACE_FRACTION = 1e-6
 
 
+@full_precision
 def run_law(trajectory, std1, problem: Problem) -> RunLaw:
     r"""A run's implicit-bias gap $d$ set against its exact conditional law.
 

@@ -10,6 +10,7 @@ from jaxtyping import Array
 
 from .._custom_types import ScalarLike
 from .._gram_init import GramInit
+from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem
 from ._distance import distance_bound_of
@@ -62,6 +63,7 @@ QUANTITY_KEYS: dict[str, str] = {
 }
 
 
+@full_precision
 def quantities(
     init: LinearNetwork | GramInit,
     problem: Problem,

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._gram_init import GramInit
+from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem
 from ._statistics import InitStatistics, as_gram, error_of, index_split, plus, split
@@ -84,6 +85,7 @@ def lemma7_bound_of(gram: GramInit, problem: Problem) -> Float[Array, ""]:
 # -- (b) ICML Theorem 1 -----------------------------------------------------------------------
 
 
+@full_precision
 def rate_imbalance(init: LinearNetwork | GramInit, problem: Problem) -> Float[Array, ""]:
     r"""The loss-decay rate guaranteed by the imbalance alone (ICML 2021 Theorem 1).
 
@@ -111,6 +113,7 @@ def rate_imbalance(init: LinearNetwork | GramInit, problem: Problem) -> Float[Ar
 # -- (c) v2 Lemma 7 and Proposition 1 ---------------------------------------------------------
 
 
+@full_precision
 def instantaneous_rate(state: LinearNetwork | GramInit, problem: Problem) -> Float[Array, ""]:
     r"""The exact instantaneous decay rate $\rho(t) = -\tfrac{d}{dt}\log(L - L^\star)$ at a state.
 
@@ -136,6 +139,7 @@ def instantaneous_rate(state: LinearNetwork | GramInit, problem: Problem) -> Flo
     return instantaneous_rate_of(gram, problem)
 
 
+@full_precision
 def lemma7_bound(state: LinearNetwork | GramInit, problem: Problem) -> Float[Array, ""]:
     r"""Lower bound on the instantaneous rate from the layers' spectra (v2 Lemma 7).
 
@@ -166,6 +170,7 @@ def lemma7_bound(state: LinearNetwork | GramInit, problem: Problem) -> Float[Arr
     return lemma7_bound_of(gram, problem)
 
 
+@full_precision
 def instantaneous_rate_bound(
     init: LinearNetwork | GramInit,
     problem: Problem,
@@ -219,6 +224,7 @@ def instantaneous_rate_bound(
 # -- (d) v2 Theorem 3 and Corollaries 4–6 -----------------------------------------------------
 
 
+@full_precision
 def rate_margin(
     init: LinearNetwork | GramInit,
     problem: Problem,
@@ -257,6 +263,7 @@ def rate_margin(
     return rate_margin_of(stats, error_norm)
 
 
+@full_precision
 def rate_asymptotic(init: LinearNetwork | GramInit, problem: Problem) -> Float[Array, ""]:
     r"""The local rate of v2 Theorem 3 in the limit $t_0\to\infty$ (v2 Corollary 6).
 
@@ -281,6 +288,7 @@ def rate_asymptotic(init: LinearNetwork | GramInit, problem: Problem) -> Float[A
     return rate_asymptotic_of(stats)
 
 
+@full_precision
 def excess_loss(init: LinearNetwork | GramInit, problem: Problem) -> Float[Array, ""]:
     r"""The excess loss $L - L^\star = \tfrac12\|E\|_F^2$, $E = \tilde Y - \Sigma^{1/2}U_1V^\top$.
 
@@ -296,6 +304,7 @@ def excess_loss(init: LinearNetwork | GramInit, problem: Problem) -> Float[Array
     return 0.5 * jnp.sum(error_of(gram, problem) ** 2)
 
 
+@full_precision
 def loss_envelope(
     t: Float[ArrayLike, "*times"],
     init: LinearNetwork | GramInit,

@@ -212,7 +212,7 @@ class InitStatistics(eqx.Module):
 
     def __init__(self, gram: GramInit, problem: Problem):
         # Full float32 products: on GPUs the default may be TF32 (~1e-3), far coarser than the
-        # float32 verdicts need (see flowlin._method._gram.full_float32_matmuls).
+        # float32 verdicts need (see flowlin._misc.full_precision).
         with jax.default_matmul_precision("highest"):
             self._fill(gram, problem)
 

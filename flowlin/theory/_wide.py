@@ -13,6 +13,7 @@ from jaxtyping import Array, Bool, Float
 from .._custom_types import ScalarLike
 from .._errors import is_concrete
 from .._gram_init import GramInit
+from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem, check_problem
 from ._statistics import InitStatistics, WidthLike, check_delta
@@ -29,6 +30,7 @@ def h0_of(problem: Problem, delta) -> Float[Array, ""]:
     return jnp.maximum(16 * b**2, 4 * (l1 / lr**3) * problem.m * b**2)
 
 
+@full_precision
 def h0(problem: Problem, delta: ScalarLike = 0.05) -> Float[Array, ""]:
     r"""The width above which ICML Lemma 1 holds with probability $\ge 1 - \delta$.
 
@@ -78,6 +80,7 @@ def lemma1_quantities_of(stats: InitStatistics) -> Lemma1Quantities:
     )
 
 
+@full_precision
 def lemma1_quantities(init: LinearNetwork | GramInit, problem: Problem) -> Lemma1Quantities:
     r"""The quantities of an initialization that ICML Lemma 1 bounds, as a `Lemma1Quantities`.
 
@@ -173,6 +176,7 @@ def wide_network_bound_of(h, alpha, delta, problem: Problem) -> WideNetworkBound
     )
 
 
+@full_precision
 def wide_network_bound(
     h: WidthLike, alpha: ScalarLike, delta: ScalarLike, problem: Problem
 ) -> WideNetworkBound:
