@@ -25,7 +25,14 @@ from ._trajectory import Trajectory
 from .theory._distance import distance_bound_of, limit_identity_of
 from .theory._quantities import key_table
 from .theory._rates import prop1_bound_of, rate_imbalance_of, rate_margin_of
-from .theory._statistics import InitStatistics, WidthLike, as_gram, check_delta, width_of
+from .theory._statistics import (
+    InitStatistics,
+    WidthLike,
+    as_gram,
+    check_delta,
+    check_wide_arguments,
+    width_of,
+)
 from .theory._wide import WideNetworkBound, lemma1_quantities_of, wide_network_bound_of
 
 
@@ -253,6 +260,7 @@ def check_bounds(
         )
     rtol, atol = check_tolerances(call, trajectory, rtol, atol)
     check_delta(call, delta)
+    check_wide_arguments(call, width, alpha)
     mismatch = check_origin(call, trajectory, gram, problem)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled check is reused across their values.

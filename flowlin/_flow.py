@@ -99,6 +99,20 @@ def check_solve_options(
                 f"`{call}`: {name} must be a diffrax {kind.__name__} (e.g. {example}), got "
                 f"{type(value).__name__}"
             )
+    adaptive = stepsize_controller is None or isinstance(
+        stepsize_controller, dfx.AbstractAdaptiveStepSizeController
+    )
+    if solver is not None and adaptive and not isinstance(solver, dfx.AbstractAdaptiveSolver):
+        raise ValueError(
+            f"`{call}`: solver=diffrax.{type(solver).__name__}() has no error estimate, which "
+            "the adaptive step-size controller needs; pass an adaptive solver (diffrax.Tsit5(), "
+            "diffrax.Dopri8()) or fixed steps: stepsize_controller=diffrax.ConstantStepSize() "
+            "with dt0="
+        )
+    if isinstance(stepsize_controller, dfx.ConstantStepSize) and dt0 is None:
+        raise ValueError(
+            f"`{call}`: stepsize_controller=diffrax.ConstantStepSize() needs the step: pass dt0="
+        )
     if isinstance(stepsize_controller, dfx.StepTo):
         steps = stepsize_controller.ts
         if is_concrete(steps) and is_concrete(t1):

@@ -68,6 +68,15 @@ class GramInit(eqx.Module, metaclass=NamedArguments):
                 tol = _symmetry_rtol(a.dtype, a.shape[0]) * np.max(np.abs(a), initial=0.0)
                 if np.max(np.abs(a - a.T), initial=0.0) > tol:
                     raise ValueError(f"`{call}`: {name} must be symmetric (a Gram matrix)")
+                # A Gram matrix is positive semidefinite; one formed in floating point, to
+                # round-off. A clearly negative eigenvalue makes every result garbage.
+                low = float(np.min(np.linalg.eigvalsh(0.5 * (a + a.T)), initial=0.0))
+                if low < -tol:
+                    raise ValueError(
+                        f"`{call}`: {name} must be positive semidefinite (a Gram matrix), got "
+                        f"smallest eigenvalue {low:.3g} (largest entry "
+                        f"{np.max(np.abs(a), initial=0.0):.3g})"
+                    )
 
 
 @full_precision

@@ -7,6 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from . import _dataset as schema
+from ._errors import check_number
 from ._results import status_names
 from .theory._law import MIN_RUNS, LawFit, fit_values
 
@@ -257,6 +258,17 @@ def summarize_bounds(
     call = "flowlin.summarize_bounds(ds)"
     if not isinstance(ds, xr.Dataset):
         raise TypeError(f"`{call}`: ds must be an xarray.Dataset, got {type(ds).__name__}")
+    for name, level in (("confidence", confidence), ("law_level", law_level)):
+        check_number(call, name, level)
+        if not 0 < float(level) < 1:
+            raise ValueError(f"`{call}`: {name} must be in (0, 1), got {level!r}")
+    default = distance == schema.final_var("distance_to_min_norm")  # may be absent: no slope
+    if not isinstance(distance, str) or (distance not in ds and not default):
+        finals = sorted(str(v) for v in ds.data_vars if str(v).startswith("final_"))
+        raise ValueError(
+            f"`{call}`: distance={distance!r} is not a variable of ds (its final_* variables: "
+            f"{', '.join(finals) or 'none'})"
+        )
     for dim, index in ds.indexes.items():
         if dim in (schema.WIDTH, schema.SCALE, schema.SEED) and not index.is_unique:
             raise ValueError(

@@ -30,6 +30,7 @@ import sys
 import textwrap
 
 import pytest
+from helpers_bad_inputs import ROWS as MORE_ROWS
 
 
 #: The objects the rows use (small: n=4, D=6, m=1, h=3; a problem of rank 4).
@@ -380,6 +381,7 @@ ROWS: dict[str, tuple[str, str]] = {
     ),
     "cli/reproduce-target": ("cli('reproduce', 'fig9')", "TARGET"),
     "cli/demo-width-zero": ("cli('demo', '--width', '0')", "--width"),
+    **MORE_ROWS,  # the theory, GramInit, solver options, summarize_bounds: helpers_bad_inputs.py
 }
 
 RUNNER = textwrap.dedent(

@@ -155,7 +155,9 @@ def test_the_setting_is_scoped_to_flowlins_calls(products):
     x = jnp.ones((3, 3), F32)
     _ = x @ x  # the user's own product: JAX's default precision
     assert products[-1] == (False, "user code")
-    flowlin.theory.rate_margin(flowlin.init.paper(jax.random.key(1), D, M, H, 0.5, dtype=F32), problem)
+    flowlin.theory.rate_margin(
+        flowlin.init.paper(jax.random.key(1), D, M, H, 0.5, dtype=F32), problem
+    )
     assert products[-1][0]
     y = jnp.ones((4, 4), F32)  # a new shape: JAX traces the product again (no cached program)
     _ = y @ y  # the user's own product after a flowlin call: still JAX's default

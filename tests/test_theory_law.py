@@ -58,6 +58,32 @@ def test_zero_weights_are_a_point_mass_at_zero():
     assert float(law.cdf(0.0)) == 1.0 and float(law.mean()) == 0.0
 
 
+def test_no_law_gives_nan_numbers_not_a_certain_gap():
+    # NaN weights mark "no law" (run_law outside the premises): every number is NaN. They used
+    # to read as zero weights, i.e. a gap of exactly 0 with probability 1.
+    law = DistanceLaw(jnp.asarray([jnp.nan, 1.0]), 4)
+    assert np.isnan(law.cdf(1.0)) and np.isnan(law.quantile(0.5)) and np.isnan(law.mean())
+
+
+def test_quantile_takes_probabilities_only_and_any_shape():
+    law = DistanceLaw(jnp.asarray([0.37]), 7)
+    ps = jnp.asarray([0.1, 0.5, 0.9])
+    want = np.sqrt(0.37) * stats.chi.ppf(np.asarray(ps), 7)  # the m = 1 closed form
+    np.testing.assert_allclose(law.quantile(ps), want, rtol=1e-10)  # an unbatched law, 3 p's
+    # Traced (no concrete check possible): outside [0, 1] the quantile is NaN, not a number.
+    out = jax.jit(lambda p: law.quantile(p))(jnp.asarray([-0.2, 0.5, 1.5]))
+    assert np.isnan(out[0]) and np.isnan(out[2])
+    np.testing.assert_allclose(out[1], np.sqrt(0.37) * stats.chi.ppf(0.5, 7), rtol=1e-10)
+
+
+def test_point_mass_laws_are_not_checked_not_rejected():
+    # Every weight 0 (or no null space, dof 0): d = 0 exactly under the law, and a d of 0
+    # agrees with it. KS on F(0) = 1 would "reject"; there is nothing to test.
+    for law in (DistanceLaw(jnp.zeros((25, 1)), 3), DistanceLaw(jnp.ones((25, 1)), 0)):
+        fit = law_fit(np.zeros(25), law)
+        assert fit.status == "not checked" and "point mass" in fit.reason
+
+
 # -- the law against the flow ------------------------------------------------------------------
 
 SEEDS = 1000

@@ -31,10 +31,10 @@ import numpy as np
 from jax.scipy.special import gammainc, gammaln
 from jaxtyping import Array, ArrayLike, Bool, Float
 
-from .._deep_network import DeepLinearNetwork
-from .._errors import as_float_array, check_positive
+from .._deep_network import DeepLinearNetwork, check_deep_compatible
+from .._errors import as_float_array, check_number, check_positive, is_concrete
 from .._misc import full_precision
-from .._network import LinearNetwork
+from .._network import LinearNetwork, check_compatible
 from .._problem import Problem, check_problem
 
 
@@ -62,10 +62,25 @@ class DistanceLaw(eqx.Module):
     n_terms: int = eqx.field(static=True, default=512)
 
     def __check_init__(self):
-        if not isinstance(self.dof, int) or self.dof < 0:
-            raise ValueError(
-                f"`flowlin.theory.DistanceLaw`: dof must be an int >= 0, got {self.dof!r}"
+        call = "flowlin.theory.DistanceLaw(...)"
+        if isinstance(self.dof, bool) or not isinstance(self.dof, int) or self.dof < 0:
+            raise ValueError(f"`{call}`: dof must be an int >= 0, got {self.dof!r}")
+        n = self.n_terms
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"`{call}`: n_terms must be an int >= 1, got {n!r}")
+        w = self.weights
+        if not (hasattr(w, "shape") and hasattr(w, "dtype")) or jnp.ndim(w) < 1:
+            raise TypeError(
+                f"`{call}`: weights must be a float array with the weights on its last axis "
+                f"(shape (..., m)), got {type(w).__name__} of shape {jnp.shape(w)}"
             )
+        if not jnp.issubdtype(w.dtype, jnp.floating):
+            raise TypeError(f"`{call}`: weights must be real floats, got dtype {w.dtype}")
+        if is_concrete(w):
+            a = np.asarray(w)
+            # NaN is "no law" (run_law for an init outside the premises): NaN numbers out.
+            if np.any(a[~np.isnan(a)] < 0) or np.any(np.isinf(a)):
+                raise ValueError(f"`{call}`: weights must be finite and >= 0, got {a!r}")
 
     def mean_square(self) -> Float[Array, "*batch"]:
         r"""$\mathbb E\,d^2 = k\sum_j w_j$."""
@@ -92,7 +107,7 @@ class DistanceLaw(eqx.Module):
 
     def cdf(self, d) -> Float[Array, "*batch"]:
         r"""$P(\text{gap} \le d)$; NaN where the series' neglected mass exceeds `LAW_TOLERANCE`."""
-        return _cdf(self._mixture(), d)
+        return _cdf(self._mixture(), as_float_array("flowlin.theory.DistanceLaw.cdf(d)", "d", d))
 
     def mean(self) -> Float[Array, "*batch"]:
         r"""$\mathbb E\,d$ (for $m = 1$: $\sqrt{2w}\,\Gamma(\frac{k+1}2)/\Gamma(\frac k2)$)."""
@@ -103,9 +118,14 @@ class DistanceLaw(eqx.Module):
         return jnp.where(tail <= LAW_TOLERANCE, out, jnp.nan)
 
     def quantile(self, p) -> Float[Array, "*batch"]:
-        """The `p`-quantile of the gap (bisection on `cdf`, to relative 1e-12)."""
-        p = jnp.asarray(p, dtype=self.weights.dtype)
+        """The `p`-quantile of the gap (bisection on `cdf`, to relative 1e-12); `p` in [0, 1]
+        (NaN outside it when traced)."""
+        call = "flowlin.theory.DistanceLaw.quantile(p)"
+        p = as_float_array(call, "p", p, dtype=self.weights.dtype)
+        if is_concrete(p) and not np.all((np.asarray(p) >= 0) & (np.asarray(p) <= 1)):
+            raise ValueError(f"`{call}`: p must be a probability in [0, 1], got {p!r}")
         hi0 = jnp.sqrt(self.mean_square() + 40 * jnp.sqrt(self.variance_square())) + 1e-300
+        hi0 = jnp.broadcast_to(hi0, jnp.broadcast_shapes(hi0.shape, p.shape))
         mixture = self._mixture()  # once, not at every bisection step
 
         def body(_, lohi):
@@ -115,7 +135,7 @@ class DistanceLaw(eqx.Module):
             return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
 
         lo, hi = jax.lax.fori_loop(0, 64, body, (jnp.zeros_like(hi0), hi0))
-        return 0.5 * (lo + hi)
+        return jnp.where((p >= 0) & (p <= 1), 0.5 * (lo + hi), jnp.nan)
 
 
 def _cdf(mixture, d):
@@ -132,6 +152,7 @@ def _cdf(mixture, d):
 def _ruben(w, k: int, n_terms: int):
     """Ruben's mixture weights for $\\sum_j w_j\\chi^2_k$: returns (c, ν, β, 1 − Σc)."""
     w = jnp.asarray(w)
+    invalid = jnp.any(~(w >= 0) | jnp.isinf(w), axis=-1)  # NaN (no law), negative or infinite
     pos = w > 0
     beta = jnp.min(jnp.where(pos, w, jnp.inf), axis=-1)
     safe_w = jnp.where(pos, w, 1.0)
@@ -154,6 +175,7 @@ def _ruben(w, k: int, n_terms: int):
     c = jax.lax.scan(step, c0, jnp.arange(1, n_terms))[0] if n_terms > 1 else c0
     nu = k * m_eff[..., None] + 2 * jnp.arange(n_terms, dtype=w.dtype)
     tail = jnp.maximum(1.0 - jnp.sum(c, axis=-1), 0.0)
+    tail = jnp.where(invalid, jnp.nan, tail)  # every number of an invalid law is NaN
     beta = jnp.where(jnp.isfinite(beta) & (k > 0), beta, jnp.inf)
     return c, nu, beta, tail
 
@@ -191,10 +213,12 @@ def distance_law(
     """
     call = "flowlin.theory.distance_law(...)"
     check_problem(call, problem)
-    check_positive(call, "std1", std1)
+    check_positive(call, "std1", std1, scalar=True)
     if isinstance(final, LinearNetwork):
+        check_compatible(call, final, problem)
         gram = final.W2 @ final.W2.T
     elif isinstance(final, DeepLinearNetwork):  # the head W_L···W_2 plays V's part (§6(f))
+        check_deep_compatible(call, final, problem)
         head = final.head
         gram = head @ jnp.swapaxes(head, -1, -2)
     else:
@@ -205,8 +229,28 @@ def distance_law(
                 f"(m, m) = ({problem.m}, {problem.m}) Gram V(∞)V(∞)ᵀ, got shape "
                 f"{tuple(gram.shape)}"
             )
+        _check_output_gram(call, gram)
     s2 = jnp.clip(jnp.linalg.eigvalsh(0.5 * (gram + jnp.swapaxes(gram, -1, -2))), 0.0, None)
     return DistanceLaw(jnp.asarray(std1, s2.dtype) ** 2 * s2, problem.D - problem.rank, n_terms)
+
+
+def _check_output_gram(call: str, gram) -> None:
+    """A concrete $V(\\infty)V(\\infty)^\top$ must be finite, symmetric and positive
+    semidefinite (to round-off): otherwise its eigenvalues are not squared singular values."""
+    if not is_concrete(gram):
+        return
+    g = np.asarray(gram, dtype=float)
+    if not np.all(np.isfinite(g)):
+        raise ValueError(f"`{call}`: final (the Gram V(∞)V(∞)ᵀ) contains non-finite values")
+    scale = max(float(np.max(np.abs(g))), np.finfo(float).tiny)
+    tol = 100 * float(jnp.finfo(gram.dtype).eps) * g.shape[-1] * scale
+    asym = float(np.max(np.abs(g - np.swapaxes(g, -1, -2))))
+    low = float(np.min(np.linalg.eigvalsh(0.5 * (g + np.swapaxes(g, -1, -2)))))
+    if asym > tol or low < -tol:
+        raise ValueError(
+            f"`{call}`: final must be a Gram V(∞)V(∞)ᵀ, symmetric positive semidefinite; got "
+            f"asymmetry {asym:.3g} and smallest eigenvalue {low:.3g} (scale {scale:.3g})"
+        )
 
 
 def limit_network(problem: Problem) -> LinearNetwork:
@@ -305,8 +349,20 @@ def law_fit(
         distances, laws = runs.gap, runs.law
     elif laws is None:
         raise TypeError("`flowlin.theory.law_fit(...)`: pass laws= with the distances")
-    d = np.asarray(distances, dtype=float).reshape(-1)
-    u = laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(laws.weights.shape[:-1]))
+    call = "flowlin.theory.law_fit(...)"
+    if not isinstance(laws, DistanceLaw):
+        raise TypeError(
+            f"`{call}`: laws must be a flowlin.theory.DistanceLaw (one per run, run axis first; "
+            f"e.g. distance_law under jax.vmap), got {type(laws).__name__}"
+        )
+    d = np.asarray(as_float_array(call, "distances", distances), dtype=float).reshape(-1)
+    runs = laws.weights.shape[:-1]
+    if d.size != math.prod(runs):
+        raise ValueError(
+            f"`{call}`: {d.size} distances for laws of batch shape {runs} "
+            f"({math.prod(runs)} runs): one law per run"
+        )
+    u = laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(runs))
     return fit_values(d, u, laws.mean_square(), laws.variance_square(), usable=usable, level=level)
 
 
@@ -316,6 +372,7 @@ def fit_values(d, u, mean_square, variance_square, *, usable=None, level=0.99) -
     from scipy import stats
 
     call = "flowlin.theory.law_fit(...)"
+    check_number(call, "level", level)
     if not 0 < level < 1:
         raise ValueError(f"`{call}`: level must be in (0, 1), got {level!r}")
     d, u, mu, var = (
@@ -323,7 +380,12 @@ def fit_values(d, u, mean_square, variance_square, *, usable=None, level=0.99) -
     )
     ok = np.isfinite(d) & np.isfinite(u) & np.isfinite(mu) & np.isfinite(var)
     if usable is not None:
-        ok &= np.asarray(usable, dtype=bool).reshape(-1)
+        flags = np.asarray(usable)
+        if flags.dtype != bool:
+            raise TypeError(f"`{call}`: usable must be booleans (one per run), got {flags.dtype}")
+        if flags.size != d.size:
+            raise ValueError(f"`{call}`: usable has {flags.size} entries for {d.size} runs")
+        ok &= flags.reshape(-1)
     n = int(ok.sum())
     mean_sq = float(np.mean(d[ok] ** 2)) if n else math.nan
     expected = float(np.mean(mu[ok])) if n else math.nan
@@ -334,6 +396,9 @@ def fit_values(d, u, mean_square, variance_square, *, usable=None, level=0.99) -
     if n < MIN_RUNS:
         ks, p, status = math.nan, math.nan, "not checked"
         reason = f"{n} usable run(s); a law is tested on at least {MIN_RUNS}"
+    elif not np.any(var[ok] > 0):
+        ks, p, status = math.nan, math.nan, "not checked"
+        reason = "every law is a point mass (d = 0 exactly: no weight or no null space); no test"
     else:
         res = stats.kstest(u[ok], "uniform")
         ks, p = float(res.statistic), float(res.pvalue)

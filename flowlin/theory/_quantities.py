@@ -22,7 +22,14 @@ from ._rates import (
     rate_imbalance_of,
     rate_margin_of,
 )
-from ._statistics import InitStatistics, WidthLike, as_gram, check_delta, width_of
+from ._statistics import (
+    InitStatistics,
+    WidthLike,
+    as_gram,
+    check_delta,
+    check_wide_arguments,
+    width_of,
+)
 from ._wide import WideNetworkBound, h0_of, wide_network_bound_of
 
 
@@ -108,6 +115,7 @@ def quantities(
     call = "flowlin.theory.quantities(...)"
     gram = as_gram(call, init, problem)
     check_delta(call, delta)
+    check_wide_arguments(call, width, alpha)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled function is reused across their values.
     h = width_of(init, width)

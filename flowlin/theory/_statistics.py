@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Real
 
-from .._errors import is_concrete
+from .._errors import check_number, is_concrete
 from .._gram_init import GramInit, check_gram_compatible, gram_init
 from .._network import LinearNetwork, check_compatible
 from .._problem import Problem, check_problem
@@ -76,8 +76,27 @@ def as_network(call: str, net, problem: Problem | None, name: str = "net") -> Li
     return net
 
 
+def check_wide_arguments(call: str, width, alpha) -> None:
+    """`width` (None: the network's) and `alpha` (None: the wide-network results do not apply)
+    of the wide-network results: real scalars; a concrete `width` a whole number >= 1, the
+    init's true hidden width (a Gaussian init drawn at width h with std $h^{-\alpha}$)."""
+    if alpha is not None:
+        check_number(call, "alpha", alpha)
+    if width is None:
+        return
+    check_number(call, "width", width)
+    if is_concrete(width):
+        w = float(np.asarray(width))
+        if not (np.isfinite(w) and w >= 1 and w == round(w)):
+            raise ValueError(
+                f"`{call}`: width must be a whole number >= 1 (the hidden width h the init was "
+                f"drawn at), got {width!r}"
+            )
+
+
 def check_delta(call: str, delta) -> None:
     """Raise unless a concrete `delta` is a scalar in (0, 1) (a traced one is not checked)."""
+    check_number(call, "delta", delta)
     if is_concrete(delta):
         d = np.asarray(delta, dtype=float)
         if d.ndim != 0 or not (0 < d < 1):

@@ -1,0 +1,95 @@
+"""More rows of the bad-input table (`tests/test_bad_inputs.py`, which merges them): the theory
+functions and their laws, `GramInit`'s matrices, the solver options of `gradient_flow`, and
+`summarize_bounds`' arguments. Same objects (`SETUP` there), same rule: refused by flowlin's own
+code, naming the argument."""
+
+LAW = "flowlin.theory.distance_law(net, 0.5, problem)"
+LAWS = "flowlin.theory.DistanceLaw(jnp.ones((25, 1)), 3)"
+SUMMARY = "flowlin.summarize_bounds(__import__('xarray').Dataset(), "
+
+ROWS: dict[str, tuple[str, str]] = {
+    # -- the gap's law --------------------------------------------------------------------
+    "theory.distance_law/std1-array": (
+        "flowlin.theory.distance_law(net, jnp.array([0.5, 0.6]), problem)",
+        "std1",
+    ),
+    "theory.distance_law/final-not-psd": (
+        "flowlin.theory.distance_law(-np.asarray(net.W2 @ net.W2.T), 0.5, problem)",
+        "final",
+    ),
+    "theory.distance_law/final-nan": (
+        "flowlin.theory.distance_law(np.full((1, 1), np.nan), 0.5, problem)",
+        "final",
+    ),
+    "theory.distance_law/m-mismatch": (
+        "flowlin.theory.distance_law(init.gaussian(key, 6, 2, 3, 0.5, 0.5), 0.5, problem)",
+        "problem",
+    ),
+    "theory.DistanceLaw/weights-negative": (
+        "flowlin.theory.DistanceLaw(jnp.array([-1.0]), 3)",
+        "weights",
+    ),
+    "theory.DistanceLaw/weights-scalar": (
+        "flowlin.theory.DistanceLaw(jnp.array(1.0), 3)",
+        "weights",
+    ),
+    "theory.DistanceLaw/n_terms-zero": (
+        "flowlin.theory.DistanceLaw(jnp.array([1.0]), 3, n_terms=0)",
+        "n_terms",
+    ),
+    "theory.DistanceLaw/quantile-above-1": (f"{LAW}.quantile(1.5)", "p"),
+    "theory.DistanceLaw/quantile-nan": (f"{LAW}.quantile(float('nan'))", "p"),
+    "theory.DistanceLaw/cdf-string": (f"{LAW}.cdf('a')", "d"),
+    "theory.law_fit/laws-array": ("flowlin.theory.law_fit(np.ones(3), Q)", "laws"),
+    "theory.law_fit/distances-count": (f"flowlin.theory.law_fit(np.ones(3), {LAWS})", "distances"),
+    "theory.law_fit/usable-strings": (
+        f"flowlin.theory.law_fit(np.ones(25), {LAWS}, usable=np.array(['no'] * 25))",
+        "usable",
+    ),
+    "theory.law_fit/level-string": (
+        f"flowlin.theory.law_fit(np.ones(25), {LAWS}, level='0.9')",
+        "level",
+    ),
+    # -- theory: a norm, an integral, a singular value or a time is >= 0 -------------------
+    "theory.rate_margin/error_norm-negative": (
+        "flowlin.theory.rate_margin(net, problem, error_norm=-100.0)",
+        "error_norm",
+    ),
+    "theory.distance_bound/error_integral-negative": (
+        "flowlin.theory.distance_bound(net, problem, error_integral=-1.0)",
+        "error_integral",
+    ),
+    "theory.instantaneous_rate_bound/sigma-negative": (
+        "flowlin.theory.instantaneous_rate_bound(net, problem, product_min_singular_value=-5.0)",
+        "product_min_singular_value",
+    ),
+    "theory.loss_envelope/t-negative": ("flowlin.theory.loss_envelope(-10.0, net, problem)", "t"),
+    "theory.deep_loss_bound/t-negative": (
+        "flowlin.theory.deep_loss_bound(-1.0, dnet, problem)",
+        "t",
+    ),
+    "theory.quantities/width-fractional": (
+        "flowlin.theory.quantities(net, problem, alpha=0.5, width=20.5)",
+        "width",
+    ),
+    "theory.quantities/alpha-string": (
+        "flowlin.theory.quantities(net, problem, alpha='0.5')",
+        "alpha",
+    ),
+    "check_bounds/width-negative": ("CB(traj(), net, problem, alpha=0.5, width=-20)", "width"),
+    "check_bounds/width-inf": ("CB(traj(), net, problem, alpha=0.5, width=float('inf'))", "width"),
+    "check_bounds/width-array": ("CB(traj(), net, problem, alpha=0.5, width=jnp.ones(2))", "width"),
+    # -- GramInit: Gram matrices are positive semidefinite ---------------------------------
+    "GramInit/Q-not-psd": ("flowlin.GramInit(Q - 2 * np.abs(Q).sum() * np.eye(len(Q)), Q)", "Q"),
+    "GramInit/K-negative": ("flowlin.GramInit(Q, -Q)", "K"),
+    # -- gradient_flow: solver and step-size controller --------------------------------------
+    "gradient_flow/euler-adaptive": ("GF(net, problem, 1.0, solver=dfx.Euler())", "solver"),
+    "gradient_flow/constant-no-dt0": (
+        "GF(net, problem, 1.0, solver=dfx.Euler(), stepsize_controller=dfx.ConstantStepSize())",
+        "dt0",
+    ),
+    # -- summarize_bounds' arguments --------------------------------------------------------
+    "summarize_bounds/confidence-above-1": (f"{SUMMARY}confidence=1.5)", "confidence"),
+    "summarize_bounds/law_level-zero": (f"{SUMMARY}law_level=0)", "law_level"),
+    "summarize_bounds/distance-missing": (f"{SUMMARY}distance='final_gap')", "distance"),
+}
