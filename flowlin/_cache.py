@@ -129,7 +129,12 @@ def enable_compilation_cache(
             f"`{call}`: path must be a folder (str or os.PathLike), got {type(path).__name__}"
         )
     folder = pathlib.Path(path).expanduser()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission, a read-only disk
+        raise ValueError(
+            f"`{call}`: path={str(path)!r} cannot be the cache folder ({e.strerror or e})"
+        ) from None
     _quiet_cpu_loader()
     import jax
 

@@ -5,12 +5,13 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jaxtyping import ArrayLike, Float, Int
 
 from ._custom_types import ScalarLike
 from ._deep_network import DeepLinearNetwork, check_deep_compatible
-from ._errors import check_bool, check_count, check_positive
+from ._errors import check_bool, check_count, check_positive, is_concrete
 from ._flow import resolve_save_times
 from ._method import FullWeights
 from ._misc import full_precision, tree_cast
@@ -183,6 +184,8 @@ def gradient_descent(
             f"optax.sgd(lr), optax.adam(1e-3)), got {type(optimizer).__name__}"
         )
     check_count(call, "steps", steps)
+    if is_concrete(steps) and int(steps) > np.iinfo(np.int32).max:  # a 32-bit loop counter
+        raise ValueError(f"`{call}`: steps must be < 2**31, got {int(steps)}")
     if stop_at_loss is not None:
         check_positive(call, "stop_at_loss", stop_at_loss, scalar=True)
     dtype = jnp.result_type(net.dtype, problem.dtype)

@@ -128,14 +128,15 @@ def check_key(call: str, name: str, key) -> None:
     """A `jax.random` key: a typed key array, or a legacy uint32[2] from `jax.random.PRNGKey`."""
     if isinstance(key, jax.core.Tracer):
         return
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32
+    if (typed and key.ndim == 0) or (raw and key.shape == (2,)):
         return
-    if (
-        isinstance(key, (jax.Array, np.ndarray))
-        and key.dtype == np.uint32
-        and key.shape[-1:] == (2,)
-    ):
-        return
+    if typed or (raw and key.shape[-1:] == (2,)):
+        raise ValueError(
+            f"`{call}`: {name} must be a single jax.random key, got a batch of keys of shape "
+            f"{key.shape if typed else key.shape[:-1]}; use jax.vmap over the batch"
+        )
     raise TypeError(
         f"`{call}`: {name} must be a jax.random key (jax.random.key(seed)), got "
         f"{type(key).__name__} {key!r}"[:300]

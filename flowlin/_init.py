@@ -95,8 +95,8 @@ def gaussian(
     D = check_int(call, "D", D, minimum=1)
     m = check_int(call, "m", m, minimum=1)
     width = _check_width(call, h, pad_to)
-    check_positive(call, "std1", std1, allow_zero=True)
-    check_positive(call, "std2", std2, allow_zero=True)
+    check_positive(call, "std1", std1, allow_zero=True, scalar=True)
+    check_positive(call, "std2", std2, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
     a, b = _unit_normals(key, width, D, m, dtype)
     W1 = jnp.asarray(std1, dtype) * a
@@ -129,7 +129,7 @@ def paper(
     The std uses the true width `h`, also when padded.
     """
     call = "flowlin.init.paper(...)"
-    check_positive(call, "alpha", alpha, allow_zero=True)
+    check_positive(call, "alpha", alpha, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
     _check_width(call, h, pad_to)
     std = jnp.asarray(h, dtype) ** (-jnp.asarray(alpha, dtype))

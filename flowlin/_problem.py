@@ -152,6 +152,7 @@ class Problem(eqx.Module, metaclass=NamedArguments):
         self.min_norm = (Y_tilde / sqrt_sigma[:, None]).T @ Phi1.T
         self.loss_star = 0.5 * jnp.sum((Y - Wx @ Y_tilde) ** 2)
         self.rank = rank
+        _check_representable(call, self)
 
     # -- sizes -----------------------------------------------------------------------------
     @property
@@ -218,6 +219,22 @@ class Problem(eqx.Module, metaclass=NamedArguments):
         $L - L^\star = \tfrac12\|E\|_F^2$ (docs/theory.md §1).
         """
         return self.Y_tilde - self.sqrt_sigma[:, None] * (self.Phi1.T @ product.T)
+
+
+def _check_representable(call: str, problem: "Problem") -> None:
+    """A concrete problem whose squared singular values, min-norm solution or L* overflow or
+    underflow the dtype is refused: every result computed from it would be inf, NaN or 0."""
+    parts = (problem.sigma, problem.min_norm, problem.loss_star, problem.Y_tilde)
+    if not all(is_concrete(x) for x in parts):
+        return
+    sigma = np.asarray(problem.sigma)
+    finite = all(np.all(np.isfinite(np.asarray(x))) for x in parts)
+    if not finite or np.any(sigma <= 0):
+        raise ValueError(
+            f"`{call}`: X and Y are out of range for {problem.dtype}: the squared singular "
+            f"values of X ({sigma.min():.3g} to {sigma.max():.3g}), the min-norm solution or L* "
+            "overflow or underflow it; rescale X and Y (the dynamics are scale-covariant)"
+        )
 
 
 #: `rank_rtol` is relative to the largest singular value: below 0 every singular value (noise

@@ -54,6 +54,11 @@ class SaveAt(eqx.Module, metaclass=NamedArguments):
         call = "flowlin.SaveAt(...)"
         if isinstance(diagnostics, str):
             diagnostics = (diagnostics,)
+        if not isinstance(diagnostics, (tuple, list)):
+            raise TypeError(
+                "`flowlin.SaveAt(diagnostics=...)`: diagnostics must be a name or a tuple of "
+                f"names from flowlin.DIAGNOSTICS, got {type(diagnostics).__name__}"
+            )
         self.ts = None if ts is None else as_float_array(call, "ts", ts)
         self.diagnostics = tuple(diagnostics)
         self.networks = check_bool(call, "networks", networks)

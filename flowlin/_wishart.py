@@ -29,7 +29,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ._custom_types import KeyLike, ScalarLike
-from ._errors import check_positive, is_concrete
+from ._errors import check_key, check_positive, is_concrete
 from ._gram_init import GramInit
 from ._misc import full_precision
 from ._problem import Problem, check_problem
@@ -109,6 +109,7 @@ def wishart(
     ```
     """
     call = "flowlin.init.wishart(...)"
+    check_key(call, "key", key)
     check_problem(call, problem)
     if is_concrete(h):
         h_np = np.asarray(h)
@@ -118,8 +119,8 @@ def wishart(
             raise ValueError(f"`{call}`: h must be an integer >= 1, got {h!r}")
     elif jnp.ndim(h) != 0:
         raise ValueError(f"`{call}`: h must be a scalar width, got shape {jnp.shape(h)}")
-    check_positive(call, "std1", std1, allow_zero=True)
-    check_positive(call, "std2", std2, allow_zero=True)
+    check_positive(call, "std1", std1, allow_zero=True, scalar=True)
+    check_positive(call, "std2", std2, allow_zero=True, scalar=True)
     # As arrays, so that new values of h or the stds do not recompile.
     h, std1, std2 = (jnp.asarray(x, problem.dtype) for x in (h, std1, std2))
     return _wishart(key, problem, h, std1, std2)

@@ -92,4 +92,32 @@ ROWS: dict[str, tuple[str, str]] = {
     "summarize_bounds/confidence-above-1": (f"{SUMMARY}confidence=1.5)", "confidence"),
     "summarize_bounds/law_level-zero": (f"{SUMMARY}law_level=0)", "law_level"),
     "summarize_bounds/distance-missing": (f"{SUMMARY}distance='final_gap')", "distance"),
+    # -- paths, keys, scales and counts ---------------------------------------------------
+    "open_sweep/path-none": ("flowlin.open_sweep(None)", "path"),
+    "open_sweep/not-netcdf": (
+        "(tmp / 'bad.nc').write_text('x') and flowlin.open_sweep(tmp / 'bad.nc')",
+        "bad.nc",
+    ),
+    "enable_compilation_cache/path-is-a-file": (
+        "(tmp / 'f').write_text('x') and flowlin.enable_compilation_cache(tmp / 'f')",
+        "path",
+    ),
+    "reproduce/out-is-a-file": (
+        "(tmp / 'g').write_text('x') and flowlin.reproduce.reproduce('fig2', tmp / 'g')",
+        "out",
+    ),
+    "reproduce/target-list": ("flowlin.reproduce.reproduce(['fig1'], tmp / 'o')", "target"),
+    "reproduce/seed-float": ("flowlin.reproduce.reproduce('fig2', tmp / 'o', seed=1.5)", "seed"),
+    "Problem/X-overflows": ("flowlin.Problem(X * 1e200, Y)", "X"),
+    "Problem/X-underflows": ("flowlin.Problem(X * 1e-200, Y)", "X"),
+    "gradient_descent/steps-2**31": ("GD(net, problem, 0.01, 2**31)", "steps"),
+    "init.wishart/key-int": ("init.wishart(123, problem, 3, 0.5, 0.5)", "key"),
+    "init.gaussian/key-batch": (
+        "init.gaussian(jax.random.split(key, 3), 6, 1, 3, 0.5, 0.5)",
+        "key",
+    ),
+    "init.gaussian/std1-array": ("init.gaussian(key, 6, 1, 3, jnp.array([0.5, 0.6]), 0.5)", "std1"),
+    "init.paper/alpha-array": ("init.paper(key, 6, 1, 3, jnp.array([0.5, 0.3]))", "alpha"),
+    "SaveAt/diagnostics-none": ("flowlin.SaveAt(diagnostics=None)", "diagnostics"),
+    "theory.run_law/trajectory-none": ("flowlin.theory.run_law(None, 0.5, problem)", "trajectory"),
 }

@@ -1,5 +1,6 @@
 """`flowlin.sweep`: normalise the arguments, then grid → plan → executor → store → dataset."""
 
+import os
 import pathlib
 import warnings
 from collections.abc import Mapping, Sequence
@@ -251,12 +252,22 @@ def open_sweep(path) -> xr.Dataset:
 
     **Returns:** the same `xarray.Dataset` the sweep returned (loaded into memory).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"`flowlin.open_sweep(path)`: path must be a str or os.PathLike (what was given as "
+            f"store=), got {type(path).__name__}"
+        )
+    call = f"flowlin.open_sweep({str(path)!r})"
     found = find_result(path)
     if found is None:
         raise FileNotFoundError(
-            f"`flowlin.open_sweep({str(path)!r})`: no finished sweep result there; the sweep "
-            "may not have finished (run the same flowlin.sweep(..., store=...) call again to "
-            "resume it) or the path is not a store"
+            f"`{call}`: no finished sweep result there; the sweep may not have finished (run "
+            "the same flowlin.sweep(..., store=...) call again to resume it) or the path is "
+            "not a store"
         )
-    require_zarr(f"flowlin.open_sweep({str(path)!r})", path, found[1])
-    return read_dataset(*found)
+    require_zarr(call, path, found[1])
+    try:
+        return read_dataset(*found)
+    except (OSError, ValueError, KeyError) as e:  # not a netCDF file / Zarr store xarray reads
+        reason = f"{type(e).__name__}: {e}"
+    raise ValueError(f"`{call}`: {found[0]} is not a readable sweep result ({reason})")

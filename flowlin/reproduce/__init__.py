@@ -16,9 +16,12 @@ matplotlib); `import flowlin.reproduce` or `from flowlin.reproduce import reprod
 """
 
 import json
+import os
 import pathlib
 import sys
 from collections.abc import Callable
+
+import numpy as np
 
 from .._dataset import versions
 from .._interrupt import raise_if_interrupted
@@ -86,11 +89,22 @@ def reproduce(
     ```
     """
     call = "flowlin.reproduce.reproduce(...)"
+    if not isinstance(target, str):
+        raise TypeError(f"`{call}`: target must be one name (a str), got {type(target).__name__}")
     if target != "all" and target not in RUNNERS and target not in EXTRA_RUNNERS:
         choices = TARGETS + ("all", *EXTRA_RUNNERS)
         raise ValueError(f"`{call}`: target must be one of {choices}, got {target!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"`{call}`: seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"`{call}`: out must be a folder (str or os.PathLike), got {out!r}")
     out = pathlib.Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, no permission
+        raise ValueError(
+            f"`{call}`: out={str(out)!r} cannot be the output folder ({e.strerror or e})"
+        ) from None
     remove_stale(out, REPORT_FILES)
     sizes = QUICK if quick else FULL
     targets = list(RUNNERS) if target == "all" else [target]

@@ -451,6 +451,14 @@ def run_law(trajectory, std1, problem: Problem) -> RunLaw:
     "not applicable", never "consistent". docs/theory.md §2(h).
     """
     call = "flowlin.theory.run_law(...)"
+    from .._trajectory import Trajectory
+
+    if not isinstance(trajectory, Trajectory):
+        raise TypeError(
+            f"`{call}`: trajectory must be a flowlin.Trajectory (of gradient_flow or "
+            f"gradient_descent), got {type(trajectory).__name__}"
+        )
+    check_problem(call, problem)
     if trajectory.final_output_gram is None:
         raise ValueError(f"`{call}`: trajectory has no final_output_gram (made by an old flowlin)")
     finals = trajectory.final_values
