@@ -23,7 +23,7 @@ ROWS: dict[str, tuple[str, str]] = {
     ),
     "theory.distance_law/m-mismatch": (
         "flowlin.theory.distance_law(init.gaussian(key, 6, 2, 3, 0.5, 0.5), 0.5, problem)",
-        "problem",
+        "final",
     ),
     "theory.DistanceLaw/weights-negative": (
         "flowlin.theory.DistanceLaw(jnp.array([-1.0]), 3)",

@@ -76,6 +76,16 @@ def test_quantile_takes_probabilities_only_and_any_shape():
     np.testing.assert_allclose(out[1], np.sqrt(0.37) * stats.chi.ppf(0.5, 7), rtol=1e-10)
 
 
+def test_a_batch_of_networks_gives_each_its_own_law():
+    # Batch axes lead (as for the Gram V(∞)V(∞)ᵀ); a batched W2 was transposed whole before.
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=4, D=6, m=2)
+    keys = jax.random.split(jax.random.key(1), 3)
+    nets = [flowlin.init.gaussian(k, 6, 2, 5, 0.5, 0.5) for k in keys]
+    batch = jax.tree.map(lambda *x: jnp.stack(x), *nets)
+    each = np.stack([distance_law(n, 0.5, problem).weights for n in nets])
+    np.testing.assert_allclose(distance_law(batch, 0.5, problem).weights, each, rtol=1e-13)
+
+
 def test_point_mass_laws_are_not_checked_not_rejected():
     # Every weight 0 (or no null space, dof 0): d = 0 exactly under the law, and a d of 0
     # agrees with it. KS on F(0) = 1 would "reject"; there is nothing to test.

@@ -31,10 +31,10 @@ import numpy as np
 from jax.scipy.special import gammainc, gammaln
 from jaxtyping import Array, ArrayLike, Bool, Float
 
-from .._deep_network import DeepLinearNetwork, check_deep_compatible
+from .._deep_network import DeepLinearNetwork
 from .._errors import as_float_array, check_number, check_positive, is_concrete
 from .._misc import full_precision
-from .._network import LinearNetwork, check_compatible
+from .._network import LinearNetwork
 from .._problem import Problem, check_problem
 
 
@@ -214,11 +214,11 @@ def distance_law(
     call = "flowlin.theory.distance_law(...)"
     check_problem(call, problem)
     check_positive(call, "std1", std1, scalar=True)
-    if isinstance(final, LinearNetwork):
-        check_compatible(call, final, problem)
-        gram = final.W2 @ final.W2.T
+    if isinstance(final, LinearNetwork):  # batch axes lead, as for the Gram
+        _check_shapes(call, final.W1.shape[-1], final.W2.shape[-2], problem)
+        gram = final.W2 @ jnp.swapaxes(final.W2, -1, -2)
     elif isinstance(final, DeepLinearNetwork):  # the head W_L···W_2 plays V's part (§6(f))
-        check_deep_compatible(call, final, problem)
+        _check_shapes(call, final.weights[0].shape[-1], final.weights[-1].shape[-2], problem)
         head = final.head
         gram = head @ jnp.swapaxes(head, -1, -2)
     else:
@@ -232,6 +232,15 @@ def distance_law(
         _check_output_gram(call, gram)
     s2 = jnp.clip(jnp.linalg.eigvalsh(0.5 * (gram + jnp.swapaxes(gram, -1, -2))), 0.0, None)
     return DistanceLaw(jnp.asarray(std1, s2.dtype) ** 2 * s2, problem.D - problem.rank, n_terms)
+
+
+def _check_shapes(call: str, D: int, m: int, problem: Problem) -> None:
+    """A final network (batched or not) with the problem's input and output sizes."""
+    if (D, m) != (problem.D, problem.m):
+        raise ValueError(
+            f"`{call}`: final maps {D} inputs to {m} outputs but problem has D = {problem.D}, "
+            f"m = {problem.m}"
+        )
 
 
 def _check_output_gram(call: str, gram) -> None:
