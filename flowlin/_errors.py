@@ -199,6 +199,15 @@ def check_positive(
             raise ValueError(f"`{call}`: {name} must be finite and {rel}, got {x!r}")
 
 
+def check_not_negative(call: str, name: str, x) -> None:
+    """Real numbers, none negative when concrete: a norm, an integral, a singular value or a
+    time read off a trajectory, where `inf` (saves after `stop_at_loss`) and NaN (a failed
+    run) pass through as such."""
+    check_number(call, name, x, scalar=False)
+    if is_concrete(x) and np.any(np.asarray(x, dtype=float) < 0):
+        raise ValueError(f"`{call}`: {name} must be >= 0, got {x!r}")
+
+
 def check_tolerances(call: str, rtol, atol) -> None:
     """The step-size controller's `rtol`/`atol` (each may be `None`: the dtype's default):
     finite, >= 0 and not both zero. A negative or NaN tolerance makes diffrax's error ratio

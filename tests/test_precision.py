@@ -151,6 +151,31 @@ def test_every_float32_product_is_full_precision(products):
     assert not any(low.values()), {n: s for n, s in low.items() if s}
 
 
+def test_gradients_through_backsolve_are_full_precision(products):
+    # BacksolveAdjoint traces the vector field again for the backward solve, when jax.grad
+    # asks for it, after gradient_flow has returned: the field carries the setting itself.
+    import diffrax as dfx
+
+    problem = flowlin.problems.gaussian(jax.random.key(0), N, D, M, dtype=F32)
+    net = flowlin.init.paper(jax.random.key(1), D, M, H, 0.5, dtype=F32)
+
+    def final_loss(scale, method):
+        scaled = flowlin.LinearNetwork(scale * net.W1, scale * net.W2)
+        traj = flowlin.gradient_flow(
+            scaled, problem, 1.0, method=method, adjoint=dfx.BacksolveAdjoint(),
+            saveat=jnp.asarray([0.0, 1.0], F32),
+        )  # fmt: skip
+        return traj.final_values["excess_loss"]
+
+    for method in (flowlin.FullWeights(), flowlin.Gram()):
+        start = len(products)
+        jax.block_until_ready(jax.grad(final_loss)(jnp.asarray(1.0, F32), method))
+        mine = products[start:]
+        # diffrax's own products (a step times a vector, no contraction) are not flowlin's
+        low = sorted({site for ok, site in mine if not ok and site != "user code"})
+        assert len(mine) > 0 and not low, (method, low)
+
+
 def test_the_setting_is_scoped_to_flowlins_calls(products):
     problem = flowlin.problems.gaussian(jax.random.key(0), N, D, M, dtype=F32)
     x = jnp.ones((3, 3), F32)

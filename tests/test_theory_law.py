@@ -86,6 +86,20 @@ def test_a_batch_of_networks_gives_each_its_own_law():
     np.testing.assert_allclose(distance_law(batch, 0.5, problem).weights, each, rtol=1e-13)
 
 
+def test_a_diverged_run_has_no_law_not_an_error():
+    # Gradient descent with a step far too large: the final Gram is not finite. run_law marks
+    # the run unusable with a NaN law (as it does inside a sweep), where distance_law, given
+    # such a Gram by hand, refuses it.
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=4, D=6, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=6, m=1, h=12, alpha=0.5)
+    gd = flowlin.gradient_descent(net, problem, 50.0, 200)
+    assert not bool(gd.succeeded)
+    run = flowlin.theory.run_law(gd, 12**-0.5, problem)
+    assert np.all(np.isnan(run.law.weights)) and not bool(run.usable)
+    with pytest.raises(ValueError, match="non-finite"):
+        distance_law(gd.final_output_gram, 12**-0.5, problem)
+
+
 def test_point_mass_laws_are_not_checked_not_rejected():
     # Every weight 0 (or no null space, dof 0): d = 0 exactly under the law, and a d of 0
     # agrees with it. KS on F(0) = 1 would "reject"; there is nothing to test.

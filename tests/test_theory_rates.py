@@ -170,3 +170,22 @@ def test_margin_rate_and_envelope(getkey):
             np.exp(-float(rate) * np.asarray(ts)) * excess,
             rtol=1e-12,
         )
+
+
+def test_values_read_off_a_stopped_or_failed_run_pass_through():
+    # Saves after stop_at_loss are inf, a failed run's are NaN: the theory functions that take
+    # a trajectory's diagnostics give inf/NaN there (and refuse only negative values).
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=4, D=6, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=6, m=1, h=8, alpha=0.5)
+    odd = jnp.asarray([0.5, jnp.inf, jnp.nan])
+    for out in (
+        theory.instantaneous_rate_bound(net, problem, product_min_singular_value=odd),
+        theory.rate_margin(net, problem, error_norm=odd),
+        theory.distance_bound(net, problem, error_integral=odd),
+        theory.loss_envelope(odd, net, problem),
+    ):
+        out = np.asarray(out)
+        assert out.shape == (3,) and np.isfinite(out[0]) and np.isnan(out[2]), out
+    assert float(theory.loss_envelope(odd, net, problem)[1]) == 0.0  # e^{-ρ·∞}
+    with pytest.raises(ValueError, match="error_norm must be >= 0"):
+        theory.rate_margin(net, problem, error_norm=jnp.asarray([0.5, -1.0]))

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optimistix as optx
 from jaxtyping import Array, Float
 
+from .._misc import full_precision
 from .._problem import Problem
 from .._results import CONVERGED_FRACTION, RESULTS
 from .._saveat import SaveAt, diffrax_saveat, split_solution
@@ -38,6 +39,7 @@ class _Field(eqx.Module):
     method: AbstractFlowMethod
     integrate_error: bool = eqx.field(static=True)
 
+    @full_precision  # also when traced after the solve: BacksolveAdjoint's backward pass
     def __call__(self, t, state, system):
         dy, E = self.method.vector_field(system, state[0])
         if not self.integrate_error:
@@ -51,6 +53,7 @@ class _Event(eqx.Module):
     method: AbstractFlowMethod
     log_threshold: Float[Array, ""]
 
+    @full_precision
     def __call__(self, t, y, args, **kwargs):
         # diffrax passes these by keyword: `y` is the state (y, integral), `args` the system.
         excess = 0.5 * jnp.sum(self.method.error(args, y[0]) ** 2)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from .._deep_network import DeepLinearNetwork, check_deep_compatible
-from .._errors import check_positive
+from .._errors import check_not_negative
 from .._misc import full_precision
 from .._problem import Problem
 from ._statistics import index_split, min_singular_value, plus
@@ -311,7 +311,7 @@ def deep_loss_bound(
     call = "flowlin.theory.deep_loss_bound(...)"
     _check_net(call, init, "init")
     check_deep_compatible(call, init, problem)
-    check_positive(call, "t", t, allow_zero=True)  # flow time: the envelope holds for t >= 0
+    check_not_negative(call, "t", t)  # flow time: the envelope holds for t >= 0
     c, e0 = margin_of(init, problem)
     rate = deep_rate_of(c, init.depth, problem.sigma[-1])
     t = jnp.asarray(t, e0.dtype)

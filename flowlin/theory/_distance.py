@@ -9,7 +9,7 @@ compute a result from already checked inputs (an `InitStatistics`, networks), wi
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._errors import check_positive
+from .._errors import check_not_negative
 from .._gram_init import GramInit
 from .._misc import full_precision
 from .._network import LinearNetwork
@@ -168,6 +168,6 @@ def distance_bound(
     call = "flowlin.theory.distance_bound(...)"
     stats = InitStatistics.of(init, problem, call=call)
     if error_integral is not None:  # an integral of a norm: >= 0
-        check_positive(call, "error_integral", error_integral, allow_zero=True)
+        check_not_negative(call, "error_integral", error_integral)
         error_integral = jnp.asarray(error_integral, stats.gram.Q.dtype)
     return distance_bound_of(stats, error_integral)

@@ -230,7 +230,15 @@ def distance_law(
                 f"{tuple(gram.shape)}"
             )
         _check_output_gram(call, gram)
+    return law_of_gram(gram, std1, problem, n_terms)
+
+
+def law_of_gram(gram, std1, problem: Problem, n_terms: int = 512) -> DistanceLaw:
+    """`distance_law` of a checked $V(\\infty)V(\\infty)^\top$ (internal API): a non-finite
+    one (a diverged run) gives NaN weights, i.e. no law."""
     s2 = jnp.clip(jnp.linalg.eigvalsh(0.5 * (gram + jnp.swapaxes(gram, -1, -2))), 0.0, None)
+    finite = jnp.all(jnp.isfinite(gram), axis=(-2, -1))[..., None]
+    s2 = jnp.where(finite, s2, jnp.nan)
     return DistanceLaw(jnp.asarray(std1, s2.dtype) ** 2 * s2, problem.D - problem.rank, n_terms)
 
 
@@ -483,7 +491,13 @@ def run_law(trajectory, std1, problem: Problem) -> RunLaw:
         law = DistanceLaw(nan, problem.D - problem.rank)
         false = jnp.zeros(d.shape, bool)
         return RunLaw(law, d, jnp.full_like(d, jnp.nan), jnp.full_like(d, jnp.nan), false, false)
-    law = distance_law(trajectory.final_output_gram, std1, problem)
+    check_positive(call, "std1", std1, scalar=True)
+    gram = trajectory.final_output_gram
+    if gram.shape[-2:] != (problem.m, problem.m):
+        raise ValueError(
+            f"`{call}`: trajectory has m = {gram.shape[-1]} outputs but problem has m = {problem.m}"
+        )
+    law = law_of_gram(gram, std1, problem)  # a diverged run: no law (NaN), not an error
     row_space = 2 * finals["excess_loss"] / problem.sigma[-1]
     usable = trajectory.converged & (row_space <= ROW_SPACE_FRACTION * d**2)
     return RunLaw(law, d, law.standardize(d), law.cdf(d), usable, jnp.ones(d.shape, bool))

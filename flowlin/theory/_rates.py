@@ -15,7 +15,7 @@ from typing import Literal
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from .._errors import check_positive
+from .._errors import check_not_negative
 from .._gram_init import GramInit
 from .._misc import full_precision
 from .._network import LinearNetwork
@@ -217,9 +217,7 @@ def instantaneous_rate_bound(
     call = "flowlin.theory.instantaneous_rate_bound(...)"
     stats = InitStatistics.of(init, problem, call=call)
     if product_min_singular_value is not None:  # a singular value: >= 0
-        check_positive(
-            call, "product_min_singular_value", product_min_singular_value, allow_zero=True
-        )
+        check_not_negative(call, "product_min_singular_value", product_min_singular_value)
     if product_min_singular_value is None:
         sigma = stats.product_min_singular_value
     else:
@@ -264,7 +262,7 @@ def rate_margin(
     call = "flowlin.theory.rate_margin(...)"
     stats = InitStatistics.of(init, problem, call=call)
     if error_norm is not None:  # a norm: >= 0
-        check_positive(call, "error_norm", error_norm, allow_zero=True)
+        check_not_negative(call, "error_norm", error_norm)
     if error_norm is None:
         error_norm = stats.error_norm
     else:
@@ -360,6 +358,6 @@ def loss_envelope(
         rate = rate_margin_of(stats, jnp.sqrt(e2))
     else:
         raise ValueError(f"`{call}`: theorem must be 'imbalance' or 'margin', got {theorem!r}")
-    check_positive(call, "t", t, allow_zero=True)  # flow time: the envelope holds for t >= 0
+    check_not_negative(call, "t", t)  # flow time: the envelope holds for t >= 0
     t = jnp.asarray(t, stats.gram.Q.dtype)
     return jnp.exp(-rate * t) * (0.5 * e2)
