@@ -36,6 +36,7 @@ from .._errors import as_float_array, check_number, check_positive, is_concrete
 from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem, check_problem
+from ._statistics import check_final_shapes, check_output_gram
 
 
 #: The largest neglected mixture mass accepted in `DistanceLaw.cdf` (else NaN).
@@ -215,10 +216,10 @@ def distance_law(
     check_problem(call, problem)
     check_positive(call, "std1", std1, scalar=True)
     if isinstance(final, LinearNetwork):  # batch axes lead, as for the Gram
-        _check_shapes(call, final.W1.shape[-1], final.W2.shape[-2], problem)
+        check_final_shapes(call, final.W1.shape[-1], final.W2.shape[-2], problem)
         gram = final.W2 @ jnp.swapaxes(final.W2, -1, -2)
     elif isinstance(final, DeepLinearNetwork):  # the head W_L···W_2 plays V's part (§6(f))
-        _check_shapes(call, final.weights[0].shape[-1], final.weights[-1].shape[-2], problem)
+        check_final_shapes(call, final.weights[0].shape[-1], final.weights[-1].shape[-2], problem)
         head = final.head
         gram = head @ jnp.swapaxes(head, -1, -2)
     else:
@@ -229,7 +230,7 @@ def distance_law(
                 f"(m, m) = ({problem.m}, {problem.m}) Gram V(∞)V(∞)ᵀ, got shape "
                 f"{tuple(gram.shape)}"
             )
-        _check_output_gram(call, gram)
+        check_output_gram(call, gram)
     return law_of_gram(gram, std1, problem, n_terms)
 
 
@@ -240,34 +241,6 @@ def law_of_gram(gram, std1, problem: Problem, n_terms: int = 512) -> DistanceLaw
     finite = jnp.all(jnp.isfinite(gram), axis=(-2, -1))[..., None]
     s2 = jnp.where(finite, s2, jnp.nan)
     return DistanceLaw(jnp.asarray(std1, s2.dtype) ** 2 * s2, problem.D - problem.rank, n_terms)
-
-
-def _check_shapes(call: str, D: int, m: int, problem: Problem) -> None:
-    """A final network (batched or not) with the problem's input and output sizes."""
-    if (D, m) != (problem.D, problem.m):
-        raise ValueError(
-            f"`{call}`: final maps {D} inputs to {m} outputs but problem has D = {problem.D}, "
-            f"m = {problem.m}"
-        )
-
-
-def _check_output_gram(call: str, gram) -> None:
-    """A concrete $V(\\infty)V(\\infty)^\top$ must be finite, symmetric and positive
-    semidefinite (to round-off): otherwise its eigenvalues are not squared singular values."""
-    if not is_concrete(gram):
-        return
-    g = np.asarray(gram, dtype=float)
-    if not np.all(np.isfinite(g)):
-        raise ValueError(f"`{call}`: final (the Gram V(∞)V(∞)ᵀ) contains non-finite values")
-    scale = max(float(np.max(np.abs(g))), np.finfo(float).tiny)
-    tol = 100 * float(jnp.finfo(gram.dtype).eps) * g.shape[-1] * scale
-    asym = float(np.max(np.abs(g - np.swapaxes(g, -1, -2))))
-    low = float(np.min(np.linalg.eigvalsh(0.5 * (g + np.swapaxes(g, -1, -2)))))
-    if asym > tol or low < -tol:
-        raise ValueError(
-            f"`{call}`: final must be a Gram V(∞)V(∞)ᵀ, symmetric positive semidefinite; got "
-            f"asymmetry {asym:.3g} and smallest eigenvalue {low:.3g} (scale {scale:.3g})"
-        )
 
 
 def limit_network(problem: Problem) -> LinearNetwork:

@@ -103,6 +103,34 @@ def check_delta(call: str, delta) -> None:
             raise ValueError(f"`{call}`: delta must be in (0, 1), got {delta!r}")
 
 
+def check_final_shapes(call: str, D: int, m: int, problem: Problem) -> None:
+    """A final network (batched or not) with the problem's input and output sizes."""
+    if (D, m) != (problem.D, problem.m):
+        raise ValueError(
+            f"`{call}`: final maps {D} inputs to {m} outputs but problem has D = {problem.D}, "
+            f"m = {problem.m}"
+        )
+
+
+def check_output_gram(call: str, gram) -> None:
+    """A concrete $V(\\infty)V(\\infty)^\top$ must be finite, symmetric and positive
+    semidefinite (to round-off): otherwise its eigenvalues are not squared singular values."""
+    if not is_concrete(gram):
+        return
+    g = np.asarray(gram, dtype=float)
+    if not np.all(np.isfinite(g)):
+        raise ValueError(f"`{call}`: final (the Gram V(∞)V(∞)ᵀ) contains non-finite values")
+    scale = max(float(np.max(np.abs(g))), np.finfo(float).tiny)
+    tol = 100 * float(jnp.finfo(gram.dtype).eps) * g.shape[-1] * scale
+    asym = float(np.max(np.abs(g - np.swapaxes(g, -1, -2))))
+    low = float(np.min(np.linalg.eigvalsh(0.5 * (g + np.swapaxes(g, -1, -2)))))
+    if asym > tol or low < -tol:
+        raise ValueError(
+            f"`{call}`: final must be a Gram V(∞)V(∞)ᵀ, symmetric positive semidefinite; got "
+            f"asymmetry {asym:.3g} and smallest eigenvalue {low:.3g} (scale {scale:.3g})"
+        )
+
+
 def width_of(init, width: WidthLike | None) -> WidthLike | None:
     """The width for the wide-network results: `width` if given, else the network's width
     (None for a `GramInit`, which does not know it)."""
