@@ -29,7 +29,6 @@ from .theory._statistics import (
     InitStatistics,
     WidthLike,
     as_gram,
-    check_delta,
     check_wide_arguments,
     width_of,
 )
@@ -259,8 +258,7 @@ def check_bounds(
             "over the batch, e.g. jax.vmap(lambda t, n: flowlin.check_bounds(t, n, problem))"
         )
     rtol, atol = check_tolerances(call, trajectory, rtol, atol)
-    check_delta(call, delta)
-    check_wide_arguments(call, width, alpha)
+    check_wide_arguments(call, width, alpha, delta)
     mismatch = check_origin(call, trajectory, gram, problem)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled check is reused across their values.

@@ -29,7 +29,8 @@ def full_precision(fn):
     the float32 resolution floor. So every public function of flowlin that computes runs under
     `jax.default_matmul_precision("highest")`: its eager products and the programs it traces
     (`jax.jit`, `vmap`, a sweep's chunks) use full float32 products. The setting is scoped to
-    the call: the user's own code keeps JAX's default. No effect in float64 or on CPUs, whose
+    the call: the user's own code keeps JAX's default outside it (a callable handed to flowlin,
+    such as an optax optimizer, runs inside it). No effect in float64 or on CPUs, whose
     float32 products are full precision anyway. `tests/test_precision.py` checks that every
     float32 product flowlin makes is marked so.
     """

@@ -226,9 +226,24 @@ def test_every_public_function_that_computes_is_marked():
         assert getattr(inspect.getattr_static(cls, prop).fget, "full_precision", False), prop
 
 
-def test_float64_is_unchanged_by_the_setting():
+def test_float64_is_unchanged_by_the_setting(products):
     # The wrapper only sets a precision: float64 numbers are bit-for-bit those of the bare code.
-    problem = flowlin.problems.gaussian(jax.random.key(0), N, D, M)
+    # full_imbalance's two h×D products are its own (no inner wrapped call): the bare function
+    # runs them at JAX's default precision, the wrapped one at HIGHEST. (`products` clears
+    # JAX's caches, so both are traced and seen by the spy below.)
     net = flowlin.init.paper(jax.random.key(1), D=D, m=M, h=H, alpha=0.5)
-    bare = flowlin.theory.rate_margin.__wrapped__(net, problem)
-    np.testing.assert_array_equal(flowlin.theory.rate_margin(net, problem), bare)
+    f64 = [jnp.asarray(w, jnp.float64) for w in (net.W1, net.W2)]
+    precisions = []
+    bind = jax.lax.dot_general_p.bind
+
+    def spy(*args, **params):
+        precisions.append(_is_highest(params.get("precision")))
+        return bind(*args, **params)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jax.lax.dot_general_p, "bind", spy)
+        net64 = flowlin.LinearNetwork(*f64)
+        bare = flowlin.theory.full_imbalance.__wrapped__(net64)
+        wrapped = flowlin.theory.full_imbalance(net64)
+    assert False in precisions and True in precisions  # both precisions did run
+    np.testing.assert_array_equal(wrapped, bare)

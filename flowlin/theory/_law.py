@@ -235,7 +235,7 @@ def distance_law(
 
 
 def law_of_gram(gram, std1, problem: Problem, n_terms: int = 512) -> DistanceLaw:
-    """`distance_law` of a checked $V(\\infty)V(\\infty)^\top$ (internal API): a non-finite
+    r"""`distance_law` of a checked $V(\infty)V(\infty)^\top$ (internal API): a non-finite
     one (a diverged run) gives NaN weights, i.e. no law."""
     s2 = jnp.clip(jnp.linalg.eigvalsh(0.5 * (gram + jnp.swapaxes(gram, -1, -2))), 0.0, None)
     finite = jnp.all(jnp.isfinite(gram), axis=(-2, -1))[..., None]

@@ -26,7 +26,6 @@ from ._statistics import (
     InitStatistics,
     WidthLike,
     as_gram,
-    check_delta,
     check_wide_arguments,
     width_of,
 )
@@ -114,8 +113,7 @@ def quantities(
     """
     call = "flowlin.theory.quantities(...)"
     gram = as_gram(call, init, problem)
-    check_delta(call, delta)
-    check_wide_arguments(call, width, alpha)
+    check_wide_arguments(call, width, alpha, delta)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled function is reused across their values.
     h = width_of(init, width)

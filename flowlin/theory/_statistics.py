@@ -76,10 +76,12 @@ def as_network(call: str, net, problem: Problem | None, name: str = "net") -> Li
     return net
 
 
-def check_wide_arguments(call: str, width, alpha) -> None:
-    """`width` (None: the network's) and `alpha` (None: the wide-network results do not apply)
-    of the wide-network results: real scalars; a concrete `width` a whole number >= 1, the
-    init's true hidden width (a Gaussian init drawn at width h with std $h^{-\alpha}$)."""
+def check_wide_arguments(call: str, width, alpha, delta) -> None:
+    """`width` (None: the network's), `alpha` (None: the wide-network results do not apply)
+    and `delta` of the wide-network results: real scalars; a concrete `width` a whole number
+    >= 1, the init's true hidden width (a Gaussian init drawn at width h with std
+    $h^{-\alpha}$); `delta` in (0, 1)."""
+    check_delta(call, delta)
     if alpha is not None:
         check_number(call, "alpha", alpha)
     if width is None:
