@@ -126,6 +126,8 @@ def _result(ok, hypotheses, slack, checked, tightness, below=None) -> BoundCheck
     """Combine per-time log-slacks (>= 0 where the bound held) into a `BoundCheck`: `ok`
     whether the run succeeded, `hypotheses` whether the bound says something, `below` the
     times where the bound is under the resolution floor (excluded where they passed)."""
+    # As arrays: a Python `True` would make `~hypotheses` the integer -2 (truthy), reason 1.
+    ok, hypotheses = jnp.asarray(ok, bool), jnp.asarray(hypotheses, bool)
     excluded = jnp.zeros_like(checked) if below is None else checked & below & (slack >= 0)
     any_time = jnp.any(checked)  # a time to check at all (else: reason 2)
     checked = checked & ~excluded

@@ -78,6 +78,10 @@ def test_keys_all_applicable_and_hold(wide):
         # applicable (an applicable check always has a number: NaN there would be a bug that
         # the line above reads as a failure).
         np.testing.assert_array_equal(np.isnan(check.worst_slack), ~np.asarray(check.applicable))
+        # And `reason` says why: 0 ("checked") exactly where the bound was checked.
+        np.testing.assert_array_equal(
+            np.asarray(check.reason) == 0, np.asarray(check.applicable), err_msg=key
+        )
     # Theorem 2's constants are loose: orders of magnitude above the observed distance.
     assert bool(jnp.all(checks["distance_wide_network"].tightness[:3] < 1e-2))
 
