@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._errors import check_positive, is_concrete
+from ._misc import frobenius as _norm
 from ._problem import Problem
 from ._trajectory import Trajectory, init_fingerprint
 from .theory._statistics import InitStatistics
@@ -100,13 +101,26 @@ def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem):
             "started from a problem of another rank or output size; pass the init and problem "
             "the trajectory was computed from"
         )
-    k2 = gram.Q.shape[0] ** 2
-    tol = _FINGERPRINT_EPS * float(jnp.finfo(dtype).eps)
+    k = gram.Q.shape[0]
+    k2, r = k**2, problem.rank
+    eps = float(jnp.finfo(dtype).eps)
+    tol = _FINGERPRINT_EPS * eps
+    # E(0) = Ỹ - (Q0)12 and the residual behind L* cancel: each is known to ~eps·S, S the size
+    # of what cancels, so ½‖·‖² to ~‖·‖·eps·S + (eps·S)², not relative to itself (an init
+    # whose product is W* has E(0) = 0: two round-offs of zero differ entirely).
+    cancelled = jnp.stack(
+        [
+            _norm(problem.Y_tilde) + _norm(gram.Q[:r, r:]),  # for ½‖E(0)‖²
+            _norm(problem.Y),  # for L*
+        ]
+    ).astype(dtype)
 
     def mismatch(a, b):
         q_scale = jnp.maximum(jnp.max(jnp.abs(a[:k2])), jnp.max(jnp.abs(b[:k2])))
         q_bad = jnp.any(jnp.abs(a[:k2] - b[:k2]) > tol * q_scale)
-        s_scale = jnp.abs(a[k2:]) + jnp.abs(b[k2:]) + jnp.abs(a[k2 + 1])
+        half_square = jnp.maximum(jnp.abs(a[k2:]), jnp.abs(b[k2:]))
+        cancellation = jnp.sqrt(2 * half_square) * cancelled + eps * cancelled**2
+        s_scale = jnp.abs(a[k2:]) + jnp.abs(b[k2:]) + jnp.abs(a[k2 + 1]) + cancellation
         s_bad = jnp.any(jnp.abs(a[k2:] - b[k2:]) > tol * s_scale)
         return q_bad, s_bad
 

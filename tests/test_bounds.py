@@ -290,3 +290,21 @@ def test_theorem1_is_tight_for_unbalanced_inits(case):
     # (loss_imbalance's tightness measures from t = 0, so it includes the early transient in
     # which the loss falls faster than the late rate; the last interval is the late-time one.)
     assert checks["loss_margin_local"].tightness > 0.9
+
+
+@pytest.mark.parametrize("widths", [(8,), (8, 8)], ids=["two_layers", "three_layers"])
+def test_an_init_at_the_min_norm_solution_is_its_own_start(widths):
+    """E(0) = 0: the recorded start and the claimed one hold two round-offs of zero, which
+    differ entirely; they match relative to what cancels (‖Ỹ‖), and other data still does not
+    (a 1e-6 change of Y)."""
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=6, D=12, m=1)  # n < D: L* = 0
+    net = flowlin.init.deep_balanced(jax.random.key(2), problem.min_norm, widths=widths)
+    if len(widths) == 1:
+        net = flowlin.LinearNetwork(*net.weights)
+    traj = flowlin.gradient_flow(net, problem, 5.0)
+    assert float(traj.init_fingerprint[-2]) < 1e-28  # ½‖E(0)‖²: round-off of zero
+    checks = flowlin.check_bounds(traj, net, problem)
+    assert bool(checks["limit_identity"].holds)  # at W* already: the identity is exact
+    other = flowlin.Problem(problem.X, problem.Y * (1 + 1e-6))
+    with pytest.raises(ValueError, match="did not start from this init and problem"):
+        flowlin.check_bounds(traj, net, other)
