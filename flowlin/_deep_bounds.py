@@ -174,8 +174,7 @@ def _invariant_set(trajectory, init, problem: Problem, obs: Observed, rtol):
     distance = series(trajectory, "distance_to_min_norm")
     if distance is None or obs.err is None:
         return None
-    a, b = invariant_residuals_of(init, problem)
-    n1, n2 = (jnp.sqrt(jnp.sum(w**2)) for w in init.weights[:2])
+    a, b, n1, n2 = invariant_residuals_of(init, problem, unit_scale=True)  # scale-free test
     eps = jnp.finfo(init.dtype).eps
     on_set = jnp.sqrt(a**2 + b**2) <= INVARIANT_FACTOR * eps * n1 * (n1 + n2)
     bound = obs.err / jnp.sqrt(problem.sigma[-1])

@@ -493,3 +493,28 @@ def test_distance_law_at_depth(problem, deep_runs):
     wrong = theory.law_fit(gap, theory.distance_law(trajs.final_network, 2.0 * std1, problem),
                            usable=usable)  # fmt: skip
     assert wrong.status == "rejected", wrong.reason
+
+
+def test_tiny_and_huge_float32_weights_keep_their_residuals_and_balance():
+    """float32 layers of entries ~1e-11 have products ~1e-22, whose squares underflow to 0
+    (and entries ~1e15 overflow when squared twice): the residuals and the balance are formed
+    at unit scale. Against float64 NumPy from the same float32 weights: the residuals agree,
+    a Gaussian init is never called balanced (deep_rate NaN, not a rate), and a balanced one,
+    scaled as a whole (C_l scales by s², stays 0), still is."""
+    f32 = jnp.float32
+    p64 = flowlin.problems.gaussian(jax.random.key(0), n=6, D=12, m=2)
+    p32 = flowlin.Problem(p64.X.astype(f32), p64.Y.astype(f32))
+    gauss = flowlin.init.deep_gaussian(jax.random.key(1), 12, 2, (8, 8), scale=1.0)
+    balanced = flowlin.init.deep_balanced(jax.random.key(2), 0.5 * p64.min_norm, (8, 8))
+    Phi1 = np.asarray(p64.Phi1)
+    for s in (1e-11, 1.0, 1e15):
+        net = flowlin.DeepLinearNetwork([(s * w).astype(f32) for w in gauss.weights])
+        W1, W2 = (np.asarray(w, np.float64) for w in net.weights[:2])
+        N = W1 - W1 @ Phi1 @ Phi1.T
+        want = (np.linalg.norm(W2 @ N), np.linalg.norm(Phi1.T @ W1.T @ N))
+        got = theory.deep_invariant_set_residual(net, p32)
+        np.testing.assert_allclose([float(g) for g in got], want, rtol=1e-4, err_msg=str(s))
+        assert bool(jnp.isnan(theory.deep_rate(net, p32))), s
+        assert not bool(theory._deep.is_balanced_of(net.weights)), s
+        scaled = [(s ** (1 / 2) * w).astype(f32) for w in balanced.weights]  # C_l -> s·C_l
+        assert bool(theory._deep.is_balanced_of(scaled)), s

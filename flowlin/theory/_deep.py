@@ -17,7 +17,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._deep_network import DeepLinearNetwork, check_deep_compatible
 from .._errors import check_not_negative
-from .._misc import full_precision
+from .._misc import frobenius, full_precision
 from .._problem import Problem
 from ._statistics import index_split, min_singular_value, plus
 
@@ -41,6 +41,15 @@ def _sq(A) -> Float[Array, "..."]:
     return jnp.sum(A**2, axis=(-2, -1))
 
 
+def _to_unit_scale(*layers):
+    """`layers` divided by their largest entry (over the last two axes; 1 where that is 0 or
+    not finite), and that entry: products and squares of the scaled layers neither underflow
+    nor overflow (float32 weights of 1e-11 have products of 1e-22 and squares of those of 0)."""
+    big = jnp.max(jnp.stack([jnp.max(jnp.abs(w), axis=(-2, -1)) for w in layers]), axis=0)
+    unit = jnp.where((big > 0) & jnp.isfinite(big), big, jnp.ones_like(big))
+    return tuple(w / unit[..., None, None] for w in layers), unit
+
+
 def _t(A):
     return jnp.swapaxes(A, -1, -2)
 
@@ -58,11 +67,14 @@ def balancedness_of(weights) -> tuple[Float[Array, "*batch h h"], ...]:
 
 
 def balance_error_of(weights) -> Float[Array, "*batch"]:
-    r"""$\max_l \|C_l\|_F / (\|W_{l+1}\|_F^2 + \|W_l\|_F^2)$ (0 for zero layers)."""
+    r"""$\max_l \|C_l\|_F / (\|W_{l+1}\|_F^2 + \|W_l\|_F^2)$ (0 for zero layers), each pair
+    of layers brought to unit scale first (the ratio does not depend on it)."""
     errs = []
-    for i, C in enumerate(balancedness_of(weights)):
-        scale = _sq(weights[i + 1]) + _sq(weights[i])
-        errs.append(jnp.sqrt(_sq(C)) / jnp.where(scale > 0, scale, 1.0))
+    for i in range(len(weights) - 1):
+        (lo, hi), _ = _to_unit_scale(weights[i], weights[i + 1])
+        (C,) = balancedness_of((lo, hi))
+        scale = _sq(hi) + _sq(lo)
+        errs.append(frobenius(C, axis=(-2, -1)) / jnp.where(scale > 0, scale, 1.0))
     return jnp.max(jnp.stack(errs), axis=0)
 
 
@@ -82,14 +94,18 @@ def deep_limit_identity_of(
         return problem.min_norm + (P - (P @ problem.Phi1) @ problem.Phi1.T)
 
 
-def invariant_residuals_of(init: DeepLinearNetwork, problem: Problem):
-    r"""$(\|W_2W_1\Phi_2\|_F, \|\Phi_1^\top W_1^\top W_1\Phi_2\|_F)$ at `init`."""
-    W1, W2 = init.weights[0], init.weights[1]
+def invariant_residuals_of(init: DeepLinearNetwork, problem: Problem, *, unit_scale=False):
+    r"""$(\|W_2W_1\Phi_2\|_F, \|\Phi_1^\top W_1^\top W_1\Phi_2\|_F)$ at `init`, formed from
+    $W_1, W_2$ at unit scale (then times its square; `unit_scale`: not, with the scaled
+    $\|W_1\|_F$, $\|W_2\|_F$ too, for scale-free comparisons)."""
+    (W1, W2), unit = _to_unit_scale(init.weights[0], init.weights[1])
     with jax.default_matmul_precision("highest"):
         N = problem.null_part(W1)  # W1 Φ2 Φ2ᵀ: same norms as W1 Φ2 after any left factor
-        a = jnp.sqrt(_sq(W2 @ N))
-        b = jnp.sqrt(_sq(problem.row_part(W1) @ N))
-    return a, b
+        a = frobenius(W2 @ N, axis=(-2, -1))
+        b = frobenius(problem.row_part(W1) @ N, axis=(-2, -1))
+    if unit_scale:
+        return a, b, frobenius(W1, axis=(-2, -1)), frobenius(W2, axis=(-2, -1))
+    return unit**2 * a, unit**2 * b
 
 
 def margin_of(net: DeepLinearNetwork, problem: Problem):
