@@ -53,3 +53,12 @@ def frobenius(A, axis=None):
     unit = jnp.where((big > 0) & jnp.isfinite(big), big, jnp.ones_like(big))
     norm = unit * jnp.sqrt(jnp.sum((A / unit) ** 2, axis=axis, keepdims=True))
     return jnp.squeeze(norm, axis=axis)
+
+
+def to_unit_scale(*layers):
+    """`layers` divided by their largest entry (over the last two axes; 1 where that is 0 or
+    not finite), and that entry: products and squares of the scaled layers neither underflow
+    nor overflow (float32 weights of 1e-11 have products of 1e-22 and squares of those of 0)."""
+    big = jnp.max(jnp.stack([jnp.max(jnp.abs(w), axis=(-2, -1)) for w in layers]), axis=0)
+    unit = jnp.where((big > 0) & jnp.isfinite(big), big, jnp.ones_like(big))
+    return tuple(w / unit[..., None, None] for w in layers), unit

@@ -50,3 +50,21 @@ def test_invariant_set_residuals_and_limit_identity(getkey):
     # The projected network converges to the min-norm solution exactly.
     projected_final = jax.tree.map(lambda x: x[1], trajs.final_network)
     np.testing.assert_allclose(projected_final.product, problem.min_norm, atol=1e-8)
+
+
+def test_invariant_set_residuals_at_extreme_float32_scales():
+    """The residuals are quadratic in the weights, K quartic: float32 weights of 1e-12 give K
+    of 1e-48 (0) and of 1e10, 1e40 (inf). Formed at unit scale, they equal float64 NumPy's
+    from the same float32 weights (‖VU₂ᵀ‖, ‖U₁U₂ᵀ‖ with U = ΦᵀW₁ᵀ), at 1e-12, 1 and 1e10."""
+    f32 = jnp.float32
+    p64 = flowlin.problems.gaussian(jax.random.key(0), n=6, D=12, m=2)
+    p32 = flowlin.Problem(p64.X.astype(f32), p64.Y.astype(f32))
+    base = flowlin.init.paper(jax.random.key(1), 12, 2, 20, 0.5)
+    Phi1 = np.asarray(p64.Phi1)
+    for s in (1e-12, 1.0, 1e10):
+        net = flowlin.LinearNetwork((s * base.W1).astype(f32), (s * base.W2).astype(f32))
+        W1, W2 = np.asarray(net.W1, np.float64), np.asarray(net.W2, np.float64)
+        U2t = W1 - W1 @ Phi1 @ Phi1.T  # U₂ᵀΦ₂ᵀ: the same norms after any left factor
+        want = (np.linalg.norm(W2 @ U2t), np.linalg.norm(Phi1.T @ W1.T @ U2t))
+        got = flowlin.theory.invariant_set_residual(net, p32)
+        np.testing.assert_allclose([float(g) for g in got], want, rtol=1e-4, err_msg=str(s))

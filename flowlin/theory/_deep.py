@@ -17,7 +17,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._deep_network import DeepLinearNetwork, check_deep_compatible
 from .._errors import check_not_negative
-from .._misc import frobenius, full_precision
+from .._misc import frobenius, full_precision, to_unit_scale
 from .._problem import Problem
 from ._statistics import index_split, min_singular_value, plus
 
@@ -41,15 +41,6 @@ def _sq(A) -> Float[Array, "..."]:
     return jnp.sum(A**2, axis=(-2, -1))
 
 
-def _to_unit_scale(*layers):
-    """`layers` divided by their largest entry (over the last two axes; 1 where that is 0 or
-    not finite), and that entry: products and squares of the scaled layers neither underflow
-    nor overflow (float32 weights of 1e-11 have products of 1e-22 and squares of those of 0)."""
-    big = jnp.max(jnp.stack([jnp.max(jnp.abs(w), axis=(-2, -1)) for w in layers]), axis=0)
-    unit = jnp.where((big > 0) & jnp.isfinite(big), big, jnp.ones_like(big))
-    return tuple(w / unit[..., None, None] for w in layers), unit
-
-
 def _t(A):
     return jnp.swapaxes(A, -1, -2)
 
@@ -71,7 +62,7 @@ def balance_error_of(weights) -> Float[Array, "*batch"]:
     of layers brought to unit scale first (the ratio does not depend on it)."""
     errs = []
     for i in range(len(weights) - 1):
-        (lo, hi), _ = _to_unit_scale(weights[i], weights[i + 1])
+        (lo, hi), _ = to_unit_scale(weights[i], weights[i + 1])
         (C,) = balancedness_of((lo, hi))
         scale = _sq(hi) + _sq(lo)
         errs.append(frobenius(C, axis=(-2, -1)) / jnp.where(scale > 0, scale, 1.0))
@@ -98,7 +89,7 @@ def invariant_residuals_of(init: DeepLinearNetwork, problem: Problem, *, unit_sc
     r"""$(\|W_2W_1\Phi_2\|_F, \|\Phi_1^\top W_1^\top W_1\Phi_2\|_F)$ at `init`, formed from
     $W_1, W_2$ at unit scale (then times its square; `unit_scale`: not, with the scaled
     $\|W_1\|_F$, $\|W_2\|_F$ too, for scale-free comparisons)."""
-    (W1, W2), unit = _to_unit_scale(init.weights[0], init.weights[1])
+    (W1, W2), unit = to_unit_scale(init.weights[0], init.weights[1])
     with jax.default_matmul_precision("highest"):
         N = problem.null_part(W1)  # W1 Φ2 Φ2ᵀ: same norms as W1 Φ2 after any left factor
         a = frobenius(W2 @ N, axis=(-2, -1))
