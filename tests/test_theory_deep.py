@@ -518,3 +518,19 @@ def test_tiny_and_huge_float32_weights_keep_their_residuals_and_balance():
         assert not bool(theory._deep.is_balanced_of(net.weights)), s
         scaled = [(s ** (1 / 2) * w).astype(f32) for w in balanced.weights]  # C_l -> s·C_l
         assert bool(theory._deep.is_balanced_of(scaled)), s
+
+
+def test_deep_loss_bound_at_infinite_time():
+    """t = inf: 0 with a margin (c > 0); with none (c <= 0) the trivial L(0) − L* at every t,
+    inf included (exp(−0·inf) is NaN)."""
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=6, D=12, m=1)
+    ts = jnp.array([0.0, 1.0, jnp.inf])
+    for scale, has_margin in ((0.9, True), (0.1, False)):
+        net = flowlin.init.deep_balanced(jax.random.key(2), scale * problem.min_norm, (8, 8))
+        assert bool(theory.deficiency_margin(net, problem) > 0) == has_margin
+        excess0 = 0.5 * float(jnp.sum(problem.error(net.product) ** 2))
+        got = np.asarray(theory.deep_loss_bound(ts, net, problem))
+        want = [excess0, got[1] if has_margin else excess0, 0.0 if has_margin else excess0]
+        np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=str(scale))
+        if has_margin:
+            assert 0 < got[1] < excess0
