@@ -189,3 +189,14 @@ def test_values_read_off_a_stopped_or_failed_run_pass_through():
     assert float(theory.loss_envelope(odd, net, problem)[1]) == 0.0  # e^{-ρ·∞}
     with pytest.raises(ValueError, match="error_norm must be >= 0"):
         theory.rate_margin(net, problem, error_norm=jnp.asarray([0.5, -1.0]))
+
+
+def test_envelope_with_a_zero_rate_at_infinite_time():
+    """The zero network is a stationary point: L(t) − L* = ½‖Ỹ‖² at every t, and Theorem 1's
+    rate is exactly 0 (no imbalance). The envelope is then that constant, t = inf included
+    (exp(−0·inf) is NaN)."""
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=4, D=8, m=1)
+    zero = flowlin.LinearNetwork(jnp.zeros((5, 8)), jnp.zeros((1, 5)))
+    assert float(theory.rate_imbalance(zero, problem)) == 0.0
+    got = theory.loss_envelope(jnp.array([0.0, 1.0, jnp.inf]), zero, problem, theorem="imbalance")
+    np.testing.assert_allclose(got, 0.5 * float(jnp.sum(problem.Y_tilde**2)), rtol=1e-14)

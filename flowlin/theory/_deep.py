@@ -323,6 +323,6 @@ def deep_loss_bound(
     rate = deep_rate_of(c, init.depth, problem.sigma[-1])
     t = jnp.asarray(t, e0.dtype)
     # rate 0 (c <= 0) at t = inf: exp(-0·inf) would be NaN; the trivial bound holds at every t.
-    decay = jnp.where(rate > 0, jnp.exp(-rate * t), jnp.ones_like(t))
+    decay = jnp.where(rate == 0, jnp.ones_like(t), jnp.exp(-rate * t))
     bound = decay * (0.5 * e0**2)
     return jnp.where(is_balanced_of(init.weights), bound, jnp.nan)

@@ -360,4 +360,6 @@ def loss_envelope(
         raise ValueError(f"`{call}`: theorem must be 'imbalance' or 'margin', got {theorem!r}")
     check_not_negative(call, "t", t)  # flow time: the envelope holds for t >= 0
     t = jnp.asarray(t, stats.gram.Q.dtype)
-    return jnp.exp(-rate * t) * (0.5 * e2)
+    # A zero rate (e.g. a balanced init under Theorem 1) at t = inf: exp(-0·inf) would be NaN.
+    decay = jnp.where(rate == 0, jnp.ones_like(t), jnp.exp(-rate * t))
+    return decay * (0.5 * e2)
