@@ -17,7 +17,7 @@ from ._custom_types import ScalarLike
 from ._deep_bounds import DEEP_CHECK_KEYS, check_deep_init, deep_checks
 from ._deep_network import DeepLinearNetwork
 from ._gram_init import GramInit
-from ._misc import full_precision
+from ._misc import frobenius, full_precision
 from ._network import LinearNetwork
 from ._problem import Problem
 from ._resolution import DRIFT_FACTOR, Observed, check_origin, check_tolerances, series
@@ -442,8 +442,8 @@ def _check_limit_identity(
     if final is None or not isinstance(init, LinearNetwork):
         return {"limit_identity": _not_applicable(obs.dtype)}
     predicted = limit_identity_of(final, init, problem)
-    observed = jnp.sqrt(jnp.sum((final.product - predicted) ** 2))
-    bound = jnp.sqrt(jnp.sum(problem.error(final.product) ** 2) / obs.stats.lambda_r_sigma)
+    observed = frobenius(final.product - predicted)
+    bound = frobenius(problem.error(final.product)) / jnp.sqrt(obs.stats.lambda_r_sigma)
     tolerant = (1 + obs.rtol) * bound + obs.d_noise
     return {
         "limit_identity": _result(

@@ -15,6 +15,7 @@ from jaxtyping import Array, Bool, Float
 
 from ._deep_network import DeepLinearNetwork, check_deep_compatible
 from ._method._deep import two_layer_view_gram
+from ._misc import frobenius
 from ._problem import Problem
 from ._resolution import DRIFT_FACTOR, Observed, check_origin, series
 from ._trajectory import Trajectory
@@ -100,10 +101,9 @@ def _observed(trajectory: Trajectory, init: DeepLinearNetwork, problem: Problem,
     r"""What every deep check reads (`flowlin._resolution.Observed`, as at two layers), with
     the noise levels of the end-to-end product $W(0) = W_L\cdots W_1(0)$."""
     W0 = init.product
-    norm = lambda A: jnp.sqrt(jnp.sum(A**2))
     return Observed(
-        trajectory, problem, rtol, atol, dtype=init.dtype, error0=norm(problem.error(W0)),
-        distance0=norm(W0 - problem.min_norm),
+        trajectory, problem, rtol, atol, dtype=init.dtype, error0=frobenius(problem.error(W0)),
+        distance0=frobenius(W0 - problem.min_norm),
     )  # fmt: skip
 
 
@@ -159,8 +159,8 @@ def _limit_identity(trajectory, init, problem: Problem, obs: Observed, rtol):
         return None
     predicted = deep_limit_identity_of(final, init, problem)
     W = final.product
-    observed = jnp.sqrt(jnp.sum((W - predicted) ** 2))
-    bound = jnp.sqrt(jnp.sum((problem.error(W) / problem.sqrt_sigma[:, None]) ** 2))
+    observed = frobenius(W - predicted)
+    bound = frobenius(problem.error(W) / problem.sqrt_sigma[:, None])
     tolerant = (1 + rtol) * bound + obs.d_noise
     tight = jnp.where(bound > 0, observed / bound, jnp.nan)
     one = jnp.ones((1,), bool)

@@ -12,7 +12,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._errors import check_positive, is_concrete
-from ._misc import frobenius as _norm
+from ._misc import frobenius
 from ._problem import Problem
 from ._trajectory import Trajectory, init_fingerprint
 from .theory._statistics import InitStatistics
@@ -110,8 +110,8 @@ def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem):
     # whose product is W* has E(0) = 0: two round-offs of zero differ entirely).
     cancelled = jnp.stack(
         [
-            _norm(problem.Y_tilde) + _norm(gram.Q[:r, r:]),  # for ½‖E(0)‖²
-            _norm(problem.Y),  # for L*
+            frobenius(problem.Y_tilde) + frobenius(gram.Q[:r, r:]),  # for ½‖E(0)‖²
+            frobenius(problem.Y),  # for L*
         ]
     ).astype(dtype)
 
@@ -177,11 +177,10 @@ class Observed(eqx.Module):
         stats: InitStatistics | None = None,
     ):  # fmt: skip
         """`error0` = ‖E(0)‖ and `distance0` = ‖W(0) − W*‖ of the init; `dtype` its dtype."""
-        norm = lambda A: jnp.sqrt(jnp.sum(A**2))
         self.stats, self.rtol, self.atol = stats, rtol, atol
         self.ok = trajectory.succeeded
-        self.e_noise = atol * (error0 + norm(problem.Y_tilde))
-        self.d_noise = atol * (distance0 + norm(problem.min_norm))
+        self.e_noise = atol * (error0 + frobenius(problem.Y_tilde))
+        self.d_noise = atol * (distance0 + frobenius(problem.min_norm))
         self.ts = jnp.concatenate([trajectory.ts, trajectory.final_time[None]]).astype(dtype)
         self.finite_t = jnp.isfinite(self.ts)
         excess = series(trajectory, "excess_loss")

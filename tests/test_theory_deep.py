@@ -534,3 +534,25 @@ def test_deep_loss_bound_at_infinite_time():
         np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=str(scale))
         if has_margin:
             assert 0 < got[1] < excess0
+
+
+def test_float32_data_whose_squares_overflow_are_still_checked():
+    """float32 Y of 1e20: ‖Ỹ‖² = 3e39 overflows, ‖Ỹ‖ does not. The checks' noise levels were
+    inf (a "held" with infinite slack for the limit identity, and the loss envelope reported
+    below the floor at every time). Formed at unit scale, both are checked, and their verdicts
+    agree with float64 arithmetic on the same float32 numbers."""
+    f32 = jnp.float32
+    base = flowlin.problems.gaussian(jax.random.key(0), n=6, D=12, m=1)
+    problem = flowlin.Problem(base.X.astype(f32), (base.Y * 1e20).astype(f32))
+    net = flowlin.init.deep_balanced(jax.random.key(2), 0.9 * problem.min_norm, (8, 8))
+    t1 = 20 / float(theory.deep_rate(net, problem))
+    ts = jnp.linspace(0, t1, 11)
+    traj = flowlin.gradient_flow(net, problem, t1, saveat=ts)
+    checks = flowlin.check_bounds(traj, net, problem)
+    limit, envelope = checks["limit_identity"], checks["deficiency_margin_loss"]
+    assert bool(limit.applicable) and np.isfinite(float(limit.worst_slack))
+    assert bool(envelope.applicable)
+    excess = np.asarray(traj.excess_loss, np.float64)[1:]  # t = 0 is an equality: skipped
+    bound = np.asarray(theory.deep_loss_bound(ts, net, problem), np.float64)[1:]
+    assert bool(envelope.holds) == bool(np.all(excess <= bound * (1 + 1e-3)))
+    assert bool(envelope.holds)

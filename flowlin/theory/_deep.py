@@ -105,7 +105,7 @@ def margin_of(net: DeepLinearNetwork, problem: Problem):
     ($\sigma_m(W^\star) = 0$ if $m > r$)."""
     with jax.default_matmul_precision("highest"):
         E = problem.error(net.product)
-    e0 = jnp.sqrt(jnp.sum(E**2))
+    e0 = frobenius(E)
     target = problem.Y_tilde / problem.sqrt_sigma[:, None]  # Σ^{-1/2}Ỹ: W*ᵀ in Φ1's basis
     sigma_m, _ = index_split(problem.rank, problem.m, min_singular_value(target))
     return sigma_m - e0 / jnp.sqrt(problem.sigma[-1]), e0

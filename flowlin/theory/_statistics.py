@@ -30,6 +30,7 @@ from jaxtyping import Array, ArrayLike, Float, Real
 
 from .._errors import check_number, is_concrete
 from .._gram_init import GramInit, check_gram_compatible, gram_init
+from .._misc import frobenius
 from .._network import LinearNetwork, check_compatible
 from .._problem import Problem, check_problem
 
@@ -279,9 +280,9 @@ class InitStatistics(eqx.Module):
         self.c = self.lambda_r + self.lambda_m_neg
         Q11, Q12, Q22 = split(problem, gram.Q)
         self.error = error_of(gram, problem)
-        self.error_norm = jnp.sqrt(jnp.sum(self.error**2))
+        self.error_norm = frobenius(self.error)
         self.product = Q12 / problem.sqrt_sigma[:, None]  # U1 Vᵀ = S^{-1} Q12
-        self.product_norm = jnp.sqrt(jnp.sum(self.product**2))
+        self.product_norm = frobenius(self.product)
         self.product_min_singular_value = min_singular_value(self.product)
         self.residual_v, self.residual_u1 = residuals_of(gram, problem)
         self.invariant_residual = jnp.sqrt(self.residual_v**2 + self.residual_u1**2)
