@@ -148,7 +148,14 @@ def _conservation(trajectory, init: DeepLinearNetwork, obs: Observed, atol):
     worst = jnp.min(_log_ratio(tol, drift), axis=-1)  # the tightest layer at each time
     checked = obs.finite_t & jnp.all(jnp.isfinite(drift), axis=-1)
     tight = _last(jnp.max(drift / tol, axis=-1), checked)
-    return Verdict(obs.ok, jnp.asarray(True), worst, checked, tight)
+    # A layer pair whose C_l is of order tiny/eps or less (float32 weights of ~1e-16) is formed
+    # in subnormal numbers, if not flushed to 0: its drift says nothing, whatever its sign. Such
+    # times are excluded (slack set to 0 so that `_result` leaves them out), never a verdict.
+    finfo = jnp.finfo(tol.dtype)
+    unresolved = jnp.any(scales < finfo.tiny / finfo.eps)
+    worst = jnp.where(unresolved, jnp.zeros_like(worst), worst)
+    below = jnp.broadcast_to(unresolved, worst.shape)
+    return Verdict(obs.ok, jnp.asarray(True), worst, checked, tight, below)
 
 
 def _limit_identity(trajectory, init, problem: Problem, obs: Observed, rtol):

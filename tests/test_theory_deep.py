@@ -556,3 +556,20 @@ def test_float32_data_whose_squares_overflow_are_still_checked():
     bound = np.asarray(theory.deep_loss_bound(ts, net, problem), np.float64)[1:]
     assert bool(envelope.holds) == bool(np.all(excess <= bound * (1 + 1e-3)))
     assert bool(envelope.holds)
+
+
+def test_balancedness_of_subnormal_float32_layers_is_not_checked():
+    """float32 layers of 1e-20: every C_l = W_(l+1)ᵀW_(l+1) − W_lW_lᵀ is below 1e-38, formed in
+    subnormals or flushed to 0, so its drift (0 here) says nothing: the check is reported
+    below the resolution floor (reason 4), neither held nor violated. At 1e-6 it is checked."""
+    f32 = jnp.float32
+    base = flowlin.problems.gaussian(jax.random.key(0), n=6, D=12, m=2)
+    problem = flowlin.Problem(base.X.astype(f32), base.Y.astype(f32))
+    gauss = flowlin.init.deep_gaussian(jax.random.key(1), 12, 2, (8, 8), scale=1.0)
+    below = flowlin.BoundCheck.REASONS.index("below the resolution floor of the dtype at every time")
+    for s, checked in ((1e-20, False), (1e-6, True)):
+        net = flowlin.DeepLinearNetwork([(s * w).astype(f32) for w in gauss.weights])
+        traj = flowlin.gradient_flow(net, problem, 5.0, saveat=jnp.linspace(0, 5, 6))
+        check = flowlin.check_bounds(traj, net, problem)["balancedness_conserved"]
+        assert bool(check.applicable) == checked, s
+        assert int(check.reason) == (0 if checked else below), s
