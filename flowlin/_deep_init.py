@@ -20,7 +20,7 @@ from ._errors import (
     float_dtype,
     is_concrete,
 )
-from ._init import gaussian
+from ._init import check_std_fits, gaussian
 from ._misc import full_precision
 
 
@@ -120,7 +120,7 @@ def deep_gaussian(
     if not isinstance(scaling, str) or scaling not in SCALINGS:
         raise ValueError(f"`{call}`: scaling must be one of {SCALINGS}, got {scaling!r}")
     dtype = float_dtype(call, dtype)
-    scale = jnp.asarray(scale, dtype)
+    asked, scale = scale, jnp.asarray(scale, dtype)
     shapes = _layer_shapes(D, m, widths)
     if scaling == "paper":
         a = jnp.asarray(alpha, dtype)
@@ -129,6 +129,9 @@ def deep_gaussian(
         ]
     else:
         stds = [scale / jnp.sqrt(jnp.asarray(shape[1], dtype)) for shape in shapes]
+    for i, std in enumerate(stds):
+        what = f"scale and alpha (layer {i + 1})" if scaling == "paper" else "scale"
+        check_std_fits(call, what, std, dtype, asked=asked)
     if len(shapes) == 2:  # the two-layer draw, so that L = 2 gives init.paper's weights
         net = gaussian(key, D, m, widths[0], stds[0], stds[1], dtype=dtype)
         return DeepLinearNetwork([net.W1, net.W2])

@@ -40,6 +40,25 @@ def _check_width(call: str, h, pad_to: int | None) -> int:
     return pad_to
 
 
+def check_std_fits(call: str, what: str, std, dtype, *, asked=None) -> None:
+    """Refuse a concrete std that `dtype` holds only as 0 (unless the argument `asked`, a scale
+    or std as given, is 0: zeros wanted), a subnormal or inf: the weights would be all zeros,
+    round-off noise, or not numbers. `what` names the arguments that set it."""
+    if not is_concrete(std):
+        return
+    value = float(np.asarray(std, np.float64))
+    finfo = jnp.finfo(dtype)
+    zero_ok = asked is not None and is_concrete(asked) and float(np.asarray(asked)) == 0
+    if (value == 0 and zero_ok) or float(finfo.tiny) <= value <= float(finfo.max):
+        return
+    raise ValueError(
+        f"`{call}`: the std set by {what} is {value:.3g} in {jnp.dtype(dtype).name}, outside the "
+        f"normal numbers it holds ({float(finfo.tiny):.1e} to {float(finfo.max):.1e}): the "
+        "weights would be zeros or not numbers. Use float64 "
+        "(jax.config.update('jax_enable_x64', True)) or a scale nearer 1"
+    )
+
+
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _unit_normals(key, width: int, D: int, m: int, dtype):
     """Standard normals for hidden units 0..width-1, unit i drawn from `fold_in(key, i)`.
@@ -98,6 +117,8 @@ def gaussian(
     check_positive(call, "std1", std1, allow_zero=True, scalar=True)
     check_positive(call, "std2", std2, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
+    check_std_fits(call, "std1", jnp.asarray(std1, dtype), dtype, asked=std1)
+    check_std_fits(call, "std2", jnp.asarray(std2, dtype), dtype, asked=std2)
     a, b = _unit_normals(key, width, D, m, dtype)
     W1 = jnp.asarray(std1, dtype) * a
     W2 = jnp.asarray(std2, dtype) * b
@@ -133,6 +154,7 @@ def paper(
     dtype = float_dtype(call, dtype)
     _check_width(call, h, pad_to)
     std = jnp.asarray(h, dtype) ** (-jnp.asarray(alpha, dtype))
+    check_std_fits(call, "alpha (h^-alpha)", std, dtype)
     return gaussian(key, D, m, h, std, std, pad_to=pad_to, dtype=dtype)
 
 

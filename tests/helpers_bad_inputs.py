@@ -8,6 +8,17 @@ LAWS = "flowlin.theory.DistanceLaw(jnp.ones((25, 1)), 3)"
 SUMMARY = "flowlin.summarize_bounds(__import__('xarray').Dataset(), "
 
 ROWS: dict[str, tuple[str, str]] = {
+    # -- stds the dtype cannot hold (weights all zeros or subnormal noise) ---------------
+    "init.paper/std-underflows": ("flowlin.init.paper(key, 6, 1, 10, 400.0)", "alpha"),
+    "init.gaussian/std-subnormal": ("flowlin.init.gaussian(key, 6, 1, 10, 1e-320, 1.0)", "std1"),
+    "init.deep_gaussian/scale-subnormal": (
+        "flowlin.init.deep_gaussian(key, 6, 1, (4, 4), scale=1e-320)",
+        "scale",
+    ),
+    "init.deep_gaussian/alpha-underflows": (
+        "flowlin.init.deep_gaussian(key, 6, 1, (4, 4), alpha=1000.0)",
+        "alpha",
+    ),
     # -- the gap's law --------------------------------------------------------------------
     "theory.distance_law/std1-array": (
         "flowlin.theory.distance_law(net, jnp.array([0.5, 0.6]), problem)",
