@@ -88,8 +88,10 @@ class BoundCheck(eqx.Module):
       failed (late in float32 runs). Above the floor, a value still counts as a violation.
     - `reason`: why the bound was or was not checked, an index into `BoundCheck.REASONS`
       (0 checked; 4: every time below the resolution floor, could not be checked).
-    - `tightness`: how close the bound came, at the **last** checked time (late time), in
-      $[0, 1]$ when it holds, 1 = exact: observed/bound for upper bounds, bound/observed for
+    - `tightness`: how close the bound came, at the **last** checked time (late time),
+      1 = exact, at most 1 when the bound holds with room to spare (a bound that held only
+      within the tolerance, as late in float32 runs, can read above 1): observed/bound for
+      upper bounds, bound/observed for
       lower bounds; for the loss envelopes the log-scale ratio
       $\log(\text{bound}(t)/(L(0) - L^\star))/\log((L(t) - L^\star)/(L(0) - L^\star))$, the
       fraction of the observed decay the theorem guarantees (for `loss_margin_local`: the
