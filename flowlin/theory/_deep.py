@@ -86,9 +86,12 @@ def deep_limit_identity_of(
 
 
 def invariant_residuals_of(init: DeepLinearNetwork, problem: Problem, *, unit_scale=False):
-    r"""$(\|W_2W_1\Phi_2\|_F, \|\Phi_1^\top W_1^\top W_1\Phi_2\|_F)$ at `init`, formed from
-    $W_1, W_2$ at unit scale (then times its square; `unit_scale`: not, with the scaled
-    $\|W_1\|_F$, $\|W_2\|_F$ too, for scale-free comparisons)."""
+    r"""$(\|W_2W_1\Phi_2\|_F, \|\Phi_1^\top W_1^\top W_1\Phi_2\|_F)$ at `init`.
+
+    Formed from $W_1, W_2$ divided by their largest entry $s$, then multiplied by $s^2$. With
+    `unit_scale=True`: the residuals of the divided weights, not multiplied back, and those
+    weights' norms $\|W_1/s\|_F$, $\|W_2/s\|_F$ (for comparisons that do not depend on $s$).
+    """
     (W1, W2), unit = to_unit_scale(init.weights[0], init.weights[1])
     with jax.default_matmul_precision("highest"):
         N = problem.null_part(W1)  # W1 Φ2 Φ2ᵀ: same norms as W1 Φ2 after any left factor
