@@ -28,8 +28,8 @@ from .theory._rates import prop1_bound_of, rate_imbalance_of, rate_margin_of
 from .theory._statistics import (
     InitStatistics,
     WidthLike,
-    as_gram,
     check_wide_arguments,
+    gram_and_residuals,
     width_of,
 )
 from .theory._wide import WideNetworkBound, lemma1_quantities_of, wide_network_bound_of
@@ -255,7 +255,7 @@ def check_bounds(
         )
     if isinstance(init, DeepLinearNetwork):
         return _check_deep_init(call, trajectory, init, problem, width, alpha, rtol, atol)
-    gram = as_gram(call, init, problem)
+    gram, residuals = gram_and_residuals(call, init, problem)
     if trajectory.ts.ndim != 1:
         raise ValueError(
             f"`{call}`: trajectory is batched (ts.shape={trajectory.ts.shape}); use jax.vmap "
@@ -271,13 +271,16 @@ def check_bounds(
     alpha = None if alpha is None else jnp.asarray(alpha, dtype)
     as_array = lambda x: jnp.asarray(x, dtype)
     tols = map(as_array, (delta, rtol, atol))
-    return _check(trajectory, init, gram, problem, h, alpha, *tols, mismatch=mismatch)
+    return _check(trajectory, init, gram, residuals, problem, h, alpha, *tols, mismatch=mismatch)
 
 
 @eqx.filter_jit
-def _check(trajectory, init, gram, problem, h, alpha, delta, rtol, atol, *, mismatch=None):
+def _check(
+    trajectory, init, gram, residuals, problem, h, alpha, delta, rtol, atol, *, mismatch=None
+):
     """Every family of checks on one trajectory, merged in `CHECK_KEYS` order."""
-    obs = Observed.of_statistics(trajectory, InitStatistics(gram, problem), problem, rtol, atol)
+    stats = InitStatistics(gram, problem, residuals)
+    obs = Observed.of_statistics(trajectory, stats, problem, rtol, atol)
     wide = None if h is None or alpha is None else wide_network_bound_of(h, alpha, delta, problem)
     out = {
         **_check_conservation(trajectory, obs),

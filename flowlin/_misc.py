@@ -44,21 +44,31 @@ def full_precision(fn):
     return wrapped
 
 
+def _power_of_two_unit(big):
+    """The power of two at or above `big` (1 where `big` is 0 or not finite): dividing and
+    multiplying by it is exact, so work done at unit scale gives the same numbers wherever
+    they are representable. Held constant under differentiation (what it scales is
+    homogeneous: the result does not depend on it)."""
+    big = jax.lax.stop_gradient(big)
+    ok = (big > 0) & jnp.isfinite(big)
+    _, exponent = jnp.frexp(jnp.where(ok, big, jnp.ones_like(big)))
+    return jnp.where(ok, jnp.ldexp(jnp.ones_like(big), exponent), jnp.ones_like(big))
+
+
 def frobenius(A, axis=None):
-    """The Frobenius norm of `A` over `axis` (every axis by default), with `A` divided by its
-    largest entry before squaring: a float32 entry of 1e-22 squares to 0 and one of 1e20 to
-    inf, while the norm itself is representable. Zero for a zero `A`; inf/NaN entries give
+    """The Frobenius norm of `A` over `axis` (every axis by default), with `A` brought to unit
+    scale before squaring: a float32 entry of 1e-22 squares to 0 and one of 1e20 to inf,
+    while the norm itself is representable. Zero for a zero `A`; inf/NaN entries give
     inf/NaN."""
-    big = jnp.max(jnp.abs(A), axis=axis, keepdims=True)
-    unit = jnp.where((big > 0) & jnp.isfinite(big), big, jnp.ones_like(big))
+    unit = _power_of_two_unit(jnp.max(jnp.abs(A), axis=axis, keepdims=True))
     norm = unit * jnp.sqrt(jnp.sum((A / unit) ** 2, axis=axis, keepdims=True))
     return jnp.squeeze(norm, axis=axis)
 
 
 def to_unit_scale(*layers):
-    """`layers` divided by their largest entry (over the last two axes; 1 where that is 0 or
-    not finite), and that entry: products and squares of the scaled layers neither underflow
-    nor overflow (float32 weights of 1e-11 have products of 1e-22 and squares of those of 0)."""
+    """`layers` divided by one power of two near their largest entry (over the last two axes),
+    and that power: products and squares of the scaled layers neither underflow nor overflow
+    (float32 weights of 1e-11 have products of 1e-22, and squares of those are 0)."""
     big = jnp.max(jnp.stack([jnp.max(jnp.abs(w), axis=(-2, -1)) for w in layers]), axis=0)
-    unit = jnp.where((big > 0) & jnp.isfinite(big), big, jnp.ones_like(big))
+    unit = _power_of_two_unit(big)
     return tuple(w / unit[..., None, None] for w in layers), unit

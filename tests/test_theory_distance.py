@@ -55,7 +55,9 @@ def test_invariant_set_residuals_and_limit_identity(getkey):
 def test_invariant_set_residuals_at_extreme_float32_scales():
     """The residuals are quadratic in the weights, K quartic: float32 weights of 1e-12 give K
     of 1e-48 (0) and of 1e10, 1e40 (inf). Formed at unit scale, they equal float64 NumPy's
-    from the same float32 weights (‖VU₂ᵀ‖, ‖U₁U₂ᵀ‖ with U = ΦᵀW₁ᵀ), at 1e-12, 1 and 1e10."""
+    from the same float32 weights (‖VU₂ᵀ‖, ‖U₁U₂ᵀ‖ with U = ΦᵀW₁ᵀ), at 1e-12, 1 and 1e10:
+    from `invariant_set_residual` and from the statistics every other result reads
+    (`theory.quantities`, as in `check_bounds` and a sweep)."""
     f32 = jnp.float32
     p64 = flowlin.problems.gaussian(jax.random.key(0), n=6, D=12, m=2)
     p32 = flowlin.Problem(p64.X.astype(f32), p64.Y.astype(f32))
@@ -68,3 +70,6 @@ def test_invariant_set_residuals_at_extreme_float32_scales():
         want = (np.linalg.norm(W2 @ U2t), np.linalg.norm(Phi1.T @ W1.T @ U2t))
         got = flowlin.theory.invariant_set_residual(net, p32)
         np.testing.assert_allclose([float(g) for g in got], want, rtol=1e-4, err_msg=str(s))
+        q = flowlin.theory.quantities(net, p32)
+        got = [float(q["residual_v"]), float(q["residual_u1"])]
+        np.testing.assert_allclose(got, want, rtol=1e-4, err_msg=f"quantities, {s}")

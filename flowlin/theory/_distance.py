@@ -11,10 +11,10 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._errors import check_not_negative
 from .._gram_init import GramInit
-from .._misc import full_precision, to_unit_scale
+from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem
-from ._statistics import InitStatistics, as_gram, as_network, residuals_of
+from ._statistics import InitStatistics, as_network, gram_and_residuals, residuals_of
 
 
 # -- internal: the formulas, from checked inputs --------------------------------------------
@@ -78,14 +78,10 @@ def invariant_set_residual(
 
     docs/theory.md §2(e), ICML Proposition 1.
     """
-    call = "flowlin.theory.invariant_set_residual(...)"
-    if not isinstance(init, LinearNetwork):
-        return residuals_of(as_gram(call, init, problem), problem)
-    # The residuals are quadratic in the weights and K quartic: from the network at unit scale
-    # (float32 weights of 1e-12 have K of 1e-48, which is 0; of 1e10, K of 1e40, inf).
-    (W1, W2), unit = to_unit_scale(init.W1, init.W2)
-    v, u = residuals_of(as_gram(call, LinearNetwork(W1, W2), problem), problem)
-    return unit**2 * v, unit**2 * u
+    gram, residuals = gram_and_residuals(
+        "flowlin.theory.invariant_set_residual(...)", init, problem
+    )
+    return residuals_of(gram, problem) if residuals is None else residuals
 
 
 @full_precision

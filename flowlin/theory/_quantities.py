@@ -25,8 +25,8 @@ from ._rates import (
 from ._statistics import (
     InitStatistics,
     WidthLike,
-    as_gram,
     check_wide_arguments,
+    gram_and_residuals,
     width_of,
 )
 from ._wide import WideNetworkBound, h0_of, wide_network_bound_of
@@ -112,19 +112,19 @@ def quantities(
     docs/theory.md §2(a)–(g).
     """
     call = "flowlin.theory.quantities(...)"
-    gram = as_gram(call, init, problem)
+    gram, residuals = gram_and_residuals(call, init, problem)
     check_wide_arguments(call, width, alpha, delta)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled function is reused across their values.
     h = width_of(init, width)
     h = None if h is None else jnp.asarray(h, dtype)
     alpha = None if alpha is None else jnp.asarray(alpha, dtype)
-    return _quantities(gram, problem, h, alpha, jnp.asarray(delta, dtype))
+    return _quantities(gram, residuals, problem, h, alpha, jnp.asarray(delta, dtype))
 
 
 @eqx.filter_jit
-def _quantities(gram, problem, h, alpha, delta):
-    stats = InitStatistics(gram, problem)
+def _quantities(gram, residuals, problem, h, alpha, delta):
+    stats = InitStatistics(gram, problem, residuals)
     dtype = gram.Q.dtype
     if h is None or alpha is None:
         wide = _no_wide_network_bound(problem, delta, dtype)

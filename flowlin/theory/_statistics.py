@@ -30,7 +30,7 @@ from jaxtyping import Array, ArrayLike, Float, Real
 
 from .._errors import check_number, is_concrete
 from .._gram_init import GramInit, check_gram_compatible, gram_init
-from .._misc import frobenius
+from .._misc import frobenius, to_unit_scale
 from .._network import LinearNetwork, check_compatible
 from .._problem import Problem, check_problem
 
@@ -51,13 +51,30 @@ WidthLike = int | float | np.number | Real[ArrayLike, ""]
 
 def as_gram(call: str, init, problem: Problem) -> GramInit:
     """The `GramInit` of `init` (a network or already a `GramInit`), checked against `problem`."""
+    return gram_and_residuals(call, init, problem)[0]
+
+
+def gram_and_residuals(call: str, init, problem: Problem):
+    r"""`as_gram`, and for a network its invariant-set residuals $(\|VU_2^\top\|_F,
+    \|U_1U_2^\top\|_F)$ (`None` for a `GramInit`: its $K$ is all there is).
+
+    A network's statistics are formed from its weights divided by a power of two $s$ near their
+    largest entry, then $Q$ times $s^2$ and $K$ times $s^4$: exact, so the same numbers wherever
+    they are representable. The residuals are taken before $K$ is scaled back: they are
+    quadratic in the weights and $K$ quartic (float32 weights of 1e-12 have $K$ of 1e-48, which
+    is 0, and residuals of 1e-24)."""
     check_problem(call, problem)
     if isinstance(init, LinearNetwork):
         check_compatible(call, init, problem)
-        return gram_init(init, problem)
+        (W1, W2), unit = to_unit_scale(init.W1, init.W2)
+        at_unit = gram_init(LinearNetwork(W1, W2), problem)
+        v, u = residuals_of(at_unit, problem)
+        s2 = (unit**2)[..., None, None]
+        gram = eqx.tree_at(lambda g: (g.Q, g.K), at_unit, (s2 * at_unit.Q, s2**2 * at_unit.K))
+        return gram, (unit**2 * v, unit**2 * u)
     if isinstance(init, GramInit):
         check_gram_compatible(call, init, problem, name="init")
-        return init
+        return init, None
     raise TypeError(
         f"`{call}`: init must be a flowlin.LinearNetwork or a flowlin.GramInit, got "
         f"{type(init).__name__}"
@@ -260,13 +277,14 @@ class InitStatistics(eqx.Module):
     target_sigma_m: Float[Array, ""]
     target_sigma_r: Float[Array, ""]
 
-    def __init__(self, gram: GramInit, problem: Problem):
+    def __init__(self, gram: GramInit, problem: Problem, residuals=None):
+        """`residuals`: the network's, from `gram_and_residuals` (else read off $K$)."""
         # Full float32 products: on GPUs the default may be TF32 (~1e-3), far coarser than the
         # float32 verdicts need (see flowlin._misc.full_precision).
         with jax.default_matmul_precision("highest"):
-            self._fill(gram, problem)
+            self._fill(gram, problem, residuals)
 
-    def _fill(self, gram: GramInit, problem: Problem) -> None:
+    def _fill(self, gram: GramInit, problem: Problem, residuals) -> None:
         r = problem.rank
         self.gram = gram
         self.rank, self.m = r, problem.m
@@ -284,7 +302,9 @@ class InitStatistics(eqx.Module):
         self.product = Q12 / problem.sqrt_sigma[:, None]  # U1 Vᵀ = S^{-1} Q12
         self.product_norm = frobenius(self.product)
         self.product_min_singular_value = min_singular_value(self.product)
-        self.residual_v, self.residual_u1 = residuals_of(gram, problem)
+        if residuals is None:
+            residuals = residuals_of(gram, problem)
+        self.residual_v, self.residual_u1 = residuals
         self.invariant_residual = jnp.sqrt(self.residual_v**2 + self.residual_u1**2)
         self.distance_initial = jnp.sqrt(
             jnp.sum((self.error / problem.sqrt_sigma[:, None]) ** 2) + self.residual_v**2
@@ -298,4 +318,5 @@ class InitStatistics(eqx.Module):
     @classmethod
     def of(cls, init: LinearNetwork | GramInit, problem: Problem, *, call: str) -> "InitStatistics":
         """Check `init` and `problem` (errors name `call`) and compute the statistics."""
-        return cls(as_gram(call, init, problem), problem)
+        gram, residuals = gram_and_residuals(call, init, problem)
+        return cls(gram, problem, residuals)
