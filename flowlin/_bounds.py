@@ -29,6 +29,7 @@ from .theory._statistics import (
     InitStatistics,
     WidthLike,
     check_wide_arguments,
+    check_width_fits,
     gram_and_residuals,
     width_of,
 )
@@ -230,7 +231,8 @@ def check_bounds(
     - `width`, `alpha`, `delta`: for ICML Lemma 1 / Theorem 2 (as in
       `flowlin.theory.quantities`): `alpha=None` makes those checks not applicable; `width`
       defaults to the network's width (pass the true width for a zero-padded network or a
-      `GramInit`).
+      `GramInit`; for a network, a width above its rows or below its nonzero rows is
+      refused).
     - `rtol`, `atol`: the tolerances above (default `None`: derived as said there).
 
     **Returns:** `dict[str, BoundCheck]` with the keys below (`flowlin.CHECK_KEYS`).
@@ -255,6 +257,11 @@ def check_bounds(
         )
     if isinstance(init, DeepLinearNetwork):
         return _check_deep_init(call, trajectory, init, problem, width, alpha, rtol, atol)
+    if isinstance(trajectory.final_network, DeepLinearNetwork):
+        raise ValueError(
+            f"`{call}`: init is a {type(init).__name__} but trajectory was computed from a "
+            "DeepLinearNetwork; pass the init gradient_flow was called with"
+        )
     gram, residuals = gram_and_residuals(call, init, problem)
     if trajectory.ts.ndim != 1:
         raise ValueError(
@@ -263,6 +270,7 @@ def check_bounds(
         )
     rtol, atol = check_tolerances(call, trajectory, rtol, atol)
     check_wide_arguments(call, width, alpha, delta)
+    check_width_fits(call, init, width)
     mismatch = check_origin(call, trajectory, gram, problem)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled check is reused across their values.

@@ -90,6 +90,17 @@ ROWS: dict[str, tuple[str, str]] = {
     "check_bounds/width-negative": ("CB(traj(), net, problem, alpha=0.5, width=-20)", "width"),
     "check_bounds/width-inf": ("CB(traj(), net, problem, alpha=0.5, width=float('inf'))", "width"),
     "check_bounds/width-array": ("CB(traj(), net, problem, alpha=0.5, width=jnp.ones(2))", "width"),
+    # A width the network was not drawn at: more than its rows, or fewer than its nonzero rows.
+    "check_bounds/width-above-rows": ("CB(traj(), net, problem, alpha=0.5, width=4)", "width"),
+    "check_bounds/width-below-used-rows": ("CB(traj(), net, problem, alpha=0.5, width=2)", "width"),
+    "theory.quantities/width-above-rows": (
+        "flowlin.theory.quantities(net, problem, alpha=0.5, width=10**6)",
+        "width",
+    ),
+    "check_bounds/deep-trajectory-two-layer-init": (
+        "CB(GD(dnet, problem, 0.01, 1), net, problem)",
+        "init",
+    ),
     # -- GramInit: Gram matrices are positive semidefinite ---------------------------------
     "GramInit/Q-not-psd": ("flowlin.GramInit(Q - 2 * np.abs(Q).sum() * np.eye(len(Q)), Q)", "Q"),
     "GramInit/K-negative": ("flowlin.GramInit(Q, -Q)", "K"),

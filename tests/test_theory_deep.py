@@ -465,6 +465,14 @@ def test_deep_bad_inputs_refused_by_name(problem, deep_runs):
         flowlin.check_bounds(traj, net, problem, alpha=0.5)
     with pytest.raises(ValueError, match="widths"):
         flowlin.check_bounds(traj, wide, problem)
+    # Either kind of network with the other kind's trajectory: the message says which is which.
+    with pytest.raises(ValueError, match="init is a LinearNetwork but trajectory was computed "
+                       "from a DeepLinearNetwork"):  # fmt: skip
+        flowlin.check_bounds(traj, two, problem)
+    two_traj = flowlin.gradient_descent(two, problem, 0.01, 1)
+    with pytest.raises(ValueError, match="init is a DeepLinearNetwork but trajectory was "
+                       "computed from a LinearNetwork"):  # fmt: skip
+        flowlin.check_bounds(two_traj, net, problem)
 
 
 # -- the law of the gap at depth (§6(f)) --------------------------------------------------------

@@ -89,3 +89,23 @@ def test_quantities_fixed_keys_jit_vmap(getkey):
     out2 = sweep(jax.random.split(getkey(), 4), widths + 0, alphas * 1.0)
     assert set(out) == keys and all(v.shape == (4,) for v in out.values())
     assert set(out2) == keys
+
+
+def test_width_of_a_zero_padded_network():
+    """The true width of a zero-padded network gives the unpadded network's quantities; a width
+    outside [its nonzero rows, its rows] is not a width it was drawn at, and is refused (its
+    wide-network bounds would otherwise read "violated" about a false hypothesis)."""
+    problem = numpy_problem(21, 4, 6, 1)
+    padded = flowlin.init.paper(jax.random.key(3), 6, 1, 8, 0.5, pad_to=20)
+    assert int(np.count_nonzero(np.any(np.asarray(padded.W1) != 0, axis=1))) == 8
+    plain = flowlin.LinearNetwork(padded.W1[:8], padded.W2[:, :8])
+    got = theory.quantities(padded, problem, width=8, alpha=0.5)
+    want = theory.quantities(plain, problem, alpha=0.5)
+    for k in theory.QUANTITY_KEYS:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14, err_msg=k)
+    traj = flowlin.gradient_descent(padded, problem, 0.01, 1)
+    for width in (7, 21, 10**6):
+        with pytest.raises(ValueError, match=rf"width={width} cannot be the true width"):
+            theory.quantities(padded, problem, width=width, alpha=0.5)
+        with pytest.raises(ValueError, match=rf"width={width} cannot be the true width"):
+            flowlin.check_bounds(traj, padded, problem, width=width, alpha=0.5)

@@ -26,6 +26,7 @@ from ._statistics import (
     InitStatistics,
     WidthLike,
     check_wide_arguments,
+    check_width_fits,
     gram_and_residuals,
     width_of,
 )
@@ -91,7 +92,8 @@ def quantities(
     - `problem`: the `flowlin.Problem`.
     - `width`: the true width $h$ for the wide-network bounds (may be traced). Default: the
       network's width; pass it for zero-padded networks and for a `GramInit` (without it the
-      width-dependent keys are NaN).
+      width-dependent keys are NaN). For a concrete network, a width above its rows or below
+      its nonzero rows is refused: it cannot be the width the network was drawn at.
     - `alpha`: the init's scaling exponent (`flowlin.init.paper`), for ICML Lemma 1 /
       Theorem 2; `None` (or outside $(1/4, 1/2]$) makes those keys NaN and their flags False.
     - `delta`: the failure probability of Lemma 1 / Theorem 2.
@@ -114,6 +116,7 @@ def quantities(
     call = "flowlin.theory.quantities(...)"
     gram, residuals = gram_and_residuals(call, init, problem)
     check_wide_arguments(call, width, alpha, delta)
+    check_width_fits(call, init, width)
     dtype = gram.Q.dtype
     # Numbers become arrays so that the compiled function is reused across their values.
     h = width_of(init, width)

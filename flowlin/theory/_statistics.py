@@ -114,6 +114,27 @@ def check_wide_arguments(call: str, width, alpha, delta) -> None:
             )
 
 
+def check_width_fits(call: str, init, width) -> None:
+    """Raise unless a concrete `width` given for a concrete two-layer network can be its true
+    hidden width: at most its rows, and at least its rows that are not zero (a zero-padded
+    network). A width the init was not drawn at would make the wide-network bounds read
+    "violated" about a theorem whose hypothesis is false."""
+    if width is None or not isinstance(init, LinearNetwork) or init.W1.ndim != 2:
+        return
+    if not (is_concrete(width) and is_concrete(init.W1) and is_concrete(init.W2)):
+        return
+    W1, W2 = np.asarray(init.W1), np.asarray(init.W2)
+    rows = W1.shape[0]
+    used = int(np.count_nonzero(np.any(W1 != 0, axis=1) | np.any(W2 != 0, axis=0)))
+    w = float(np.asarray(width))
+    if w > rows or w < used:
+        raise ValueError(
+            f"`{call}`: width={width!r} cannot be the true width of this network: it has "
+            f"{rows} hidden units, {used} of them not zero (width must lie between the two; "
+            "pass it only for a zero-padded network)"
+        )
+
+
 def check_delta(call: str, delta) -> None:
     """Raise unless a concrete `delta` is a scalar in (0, 1) (a traced one is not checked)."""
     check_number(call, "delta", delta)
