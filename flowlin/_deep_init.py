@@ -20,7 +20,7 @@ from ._errors import (
     float_dtype,
     is_concrete,
 )
-from ._init import check_std_fits, gaussian
+from ._init import check_std_fits, float64_std, gaussian
 from ._misc import full_precision
 
 
@@ -120,8 +120,15 @@ def deep_gaussian(
     if not isinstance(scaling, str) or scaling not in SCALINGS:
         raise ValueError(f"`{call}`: scaling must be one of {SCALINGS}, got {scaling!r}")
     dtype = float_dtype(call, dtype)
-    asked, scale = scale, jnp.asarray(scale, dtype)
     shapes = _layer_shapes(D, m, widths)
+    if is_concrete(scale) and is_concrete(alpha):  # checked in float64, before any cast
+        for i, shape in enumerate(shapes):
+            if scaling == "paper":
+                what, std = f"scale and alpha (layer {i + 1})", (_paper_width(widths, i), alpha)
+            else:
+                what, std = "scale", (shape[1], 0.5)
+            check_std_fits(call, what, float64_std(scale, *std), dtype, asked=scale)
+    scale = jnp.asarray(scale, dtype)
     if scaling == "paper":
         a = jnp.asarray(alpha, dtype)
         stds = [
@@ -129,9 +136,6 @@ def deep_gaussian(
         ]
     else:
         stds = [scale / jnp.sqrt(jnp.asarray(shape[1], dtype)) for shape in shapes]
-    for i, std in enumerate(stds):
-        what = f"scale and alpha (layer {i + 1})" if scaling == "paper" else "scale"
-        check_std_fits(call, what, std, dtype, asked=asked)
     if len(shapes) == 2:  # the two-layer draw, so that L = 2 gives init.paper's weights
         net = gaussian(key, D, m, widths[0], stds[0], stds[1], dtype=dtype)
         return DeepLinearNetwork([net.W1, net.W2])

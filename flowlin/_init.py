@@ -43,7 +43,10 @@ def _check_width(call: str, h, pad_to: int | None) -> int:
 def check_std_fits(call: str, what: str, std, dtype, *, asked=None) -> None:
     """Refuse a concrete std that `dtype` holds only as 0 (unless the argument `asked`, a scale
     or std as given, is 0: zeros wanted), a subnormal or inf: the weights would be all zeros,
-    round-off noise, or not numbers. `what` names the arguments that set it."""
+    round-off noise, or not numbers. `what` names the arguments that set it.
+
+    `std` is the value in float64 (`float64_std`), before any cast to `dtype`: a cast that
+    overflows would print NumPy's RuntimeWarning before this error."""
     if not is_concrete(std):
         return
     value = float(np.asarray(std, np.float64))
@@ -57,6 +60,14 @@ def check_std_fits(call: str, what: str, std, dtype, *, asked=None) -> None:
         "weights would be zeros or not numbers. Use float64 "
         "(jax.config.update('jax_enable_x64', True)) or a scale nearer 1"
     )
+
+
+def float64_std(scale, width, alpha) -> float:
+    """scale · width^(−alpha) of concrete numbers, in float64 (NumPy's warnings off: an
+    overflow is inf, refused by `check_std_fits` by name)."""
+    with np.errstate(all="ignore"):
+        s, w, a = (np.asarray(x, np.float64) for x in (scale, width, alpha))
+        return float(s * w ** (-a))
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
@@ -117,8 +128,8 @@ def gaussian(
     check_positive(call, "std1", std1, allow_zero=True, scalar=True)
     check_positive(call, "std2", std2, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
-    check_std_fits(call, "std1", jnp.asarray(std1, dtype), dtype, asked=std1)
-    check_std_fits(call, "std2", jnp.asarray(std2, dtype), dtype, asked=std2)
+    check_std_fits(call, "std1", std1, dtype, asked=std1)
+    check_std_fits(call, "std2", std2, dtype, asked=std2)
     a, b = _unit_normals(key, width, D, m, dtype)
     W1 = jnp.asarray(std1, dtype) * a
     W2 = jnp.asarray(std2, dtype) * b
@@ -153,8 +164,9 @@ def paper(
     check_positive(call, "alpha", alpha, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
     _check_width(call, h, pad_to)
+    if is_concrete(h) and is_concrete(alpha):
+        check_std_fits(call, "alpha (h^-alpha)", float64_std(1.0, h, alpha), dtype)
     std = jnp.asarray(h, dtype) ** (-jnp.asarray(alpha, dtype))
-    check_std_fits(call, "alpha (h^-alpha)", std, dtype)
     return gaussian(key, D, m, h, std, std, pad_to=pad_to, dtype=dtype)
 
 

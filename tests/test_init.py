@@ -124,3 +124,28 @@ def test_init_errors(problem):
 def test_network_errors(W1, W2, match):
     with pytest.raises(ValueError, match=match):
         flowlin.LinearNetwork(W1, W2)
+
+
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        ("init.gaussian(key, 5, 1, 4, 1e39, 1.0, dtype=f32)", "std1"),
+        ("init.gaussian(key, 5, 1, 4, 1.0, 1e-39, dtype=f32)", "std2"),
+        ("init.paper(key, 5, 1, 4, 1e39, dtype=f32)", "alpha"),
+        ("init.deep_gaussian(key, 5, 1, (4, 4), scale=1e39, dtype=f32)", "scale"),
+        (
+            "init.deep_gaussian(key, 5, 1, (4, 4), scale=1e-40, scaling='fan_in', dtype=f32)",
+            "scale",
+        ),
+    ],
+)
+def test_float32_std_out_of_range_is_refused_without_numpy_warnings(call, name):
+    """A std float32 holds only as inf, 0 or a subnormal is refused by name, from its float64
+    value: no cast overflows first (NumPy's RuntimeWarning would come before the error)."""
+    import warnings
+
+    env = dict(init=flowlin.init, key=jax.random.key(0), f32=jnp.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=rf"std set by {name}.* in float32"):
+            eval(call, env)
