@@ -96,7 +96,10 @@ class BoundCheck(eqx.Module):
       lower bounds; for the loss envelopes the log-scale ratio
       $\log(\text{bound}(t)/(L(0) - L^\star))/\log((L(t) - L^\star)/(L(0) - L^\star))$, the
       fraction of the observed decay the theorem guarantees (for `loss_margin_local`: the
-      guaranteed over the observed decay exponent on the last interval). NaN if not applicable.
+      guaranteed over the observed decay exponent on the last interval). NaN if not applicable,
+      and, for the loss and rate checks, NaN also when one held but no checked time has the
+      observed error far enough above round-off (100× its noise level `atol`·‖E(0)‖) for a
+      ratio to mean anything.
     """
 
     holds: Bool[Array, "*batch"]
