@@ -90,6 +90,11 @@ ROWS: dict[str, tuple[str, str]] = {
     "check_bounds/width-negative": ("CB(traj(), net, problem, alpha=0.5, width=-20)", "width"),
     "check_bounds/width-inf": ("CB(traj(), net, problem, alpha=0.5, width=float('inf'))", "width"),
     "check_bounds/width-array": ("CB(traj(), net, problem, alpha=0.5, width=jnp.ones(2))", "width"),
+    # Seeds and widths are int32 on the device: larger ones would wrap (seed 2**32 = seed 0).
+    "sweep/seed-above-int32": ("sweep(seeds=[0, 2**32])", "seeds"),
+    "sweep/seed-count-above-int32": ("sweep(seeds=2**40)", "seeds"),
+    "sweep/width-above-int32": ("sweep(widths=[3, 2**32 + 3])", "widths"),
+    "sweep/seeds-bool": ("sweep(seeds=[1, True])", "seeds"),
     # A width the network was not drawn at: more than its rows, or fewer than its nonzero rows.
     "check_bounds/width-above-rows": ("CB(traj(), net, problem, alpha=0.5, width=4)", "width"),
     "check_bounds/width-below-used-rows": ("CB(traj(), net, problem, alpha=0.5, width=2)", "width"),

@@ -177,13 +177,21 @@ def test_buckets_are_exact_shapes(problem):
 
 
 def _old_fingerprint(grid, chunks, settings) -> str:
-    """The store fingerprint as it was computed before depths existed (an independent copy)."""
+    """The store fingerprint of a two-layer sweep, with nothing of depths in it (an independent
+    copy): every array with its dtype and shape, the problems' ranks after their data."""
     h = hashlib.sha256()
+
+    def add(a):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+
     for p in grid.problems:
-        h.update(np.ascontiguousarray(np.asarray(p.X)).tobytes())
-        h.update(np.ascontiguousarray(np.asarray(p.Y)).tobytes())
+        add(np.asarray(p.X))
+        add(np.asarray(p.Y))
+    add(np.asarray([p.rank for p in grid.problems], np.int64))
     for a in (grid.problem, grid.width, grid.scale_index, grid.seed, grid.scales):
-        h.update(np.ascontiguousarray(a).tobytes())
+        add(a)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for c in chunks:
         h.update(np.asarray([c.index, c.pad_to, c.valid], np.int64).tobytes())

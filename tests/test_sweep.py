@@ -172,6 +172,41 @@ def test_store_refuses_other_chunking(problem, tmp_path):
         flowlin.sweep(problem, store=store, executor=two, **kw)
 
 
+def test_store_refuses_other_rank_data_shapes_and_method_options(problem, tmp_path):
+    """What the fingerprint must tell apart (each was once adopted as the same sweep): the same
+    X and Y at another rank, the same bytes in other shapes, and Gram() against
+    Gram(reconstruct=False), which checks fewer bounds. A killed first sweep leaves the store's
+    header; each other sweep is refused before computing, naming what differs if it can."""
+    one = flowlin.LocalExecutor(jax.devices()[:1])
+    kw = dict(widths=[3], scales=[0.3], seeds=2, executor=one, **{**COMMON, "chunk_size": 1})
+    killed = FailingExecutor(one, at_chunk=0)
+
+    def start(store, p, **extra):
+        with pytest.raises(RuntimeError, match="injected failure at chunk 0"):
+            flowlin.sweep(p, store=store, **{**kw, "executor": killed, **extra})
+
+    X, Y = np.asarray(problem.X), np.asarray(problem.Y)
+    s = np.linalg.svd(X, compute_uv=False)
+    lower = flowlin.Problem(X, Y, rank_rtol=1.5 * s[-1] / s[0])
+    assert (lower.rank, problem.rank) == (problem.rank - 1, problem.rank)
+    start(tmp_path / "rank", problem)
+    with pytest.raises(ValueError, match=r"different sweep.*shapes or the rank"):
+        flowlin.sweep(lower, store=tmp_path / "rank", **kw)
+
+    n, D, m = 2, X.size // 2, Y.size // 2  # the same bytes, as a 2-sample problem
+    reshaped = flowlin.Problem(X.reshape(n, D), Y.reshape(n, m))
+    start(tmp_path / "shape", problem)
+    with pytest.raises(ValueError, match=r"different sweep.*shapes or the rank"):
+        flowlin.sweep(reshaped, store=tmp_path / "shape", **kw)
+
+    gram = dict(method=flowlin.Gram(), bounds=True)
+    start(tmp_path / "method", problem, **gram)
+    with pytest.raises(ValueError, match=r"different sweep.*method: 'Gram\(\)' in the store, "
+                       r"'Gram\(reconstruct=False\)' now"):  # fmt: skip
+        flowlin.sweep(problem, store=tmp_path / "method",
+                      **{**kw, **gram, "method": flowlin.Gram(reconstruct=False)})  # fmt: skip
+
+
 def test_failed_runs_are_recorded_not_raised(problem):
     ds = flowlin.sweep(problem, widths=[4], scales=[0.5], seeds=3, **{**COMMON, "max_steps": 3})
     assert not bool(ds.succeeded.any())

@@ -120,6 +120,8 @@ class Grid(eqx.Module):
         """The data and table that identify the sweep's configurations (the depths too, for a
         sweep over depths: without them, exactly what it was before depths existed)."""
         data = [np.asarray(a) for p in self.problems for a in (p.X, p.Y)]
+        # The rank too: the same data at another `rank_rtol` is another problem.
+        data.append(np.asarray([p.rank for p in self.problems], np.int64))
         table = (self.problem, self.width, self.scale_index, self.seed, self.scales)
         return (*data, *table) + (() if self.depth is None else (self.depth,))
 

@@ -139,7 +139,9 @@ def fingerprint(grid: Grid, chunks: list[Chunk], settings: dict) -> str:
     """A hash of the problems, the configurations, the settings and the chunks."""
     h = hashlib.sha256()
     for a in grid.fingerprint_arrays():
-        h.update(np.ascontiguousarray(a).tobytes())
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())  # the same bytes in another shape differ
+        h.update(a.tobytes())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     # The chunks themselves, not just their number: shards of a differently chunked run of the
     # same grid (another chunk_size, or another number of devices per chunk, e.g. local vs Ray)

@@ -307,7 +307,7 @@ class ShardStore:
 def _differences(old: dict, new: dict) -> str:
     """What differs between two stores' headers, for the refusal message."""
     diffs = []
-    for group in ("settings", "versions"):
+    for group in ("settings", "versions", "run"):
         a, b = old.get(group) or {}, new.get(group) or {}
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
@@ -315,7 +315,9 @@ def _differences(old: dict, new: dict) -> str:
     for k in ("n_configs", "n_chunks"):
         if old.get(k) != new.get(k):
             diffs.append(f"{k}: {old.get(k)!r} in the store, {new.get(k)!r} now")
-    return "; ".join(diffs[:6]) or "the problems' data, the grid or the chunks differ"
+    return "; ".join(diffs[:6]) or (
+        "the problems' data (X and Y, their shapes or the rank), the grid or the chunks differ"
+    )
 
 
 def store_progress(store, store_format: str | None = None) -> tuple[int, int | None]:

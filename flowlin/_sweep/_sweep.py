@@ -178,10 +178,12 @@ def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store
     )  # fmt: skip
     described = dict(settings.to_json(), chunk_size=chunk_size, batch_size=executor.batch_size)
     installed = {k: v for k, v in schema.versions().items() if k in FINGERPRINT_PACKAGES}
-    job = fingerprint(grid, chunks, dict(described, versions=installed))
+    # The method each run uses, with its options: Gram(reconstruct=False) checks fewer bounds.
+    run = dict(method=repr(settings.method_for_run))
+    job = fingerprint(grid, chunks, dict(described, versions=installed, run=run))
     header = dict(
-        fingerprint=job, settings=described, versions=installed, n_chunks=len(chunks),
-        n_configs=len(grid),
+        fingerprint=job, settings=described, versions=installed, run=run,
+        n_chunks=len(chunks), n_configs=len(grid),
     )  # fmt: skip
     shards = None if store is None else ShardStore(_store_call(store), store, store_format)
     try:

@@ -195,10 +195,25 @@ def check_unique(call: str, name: str, values) -> None:
         )
 
 
+#: Widths, seeds and indices travel to the device as int32: larger ones would wrap around
+#: (seed 2**32 would run as seed 0), so they are refused.
+INT32_LIMIT = 2**31
+
+
 def int_array(call: str, name: str, values, minimum: int) -> np.ndarray:
+    listed = values if isinstance(values, (list, tuple)) else [values]
+    if any(isinstance(v, (bool, np.bool_)) for v in listed):
+        raise ValueError(f"`{call}`: {name} must be integers, not booleans, got {values!r}")
     arr = np.asarray(values)
     if arr.ndim == 0:
         arr = arr[None]
+    if arr.dtype == bool:
+        raise ValueError(f"`{call}`: {name} must be integers, not booleans, got {values!r}")
+    if arr.size and np.issubdtype(arr.dtype, np.number) and np.any(np.abs(arr) >= INT32_LIMIT):
+        raise ValueError(
+            f"`{call}`: every entry of {name} must be below 2**31 (they are 32-bit integers "
+            f"on the device), got {values!r}"
+        )
     if arr.size == 0 or not np.issubdtype(arr.dtype, np.integer):
         if arr.size and np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
@@ -213,6 +228,10 @@ def int_array(call: str, name: str, values, minimum: int) -> np.ndarray:
 
 def seed_array(call: str, seeds) -> np.ndarray:
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        if seeds > INT32_LIMIT:
+            raise ValueError(
+                f"`{call}`: seeds={seeds} is more seeds than 32-bit seeds (2**31) can number"
+            )
         arr = np.arange(seeds)
     else:
         arr = int_array(call, "seeds", seeds, 0)
