@@ -97,11 +97,19 @@ def test_sigint_then_resume_is_bit_identical(tmp_path, capsys):
         for name in b.data_vars:
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
     assert (out / "report.md").exists() and (out / "loss.png").exists()
-    # The configuration edited, the same --out: the old store is started over, with a note.
+    # The configuration edited, the same --out: the new sweep starts over, and the old store
+    # and the files made from it are moved aside (never deleted), with a note saying where.
     capsys.readouterr()
     other = run_config(load_config(_config(tmp_path, 0.07)), out, progress=False)
     assert other.attrs["chunks_resumed_from_store"] == 0
-    assert f"note: starting {out / 'store'} over, it held another sweep" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"note: {out / 'store'} held another sweep: lr: 0.05 in the store, 0.07 now" in err
+    (previous,) = out.glob("previous-*")
+    assert f"store, report.md, sweep.nc, loss.png, distance.png moved to {previous}" in err
+    assert (previous / "report.md").exists() and _saved_chunks(previous) == 2
+    with xr.open_dataset(previous / "sweep.nc") as a, xr.open_dataset(out / "sweep.nc") as b:
+        assert a.attrs["fingerprint"] == uninterrupted.attrs["fingerprint"]
+        assert b.attrs["fingerprint"] == other.attrs["fingerprint"] != a.attrs["fingerprint"]
 
 
 def _swallowed_interrupt():
@@ -143,8 +151,12 @@ def test_degenerate_runs_are_left_out_and_listed(tmp_path):
     assert "## Left out of the figures" in report
     assert "excess_loss not finite (diverged), not plotted: width=2, scale=0.4, seed=0" in report
     assert "the figures not drawn" in report  # nothing positive to draw on a log axis
-    assert not (out / "distance.png").exists()  # the stale one was removed, none was drawn
+    assert not (out / "distance.png").exists()  # the stale one was moved aside, none was drawn
     assert (out / "sweep.nc").exists()
+    (previous,) = out.glob("previous-*")  # files no store vouched for: kept, not deleted
+    assert (
+        (previous / "report.md").read_text() == (previous / "distance.png").read_text() == "STALE"
+    )
 
 
 def test_plottable_drops_repeats_and_masks_zeros():

@@ -56,7 +56,12 @@ _SHARD_PREFIX = "chunk-"
 
 
 class StoreMismatchError(ValueError):
-    """The store holds the shards of another sweep (its fingerprint differs)."""
+    """The store holds the shards of another sweep (its fingerprint differs); `differences`
+    says what differs (settings, versions, sizes), as in the message."""
+
+    def __init__(self, message: str, differences: str | None = None):
+        super().__init__(message)
+        self.differences = message if differences is None else differences
 
 
 class StoreManifestError(ValueError):

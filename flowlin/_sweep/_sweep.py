@@ -238,7 +238,8 @@ def _open_store(shards: ShardStore, header: dict, grid: Grid, chunks) -> set[int
         raise StoreMismatchError(
             f"`{shards.call}`: this store holds a different sweep (its problems, grid, "
             f"settings, package versions or chunking differ; chunks depend on chunk_size and "
-            f"on the devices per chunk): {e}. Use a new store path or delete the old one"
+            f"on the devices per chunk): {e}. Use a new store path or delete the old one",
+            differences=str(e),
         ) from None
     for message in shards.rejected:
         warnings.warn(message, stacklevel=caller_stacklevel())

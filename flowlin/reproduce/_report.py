@@ -8,7 +8,9 @@ matplotlib is imported here (lazily, by `plt`) and in the figure modules of this
 import contextlib
 import contextvars
 import dataclasses
+import datetime
 import json
+import os
 import pathlib
 import sys
 
@@ -19,7 +21,7 @@ import xarray as xr
 from .._dataset import all_bounds_held, netcdf_safe, versions
 from .._interrupt import raise_if_interrupted
 from .._summary import summarize_bounds
-from .._sweep._manifest import remove, temp_name
+from .._sweep._manifest import temp_name
 from .._sweep._store import StoreMismatchError, store_progress
 
 
@@ -271,25 +273,45 @@ def resumable(store: pathlib.Path, command: str):
         raise
 
 
-def sweep_resumably(run, store: pathlib.Path, command: str):
+def sweep_resumably(run, store: pathlib.Path, command: str, outputs=()):
     """`run(store=store)`: a sweep kept in `store`, so that `command` run again resumes it (on
     Ctrl-C, see `resumable`); see `sweep_kept`."""
     with resumable(store, command):
-        return sweep_kept(run, store)
+        return sweep_kept(run, store, outputs)
 
 
-def sweep_kept(run, store: pathlib.Path | None):
+def sweep_kept(run, store: pathlib.Path | None, outputs=()):
     """`run(store=store)`, where a store left by another sweep (the command's settings, sizes,
     seed or versions changed since) belongs to no result any more: it is started over, with a
-    note. `store=None`: `run()` with no store."""
+    note, after moving it (and the files `outputs` made from it) aside with `set_aside`:
+    finished work is never deleted. `store=None`: `run()` with no store."""
     if store is None:
         return run()
     try:
         return run(store=store)
     except StoreMismatchError as e:
-        print(f"note: starting {store} over, it held another sweep: {e}", file=sys.stderr)
-    remove(store)
+        set_aside([store, *outputs], f"{store} held another sweep: {e.differences}")
     return run(store=store)
+
+
+def set_aside(paths, reason: str) -> pathlib.Path | None:
+    """Move those of `paths` that exist into a new folder `previous-<UTC time>` beside the
+    first, printing where and why (`reason`); None if none exists."""
+    present = [pathlib.Path(p) for p in paths if pathlib.Path(p).exists()]
+    if not present:
+        return None
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    parent = pathlib.Path(paths[0]).parent
+    dest, n = parent / f"previous-{stamp}", 1
+    while dest.exists():
+        n += 1
+        dest = parent / f"previous-{stamp}-{n}"
+    dest.mkdir(parents=True)
+    for p in present:
+        os.replace(p, dest / p.name)
+    moved = ", ".join(p.name for p in present)
+    print(f"note: {reason}. Starting over; {moved} moved to {dest}", file=sys.stderr)
+    return dest
 
 
 def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool) -> None:

@@ -26,9 +26,9 @@ from ._report import (
     key_values,
     plottable,
     plt,
-    remove_stale,
     save_figure,
     save_netcdf,
+    set_aside,
     skipped_markdown,
     sweep_executor,
     sweep_resumably,
@@ -465,7 +465,7 @@ def config_markdown(cfg: SweepConfig, ds: xr.Dataset, files: list) -> str:
 
 
 #: Under `out`: the sweep's store (the same command resumes) and the files written at the end
-#: (removed at the start: never stale).
+#: from it. When the sweep changed, both are moved to `out/previous-<UTC time>/`, never deleted.
 CONFIG_STORE, CONFIG_OUTPUTS = "store", ("report.md", "sweep.nc", "loss.png", "distance.png")
 
 
@@ -475,14 +475,17 @@ def run_config(cfg: SweepConfig, out, *, progress: bool = True) -> xr.Dataset:
     (atomically; degenerate runs left out of the figures, listed). Returns the dataset."""
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale(out, CONFIG_OUTPUTS)
+    outputs = [out / name for name in CONFIG_OUTPUTS]
+    if not (out / CONFIG_STORE).exists():  # files no store vouches for: not this sweep's
+        set_aside(outputs, f"{out} has results but no store ({CONFIG_STORE}/) they came from")
     problem = build_problem(cfg)
     i = cfg["init"]
     ts, kw = sweep_arguments(cfg, problem)
     scales = [tuple(s) if isinstance(s, list) else s for s in i["scales"]]
     run = functools.partial(sweep, problem, i["widths"], scales, i["seeds"], **kw)
     command = f"flowlin sweep {cfg.path} --out {out}"
-    ds = sweep_resumably(functools.partial(run, progress=progress), out / CONFIG_STORE, command)
+    run = functools.partial(run, progress=progress)
+    ds = sweep_resumably(run, out / CONFIG_STORE, command, outputs)
     stop = cfg["report"]["stop_at_loss"]
     if stop is not None:
         ds["stop_time"] = xr.apply_ufunc(
