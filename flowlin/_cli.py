@@ -8,6 +8,7 @@ JAX is imported inside the commands only (and `import flowlin` is lazy), so `--h
 verdict: runs, bounds held, slope.
 """
 
+import contextlib
 import pathlib
 import time
 from typing import Annotated
@@ -61,19 +62,54 @@ def _enable_x64() -> None:
     enable_compilation_cache()
 
 
+def _out_folder(out: pathlib.Path) -> pathlib.Path:
+    """`--out`, made if missing; a usage error (exit 2) naming it if it cannot be a folder."""
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{str(out)!r} is a file, not a folder", param_hint="--out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the path, no permission, a read-only disk
+        raise typer.BadParameter(
+            f"{str(out)!r} cannot be the output folder ({e.strerror or e})", param_hint="--out"
+        ) from None
+    return out
+
+
+@contextlib.contextmanager
+def _refusals_as_errors():
+    """flowlin's own refusals of a value (a `ValueError`/`TypeError` whose message names the
+    call, as every flowlin error does; a store another process is writing) end the command
+    with `error: ...` and exit code 2, not a traceback. Anything else is a bug, and keeps its
+    traceback."""
+    from ._sweep._lock import StoreLockedError
+
+    try:
+        yield
+    except StoreLockedError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except (ValueError, TypeError) as e:
+        if not str(e).startswith("`"):
+            raise
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def demo(
     out: Annotated[pathlib.Path, typer.Option(help="Output folder.")] = pathlib.Path(
         "flowlin-results/demo"
     ),
-    width: Annotated[int, typer.Option(min=1, help="Hidden width h.")] = 200,
+    width: Annotated[int, typer.Option(min=1, max=10**6, help="Hidden width h.")] = 200,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """A one-minute tour: gradient flow and gradient descent on the ICML Fig. 1 data."""
+    out = _out_folder(out)
     _enable_x64()
     from .reproduce.demo import demo as run
 
-    run(out, width=width, seed=seed, echo=typer.echo)
+    with _refusals_as_errors():
+        run(out, width=width, seed=seed, echo=typer.echo)
 
 
 @app.command()
@@ -101,12 +137,14 @@ def reproduce(
     if target != "all" and target not in RUNNERS and target not in EXTRA_RUNNERS:
         choices = ", ".join([*RUNNERS, "all", *EXTRA_RUNNERS])
         raise typer.BadParameter(f"must be one of {choices}, got {target!r}", param_hint="TARGET")
+    out = _out_folder(out)
     _enable_x64()
     from .reproduce import reproduce as run
     from .reproduce.verdict import reproduce_verdict
 
     start = time.perf_counter()
-    sections = run(target, out, quick=quick, seed=seed, progress=progress, echo=typer.echo)
+    with _refusals_as_errors():
+        sections = run(target, out, quick=quick, seed=seed, progress=progress, echo=typer.echo)
     typer.echo(f"wrote {out / 'report.md'} ({time.perf_counter() - start:.1f} s)")
     typer.echo(reproduce_verdict(sections))
 
@@ -129,12 +167,13 @@ def sweep(
     except ConfigError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    out = _out_folder(out)
     _enable_x64()
     from ._progress import stage
     from .reproduce.verdict import sweep_verdict
 
     start = time.perf_counter()
-    with stage("sweep"):
+    with stage("sweep"), _refusals_as_errors():
         ds = run_config(cfg, out, progress=progress)
     typer.echo(f"wrote {out / 'report.md'} ({time.perf_counter() - start:.1f} s)")
     typer.echo(sweep_verdict(ds))

@@ -85,6 +85,9 @@ SETUP = textwrap.dedent(
             assert text != GOOD_TOML, old
         path.write_bytes(raw if raw is not None else text.encode())
         return path
+    def afile():
+        (tmp / "afile").write_text("x")
+        return tmp / "afile"
     def load(*a, **kw):
         from flowlin.reproduce.config import load_config
         return load_config(toml(*a, **kw))
@@ -94,7 +97,8 @@ SETUP = textwrap.dedent(
     def cli(*args):
         from typer.testing import CliRunner
         from flowlin._cli import app
-        res = CliRunner().invoke(app, [str(a) for a in args] + ["--out", str(tmp / "out")])
+        out = [] if "--out" in args else ["--out", str(tmp / "out")]
+        res = CliRunner().invoke(app, [str(a) for a in args] + out)
         if res.exception is not None and not isinstance(res.exception, SystemExit):
             raise res.exception
         if res.exit_code == 0:
@@ -381,6 +385,25 @@ ROWS: dict[str, tuple[str, str]] = {
     ),
     "cli/reproduce-target": ("cli('reproduce', 'fig9')", "TARGET"),
     "cli/demo-width-zero": ("cli('demo', '--width', '0')", "--width"),
+    "cli/demo-width-huge": ("cli('demo', '--width', 10**12)", "--width"),
+    "cli/sweep-out-a-file": ("cli('sweep', toml(), '--out', afile())", "--out"),
+    "cli/demo-out-a-file": ("cli('demo', '--out', afile())", "--out"),
+    "cli/reproduce-out-a-file": ("cli('reproduce', 'fig1', '--quick', '--out', afile())", "--out"),
+    # refused by flowlin.sweep, after the file's own checks: an error line, not a traceback
+    "cli/sweep-seed-above-int32": (
+        "cli('sweep', toml('widths = [3]', 'widths = [3]\\nseeds = [4294967296]', name='s.toml'))",
+        "seeds",
+    ),
+    "toml/factorization-noise-zero": (
+        "load('kind = \"gaussian\"\\nn = 4\\nD = 6', "
+        "'kind = \"factorization\"\\nn = 4\\nnoise = 0')",
+        "[problem].noise",
+    ),
+    "toml/scale-pairs-duplicate": (
+        "load('scales = [0.5]', 'kind = \"gaussian\"\\nscales = [[1, 2], [1.0, 2.0]]')",
+        "[init].scales",
+    ),
+    "toml/seeds-bool": ("load('widths = [3]', 'widths = [3]\\nseeds = [1, true]')", "[init].seeds"),
     **MORE_ROWS,  # the theory, GramInit, solver options, summarize_bounds: helpers_bad_inputs.py
 }
 

@@ -206,8 +206,14 @@ def _all_finite(v) -> bool:
 
 def _check_unique(section: str, key: str, values, fail) -> None:
     """A repeated width, scale or seed would be run and counted twice in every summary."""
-    seen = [repr(v) for v in values]
-    repeated = next((v for v in values if seen.count(repr(v)) > 1), None)
+
+    def same(v):  # 1 and 1.0, [1, 2] and [1.0, 2.0] are the same scale
+        if isinstance(v, list):
+            return tuple(same(x) for x in v)
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else repr(v)
+
+    seen = [same(v) for v in values]
+    repeated = next((v for v, k in zip(values, seen) if seen.count(k) > 1), None)
     if repeated is not None:
         fail(section, key, f"has repeated entries ({repeated!r}); each must appear once")
 
@@ -226,6 +232,8 @@ def _check_problem(p: dict, fail) -> None:
             fail("problem", "D", f"must exceed n (under-determined), got D={p['D']}, n={p['n']}")
     if p["noise"] < 0:
         fail("problem", "noise", f"must be >= 0, got {p['noise']}")
+    if p["kind"] == "factorization" and p["noise"] == 0:
+        fail("problem", "noise", "must be > 0 for kind = 'factorization' (the std of Y's entries)")
 
 
 def _check_init(i: dict, d: dict, fail) -> None:
@@ -248,8 +256,12 @@ def _check_init(i: dict, d: dict, fail) -> None:
             f"'gaussian') or, for kind = 'gaussian', of [std1, std2] pairs; got {scales!r}",
         )
     _check_unique("init", "widths", widths, fail)
-    _check_unique("init", "scales", [float(s) if isinstance(s, int) else s for s in scales], fail)
+    _check_unique("init", "scales", scales, fail)
     seeds = i["seeds"]
+    if isinstance(seeds, bool) or (
+        isinstance(seeds, list) and any(isinstance(s, bool) for s in seeds)
+    ):
+        fail("init", "seeds", f"must be a count or a list of integers, not booleans: {seeds!r}")
     if isinstance(seeds, list):
         _check_unique("init", "seeds", seeds, fail)
     if isinstance(seeds, int) and seeds < 1:
