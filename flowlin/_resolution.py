@@ -138,6 +138,36 @@ def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem):
     return q_bad | s_bad
 
 
+def check_same_problem(call: str, trajectory: Trajectory, problem: Problem) -> None:
+    """Refuse a `problem` the trajectory was not computed on, from what its recorded start
+    (`init_fingerprint`) says without the init: its size, (r + m)² + 2 entries, and its last
+    entry L* (compared as in `check_origin`; only when concrete)."""
+    recorded = trajectory.init_fingerprint
+    if recorded is None:
+        return
+    r, m = problem.rank, problem.m
+    if recorded.shape[-1] != (r + m) ** 2 + 2:
+        raise ValueError(
+            f"`{call}`: trajectory was computed on a problem of another rank or output size "
+            f"(its start records {recorded.shape[-1]} numbers; this problem, r = {r} and m = "
+            f"{m}, gives {(r + m) ** 2 + 2}); pass the problem it was computed on"
+        )
+    if not is_concrete(recorded):
+        return
+    dtype = recorded.dtype
+    eps = float(jnp.finfo(dtype).eps)
+    a = np.asarray(recorded[..., -1], np.float64)
+    b = float(problem.loss_star)
+    y = float(frobenius(problem.Y))
+    scale = np.abs(a) + abs(b) + np.sqrt(2 * np.maximum(np.abs(a), abs(b))) * y + eps * y**2
+    if np.any(np.abs(a - b) > _FINGERPRINT_EPS * eps * scale):
+        raise ValueError(
+            f"`{call}`: trajectory was not computed on this problem: its recorded least loss "
+            f"L* differs from the problem's ({float(np.max(a)):.6g} vs {b:.6g}); pass the "
+            "problem it was computed on"
+        )
+
+
 def series(traj: Trajectory, name: str):
     """A saved diagnostic with its value at the end of the run appended (None if not saved)."""
     saved = getattr(traj, name)

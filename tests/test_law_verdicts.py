@@ -1,0 +1,116 @@
+"""The law of the gap never gives a confident wrong verdict: a quantile where the CDF is unknown
+is NaN; `law_fit` rejects exact draws at most as often as its level allows; a run whose gap is
+round-off, or whose U₂ moved, is not usable; a trajectory of another problem is refused."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import flowlin
+from flowlin.theory import DistanceLaw, law_fit, run_law
+
+
+def test_quantile_is_nan_where_the_cdf_is_and_exact_at_the_ends():
+    unknown = DistanceLaw(jnp.asarray([1.0, 30.0]), 5)  # Ruben's series too short: cdf NaN
+    assert np.isnan(unknown.cdf(10.0))
+    assert np.isnan(unknown.quantile(jnp.asarray([0.01, 0.5, 0.99]))).all()
+    known = DistanceLaw(jnp.asarray([1.0, 2.0]), 5)
+    p = jnp.asarray([1e-6, 0.1, 0.5, 0.9, 1 - 1e-6])
+    np.testing.assert_allclose(known.cdf(known.quantile(p)), p, rtol=1e-9)  # the CDF inverts it
+    assert float(known.quantile(0.0)) == 0.0 and float(known.quantile(1.0)) == np.inf
+
+
+def test_law_fit_rejects_exact_draws_no_more_often_than_its_level():
+    """20 runs, k = 1, very unequal weights (lognormal, σ = 2), drawn exactly from their laws:
+    at level 0.99 the verdict may say "rejected" 1% of the time. (Testing the mean of d² as
+    well, with a normal approximation, rejected 4.7% of them.)"""
+    rng = np.random.default_rng(0)
+    reps, rejected = 600, 0
+    for _ in range(reps):
+        w = np.exp(2.0 * rng.standard_normal(20))
+        d = np.sqrt(w * rng.chisquare(1, 20))
+        rejected += law_fit(d, DistanceLaw(jnp.asarray(w[:, None]), 1), level=0.99).status == (
+            "rejected"
+        )
+    # binomial(600, 0.01): mean 6, P(> 14) < 0.2%
+    assert rejected <= 14, rejected
+
+
+def _descent(problem, std1, dtype, optimizer=None, seeds=8, steps=500, drawn=None):
+    """Gradient descent from `seeds` Gaussian inits drawn in `drawn` (default `dtype`), run in
+    `dtype`."""
+    D, m, h = problem.D, problem.m, 6
+    saveat = flowlin.SaveAt(
+        jnp.asarray([0.0, 50.0], dtype),
+        diagnostics=("distance_to_min_norm", "excess_loss", "u2_drift"),
+    )
+
+    def one(key):
+        net = flowlin.init.gaussian(key, D, m, h, std1, 1.0, dtype=drawn or dtype)
+        net = flowlin.LinearNetwork(net.W1.astype(dtype), net.W2.astype(dtype))
+        return flowlin.gradient_descent(
+            net, problem, 0.1, steps, saveat=saveat, optimizer=optimizer
+        )
+
+    return jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(1), seeds))
+
+
+def _problem(dtype):
+    """One sample, D = 8: made in float32 (as with JAX's default), cast up for float64."""
+    with jax.enable_x64(False):
+        p = flowlin.problems.whitened(jax.random.key(0), n=1, D=8, m=1, noise=0.0)
+    return flowlin.Problem(p.X.astype(dtype), p.Y.astype(dtype))
+
+
+def test_a_gap_at_round_off_is_not_usable():
+    """float32 descent from std1 = 1e-9: the final gap is round-off, not the law's gap (the
+    float64 run from the same float32 weights ends near the law's RMS); none is usable.
+    At std1 = 1e-3 the two agree and every run is."""
+    p32, p64 = _problem(jnp.float32), _problem(jnp.float64)
+    for std1, usable in ((1e-9, False), (1e-3, True)):
+        # 5000 steps: a third of the float32 runs end with excess loss exactly 0 (so the old
+        # row-space test passed them)
+        t32 = _descent(p32, std1, jnp.float32, seeds=60, steps=5000)
+        t64 = _descent(p64, std1, jnp.float64, seeds=60, steps=5000, drawn=jnp.float32)
+        run = run_law(t32, std1, p32)
+        d32 = np.asarray(run.gap, np.float64)
+        d64 = np.asarray(t64.final_values["distance_to_min_norm"])
+        error = np.abs(d32 - d64) / np.asarray(run.law.rms(), np.float64)
+        assert np.all(np.asarray(t32.converged))
+        if usable:
+            assert np.all(np.asarray(run.usable)) and np.max(error) < 1e-2, error
+        else:
+            assert not np.any(np.asarray(run.usable)) and np.median(error) > 1, error
+
+
+def test_a_run_whose_U2_moved_is_not_usable():
+    """Adam rescales each coordinate, so the null-space part U₂ = W₁Φ₂ moves (the law assumes
+    it fixed, as gradient flow and plain descent keep it); its runs are not usable."""
+    problem = _problem(jnp.float64)
+    plain = _descent(problem, 0.3, jnp.float64)
+    adam = _descent(problem, 0.3, jnp.float64, optimizer=optax.adam(0.05))
+    assert np.max(np.asarray(plain.final_values["u2_drift"])) < 1e-12
+    assert np.min(np.asarray(adam.final_values["u2_drift"])) > 1e-2
+    assert np.all(np.asarray(run_law(plain, 0.3, problem).usable))
+    assert not np.any(np.asarray(run_law(adam, 0.3, problem).usable))
+
+
+def test_run_law_refuses_a_trajectory_of_another_problem():
+    key1, key2, key3 = jax.random.split(jax.random.key(5), 3)
+    X = jax.random.normal(key1, (6, 3)) @ jax.random.normal(key2, (3, 10))  # rank 3 < n = 6
+    Y = jax.random.normal(key3, (6, 1))
+    problem = flowlin.Problem(X, Y)
+    net = flowlin.init.gaussian(jax.random.key(6), 10, 1, 5, 0.3, 0.3)
+    traj = flowlin.gradient_flow(net, problem, 20.0, method=flowlin.Gram())
+    assert float(problem.loss_star) > 0.1
+    run_law(traj, 0.3, problem)  # its own problem: accepted
+    s = np.linalg.svd(np.asarray(X), compute_uv=False)
+    lower = flowlin.Problem(X, Y, rank_rtol=1.5 * s[2] / s[0])
+    assert lower.rank == 2
+    with pytest.raises(ValueError, match="run_law.*another rank or output size"):
+        run_law(traj, 0.3, lower)
+    other_y = flowlin.Problem(X, 1.5 * Y)  # same rank and sizes, another least loss L*
+    with pytest.raises(ValueError, match=r"run_law.*not computed on this problem.*L\*"):
+        run_law(traj, 0.3, other_y)
