@@ -54,11 +54,13 @@ def check_std_fits(call: str, what: str, std, dtype, *, asked=None) -> None:
     zero_ok = asked is not None and is_concrete(asked) and float(np.asarray(asked)) == 0
     if (value == 0 and zero_ok) or float(finfo.tiny) <= value <= float(finfo.max):
         return
+    wider = jnp.finfo(dtype).bits < 64
     raise ValueError(
         f"`{call}`: the std set by {what} is {value:.3g} in {jnp.dtype(dtype).name}, outside the "
         f"normal numbers it holds ({float(finfo.tiny):.1e} to {float(finfo.max):.1e}): the "
-        "weights would be zeros or not numbers. Use float64 "
-        "(jax.config.update('jax_enable_x64', True)) or a scale nearer 1"
+        "weights would be zeros or not numbers. Use "
+        + ("float64 (jax.config.update('jax_enable_x64', True)) or " if wider else "")
+        + "a scale nearer 1"
     )
 
 

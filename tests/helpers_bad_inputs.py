@@ -90,6 +90,13 @@ ROWS: dict[str, tuple[str, str]] = {
     "check_bounds/width-negative": ("CB(traj(), net, problem, alpha=0.5, width=-20)", "width"),
     "check_bounds/width-inf": ("CB(traj(), net, problem, alpha=0.5, width=float('inf'))", "width"),
     "check_bounds/width-array": ("CB(traj(), net, problem, alpha=0.5, width=jnp.ones(2))", "width"),
+    # An init std the dtype holds only as 0 or a subnormal: the runs would start from zeros.
+    "sweep/scale-underflows": ("sweep(widths=[4000], scales=[200.0])", "scales"),
+    "sweep/scale-underflows-float32": (
+        "flowlin.sweep(p32, widths=[3], scales=[100.0], t1=0.1, progress=False)",
+        "scales",
+    ),
+    "sweep/std-subnormal": ("sweep(init='gaussian', scales=[(1e-320, 1.0)])", "scales"),
     # Seeds and widths are int32 on the device: larger ones would wrap (seed 2**32 = seed 0).
     "sweep/seed-above-int32": ("sweep(seeds=[0, 2**32])", "seeds"),
     "sweep/seed-count-above-int32": ("sweep(seeds=2**40)", "seeds"),

@@ -10,6 +10,7 @@ import xarray as xr
 from jaxtyping import Float, Int
 
 from .. import _dataset as schema
+from .._init import check_std_fits, float64_std
 from .._problem import Problem
 from ._validate import (
     check_configs,
@@ -52,8 +53,23 @@ class Grid(eqx.Module):
     def build(cls, call: str, problems, widths, scales, seeds, configs, init: str, depths=None):
         """From `configs` if given, else from the axes."""
         if configs is not None:
-            return cls.from_configs(call, problems, configs, init)
-        return cls.from_axes(call, problems, widths, scales, seeds, init, depths)
+            grid = cls.from_configs(call, problems, configs, init)
+        else:
+            grid = cls.from_axes(call, problems, widths, scales, seeds, init, depths)
+        grid.check_stds(call)
+        return grid
+
+    def check_stds(self, call: str) -> None:
+        """Refuse a width and scale whose init std the dtype holds only as 0, a subnormal or
+        inf (`flowlin.init.gaussian` refuses it by name; in a sweep it is traced, so it is
+        checked here, before any compute): the run would start from zeros and "succeed"."""
+        pairs = np.unique(np.stack([self.width, self.scale_index], axis=1), axis=0)
+        for width, index in pairs:
+            s1, s2 = self.scales[index]
+            stds = [(s1, float64_std(1.0, width, s1))] if self.paper_init else [(s1, s1), (s2, s2)]
+            for asked, std in stds:
+                what = f"scales (scale {asked:g} at width {width})"
+                check_std_fits(call, what, std, self.dtype, asked=asked)
 
     @classmethod
     def from_axes(
