@@ -119,7 +119,7 @@ class DistanceLaw(eqx.Module):
         return jnp.where(tail <= LAW_TOLERANCE, out, jnp.nan)
 
     def quantile(self, p) -> Float[Array, "*batch"]:
-        """The `p`-quantile of the gap (bisection on `cdf`, to relative 1e-12); `p` in [0, 1]
+        """The `p`-quantile of the gap (64 bisection steps on `cdf`); `p` in [0, 1]
         (NaN outside it when traced), 0 at 0, inf at 1; NaN wherever `cdf` is NaN."""
         call = "flowlin.theory.DistanceLaw.quantile(p)"
         p = as_float_array(call, "p", p, dtype=self.weights.dtype)
@@ -302,9 +302,9 @@ class LawFit(eqx.Module):
     **Fields:** `n` (runs tested), `excluded` (runs left out: not converged or law not
     computable), `ks_statistic`, `ks_pvalue` (Kolmogorov–Smirnov of the $F_i(d_i)$ against
     U(0, 1)), `mean_square` (observed mean of $d^2$), `expected_mean_square` (its exact
-    expectation), `ci_low`, `ci_high` (the `level` interval of the observed mean around the
-    expectation), `z`, `level`, `status` (`"consistent"`, `"rejected"`, `"not checked"`, or
-    `"not applicable"` where the law's premises fail) and `reason`.
+    expectation), `ci_low`, `ci_high` (its normal-approximation `level` interval: reported,
+    not tested), `z`, `level`, `status` (the KS test's: `"consistent"`, `"rejected"`; `"not
+    checked"`; `"not applicable"` where the law's premises fail) and `reason`.
     """
 
     n: int
@@ -328,11 +328,11 @@ def law_fit(
     r"""Test runs' gaps $d_i$ against their laws (one `DistanceLaw` with a leading run axis),
     or a batch of `RunLaw`s (`run_law` under `vmap`) passed alone.
 
-    The verdict is "rejected" when the KS test or the mean test rejects at `1 - level`,
-    "consistent" otherwise, "not checked" (with the reason) with fewer than `MIN_RUNS`
-    usable runs, and "not applicable" for `RunLaw`s of inits outside the law's premises.
-    `usable` (bool per run) excludes runs whose gap is not yet the limit gap (not converged;
-    `RunLaw.usable`). docs/theory.md §2(h).
+    The verdict is "rejected" when the KS test rejects at `1 - level` (the mean of $d^2$ is
+    reported, not tested), "consistent" otherwise, "not checked" (with the reason) with fewer
+    than `MIN_RUNS` usable runs, "not applicable" for `RunLaw`s of inits outside the law's
+    premises. `usable` (bool per run) excludes runs whose gap is not the limit gap
+    (`RunLaw.usable`: not converged, round-off, U₂ moved). docs/theory.md §2(h).
     """
     if isinstance(distances, RunLaw):
         runs = distances
