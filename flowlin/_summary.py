@@ -9,7 +9,8 @@ import xarray as xr
 from . import _dataset as schema
 from ._errors import check_number
 from ._results import status_names
-from .theory._law import MIN_RUNS, LawFit, fit_values
+from .theory._law import MIN_RUNS
+from .theory._law_fit import LawFit, fit_values
 
 
 #: Quantiles of the slack reported per bound.

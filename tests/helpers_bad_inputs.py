@@ -48,6 +48,22 @@ ROWS: dict[str, tuple[str, str]] = {
         "flowlin.theory.DistanceLaw(jnp.array([1.0]), 3, n_terms=0)",
         "n_terms",
     ),
+    "theory.DistanceLaw/cdf-batch-mismatch": (f"{LAWS}.cdf(jnp.ones(4))", "d"),
+    "theory.DistanceLaw/quantile-batch-mismatch": (f"{LAWS}.quantile(jnp.full(4, 0.5))", "p"),
+    "theory.DistanceLaw/standardize-string": (f"{LAWS}.standardize('a')", "d"),
+    "theory.DistanceLaw/no-weights": ("flowlin.theory.DistanceLaw(jnp.zeros((0,)), 3)", "weights"),
+    "theory.DistanceLaw/n_terms-huge": (
+        "flowlin.theory.DistanceLaw(jnp.ones(2), 3, n_terms=10**9)",
+        "n_terms",
+    ),
+    "theory.law_fit/distances-negative": (
+        f"flowlin.theory.law_fit(-np.ones(25), {LAWS})",
+        "distances",
+    ),
+    "theory.law_fit/runlaw-with-laws": (
+        "flowlin.theory.law_fit(flowlin.theory.run_law(traj(), 0.5, problem), Q)",
+        "laws",
+    ),
     "theory.DistanceLaw/quantile-above-1": (f"{LAW}.quantile(1.5)", "p"),
     "theory.DistanceLaw/quantile-nan": (f"{LAW}.quantile(float('nan'))", "p"),
     "theory.DistanceLaw/cdf-string": (f"{LAW}.cdf('a')", "d"),

@@ -8,10 +8,10 @@ in a dict with fixed keys (`QUANTITY_KEYS`); `flowlin.check_bounds` checks them 
 trajectory.
 
 One module per section of docs/theory.md §2: `_imbalance` (a), `_rates` (b)–(d), `_distance`
-(e)–(f), `_wide` (g), `_law` (h), `_quantities` (everything at once); `_deep` the deep linear
-network's results (§6: balancedness, limit identity, invariant set, deficiency-margin envelope);
-`_statistics` holds the input handling and `InitStatistics`, an initialization's statistics
-computed once (internal API).
+(e)–(f), `_wide` (g), `_law` and `_law_fit` (h), `_quantities` (everything at once); `_deep`
+the deep linear network's results (§6: balancedness, limit identity, invariant set,
+deficiency-margin envelope); `_statistics` holds the input handling and `InitStatistics`, an
+initialization's statistics computed once (internal API).
 """
 
 from ._deep import (
@@ -35,13 +35,12 @@ from ._imbalance import (
 )
 from ._law import (
     DistanceLaw as DistanceLaw,
-    LawFit as LawFit,
     RunLaw as RunLaw,
     distance_law as distance_law,
-    law_fit as law_fit,
     run_law as run_law,
     wide_limit_law as wide_limit_law,
 )
+from ._law_fit import LawFit as LawFit, law_fit as law_fit
 from ._quantities import QUANTITY_KEYS as QUANTITY_KEYS, quantities as quantities
 from ._rates import (
     excess_loss as excess_loss,

@@ -7,9 +7,9 @@ $$d^2 = \sum_j w_j\,\chi^2_{k,j},\qquad w_j = \sigma_1^2 s_j^2,\quad k = D - r,$
 with independent chi-squares. For $m = 1$, $d = \sigma_1\|V(\infty)\|\,\chi_k$.
 
 `DistanceLaw` is that law (one per run under `vmap`): its moments, CDF and quantiles, in JAX.
-`law_fit` tests many runs against their laws at once (on the host, with SciPy): a
-Kolmogorov–Smirnov test of the probability-integral transforms $F_i(d_i)$, which are i.i.d.
-uniform under the law whatever the $V_i(\infty)$, and a z-test of the mean of $d^2$ against its
+`law_fit` (`_law_fit.py`) tests many runs against their laws at once (on the host, with SciPy):
+a Kolmogorov–Smirnov test of the probability-integral transforms $F_i(d_i)$, which are i.i.d.
+uniform under the law whatever the $V_i(\infty)$; the mean of $d^2$ is reported beside its
 exact expectation $\frac1n\sum_i k\sum_j w_{ij}$. `wide_limit_law` is the $h \to \infty$ law of
 $\sqrt h\,d$ for the paper's $\alpha = \frac12$ init.
 
@@ -21,9 +21,6 @@ that mass exceeds `LAW_TOLERANCE` (very unequal $s_j$) the CDF is NaN: not compu
 never a wrong number. For $m = 1$ the series is a single term and exact.
 """
 
-import math
-from typing import Literal
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -32,7 +29,7 @@ from jax.scipy.special import gammainc, gammaln
 from jaxtyping import Array, ArrayLike, Bool, Float
 
 from .._deep_network import DeepLinearNetwork
-from .._errors import as_float_array, check_number, check_positive, is_concrete
+from .._errors import as_float_array, check_positive, is_concrete
 from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem, check_problem
@@ -41,6 +38,8 @@ from ._statistics import check_final_shapes, check_output_gram
 
 #: The largest neglected mixture mass accepted in `DistanceLaw.cdf` (else NaN).
 LAW_TOLERANCE = 1e-8
+#: Most terms of Ruben's series (each costs O(m) per law; beyond this, memory, not accuracy).
+MAX_TERMS = 100_000
 #: Fewest runs for which `law_fit` gives a verdict.
 MIN_RUNS = 20
 #: Why `law_fit` says "not applicable".
@@ -67,8 +66,8 @@ class DistanceLaw(eqx.Module):
         if isinstance(self.dof, bool) or not isinstance(self.dof, int) or self.dof < 0:
             raise ValueError(f"`{call}`: dof must be an int >= 0, got {self.dof!r}")
         n = self.n_terms
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"`{call}`: n_terms must be an int >= 1, got {n!r}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_TERMS:
+            raise ValueError(f"`{call}`: n_terms must be an int in [1, {MAX_TERMS}], got {n!r}")
         w = self.weights
         if not (hasattr(w, "shape") and hasattr(w, "dtype")) or jnp.ndim(w) < 1:
             raise TypeError(
@@ -77,6 +76,8 @@ class DistanceLaw(eqx.Module):
             )
         if not jnp.issubdtype(w.dtype, jnp.floating):
             raise TypeError(f"`{call}`: weights must be real floats, got dtype {w.dtype}")
+        if w.shape[-1] == 0:
+            raise ValueError(f"`{call}`: weights must hold at least one weight (m >= 1) per law")
         if is_concrete(w):
             a = np.asarray(w)
             # NaN is "no law" (run_law for an init outside the premises): NaN numbers out.
@@ -98,7 +99,20 @@ class DistanceLaw(eqx.Module):
     def standardize(self, d) -> Float[Array, "*batch"]:
         r"""$d / (\sum_j w_j)^{1/2}$, i.e. $d/(\sigma_1\|V(\infty)\|_F)$: $\chi_k$-distributed for
         $m = 1$."""
+        d = self._batched("flowlin.theory.DistanceLaw.standardize(d)", "d", d)
         return d / jnp.sqrt(jnp.sum(self.weights, axis=-1))
+
+    def _batched(self, call: str, name: str, x):
+        """`x` as a float array that broadcasts against the laws' batch shape."""
+        x = as_float_array(call, name, x, dtype=self.weights.dtype)
+        try:
+            jnp.broadcast_shapes(self.weights.shape[:-1], x.shape)
+        except ValueError:
+            raise ValueError(
+                f"`{call}`: {name} has shape {x.shape}, which does not broadcast against the "
+                f"laws' batch shape {self.weights.shape[:-1]}"
+            ) from None
+        return x
 
     def _mixture(self):
         """(c_i, ν_i, β, neglected mass) of Ruben's series, batch axes leading."""
@@ -108,7 +122,7 @@ class DistanceLaw(eqx.Module):
 
     def cdf(self, d) -> Float[Array, "*batch"]:
         r"""$P(\text{gap} \le d)$; NaN where the series' neglected mass exceeds `LAW_TOLERANCE`."""
-        return _cdf(self._mixture(), as_float_array("flowlin.theory.DistanceLaw.cdf(d)", "d", d))
+        return _cdf(self._mixture(), self._batched("flowlin.theory.DistanceLaw.cdf(d)", "d", d))
 
     def mean(self) -> Float[Array, "*batch"]:
         r"""$\mathbb E\,d$ (for $m = 1$: $\sqrt{2w}\,\Gamma(\frac{k+1}2)/\Gamma(\frac k2)$)."""
@@ -122,7 +136,7 @@ class DistanceLaw(eqx.Module):
         """The `p`-quantile of the gap (64 bisection steps on `cdf`); `p` in [0, 1]
         (NaN outside it when traced), 0 at 0, inf at 1; NaN wherever `cdf` is NaN."""
         call = "flowlin.theory.DistanceLaw.quantile(p)"
-        p = as_float_array(call, "p", p, dtype=self.weights.dtype)
+        p = self._batched(call, "p", p)
         if is_concrete(p) and not np.all((np.asarray(p) >= 0) & (np.asarray(p) <= 1)):
             raise ValueError(f"`{call}`: p must be a probability in [0, 1], got {p!r}")
         hi0 = jnp.sqrt(self.mean_square() + 40 * jnp.sqrt(self.variance_square())) + 1e-300
@@ -294,121 +308,6 @@ def wide_limit_law(problem: Problem, *, t1=None) -> DistanceLaw:
             f"{end:.3g} from {start:.3g}); pass a larger t1="
         )
     return distance_law(traj.final_network, 1.0, problem)
-
-
-class LawFit(eqx.Module):
-    """Many runs' gaps tested against their exact laws (`law_fit`).
-
-    **Fields:** `n` (runs tested), `excluded` (runs left out: not converged or law not
-    computable), `ks_statistic`, `ks_pvalue` (Kolmogorov–Smirnov of the $F_i(d_i)$ against
-    U(0, 1)), `mean_square` (observed mean of $d^2$), `expected_mean_square` (its exact
-    expectation), `ci_low`, `ci_high` (its normal-approximation `level` interval: reported,
-    not tested), `z`, `level`, `status` (the KS test's: `"consistent"`, `"rejected"`; `"not
-    checked"`; `"not applicable"` where the law's premises fail) and `reason`.
-    """
-
-    n: int
-    excluded: int
-    ks_statistic: float
-    ks_pvalue: float
-    mean_square: float
-    expected_mean_square: float
-    ci_low: float
-    ci_high: float
-    z: float
-    level: float
-    status: Literal["consistent", "rejected", "not checked", "not applicable"]
-    reason: str
-
-
-@full_precision
-def law_fit(
-    distances, laws: DistanceLaw | None = None, *, level: float = 0.99, usable=None
-) -> LawFit:
-    r"""Test runs' gaps $d_i$ against their laws (one `DistanceLaw` with a leading run axis),
-    or a batch of `RunLaw`s (`run_law` under `vmap`) passed alone.
-
-    The verdict is "rejected" when the KS test rejects at `1 - level` (the mean of $d^2$ is
-    reported, not tested), "consistent" otherwise, "not checked" (with the reason) with fewer
-    than `MIN_RUNS` usable runs, "not applicable" for `RunLaw`s of inits outside the law's
-    premises. `usable` (bool per run) excludes runs whose gap is not the limit gap
-    (`RunLaw.usable`: not converged, round-off, U₂ moved). docs/theory.md §2(h).
-    """
-    if isinstance(distances, RunLaw):
-        runs = distances
-        if not bool(np.any(np.asarray(runs.applies))):
-            nan = math.nan
-            return LawFit(0, int(np.size(runs.gap)), nan, nan, nan, nan, nan, nan, nan, level,
-                          "not applicable", NOT_GAUSSIAN)  # fmt: skip
-        usable = np.asarray(runs.usable) & np.asarray(runs.applies)
-        distances, laws = runs.gap, runs.law
-    elif laws is None:
-        raise TypeError("`flowlin.theory.law_fit(...)`: pass laws= with the distances")
-    call = "flowlin.theory.law_fit(...)"
-    if not isinstance(laws, DistanceLaw):
-        raise TypeError(
-            f"`{call}`: laws must be a flowlin.theory.DistanceLaw (one per run, run axis first; "
-            f"e.g. distance_law under jax.vmap), got {type(laws).__name__}"
-        )
-    d = np.asarray(as_float_array(call, "distances", distances), dtype=float).reshape(-1)
-    runs = laws.weights.shape[:-1]
-    if d.size != math.prod(runs):
-        raise ValueError(
-            f"`{call}`: {d.size} distances for laws of batch shape {runs} "
-            f"({math.prod(runs)} runs): one law per run"
-        )
-    u = laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(runs))
-    return fit_values(d, u, laws.mean_square(), laws.variance_square(), usable=usable, level=level)
-
-
-def fit_values(d, u, mean_square, variance_square, *, usable=None, level=0.99) -> LawFit:
-    """`law_fit` from per-run values (internal API, shared with `flowlin.summarize_bounds`):
-    gaps `d`, their CDF values `u`, and the conditional mean and variance of $d^2$."""
-    from scipy import stats
-
-    call = "flowlin.theory.law_fit(...)"
-    check_number(call, "level", level)
-    if not 0 < level < 1:
-        raise ValueError(f"`{call}`: level must be in (0, 1), got {level!r}")
-    d, u, mu, var = (
-        np.asarray(a, dtype=float).reshape(-1) for a in (d, u, mean_square, variance_square)
-    )
-    ok = np.isfinite(d) & np.isfinite(u) & np.isfinite(mu) & np.isfinite(var)
-    if usable is not None:
-        flags = np.asarray(usable)
-        if flags.dtype != bool:
-            raise TypeError(f"`{call}`: usable must be booleans (one per run), got {flags.dtype}")
-        if flags.size != d.size:
-            raise ValueError(f"`{call}`: usable has {flags.size} entries for {d.size} runs")
-        ok &= flags.reshape(-1)
-    n = int(ok.sum())
-    mean_sq = float(np.mean(d[ok] ** 2)) if n else math.nan
-    expected = float(np.mean(mu[ok])) if n else math.nan
-    sd = float(np.sqrt(np.sum(var[ok]))) / n if n else math.nan
-    zq = float(stats.norm.ppf(0.5 + level / 2))
-    ci = (expected - zq * sd, expected + zq * sd)
-    z = (mean_sq - expected) / sd if n and sd > 0 else math.nan
-    if n < MIN_RUNS:
-        ks, p, status = math.nan, math.nan, "not checked"
-        reason = f"{n} usable run(s); a law is tested on at least {MIN_RUNS}"
-    elif not np.any(var[ok] > 0):
-        ks, p, status = math.nan, math.nan, "not checked"
-        reason = "every law is a point mass (d = 0 exactly: no weight or no null space); no test"
-    else:
-        res = stats.kstest(u[ok], "uniform")
-        ks, p = float(res.statistic), float(res.pvalue)
-        # The verdict is the KS test's, exact at its level (the u_i are exactly uniform under
-        # the law). The mean of d² and its interval are reported, not tested: their normal
-        # approximation rejected exact draws 2-5x too often for 20 runs with unequal weights.
-        status = "rejected" if p < 1 - level else "consistent"
-        reason = (
-            f"KS p = {p:.3g}; mean of d² {mean_sq:.4g} vs exact {expected:.4g} "
-            f"({level:.0%} normal-approximation interval [{ci[0]:.4g}, {ci[1]:.4g}], not "
-            f"tested), n = {n}"
-        )
-    return LawFit(
-        n, int(d.size - n), ks, p, mean_sq, expected, ci[0], ci[1], z, level, status, reason
-    )
 
 
 class RunLaw(eqx.Module):
