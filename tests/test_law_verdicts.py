@@ -114,3 +114,20 @@ def test_run_law_refuses_a_trajectory_of_another_problem():
     other_y = flowlin.Problem(X, 1.5 * Y)  # same rank and sizes, another least loss L*
     with pytest.raises(ValueError, match=r"run_law.*not computed on this problem.*L\*"):
         run_law(traj, 0.3, other_y)
+
+
+@pytest.mark.parametrize("scale", [1e-21, 1e25])
+def test_float32_laws_at_extreme_scales(scale):
+    """d scales as √w: a float32 law with weights ×1e-21 or ×1e25 has the float64 unit law's
+    quantiles ×√scale (its start point squared the weights: inf at 1e25), and `law_fit` tests
+    it (float32 Var d² underflowed to 0 at 1e-21: "every law is a point mass")."""
+    w = np.array([1.0, 2.0])
+    unit = DistanceLaw(jnp.asarray(w), 5).quantile(jnp.asarray([0.1, 0.5, 0.9]))
+    law = DistanceLaw(jnp.asarray(w * scale, jnp.float32), 5)
+    got = law.quantile(jnp.asarray([0.1, 0.5, 0.9], jnp.float32))
+    np.testing.assert_allclose(np.asarray(got, np.float64), np.sqrt(scale) * unit, rtol=1e-5)
+    rng = np.random.default_rng(2)
+    weights = rng.uniform(1.0, 2.0, (30, 1)) * scale
+    d = np.sqrt(weights[:, 0] * rng.chisquare(4, 30)).astype(np.float32)
+    fit = law_fit(d, DistanceLaw(jnp.asarray(weights, jnp.float32), 4))
+    assert fit.status == "consistent" and fit.n == 30, fit.reason

@@ -139,7 +139,11 @@ class DistanceLaw(eqx.Module):
         p = self._batched(call, "p", p)
         if is_concrete(p) and not np.all((np.asarray(p) >= 0) & (np.asarray(p) <= 1)):
             raise ValueError(f"`{call}`: p must be a probability in [0, 1], got {p!r}")
-        hi0 = jnp.sqrt(self.mean_square() + 40 * jnp.sqrt(self.variance_square())) + 1e-300
+        # sqrt(E d² + 40 sd(d²)) formed at unit scale: weights of 1e20 square to inf in float32.
+        top = jnp.max(self.weights, axis=-1, keepdims=True)
+        unit = DistanceLaw(self.weights / jnp.where(top > 0, top, 1), self.dof, self.n_terms)
+        spread = jnp.sqrt(unit.mean_square() + 40 * jnp.sqrt(unit.variance_square()))
+        hi0 = jnp.sqrt(top[..., 0]) * spread + jnp.finfo(p.dtype).tiny
         hi0 = jnp.broadcast_to(hi0, jnp.broadcast_shapes(hi0.shape, p.shape))
         mixture = self._mixture()  # once, not at every bisection step
 

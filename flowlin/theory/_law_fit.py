@@ -82,7 +82,11 @@ def law_fit(
             f"({math.prod(runs)} runs): one law per run"
         )
     u = laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(runs))
-    return fit_values(d, u, laws.mean_square(), laws.variance_square(), usable=usable, level=level)
+    # The moments of d² in float64 on the host: float32 weights of 1e-20 square to 0 (every
+    # law would look like a point mass).
+    w = np.asarray(laws.weights, np.float64)
+    mean_square, variance_square = laws.dof * w.sum(-1), 2 * laws.dof * (w**2).sum(-1)
+    return fit_values(d, u, mean_square, variance_square, usable=usable, level=level)
 
 
 def fit_values(d, u, mean_square, variance_square, *, usable=None, level=0.99) -> LawFit:
