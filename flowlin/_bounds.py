@@ -20,7 +20,14 @@ from ._gram_init import GramInit
 from ._misc import frobenius, full_precision
 from ._network import LinearNetwork
 from ._problem import Problem
-from ._resolution import DRIFT_FACTOR, Observed, check_origin, check_tolerances, series
+from ._resolution import (
+    DRIFT_FACTOR,
+    Observed,
+    check_origin,
+    check_same_kind,
+    check_tolerances,
+    series,
+)
 from ._trajectory import Trajectory
 from .theory._distance import distance_bound_of, limit_identity_of
 from .theory._quantities import key_table
@@ -97,9 +104,7 @@ class BoundCheck(eqx.Module):
       $\log(\text{bound}(t)/(L(0) - L^\star))/\log((L(t) - L^\star)/(L(0) - L^\star))$, the
       fraction of the observed decay the theorem guarantees (for `loss_margin_local`: the
       guaranteed over the observed decay exponent on the last interval). NaN if not applicable,
-      and, for the loss and rate checks, NaN also when one held but no checked time has the
-      observed error far enough above round-off (100× its noise level `atol`·‖E(0)‖) for a
-      ratio to mean anything.
+      or (loss and rate checks, even held) if no checked time has the error 100× its noise.
     """
 
     holds: Bool[Array, "*batch"]
@@ -234,8 +239,7 @@ def check_bounds(
     - `width`, `alpha`, `delta`: for ICML Lemma 1 / Theorem 2 (as in
       `flowlin.theory.quantities`): `alpha=None` makes those checks not applicable; `width`
       defaults to the network's width (pass the true width for a zero-padded network or a
-      `GramInit`; for a network, a width above its rows or below its nonzero rows is
-      refused).
+      `GramInit`; a width outside [nonzero rows, rows] of a network is refused).
     - `rtol`, `atol`: the tolerances above (default `None`: derived as said there).
 
     **Returns:** `dict[str, BoundCheck]` with the keys below (`flowlin.CHECK_KEYS`).
@@ -258,13 +262,11 @@ def check_bounds(
         raise TypeError(
             f"`{call}`: trajectory must be a flowlin.Trajectory, got {type(trajectory).__name__}"
         )
-    if isinstance(init, DeepLinearNetwork):
-        return _check_deep_init(call, trajectory, init, problem, width, alpha, rtol, atol)
-    if isinstance(trajectory.final_network, DeepLinearNetwork):
-        raise ValueError(
-            f"`{call}`: init is a {type(init).__name__} but trajectory was computed from a "
-            "DeepLinearNetwork; pass the init gradient_flow was called with"
-        )
+    check_same_kind(call, trajectory, init)
+    if isinstance(init, DeepLinearNetwork):  # the checks of DEEP_CHECK_KEYS (_deep_bounds.py)
+        mismatch = check_deep_init(call, trajectory, init, problem, width, alpha)
+        tols = (jnp.asarray(x, init.dtype) for x in check_tolerances(call, trajectory, rtol, atol))
+        return _check_deep(trajectory, init, problem, *tols, mismatch=mismatch)
     gram, residuals = gram_and_residuals(call, init, problem)
     if trajectory.ts.ndim != 1:
         raise ValueError(
@@ -304,19 +306,6 @@ def _check(
     if mismatch is not None:  # traced: not this init/problem (see `check_origin`)
         out = {k: _refused(c, mismatch) for k, c in out.items()}
     return {k: out[k] for k in CHECK_KEYS}
-
-
-def _check_deep_init(call, trajectory, init, problem, width, alpha, rtol, atol):
-    """A deep init: the checks of `DEEP_CHECK_KEYS` (`flowlin._deep_bounds`)."""
-    if width is not None or alpha is not None:
-        raise ValueError(f"`{call}`: width= and alpha= are for two-layer inits (ICML Lemma 1)")
-    if trajectory.ts.ndim != 1:
-        raise ValueError(f"`{call}`: trajectory is batched; use jax.vmap over the batch")
-    rtol, atol = check_tolerances(call, trajectory, rtol, atol)
-    mismatch = check_deep_init(call, trajectory, init, problem)
-    dtype = init.dtype
-    return _check_deep(trajectory, init, problem, *(jnp.asarray(x, dtype) for x in (rtol, atol)),
-                       mismatch=mismatch)  # fmt: skip
 
 
 @eqx.filter_jit

@@ -67,16 +67,16 @@ class _Q0(NamedTuple):
     Q: Float[Array, "k k"]
 
 
-def check_deep_init(call: str, trajectory: Trajectory, init, problem: Problem):
-    """Refuse what `check_bounds` cannot check at depth; return the traced mismatch of the
-    init fingerprint (or `None`), as `flowlin._resolution.check_origin` does."""
+def check_deep_init(call: str, trajectory: Trajectory, init, problem: Problem, width, alpha):
+    """Refuse what `check_bounds` cannot check at depth (the kinds of network agree: see
+    `check_same_kind`); return the traced mismatch of the init fingerprint (or `None`), as
+    `flowlin._resolution.check_origin` does."""
+    if width is not None or alpha is not None:
+        raise ValueError(f"`{call}`: width= and alpha= are for two-layer inits (ICML Lemma 1)")
+    if trajectory.ts.ndim != 1:
+        raise ValueError(f"`{call}`: trajectory is batched; use jax.vmap over the batch")
     check_deep_compatible(call, init, problem)
     final = trajectory.final_network
-    if final is not None and not isinstance(final, DeepLinearNetwork):
-        raise ValueError(
-            f"`{call}`: init is a DeepLinearNetwork but trajectory was computed from a "
-            f"{type(final).__name__}; pass the init gradient_flow was called with"
-        )
     if final is not None and final.widths != init.widths:
         raise ValueError(
             f"`{call}`: trajectory's network has widths {final.widths} but init has "

@@ -138,6 +138,21 @@ def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem):
     return q_bad | s_bad
 
 
+def check_same_kind(call: str, trajectory: Trajectory, init) -> None:
+    """Refuse an init of the other kind (two-layer or deep) than the network the trajectory
+    was computed from (when it recorded one)."""
+    from ._deep_network import DeepLinearNetwork
+
+    final = trajectory.final_network
+    if final is not None and isinstance(init, DeepLinearNetwork) != isinstance(
+        final, DeepLinearNetwork
+    ):
+        raise ValueError(
+            f"`{call}`: init is a {type(init).__name__} but trajectory was computed from a "
+            f"{type(final).__name__}; pass the init gradient_flow was called with"
+        )
+
+
 def check_same_problem(call: str, trajectory: Trajectory, problem: Problem) -> None:
     """Refuse a `problem` the trajectory was not computed on, from what its recorded start
     (`init_fingerprint`) says without the init: its size, (r + m)² + 2 entries, and its last
