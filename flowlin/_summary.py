@@ -9,7 +9,7 @@ import xarray as xr
 from . import _dataset as schema
 from ._errors import check_number
 from ._results import status_names
-from .theory._law import MIN_RUNS
+from .theory._law import MIN_RUNS, cdf_error_limit
 from .theory._law_fit import LawFit, fit_values
 
 
@@ -387,6 +387,8 @@ def _law_rows(ds: xr.Dataset, level: float) -> list[LawRow]:
             cells.append(("all", cell_ds))
         for w, cell in cells:
             d, _, u, mu, var, usable = (cell[n].values for n in names)
-            fit = fit_values(d, u, mu, var, usable=usable.astype(bool), level=level)
+            # A stored CDF value is within cdf_error_limit of exact (run_law: NaN beyond).
+            error = cdf_error_limit(u.dtype) if np.issubdtype(u.dtype, np.floating) else 0.0
+            fit = fit_values(d, u, mu, var, usable=usable.astype(bool), level=level, u_error=error)
             rows.append(LawRow("all" if s is None else float(s), w, fit))
     return rows

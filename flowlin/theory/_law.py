@@ -16,9 +16,11 @@ $\sqrt h\,d$ for the paper's $\alpha = \frac12$ init.
 For $m \ge 2$ the CDF of a weighted sum of chi-squares is Ruben's mixture
 $P(d^2 \le x) = \sum_{i \ge 0} c_i\,P(\chi^2_{mk + 2i} \le x/\beta)$, $\beta = \min_j w_j$,
 $c_i \ge 0$, $\sum_i c_i = 1$ (the $c_i$ are the convolution of negative binomial laws); it is
-truncated after `n_terms` terms, and the neglected mass $1 - \sum c_i$ bounds the error. Where
-that mass exceeds `LAW_TOLERANCE` (very unequal $s_j$) the CDF is NaN: not computable here,
-never a wrong number. For $m = 1$ the series is a single term and exact.
+truncated after `n_terms` terms. `DistanceLaw.cdf_error` bounds the CDF's error: the neglected
+mass $1 - \sum c_i$ (or its Chernoff bound, free of cancellation) plus the incomplete gamma
+function's round-off. Where that bound exceeds `LAW_TOLERANCE` in float64 (very unequal $s_j$)
+or `NARROW_CDF_ERROR` in float32 (also large $k$) the CDF is NaN: not computable here, never a
+wrong number. For $m = 1$ the series is a single term.
 """
 
 import equinox as eqx
@@ -36,8 +38,16 @@ from .._problem import Problem, check_problem
 from ._statistics import check_final_shapes, check_output_gram
 
 
-#: The largest neglected mixture mass accepted in `DistanceLaw.cdf` (else NaN).
+#: The largest CDF error (`DistanceLaw.cdf_error`) accepted in float64 (else NaN).
 LAW_TOLERANCE = 1e-8
+#: The largest CDF error accepted in float32 (else NaN): its incomplete gamma function alone
+#: is off by up to ~4ε·a at shape a (2.6e-4 at a = 1000, k = 2000 for m = 1), and its bound
+#: (`GAMMAINC_ULPS`) is twice that.
+NARROW_CDF_ERROR = 2e-3
+#: JAX's regularized incomplete gamma P(a, x) is within ε·(c₀ + c₁·a) of exact, (c₀, c₁) =
+#: `GAMMAINC_ULPS` (measured: below ε·(32 + 8a) for a from 0.05 to 1e5, in float32 and
+#: float64; tests/test_law_verdicts.py).
+GAMMAINC_ULPS = (32, 16)
 #: Most terms of Ruben's series (each costs O(m) per law; beyond this, memory, not accuracy).
 MAX_TERMS = 100_000
 #: Fewest runs for which `law_fit` gives a verdict.
@@ -121,16 +131,23 @@ class DistanceLaw(eqx.Module):
         return _ruben(self.weights, self.dof, n_terms)
 
     def cdf(self, d) -> Float[Array, "*batch"]:
-        r"""$P(\text{gap} \le d)$; NaN where the series' neglected mass exceeds `LAW_TOLERANCE`."""
+        r"""$P(\text{gap} \le d)$, within `cdf_error()` of exact; NaN where that bound exceeds
+        `LAW_TOLERANCE` (float64) or `NARROW_CDF_ERROR` (float32)."""
         return _cdf(self._mixture(), self._batched("flowlin.theory.DistanceLaw.cdf(d)", "d", d))
+
+    def cdf_error(self) -> Float[Array, "*batch"]:
+        r"""A bound on $|$`cdf(d)` $-$ exact$|$ for every $d$: the series' neglected mass (for
+        $m \ge 2$) plus the incomplete gamma function's round-off in the law's dtype (about
+        $10^{-12}$ in float64; in float32 it grows with $k$: ~$10^{-3}$ at $k = 1000$)."""
+        return self._mixture()[3]
 
     def mean(self) -> Float[Array, "*batch"]:
         r"""$\mathbb E\,d$ (for $m = 1$: $\sqrt{2w}\,\Gamma(\frac{k+1}2)/\Gamma(\frac k2)$)."""
-        c, nu, beta, tail = self._mixture()
+        c, nu, beta, error = self._mixture()
         e_chi = jnp.exp(gammaln((nu + 1) / 2) - gammaln(nu / 2))
         out = jnp.sqrt(2 * beta) * jnp.sum(c * e_chi, axis=-1)
         out = jnp.where(jnp.isfinite(beta), out, 0.0)
-        return jnp.where(tail <= LAW_TOLERANCE, out, jnp.nan)
+        return jnp.where(error <= cdf_error_limit(c.dtype), out, jnp.nan)
 
     def quantile(self, p) -> Float[Array, "*batch"]:
         """The `p`-quantile of the gap (64 bisection steps on `cdf`); `p` in [0, 1]
@@ -162,19 +179,38 @@ class DistanceLaw(eqx.Module):
         return jnp.where((p >= 0) & (p <= 1), q, jnp.nan)
 
 
+def cdf_error_limit(dtype) -> float:
+    """The largest CDF error accepted in `dtype` (`DistanceLaw.cdf_error`; NaN beyond it):
+    `LAW_TOLERANCE` in float64, `NARROW_CDF_ERROR` in narrower dtypes."""
+    return LAW_TOLERANCE if jnp.finfo(dtype).bits >= 64 else NARROW_CDF_ERROR
+
+
 def _cdf(mixture, d):
-    """The CDF of the gap at `d` from Ruben's mixture `(c, ν, β, neglected mass)`."""
-    c, nu, beta, tail = mixture
+    """The CDF of the gap at `d` from Ruben's mixture `(c, ν, β, error bound)`."""
+    c, nu, beta, error = mixture
     d = jnp.asarray(d, dtype=c.dtype)
-    x = jnp.maximum(d, 0)[..., None] ** 2 / (2 * beta[..., None])
+    # (d / √(2β))², not d²/(2β): d² of a float32 gap above ~1e19 is inf.
+    x = (jnp.maximum(d, 0)[..., None] / jnp.sqrt(2 * beta[..., None])) ** 2
     p = jnp.sum(c * gammainc(nu / 2, x), axis=-1)
     p = jnp.where(jnp.isfinite(beta), p, 1.0)  # all weights zero: the gap is exactly 0
     p = jnp.where(d < 0, 0.0, p)
-    return jnp.where(tail <= LAW_TOLERANCE, jnp.clip(p, 0.0, 1.0), jnp.nan)
+    return jnp.where(error <= cdf_error_limit(c.dtype), jnp.clip(p, 0.0, 1.0), jnp.nan)
+
+
+#: Points θ of the Chernoff bound on the neglected mass (`_ruben`); any θ gives a valid bound.
+CHERNOFF_POINTS = 64
 
 
 def _ruben(w, k: int, n_terms: int):
-    """Ruben's mixture weights for $\\sum_j w_j\\chi^2_k$: returns (c, ν, β, 1 − Σc)."""
+    r"""Ruben's mixture for $\sum_j w_j\chi^2_k$: returns (c, ν, β, a bound on the error of the
+    CDF computed from it: the neglected mass $1 - \sum c_i$ plus the incomplete gamma's error).
+
+    The mixing law is that of $I = \sum_j N_j$, independent $N_j \sim$ NB$(k/2, β/w_j)$:
+    $c_0 = \prod_j (β/w_j)^{k/2}$ and $c_i = \frac1i\sum_{l<i} G_{i-l} c_l$ with
+    $G_i = \frac k2\sum_j γ_j^i$, $γ_j = 1 - β/w_j$. $c_0$ underflows for large $k$ (float32:
+    $0.6^{190} \approx 10^{-42}$), so the recurrence runs on $c/e^{o}$, renormalized to a
+    largest entry of 1 as it grows, with the log-scale $o$ carried beside it.
+    """
     w = jnp.asarray(w)
     invalid = jnp.any(~(w >= 0) | jnp.isinf(w), axis=-1)  # NaN (no law), negative or infinite
     pos = w > 0
@@ -185,23 +221,59 @@ def _ruben(w, k: int, n_terms: int):
     m_eff = jnp.sum(pos, axis=-1)
     log_c0 = 0.5 * k * jnp.sum(jnp.log(ratio), axis=-1)
     i = jnp.arange(1, n_terms, dtype=w.dtype)
-    # G_i = (k/2) Σ_j γ_j^i, then c_i = (1/i) Σ_{l<i} G_{i-l} c_l with c_0 = Π (β/w_j)^{k/2}.
     G = 0.5 * k * jnp.sum(gam[..., None, :] ** i[:, None], axis=-1)  # (*batch, n-1)
     G = jnp.concatenate([jnp.zeros((*G.shape[:-1], 1), G.dtype), G], axis=-1)  # index = lag
 
-    def step(c, idx):
+    def step(state, idx):
+        c, log_scale = state
         lags = idx - jnp.arange(n_terms)
         g = jnp.where(lags >= 1, jnp.take(G, jnp.clip(lags, 0, n_terms - 1), axis=-1), 0.0)
         ci = jnp.sum(g * c, axis=-1) / idx
-        return c.at[..., idx].set(ci), None
+        grow = jnp.maximum(ci, 1.0)  # keep every entry <= 1: no overflow, nothing lost
+        c = c.at[..., idx].set(ci) / grow[..., None]
+        return (c, log_scale + jnp.log(grow)), None
 
-    c0 = jnp.zeros(G.shape, w.dtype).at[..., 0].set(jnp.exp(log_c0))
-    c = jax.lax.scan(step, c0, jnp.arange(1, n_terms))[0] if n_terms > 1 else c0
+    c = jnp.zeros(G.shape, w.dtype).at[..., 0].set(1.0)
+    if n_terms > 1:
+        c, log_c0 = jax.lax.scan(step, (c, log_c0), jnp.arange(1, n_terms))[0]
+    c = c * jnp.exp(log_c0)[..., None]
     nu = k * m_eff[..., None] + 2 * jnp.arange(n_terms, dtype=w.dtype)
-    tail = jnp.maximum(1.0 - jnp.sum(c, axis=-1), 0.0)
-    tail = jnp.where(invalid, jnp.nan, tail)  # every number of an invalid law is NaN
+    tail = jnp.minimum(_sum_bound(c), _chernoff_bound(ratio, gam, k, n_terms))
+    # JAX's P(a, x) is within ε·(c₀ + c₁a) of exact (GAMMAINC_ULPS): Σ c_i of that, and the sum.
+    eps = jnp.finfo(w.dtype).eps
+    c0, c1 = GAMMAINC_ULPS
+    arithmetic = eps * jnp.sum(c * (c0 + c1 * nu / 2), axis=-1)
+    error = tail + arithmetic + n_terms * eps
+    error = jnp.where(invalid, jnp.nan, error)  # every number of an invalid law is NaN
     beta = jnp.where(jnp.isfinite(beta) & (k > 0), beta, jnp.inf)
-    return c, nu, beta, tail
+    return c, nu, beta, error
+
+
+def _sum_bound(c):
+    """1 − Σc plus its round-off allowance (n² ulps: the recurrence's error, compounded)."""
+    n = c.shape[-1]
+    return jnp.maximum(1.0 - jnp.sum(c, axis=-1), 0.0) + n * n * jnp.finfo(c.dtype).eps
+
+
+def _chernoff_bound(ratio, gam, k: int, n: int):
+    r"""$P(I \ge n) \le \min_θ \mathbb E[e^{θI}]\,e^{-θn}$, $\log\mathbb E[e^{θI}] =
+    \frac k2\sum_j[\log(β/w_j) - \log(1 - γ_je^θ)]$ for $0 < θ < -\log\max_jγ_j$: the
+    neglected mass without the cancellation of 1 − Σc (~1e-6 in float32)."""
+    top = jnp.max(gam, axis=-1, keepdims=True)
+    safe_top = jnp.where(top > 0, top, 0.5)
+    frac = jnp.arange(1, CHERNOFF_POINTS + 1, dtype=gam.dtype) / (CHERNOFF_POINTS + 1)
+    theta = -jnp.log(safe_top) * frac  # (*batch, points)
+    log_mgf = (
+        0.5
+        * k
+        * jnp.sum(
+            jnp.log(ratio)[..., None, :]
+            - jnp.log1p(-gam[..., None, :] * jnp.exp(theta)[..., None]),
+            axis=-1,
+        )
+    )
+    bound = jnp.exp(jnp.min(log_mgf - theta * n, axis=-1))
+    return jnp.where(top[..., 0] > 0, bound, 0.0)  # equal weights: c = (1, 0, ...) exactly
 
 
 @full_precision
