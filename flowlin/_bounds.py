@@ -26,7 +26,9 @@ from ._resolution import (
     check_origin,
     check_same_kind,
     check_tolerances,
+    for_descent,
     series,
+    withdraw,
 )
 from ._trajectory import Trajectory
 from .theory._distance import distance_bound_of, limit_identity_of
@@ -123,6 +125,8 @@ class BoundCheck(eqx.Module):
         "run did not succeed",
         "below the resolution floor of the dtype at every time",
         "the trajectory did not start from this init and problem (traced check)",
+        "a theorem about the gradient flow, not claimed for this gradient-descent run "
+        "(limit_identity: claimed where u2_drift was saved and stayed within rtol)",
     )
 
 
@@ -231,7 +235,9 @@ def check_bounds(
       diagnostics `excess_loss`, `rate`, `product_min_singular_value`,
       `distance_to_min_norm`, `error_integral`, `imbalance_drift` (whichever were saved) and
       `final_network` (for `limit_identity`). For a batch, `jax.vmap` this function.
-      Gradient descent trajectories can be checked too, but the theorems are about the flow.
+      Gradient descent trajectories can be checked too: the theorems about the flow are then
+      not applicable (`reason` 6), and `limit_identity` is checked only where `u2_drift`
+      was saved and stayed within `rtol` (so not for Adam).
     - `init`: the initialization, a `flowlin.LinearNetwork` or `flowlin.GramInit`
       (`limit_identity` needs the network); or a `flowlin.DeepLinearNetwork`, checked for the
       keys of `flowlin.DEEP_CHECK_KEYS` instead (docs/theory.md §6(g), same rules).
@@ -304,8 +310,8 @@ def _check(
         **_check_lemma1(obs, wide),
     }
     if mismatch is not None:  # traced: not this init/problem (see `check_origin`)
-        out = {k: _refused(c, mismatch) for k, c in out.items()}
-    return {k: out[k] for k in CHECK_KEYS}
+        out = {k: withdraw(c, mismatch, 5) for k, c in out.items()}
+    return for_descent(trajectory, {k: out[k] for k in CHECK_KEYS}, rtol)
 
 
 @eqx.filter_jit
@@ -313,20 +319,8 @@ def _check_deep(trajectory, init, problem, rtol, atol, *, mismatch=None):
     out = deep_checks(trajectory, init, problem, rtol, atol)
     out = {k: _not_applicable(rtol.dtype) if v is None else _result(*v) for k, v in out.items()}
     if mismatch is not None:
-        out = {k: _refused(c, mismatch) for k, c in out.items()}
-    return {k: out[k] for k in DEEP_CHECK_KEYS}
-
-
-def _refused(c: BoundCheck, mismatch) -> BoundCheck:
-    nan = jnp.asarray(jnp.nan, c.worst_slack.dtype)
-    return BoundCheck(
-        c.holds & ~mismatch,
-        c.applicable & ~mismatch,
-        jnp.where(mismatch, nan, c.worst_slack),
-        jnp.where(mismatch, nan, c.tightness),
-        c.excluded,
-        jnp.where(mismatch, 5, c.reason).astype(jnp.int32),
-    )
+        out = {k: withdraw(c, mismatch, 5) for k, c in out.items()}
+    return for_descent(trajectory, {k: out[k] for k in DEEP_CHECK_KEYS}, rtol)
 
 
 def _check_conservation(trajectory: Trajectory, obs: Observed) -> dict[str, BoundCheck]:

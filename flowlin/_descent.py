@@ -106,6 +106,10 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     result = RESULTS.where(
         (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
     )
+    # Ended above its start (beyond round-off): the steps blew up before the iterates became
+    # non-finite (the flow never raises the loss). Not a run with usable numbers.
+    grew = excess > fingerprint[-2] * (1 + 1e3 * jnp.finfo(dtype).eps) + floor
+    result = RESULTS.where((result == RESULTS.not_converged) & grew, RESULTS.diverged, result)
     networks = None
     if saveat.networks:
         networks = jax.tree.unflatten(jax.tree.structure(net), list(states))
@@ -158,7 +162,10 @@ def gradient_descent(
       `optimizer` is given).
     - `steps`: maximum number of iterations (may be traced).
     - `optimizer`: an optax `GradientTransformation`; default `optax.sgd(lr)`, built inside the
-      compiled function so that sweeping `lr` does not recompile.
+      compiled function so that sweeping `lr` does not recompile. Its update must need only
+      the gradients (not the line searches of `optax.lbfgs`, `optax.polyak_sgd`: refused).
+      The flow's theorems are not claimed for descent: `flowlin.check_bounds` reports them
+      not applicable (docs/theory.md §2).
     - `averaged`: use the papers' averaged loss (see above).
     - `saveat`: a `flowlin.SaveAt` or an array of flow times; each is mapped to the nearest
       iteration $k = \mathrm{round}(t/\tau)$ in `[0, steps]` ($\tau$ the time per step).
@@ -167,8 +174,8 @@ def gradient_descent(
       below this; later saves are `inf`.
 
     **Returns:** a `flowlin.Trajectory` with `method="descent"`, `iterations` the saved
-    iteration indices and `num_steps` the iterations taken; divergence (non-finite iterates)
-    is reported as `RESULTS.diverged`.
+    iteration indices and `num_steps` the iterations taken; divergence (non-finite iterates,
+    or an excess loss that ended above its start) is reported as `RESULTS.diverged`.
     """
     call = "flowlin.gradient_descent(...)"
     check_problem(call, problem)
@@ -190,10 +197,18 @@ def gradient_descent(
         check_positive(call, "stop_at_loss", stop_at_loss, scalar=True)
     dtype = jnp.result_type(net.dtype, problem.dtype)
     check_same_precision(call, problem, dtype)
+    lr_given = lr
     net, problem = tree_cast(net, dtype), tree_cast(problem, dtype)
     lr = jnp.asarray(lr, dtype)
     steps = jnp.asarray(steps, jnp.int32)
     tau = lr * (2.0 / problem.n if averaged else 1.0)
+    if is_concrete(tau) and not float(tau) > 0:  # the weights would never move
+        raise ValueError(
+            f"`{call}`: lr = {float(np.asarray(lr_given)):.3g} is 0 in {jnp.dtype(dtype).name} "
+            "(its step in flow time underflows); use a larger lr or float64"
+        )
+    if optimizer is not None:
+        _check_plain_update(call, optimizer, _WEIGHTS.start(net, problem)[0])
     saveat, ts = resolve_save_times(call, saveat, steps.astype(dtype) * tau, dtype)
     ks = jnp.clip(jnp.round(ts / tau), 0, steps).astype(jnp.int32)
     threshold = None if stop_at_loss is None else jnp.asarray(stop_at_loss, dtype)
@@ -208,3 +223,19 @@ def gradient_descent(
         optimizer=optimizer,
         averaged=bool(averaged),
     )
+
+
+def _check_plain_update(call: str, optimizer, params) -> None:
+    """Refuse an optimizer whose update needs more than `update(grads, state, params)` (the
+    line searches of optax.lbfgs, optax.polyak_sgd: the loss value and function), before
+    compiling: optax would fail inside its own code."""
+    try:
+        jax.eval_shape(lambda p: optimizer.update(p, optimizer.init(p), p), params)
+    except TypeError as e:
+        if "missing" not in str(e) and "required" not in str(e):
+            raise
+        raise TypeError(
+            f"`{call}`: optimizer needs more than the gradient in its update ({e}); flowlin "
+            "calls update(grads, state, params), so line-search optimizers such as "
+            "optax.lbfgs() or optax.polyak_sgd() are not supported"
+        ) from None

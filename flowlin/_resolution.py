@@ -249,3 +249,49 @@ class Observed(eqx.Module):
     @property
     def dtype(self):
         return self.ts.dtype
+
+
+#: Checks that are theorems about the gradient flow (docs/theory.md §2, §6(h)): on a
+#: gradient-descent trajectory they are not applicable, `BoundCheck.reason` 6. (A step of size
+#: η changes Λ by O(η²), and the envelopes and distance bounds are not claimed for descent.)
+FLOW_ONLY = frozenset(
+    {
+        "imbalance_conserved", "loss_imbalance", "loss_margin", "loss_margin_local",
+        "rate_instantaneous", "distance_deterministic", "distance_a_posteriori",
+        "distance_wide_network", "balancedness_conserved", "invariant_set",
+        "deficiency_margin_loss",
+    }
+)  # fmt: skip
+#: `BoundCheck.reason` of a flow-only check on a descent run.
+DESCENT_REASON = 6
+
+
+def for_descent(trajectory: Trajectory, checks: dict, rtol) -> dict:
+    """`checks` with the flow-only ones not applicable on a gradient-descent trajectory, and
+    `limit_identity` only where $U_2 = W_1\\Phi_2$ provably stayed put: `u2_drift` saved and at
+    most `rtol` (plain descent and momentum keep it; Adam and other per-entry scalings move
+    it, and the identity is not claimed for them)."""
+    if trajectory.method != "descent":
+        return checks
+    drift = series(trajectory, "u2_drift")
+    kept = jnp.asarray(False) if drift is None else jnp.all(drift[:-1] <= rtol)
+    if drift is not None and "u2_drift" in trajectory.final_values:
+        kept &= drift[-1] <= rtol
+    out = {}
+    for key, c in checks.items():
+        flow_only = ~kept if key == "limit_identity" else jnp.asarray(key in FLOW_ONLY)
+        out[key] = withdraw(c, flow_only, DESCENT_REASON)
+    return out
+
+
+def withdraw(c, where, reason: int):
+    """The `BoundCheck` `c`, made not applicable with `reason` where `where` holds."""
+    nan = jnp.asarray(jnp.nan, c.worst_slack.dtype)
+    return type(c)(
+        c.holds & ~where,
+        c.applicable & ~where,
+        jnp.where(where, nan, c.worst_slack),
+        jnp.where(where, nan, c.tightness),
+        c.excluded,
+        jnp.where(where, reason, c.reason).astype(jnp.int32),
+    )

@@ -19,13 +19,17 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     - `not_converged`: reached `t1` without converging (usable numbers; integrate longer);
     - `stiff`: the step budget ran out because an explicit solver's stable step is far below
       what `t1` needs (large weights); the message says what to do;
-    - `diverged`: the iterates became non-finite;
+    - `diverged`: the iterates became non-finite, or a gradient-descent run ended with its
+      excess loss above where it started;
     - `invalid_arguments`: `t1`, the save times or `dt0` were invalid and traced (under
       `jit`/`vmap`/`grad`), so they could only be checked inside the solve (concrete ones are
       refused by name before it).
     """
 
-    diverged = "The iterates became non-finite (NaN or inf): the step size is too large."
+    diverged = (
+        "The iterates became non-finite (NaN or inf), or (gradient descent) the excess loss "
+        "ended above where it started: the step size is too large."
+    )
     not_converged = (
         "Reached t1 without converging: the excess loss L - L* at t1 is above "
         "CONVERGED_FRACTION (1e-3) of its value at t = 0 (e.g. still on the plateau of a small "

@@ -19,6 +19,35 @@ ROWS: dict[str, tuple[str, str]] = {
         "flowlin.init.deep_gaussian(key, 6, 1, (4, 4), alpha=1000.0)",
         "alpha",
     ),
+    # -- gradient descent's step and optimizer, the wide-network bound's width -------------
+    "gradient_descent/lr-underflows-float32": (
+        "GD(jax.tree.map(lambda w: w.astype(np.float32), net), p32, 1e-50, 5)",
+        "lr",
+    ),
+    "gradient_descent/line-search-optimizer": (
+        "GD(net, problem, 0.1, 5, optimizer=__import__('optax').lbfgs())",
+        "optimizer",
+    ),
+    "theory.wide_network_bound/h-inf": (
+        "flowlin.theory.wide_network_bound(float('inf'), 0.5, 0.05, problem)",
+        "h",
+    ),
+    "theory.wide_network_bound/h-bool": (
+        "flowlin.theory.wide_network_bound(True, 0.5, 0.05, problem)",
+        "h",
+    ),
+    "theory.wide_network_bound/h-string": (
+        "flowlin.theory.wide_network_bound('4000', 0.5, 0.05, problem)",
+        "h",
+    ),
+    "theory.wide_network_bound/h-fractional": (
+        "flowlin.theory.wide_network_bound(2.5, 0.5, 0.05, problem)",
+        "h",
+    ),
+    "theory.wide_network_bound/alpha-string": (
+        "flowlin.theory.wide_network_bound(4000, '0.5', 0.05, problem)",
+        "alpha",
+    ),
     # -- the gap's law --------------------------------------------------------------------
     "theory.distance_law/std1-array": (
         "flowlin.theory.distance_law(net, jnp.array([0.5, 0.6]), problem)",

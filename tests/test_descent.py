@@ -137,3 +137,63 @@ def test_descent_status_says_whether_it_converged(setup):
     many = flowlin.gradient_descent(net, problem, 0.01, 2000)
     assert float(many.final_values["excess_loss"]) <= 1e-3 * float(many.excess_loss[0])
     assert many.result == flowlin.RESULTS.successful and bool(many.converged)
+
+
+def test_flow_theorems_are_not_claimed_for_descent():
+    """On a descent run the flow's theorems are not applicable (`reason` 6), not "violated":
+    one step of size η changes Λ by O(η²) (NumPy: 8e-6 of its scale after 10⁴ steps at
+    η = 1e-3, above the flow's tolerance). The limit identity, which descent keeps (U₂ stays
+    put), is checked; for Adam, which moves U₂, it is not. Lemma 1 (about the init) is checked
+    as for the flow."""
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
+    saves = flowlin.SaveAt(
+        jnp.linspace(0.0, 10.0, 11),
+        diagnostics=("excess_loss", "distance_to_min_norm", "u2_drift", "imbalance_drift"),
+    )
+    flow = flowlin.check_bounds(
+        flowlin.gradient_flow(net, problem, 10.0, saveat=saves), net, problem, alpha=0.5
+    )
+    gd = flowlin.gradient_descent(net, problem, 1e-3, 10_000, saveat=saves)
+    # Independent: Λ = U1ᵀU1 − VᵀV from the weights, in NumPy, moved by far more than round-off.
+    Phi1 = np.asarray(problem.Phi1)
+
+    def imbalance(n):
+        U1 = np.asarray(n.W1) @ Phi1
+        return U1 @ U1.T - np.asarray(n.W2).T @ np.asarray(n.W2)
+
+    drift = np.linalg.norm(imbalance(gd.final_network) - imbalance(net))
+    assert drift > 1e-6 * np.linalg.norm(imbalance(net)), drift
+    checks = flowlin.check_bounds(gd, net, problem, alpha=0.5)
+    for key, c in checks.items():
+        if key.startswith("lemma1"):
+            assert (int(c.reason), bool(c.holds)) == (int(flow[key].reason), bool(flow[key].holds))
+        elif key == "limit_identity":
+            assert bool(c.applicable) and bool(c.holds), key
+        else:
+            assert int(c.reason) == 6 and not bool(c.applicable), (key, int(c.reason))
+    adam = flowlin.gradient_descent(net, problem, 0.05, 400, optimizer=optax.adam(0.05),
+                                    saveat=saves)  # fmt: skip
+    null = np.eye(40) - Phi1 @ Phi1.T  # the projector onto X's null space
+    moved = (np.asarray(adam.final_network.W1) - np.asarray(net.W1)) @ null
+    assert np.linalg.norm(moved) > 1e-2 * np.linalg.norm(net.W1)
+    assert int(flowlin.check_bounds(adam, net, problem)["limit_identity"].reason) == 6
+
+
+def test_a_loss_that_blew_up_is_diverged_not_unconverged():
+    """Five steps at η = 2 take the excess loss from 0.13 to ~8e63 (NumPy below): finite, but
+    `diverged` (it was `not_converged`, "the numbers are valid", and its bounds checked)."""
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
+    run = flowlin.gradient_descent(net, problem, 2.0, 5)
+    X, Y = np.asarray(problem.X), np.asarray(problem.Y)
+    W1, W2 = np.asarray(net.W1), np.asarray(net.W2)
+    for _ in range(5):
+        R = Y - X @ W1.T @ W2.T
+        W1, W2 = W1 + 2.0 * (W2.T @ R.T @ X), W2 + 2.0 * (R.T @ X @ W1.T)
+    excess = 0.5 * np.sum((Y - X @ W1.T @ W2.T) ** 2) - float(problem.loss_star)
+    assert np.isfinite(excess) and excess > 1e50
+    np.testing.assert_allclose(float(run.final_values["excess_loss"]), excess, rtol=1e-6)
+    assert run.result == flowlin.RESULTS.diverged and not bool(run.succeeded)
+    checks = flowlin.check_bounds(run, net, problem)
+    assert not any(bool(c.applicable) for c in checks.values())

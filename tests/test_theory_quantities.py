@@ -21,7 +21,7 @@ def test_errors_name_the_argument(getkey):
         theory.wide_network_bound(100, 0.5, 1.5, problem)
     with pytest.raises(ValueError, match="delta must be in"):
         theory.quantities(net, problem, delta=0.0)
-    with pytest.raises(ValueError, match="h must be a width"):
+    with pytest.raises(ValueError, match=r"h must be a whole number >= 1 \(a width\)"):
         theory.wide_network_bound(0, 0.5, 0.05, problem)
     # Wrong types: flowlin's own message, or (tests run with beartype) the annotation check.
     with pytest.raises(TypeError, match="init"):

@@ -200,3 +200,31 @@ def test_envelope_with_a_zero_rate_at_infinite_time():
     assert float(theory.rate_imbalance(zero, problem)) == 0.0
     got = theory.loss_envelope(jnp.array([0.0, 1.0, jnp.inf]), zero, problem, theorem="imbalance")
     np.testing.assert_allclose(got, 0.5 * float(jnp.sum(problem.Y_tilde**2)), rtol=1e-14)
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e6])
+def test_float32_theory_at_tiny_and_huge_inits(scale):
+    """The same float32 numbers in float64 give the same theory: at 1e-12 the squares inside
+    the rate formulas and the invariant residual underflowed (rate_margin −1.2e-22 < 0,
+    instantaneous_rate_bound < 0, distance_bound 0: "the limit is W* exactly"); at 1e6
+    ⟨E, Q11E⟩ overflowed (instantaneous_rate inf)."""
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((5, 12)), rng.standard_normal((5, 2))
+    p32 = flowlin.Problem(jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32))
+    p64 = flowlin.Problem(jnp.asarray(p32.X, jnp.float64), jnp.asarray(p32.Y, jnp.float64))
+    W1, W2 = (scale * rng.standard_normal(s) for s in ((8, 12), (2, 8)))
+    net32 = flowlin.LinearNetwork(jnp.asarray(W1, jnp.float32), jnp.asarray(W2, jnp.float32))
+    net64 = jax.tree.map(lambda w: jnp.asarray(w, jnp.float64), net32)
+    T = flowlin.theory
+    for f in (T.rate_margin, T.rate_imbalance, T.instantaneous_rate_bound,
+              T.instantaneous_rate, T.lemma7_bound, T.distance_bound):  # fmt: skip
+        got, want = float(f(net32, p32)), float(f(net64, p64))
+        if abs(want) > float(np.finfo(np.float32).max):  # beyond float32: inf is the answer
+            assert got == np.inf, (f.__name__, got, want)
+            continue
+        assert np.isfinite(got) == np.isfinite(want), (f.__name__, got, want)
+        if np.isfinite(want):
+            assert got >= 0 and abs(got - want) <= 1e-3 * abs(want), (f.__name__, got, want)
+    got = float(T.quantities(net32, p32)["invariant_residual"])
+    want = float(np.hypot(*T.invariant_set_residual(net64, p64)))
+    np.testing.assert_allclose(got, want, rtol=1e-4)

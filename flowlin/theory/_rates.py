@@ -17,7 +17,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._errors import check_not_negative
 from .._gram_init import GramInit
-from .._misc import full_precision
+from .._misc import frobenius, full_precision
 from .._network import LinearNetwork
 from .._problem import Problem
 from ._statistics import InitStatistics, as_gram, error_of, index_split, plus, split
@@ -35,21 +35,26 @@ def prop1_bound_of(stats: InitStatistics, product_min_singular_value) -> Float[A
     r"""v2 Proposition 1's bound at $\sigma_{\min}(U_1V^\top)$ = `product_min_singular_value`."""
     sigma_m, sigma_r = index_split(stats.rank, stats.m, product_min_singular_value)
     dp, dm, d = stats.spread_plus, stats.spread_minus, stats.c
-    term_m = -dp + jnp.sqrt((dp + d) ** 2 + 4 * sigma_m**2)
-    term_r = -dm + jnp.sqrt((dm + d) ** 2 + 4 * sigma_r**2)
-    return stats.lambda_r_sigma * (term_m + term_r)
+    return stats.lambda_r_sigma * (_root_gap(dp, d, 2 * sigma_m) + _root_gap(dm, d, 2 * sigma_r))
+
+
+def _root_gap(spread, c, x):
+    r"""$-\Delta + \sqrt{(\Delta + c)^2 + x^2}$ for $\Delta, c, x \ge 0$, as
+    $(c(2\Delta + c) + x^2)/(\sqrt{\cdot} + \Delta)$ at unit scale: no cancellation when
+    $\Delta \gg c$, and no squares that underflow (float32 inits of 1e-12) or overflow."""
+    s = jnp.maximum(spread + c, x)  # NaN stays NaN (a failed run's values pass through)
+    safe = jnp.where((s > 0) & jnp.isfinite(s), s, 1.0)
+    a, b, p, q = (spread + c) / safe, x / safe, spread / safe, c / safe
+    out = jnp.where(s == 0, 0.0, safe * (q * (2 * p + q) + b**2) / (jnp.sqrt(a**2 + b**2) + p))
+    # An infinite argument (a save after stop_at_loss): −Δ + ∞, as the formula reads.
+    return jnp.where(jnp.isinf(s), jnp.where(jnp.isfinite(spread), jnp.inf, jnp.nan), out)
 
 
 def _margin_c(stats: InitStatistics, mu_m, mu_r):
     r"""v2 Theorem 3's $c$ at margins $\mu_m, \mu_r$."""
     dp, dm, d = stats.spread_plus, stats.spread_minus, stats.c
-    lam1 = stats.lambda_1_sigma
-    return (
-        -dp
-        + jnp.sqrt((dp + d) ** 2 + 4 * mu_m**2 / lam1)
-        - dm
-        + jnp.sqrt((dm + d) ** 2 + 4 * mu_r**2 / lam1)
-    )
+    root_lam1 = jnp.sqrt(stats.lambda_1_sigma)
+    return _root_gap(dp, d, 2 * mu_m / root_lam1) + _root_gap(dm, d, 2 * mu_r / root_lam1)
 
 
 def rate_margin_of(stats: InitStatistics, error_norm) -> Float[Array, "*times"]:
@@ -68,9 +73,11 @@ def instantaneous_rate_of(gram: GramInit, problem: Problem) -> Float[Array, ""]:
     """`instantaneous_rate` of a checked `GramInit`."""
     Q11, _, Q22 = split(problem, gram.Q)
     E = error_of(gram, problem)
-    num = jnp.sum(E * (Q11 @ E)) + jnp.sum((problem.sigma[:, None] * E) * (E @ Q22))
-    e2 = jnp.sum(E**2)
-    return jnp.where(e2 > 0, 2 * num / jnp.where(e2 > 0, e2, 1.0), jnp.nan)
+    # E at unit norm first: ⟨E, Q11E⟩ of float32 weights of 1e6 overflows (the rate does not).
+    norm = frobenius(E)
+    e = E / jnp.where(norm > 0, norm, 1.0)
+    rate = 2 * (jnp.sum(e * (Q11 @ e)) + jnp.sum((problem.sigma[:, None] * e) * (e @ Q22)))
+    return jnp.where(norm > 0, rate, jnp.nan)
 
 
 def lemma7_bound_of(gram: GramInit, problem: Problem) -> Float[Array, ""]:

@@ -326,7 +326,8 @@ class InitStatistics(eqx.Module):
         if residuals is None:
             residuals = residuals_of(gram, problem)
         self.residual_v, self.residual_u1 = residuals
-        self.invariant_residual = jnp.sqrt(self.residual_v**2 + self.residual_u1**2)
+        # hypot: the squares of float32 residuals of 1e-22 are 0 (a false "on the invariant set").
+        self.invariant_residual = jnp.hypot(self.residual_v, self.residual_u1)
         self.distance_initial = jnp.sqrt(
             jnp.sum((self.error / problem.sqrt_sigma[:, None]) ** 2) + self.residual_v**2
         )

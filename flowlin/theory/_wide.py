@@ -11,7 +11,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from .._custom_types import ScalarLike
-from .._errors import is_concrete
+from .._errors import check_number, is_concrete
 from .._gram_init import GramInit
 from .._misc import full_precision
 from .._network import LinearNetwork
@@ -215,13 +215,13 @@ def wide_network_bound(
     """
     call = "flowlin.theory.wide_network_bound(...)"
     check_problem(call, problem)
-    if is_concrete(alpha):
-        a = np.asarray(alpha, dtype=float)
-        if a.ndim != 0 or not (0.25 < a <= 0.5):
-            raise ValueError(f"`{call}`: alpha must be in (1/4, 1/2], got {alpha!r}")
+    check_number(call, "alpha", alpha)
+    check_number(call, "h", h)
+    if is_concrete(alpha) and not 0.25 < float(np.asarray(alpha)) <= 0.5:
+        raise ValueError(f"`{call}`: alpha must be in (1/4, 1/2], got {alpha!r}")
     if is_concrete(h):
-        hv = np.asarray(h, dtype=float)
-        if hv.ndim != 0 or not (hv >= 1):
-            raise ValueError(f"`{call}`: h must be a width >= 1, got {h!r}")
+        hv = float(np.asarray(h))
+        if not (np.isfinite(hv) and hv >= 1 and hv == round(hv)):
+            raise ValueError(f"`{call}`: h must be a whole number >= 1 (a width), got {h!r}")
     check_delta(call, delta)
     return wide_network_bound_of(h, alpha, delta, problem)
