@@ -208,8 +208,9 @@ def _ruben(w, k: int, n_terms: int):
     The mixing law is that of $I = \sum_j N_j$, independent $N_j \sim$ NB$(k/2, β/w_j)$:
     $c_0 = \prod_j (β/w_j)^{k/2}$ and $c_i = \frac1i\sum_{l<i} G_{i-l} c_l$ with
     $G_i = \frac k2\sum_j γ_j^i$, $γ_j = 1 - β/w_j$. $c_0$ underflows for large $k$ (float32:
-    $0.6^{190} \approx 10^{-42}$), so the recurrence runs on $c/e^{o}$, renormalized to a
-    largest entry of 1 as it grows, with the log-scale $o$ carried beside it.
+    $0.6^{190} \approx 10^{-42}$), so the recurrence runs on $c/e^{o}$ with the log-scale $o$
+    carried beside it: in float32 renormalized to a largest entry of 1 as it grows, in float64
+    lifted once at the start.
     """
     w = jnp.asarray(w)
     invalid = jnp.any(~(w >= 0) | jnp.isinf(w), axis=-1)  # NaN (no law), negative or infinite
@@ -224,19 +225,28 @@ def _ruben(w, k: int, n_terms: int):
     G = 0.5 * k * jnp.sum(gam[..., None, :] ** i[:, None], axis=-1)  # (*batch, n-1)
     G = jnp.concatenate([jnp.zeros((*G.shape[:-1], 1), G.dtype), G], axis=-1)  # index = lag
 
+    # float64 has the range to start at c_0 itself, lifted to e^-354 if smaller (entries then
+    # stay below e^354·1); float32's e^±87 does not, so it renormalizes at every step.
+    wide = jnp.finfo(w.dtype).bits >= 64
+    half_range = 0.5 * float(np.log(jnp.finfo(w.dtype).max))
+    lift = jnp.maximum(0.0, -log_c0 - half_range) if wide else -log_c0
+
     def step(state, idx):
         c, log_scale = state
         lags = idx - jnp.arange(n_terms)
         g = jnp.where(lags >= 1, jnp.take(G, jnp.clip(lags, 0, n_terms - 1), axis=-1), 0.0)
         ci = jnp.sum(g * c, axis=-1) / idx
-        grow = jnp.maximum(ci, 1.0)  # keep every entry <= 1: no overflow, nothing lost
-        c = c.at[..., idx].set(ci) / grow[..., None]
-        return (c, log_scale + jnp.log(grow)), None
+        c = c.at[..., idx].set(ci)
+        if wide:
+            return (c, log_scale), None
+        grow = jnp.maximum(ci, 1.0)  # every entry <= 1: no overflow, nothing lost
+        return (c / grow[..., None], log_scale + jnp.log(grow)), None
 
-    c = jnp.zeros(G.shape, w.dtype).at[..., 0].set(1.0)
+    c = jnp.zeros(G.shape, w.dtype).at[..., 0].set(jnp.exp(log_c0 + lift))
     if n_terms > 1:
-        c, log_c0 = jax.lax.scan(step, (c, log_c0), jnp.arange(1, n_terms))[0]
-    c = c * jnp.exp(log_c0)[..., None]
+        c, lift = jax.lax.scan(step, (c, -lift), jnp.arange(1, n_terms))[0]
+        lift = -lift
+    c = c * jnp.exp(-lift)[..., None]
     nu = k * m_eff[..., None] + 2 * jnp.arange(n_terms, dtype=w.dtype)
     tail = jnp.minimum(_sum_bound(c), _chernoff_bound(ratio, gam, k, n_terms))
     # JAX's P(a, x) is within ε·(c₀ + c₁a) of exact (GAMMAINC_ULPS): Σ c_i of that, and the sum.
