@@ -17,7 +17,7 @@ from ._method import FullWeights
 from ._misc import full_precision, tree_cast
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem, check_problem, check_same_precision
-from ._results import CONVERGED_FRACTION, RESULTS
+from ._results import RESULTS, converged_by
 from ._saveat import SaveAt
 from ._trajectory import Trajectory, init_fingerprint, make_trajectory
 
@@ -102,7 +102,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     # its start (and above what the arithmetic resolves) is `not_converged`.
     fingerprint = init_fingerprint(_WEIGHTS.initial_gram(system, net, problem), problem)
     floor = 0.5 * (100 * jnp.finfo(dtype).eps * jnp.sqrt(jnp.sum(problem.Y_tilde**2))) ** 2
-    converged = (excess <= CONVERGED_FRACTION * fingerprint[-2]) | (excess <= floor)
+    converged = converged_by(fingerprint[-2], excess, floor, 0.5 * jnp.sum(problem.Y_tilde**2))
     result = RESULTS.where(
         (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
     )

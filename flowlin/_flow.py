@@ -99,6 +99,13 @@ def check_solve_options(
                 f"`{call}`: {name} must be a diffrax {kind.__name__} (e.g. {example}), got "
                 f"{type(value).__name__}"
             )
+    terms = getattr(solver, "term_structure", dfx.AbstractTerm)
+    if not (isinstance(terms, type) and issubclass(terms, dfx.AbstractTerm)):
+        raise ValueError(
+            f"`{call}`: solver=diffrax.{type(solver).__name__}() integrates several terms (an "
+            "IMEX, split or SDE solver); the flow is one ODE term: pass an ODE solver "
+            "(diffrax.Tsit5(), diffrax.Dopri8(), or implicit diffrax.Kvaerno5())"
+        )
     adaptive = stepsize_controller is None or isinstance(
         stepsize_controller, dfx.AbstractAdaptiveStepSizeController
     )

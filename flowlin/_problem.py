@@ -273,3 +273,8 @@ def check_problem(call: str, problem) -> None:
         raise TypeError(
             f"`{call}`: problem must be a flowlin.Problem, got {type(problem).__name__}"
         )
+    if jnp.ndim(problem.X) != 2:  # a batch of problems (built under vmap), passed whole
+        raise ValueError(
+            f"`{call}`: problem is a batch of problems (X has shape {tuple(problem.X.shape)}); "
+            "use jax.vmap over the batch, one Problem per call"
+        )

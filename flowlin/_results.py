@@ -19,16 +19,17 @@ class RESULTS(dfx.RESULTS):  # pyright: ignore[reportGeneralTypeIssues]
     - `not_converged`: reached `t1` without converging (usable numbers; integrate longer);
     - `stiff`: the step budget ran out because an explicit solver's stable step is far below
       what `t1` needs (large weights); the message says what to do;
-    - `diverged`: the iterates became non-finite, or a gradient-descent run ended with its
-      excess loss above where it started;
+    - `diverged`: the iterates became non-finite, or the run (gradient descent, or a
+      fixed-step solve) ended with its excess loss above where it started;
     - `invalid_arguments`: `t1`, the save times or `dt0` were invalid and traced (under
       `jit`/`vmap`/`grad`), so they could only be checked inside the solve (concrete ones are
       refused by name before it).
     """
 
     diverged = (
-        "The iterates became non-finite (NaN or inf), or (gradient descent) the excess loss "
-        "ended above where it started: the step size is too large."
+        "The iterates became non-finite (NaN or inf), or the excess loss ended above where it "
+        "started (which the flow never does): the step size is too large (gradient descent, "
+        "or a fixed-step solver)."
     )
     not_converged = (
         "Reached t1 without converging: the excess loss L - L* at t1 is above "
@@ -92,3 +93,14 @@ def status_code(result: RESULTS) -> Int[Array, "*batch"]:
     matches = [result == getattr(RESULTS, name) for name in STATUS_NAMES]
     codes = jnp.arange(len(STATUS_NAMES), dtype=jnp.int32)
     return jnp.select(matches, list(codes), default=jnp.int32(-1))
+
+
+def converged_by(excess0, excess_f, floor, scale):
+    """Whether a run that reached its end converged: its excess loss at most
+    `CONVERGED_FRACTION` of its (finite) start, or at most `floor`, what the arithmetic
+    resolves; that floor counts only up to `CONVERGED_FRACTION` of `scale` = ½‖Ỹ‖², the zero
+    network's excess (a loose rtol's floor of ½(100·rtol·‖Ỹ‖)² would pass any run)."""
+    floor = jnp.minimum(floor, CONVERGED_FRACTION * scale)
+    return jnp.isfinite(excess0) & (
+        (excess_f <= CONVERGED_FRACTION * excess0) | (excess_f <= floor)
+    )

@@ -48,6 +48,18 @@ ROWS: dict[str, tuple[str, str]] = {
         "flowlin.theory.wide_network_bound(4000, '0.5', 0.05, problem)",
         "alpha",
     ),
+    # -- solvers of several terms; a batch of problems passed whole ----------------------
+    "gradient_flow/imex-solver": ("GF(net, problem, 0.1, solver=dfx.Sil3())", "solver"),
+    "gradient_flow/batched-problem": (
+        "GF(net, jax.vmap(lambda X, Y: flowlin.Problem(X, Y, rank=4))(jnp.stack([X, X]), "
+        "jnp.stack([Y, Y])), 0.1)",
+        "problem",
+    ),
+    "init.wishart/batched-problem": (
+        "init.wishart(key, jax.vmap(lambda X, Y: flowlin.Problem(X, Y, rank=4))("
+        "jnp.stack([X, X]), jnp.stack([Y, Y])), 3, 0.5, 0.5)",
+        "problem",
+    ),
     # -- the gap's law --------------------------------------------------------------------
     "theory.distance_law/std1-array": (
         "flowlin.theory.distance_law(net, jnp.array([0.5, 0.6]), problem)",

@@ -307,3 +307,30 @@ def test_traced_invalid_arguments_are_a_status_of_their_run_only():
         alone = solve(t1)
         assert bool(batch.succeeded[i])
         np.testing.assert_allclose(batch.excess_loss[i], alone.excess_loss, rtol=1e-10)
+
+
+def test_a_loss_that_rose_is_diverged_and_a_loose_rtol_does_not_make_a_run_converge():
+    """The flow never raises the loss. A fixed Euler step of 0.2 beyond stability takes the
+    excess loss from ~7 to ~1.7e4 (the exact flow: down to 0.07): `diverged`, not
+    `not_converged` with usable numbers. And the 'converged as far as the arithmetic can tell'
+    floor, ½(100·rtol·‖Ỹ‖)², passed any run at rtol = 1e-2: the zero network, a stationary
+    point whose excess never moves, was `successful`."""
+    import diffrax as dfx
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((5, 12)), rng.standard_normal((5, 2))
+    problem = flowlin.Problem(X, Y)
+    net = flowlin.init.gaussian(jax.random.key(0), 12, 2, 7, 0.3, 0.3)
+    euler = flowlin.gradient_flow(
+        net, problem, 0.4, solver=dfx.Euler(), stepsize_controller=dfx.ConstantStepSize(),
+        dt0=0.2,
+    )  # fmt: skip
+    exact = flowlin.gradient_flow(net, problem, 0.4, saveat=[0.0, 0.4], **TIGHT)
+    start, end = float(exact.excess_loss[0]), float(exact.excess_loss[-1])
+    assert end < start < float(euler.final_values["excess_loss"]) / 100
+    assert euler.result == flowlin.RESULTS.diverged and not bool(euler.succeeded)
+    zero = flowlin.LinearNetwork(jnp.zeros((7, 12)), jnp.zeros((2, 7)))
+    for rtol in (1e-8, 1e-2):
+        run = flowlin.gradient_flow(zero, problem, 5.0, rtol=rtol, atol=1e-12)
+        assert float(run.excess_loss[-1]) == float(run.excess_loss[0])  # it never moved
+        assert run.result == flowlin.RESULTS.not_converged and not bool(run.converged), rtol

@@ -267,14 +267,25 @@ def from_network(net: LinearNetwork, problem: Problem):
 
 @full_precision
 def from_gram(gram: GramInit):
-    """(L, J) of a `GramInit`: Q0 = LLᵀ by eigh, J = L⁺ K L⁺ᵀ."""
+    """(L, J) of a `GramInit`: Q0 = LLᵀ by eigh, J = A K Aᵀ with A L = I.
+
+    The factorization is of D Q0 D, D = diag(Q0)^-½ (each row at unit scale): an entry of a
+    Gram is known to its own rows' scale, so a cut relative to the largest eigenvalue of Q0
+    itself dropped every Σ^½U1 direction of small-scale data (X of 1e-8: U1's rows ~1e-16
+    against V's ~1) and changed the conserved imbalance. Rows below ε² of the largest keep
+    that scale (they are round-off, and not blown up to unit size)."""
     Q0, K = gram.Q, gram.K
-    q, P = jnp.linalg.eigh(0.5 * (Q0 + Q0.T))
+    Q = 0.5 * (Q0 + Q0.T)
+    diag, eps = jnp.diagonal(Q), jnp.finfo(Q.dtype).eps
+    top = jnp.max(diag)
+    rows = jnp.where(diag > eps**2 * top, diag, jnp.where(top > 0, top, 1.0))
+    d = 1.0 / jnp.sqrt(rows)
+    q, P = jnp.linalg.eigh(d[:, None] * Q * d[None, :])
     keep = q > _rank_rtol(Q0.dtype, Q0.shape[0]) * jnp.max(q)
     root = jnp.where(keep, jnp.sqrt(jnp.where(keep, q, 1.0)), 0.0)
     inv_root = jnp.where(keep, 1.0 / jnp.where(keep, root, 1.0), 0.0)
-    L = P * root
-    A = (P * inv_root).T  # L⁺
+    L = (P * root) / d[:, None]  # D⁻¹ L̃
+    A = (P * inv_root).T * d[None, :]  # L̃⁺ D: A L = I on the kept directions
     J = A @ K @ A.T
     return L, 0.5 * (J + J.T)
 

@@ -10,7 +10,7 @@ from jaxtyping import Array, Float
 
 from .._misc import full_precision
 from .._problem import Problem
-from .._results import CONVERGED_FRACTION, RESULTS
+from .._results import RESULTS, converged_by
 from .._saveat import SaveAt, diffrax_saveat, split_solution
 from .._trajectory import Trajectory, init_fingerprint, make_trajectory
 from ._base import AbstractFlowMethod
@@ -132,16 +132,22 @@ def valid_arguments(t1, ts, dt0) -> Array:
     return ok
 
 
-def _status(sol_result, finite, excess0, excess_f, steps_needed, max_steps, tol_floor, valid):
+def _status(
+    sol_result, finite, excess0, excess_f, steps_needed, max_steps, tol_floor, valid, scale
+):
     """The run's `RESULTS`: diffrax's, made specific: `diverged`, `not_converged` (reached t1
     with the excess loss above `CONVERGED_FRACTION` of its start and above what the arithmetic
     resolves), `stiff` (the step budget ran out where stability alone needs more steps than
     the budget and than `_STIFF_STEPS`), `invalid_arguments` (`valid_arguments` false)."""
     result = RESULTS.where(finite, RESULTS.promote(sol_result), RESULTS.diverged)
-    converged = (excess_f <= CONVERGED_FRACTION * excess0) | (excess_f <= tol_floor)
+    converged = converged_by(excess0, excess_f, tol_floor, scale)
     result = RESULTS.where(
         (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
     )
+    # The flow never raises the loss: a run that ended above its start beyond the solver's
+    # resolution (a fixed step that blew up) has no usable numbers.
+    grew = excess_f > excess0 + tol_floor
+    result = RESULTS.where((result == RESULTS.not_converged) & grew, RESULTS.diverged, result)
     budget = jnp.inf if max_steps is None else 0.5 * max_steps  # None: no step budget
     stiff = (steps_needed > budget) & (steps_needed > _STIFF_STEPS)
     result = RESULTS.where((result == RESULTS.max_steps_reached) & stiff, RESULTS.stiff, result)
@@ -261,9 +267,11 @@ def integrate(
     floor = 0.5 * (_CONVERGED_FLOOR * resolution * jnp.sqrt(jnp.sum(problem.Y_tilde**2))) ** 2
     excess_f = 0.5 * jnp.sum(method.error(system, y_f) ** 2)
     steps_needed = t1 * fastest_rate(Q0, problem) / _STABLE_STEP_TIMES_RATE
+    scale = 0.5 * jnp.sum(problem.Y_tilde**2)
     result = _status(
-        sol.result, finite, fingerprint[-2], excess_f, steps_needed, max_steps, floor, valid
-    )
+        sol.result, finite, fingerprint[-2], excess_f, steps_needed, max_steps, floor, valid,
+        scale,
+    )  # fmt: skip
     size, norm2_0 = _size_and_norm2(y0)
     state_norm = jnp.sqrt(jnp.maximum(norm2_0, _size_and_norm2(y_f)[1]))
     state_tolerance = None
