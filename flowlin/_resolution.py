@@ -273,10 +273,8 @@ def for_descent(trajectory: Trajectory, checks: dict, rtol) -> dict:
     it, and the identity is not claimed for them)."""
     if trajectory.method != "descent":
         return checks
-    drift = series(trajectory, "u2_drift")
-    kept = jnp.asarray(False) if drift is None else jnp.all(drift[:-1] <= rtol)
-    if drift is not None and "u2_drift" in trajectory.final_values:
-        kept &= drift[-1] <= rtol
+    drift = series(trajectory, "u2_drift")  # inf: a save after stop_at_loss, or no final value
+    kept = jnp.asarray(False) if drift is None else jnp.all(jnp.isinf(drift) | (drift <= rtol))
     out = {}
     for key, c in checks.items():
         flow_only = ~kept if key == "limit_identity" else jnp.asarray(key in FLOW_ONLY)

@@ -197,3 +197,20 @@ def test_a_loss_that_blew_up_is_diverged_not_unconverged():
     assert run.result == flowlin.RESULTS.diverged and not bool(run.succeeded)
     checks = flowlin.check_bounds(run, net, problem)
     assert not any(bool(c.applicable) for c in checks.values())
+
+
+def test_limit_identity_is_checked_on_a_descent_run_stopped_early():
+    """Saves after `stop_at_loss` are inf: they say nothing about U₂, which stayed put (NumPy),
+    so the limit identity is still checked, and holds."""
+    problem = flowlin.problems.whitened(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), D=40, m=1, h=100, alpha=0.5)
+    saves = flowlin.SaveAt(
+        jnp.linspace(0.0, 20.0, 21), diagnostics=("excess_loss", "distance_to_min_norm", "u2_drift")
+    )
+    run = flowlin.gradient_descent(net, problem, 0.01, 2000, saveat=saves, stop_at_loss=1e-6)
+    assert run.result == flowlin.RESULTS.event_occurred and np.isinf(run.u2_drift[-1])
+    null = np.eye(40) - np.asarray(problem.Phi1) @ np.asarray(problem.Phi1).T
+    moved = (np.asarray(run.final_network.W1) - np.asarray(net.W1)) @ null
+    assert np.linalg.norm(moved) < 1e-12 * np.linalg.norm(net.W1)
+    check = flowlin.check_bounds(run, net, problem)["limit_identity"]
+    assert bool(check.applicable) and bool(check.holds), int(check.reason)
