@@ -1,6 +1,8 @@
 """`flowlin.gradient_flow(method=flowlin.FullWeights())` against closed forms and conserved
 quantities."""
 
+import warnings
+
 import diffrax as dfx
 import jax
 import jax.numpy as jnp
@@ -334,3 +336,30 @@ def test_a_loss_that_rose_is_diverged_and_a_loose_rtol_does_not_make_a_run_conve
         run = flowlin.gradient_flow(zero, problem, 5.0, rtol=rtol, atol=1e-12)
         assert float(run.excess_loss[-1]) == float(run.excess_loss[0])  # it never moved
         assert run.result == flowlin.RESULTS.not_converged and not bool(run.converged), rtol
+
+
+def test_a_start_whose_loss_overflows_never_converges():
+    """float32 data of 9e18 with weights of 3e9: ½‖E(0)‖² is inf (the Problem holds Y), so
+    'at most 1e-3 of the start' held for any end; a run that only took its loss to 16% of its
+    start (the same run at unit scale, exactly rescaled: excess 7.2 → 1.1) was `successful`."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((5, 12)), rng.standard_normal((5, 2))
+    net = flowlin.init.gaussian(jax.random.key(0), 12, 2, 7, 0.3, 0.3)
+    saves = flowlin.SaveAt(ts=[0.0, 0.2], diagnostics=("excess_loss",))
+    unit = flowlin.gradient_flow(net, flowlin.Problem(X, Y), 0.2, saveat=saves)
+    assert float(unit.excess_loss[-1]) > 0.1 * float(unit.excess_loss[0])
+    assert unit.result == flowlin.RESULTS.not_converged
+    b, f32 = 9e18, np.float32
+    big = flowlin.Problem((X).astype(f32), (b * Y).astype(f32))
+    scaled = flowlin.LinearNetwork(
+        jnp.asarray(np.sqrt(b) * np.asarray(net.W1), f32),
+        jnp.asarray(np.sqrt(b) * np.asarray(net.W2), f32),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # float32's resolution warning: not what is tested
+        run = flowlin.gradient_flow(
+            scaled, big, 0.2 / b, dt0=1e-3 / b,
+            saveat=flowlin.SaveAt(ts=[0.0, 0.2 / b], diagnostics=("excess_loss",)),
+        )  # fmt: skip
+    assert np.isinf(float(run.excess_loss[0]))
+    assert not bool(run.converged) and run.result != flowlin.RESULTS.successful
