@@ -111,3 +111,16 @@ def test_drift_of_a_diverged_state_is_nan_not_zero():
     assert float(safe_norm(jnp.zeros(3))) == 0.0
     assert float(safe_norm(jnp.array([3.0, 4.0]))) == 5.0
     assert bool(jnp.isnan(safe_norm(jnp.array([1.0, jnp.nan]))))
+
+
+def test_an_implicit_solver_out_of_steps_is_not_called_stiff(problem):
+    """`stiff` says an explicit solver's step is held down by stability, and advises an
+    implicit solver. Kvaerno5 (implicit) from the same large init, out of its 20 steps, was
+    called `stiff` too, and told to use an implicit solver; it is `max_steps_reached`."""
+    import diffrax as dfx
+
+    net = _net(LARGE)
+    short = flowlin.gradient_flow(net, problem, 25.0, solver=dfx.Kvaerno5(), max_steps=20)
+    assert short.result == flowlin.RESULTS.max_steps_reached
+    explicit = flowlin.gradient_flow(net, problem, 25.0, max_steps=20)
+    assert explicit.result == flowlin.RESULTS.stiff  # the same budget, explicit: stiff

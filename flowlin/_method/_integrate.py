@@ -266,7 +266,11 @@ def integrate(
     resolution = eps if rtol is None else jnp.maximum(rtol, eps)
     floor = 0.5 * (_CONVERGED_FLOOR * resolution * jnp.sqrt(jnp.sum(problem.Y_tilde**2))) ** 2
     excess_f = 0.5 * jnp.sum(method.error(system, y_f) ** 2)
+    # Stability limits an explicit solver's step; an implicit one that ran out of steps is not
+    # `stiff` (whose message says to use an implicit solver), just out of steps.
     steps_needed = t1 * fastest_rate(Q0, problem) / _STABLE_STEP_TIMES_RATE
+    if isinstance(solver, dfx.AbstractImplicitSolver):
+        steps_needed = jnp.zeros_like(steps_needed)
     scale = 0.5 * jnp.sum(problem.Y_tilde**2)
     result = _status(
         sol.result, finite, fingerprint[-2], excess_f, steps_needed, max_steps, floor, valid,
