@@ -17,7 +17,7 @@ from ._method import FullWeights
 from ._misc import full_precision, tree_cast
 from ._network import LinearNetwork, check_compatible
 from ._problem import Problem, check_problem, check_same_precision
-from ._results import RESULTS, converged_by
+from ._results import RESULTS, converged_by, rose
 from ._saveat import SaveAt
 from ._trajectory import Trajectory, init_fingerprint, make_trajectory
 
@@ -106,9 +106,8 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     result = RESULTS.where(
         (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
     )
-    # Ended above its start (beyond round-off): the steps blew up before the iterates became
-    # non-finite (the flow never raises the loss). Not a run with usable numbers.
-    grew = excess > fingerprint[-2] * (1 + 1e3 * jnp.finfo(dtype).eps) + floor
+    # Ended above its start: the steps blew up before the iterates became non-finite.
+    grew = rose(fingerprint[-2], excess, floor)
     result = RESULTS.where((result == RESULTS.not_converged) & grew, RESULTS.diverged, result)
     networks = None
     if saveat.networks:

@@ -95,6 +95,12 @@ def status_code(result: RESULTS) -> Int[Array, "*batch"]:
     return jnp.select(matches, list(codes), default=jnp.int32(-1))
 
 
+def rose(excess0, excess_f, floor):
+    """Whether a run's excess loss ended above its start beyond round-off and `floor` (what
+    the arithmetic resolves): the flow never raises it, so the steps blew up (`diverged`)."""
+    return excess_f > excess0 * (1 + 1e3 * jnp.finfo(excess_f.dtype).eps) + floor
+
+
 def converged_by(excess0, excess_f, floor, scale):
     """Whether a run that reached its end converged: its excess loss at most
     `CONVERGED_FRACTION` of its (finite) start, or at most `floor`, what the arithmetic

@@ -10,7 +10,7 @@ from jaxtyping import Array, Float
 
 from .._misc import full_precision
 from .._problem import Problem
-from .._results import RESULTS, converged_by
+from .._results import RESULTS, converged_by, rose
 from .._saveat import SaveAt, diffrax_saveat, split_solution
 from .._trajectory import Trajectory, init_fingerprint, make_trajectory
 from ._base import AbstractFlowMethod
@@ -144,9 +144,8 @@ def _status(
     result = RESULTS.where(
         (result == RESULTS.successful) & ~converged, RESULTS.not_converged, result
     )
-    # The flow never raises the loss: a run that ended above its start beyond the solver's
-    # resolution (a fixed step that blew up) has no usable numbers.
-    grew = excess_f > excess0 + tol_floor
+    # The flow never raises the loss: a fixed step that blew up has no usable numbers.
+    grew = rose(excess0, excess_f, tol_floor)
     result = RESULTS.where((result == RESULTS.not_converged) & grew, RESULTS.diverged, result)
     budget = jnp.inf if max_steps is None else 0.5 * max_steps  # None: no step budget
     stiff = (steps_needed > budget) & (steps_needed > _STIFF_STEPS)
