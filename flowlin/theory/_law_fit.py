@@ -10,7 +10,7 @@ import numpy as np
 
 from .._errors import as_float_array, check_number
 from .._misc import full_precision
-from ._law import MIN_RUNS, NOT_GAUSSIAN, DistanceLaw, RunLaw, _cdf
+from ._law import MIN_RUNS, NOT_GAUSSIAN, DistanceLaw, RunLaw
 
 
 class LawFit(eqx.Module):
@@ -81,10 +81,9 @@ def law_fit(
             f"`{call}`: {d.size} distances for laws of batch shape {runs} "
             f"({math.prod(runs)} runs): one law per run"
         )
-    # One series for both: each u_i is within its law's cdf_error (NaN beyond the limit).
-    mixture = laws._mixture()
-    u = _cdf(mixture, jnp.asarray(d, laws.weights.dtype).reshape(runs))
-    errors = np.asarray(mixture[3], dtype=float).reshape(-1)
+    u = laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(runs))
+    # Each u_i is within its law's cdf_error of exact (NaN beyond cdf_error_limit).
+    errors = np.asarray(laws.cdf_error(), dtype=float).reshape(-1)
     u_error = float(np.max(errors[np.isfinite(np.asarray(u, dtype=float).reshape(-1))], initial=0))
     # The moments of d² in float64 on the host: float32 weights of 1e-20 square to 0 (every
     # law would look like a point mass).
