@@ -141,6 +141,13 @@ class DistanceLaw(eqx.Module):
         $10^{-12}$ in float64; in float32 it grows with $k$: ~$10^{-3}$ at $k = 1000$)."""
         return self._mixture()[3]
 
+    def cdf_and_error(self, d) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
+        """`(cdf(d), cdf_error())` from one build of Ruben's series (each call to either
+        builds it: the cost of a law is that build)."""
+        mixture = self._mixture()
+        d = self._batched("flowlin.theory.DistanceLaw.cdf_and_error(d)", "d", d)
+        return _cdf(mixture, d), mixture[3]
+
     def mean(self) -> Float[Array, "*batch"]:
         r"""$\mathbb E\,d$ (for $m = 1$: $\sqrt{2w}\,\Gamma(\frac{k+1}2)/\Gamma(\frac k2)$)."""
         c, nu, beta, error = self._mixture()

@@ -81,9 +81,9 @@ def law_fit(
             f"`{call}`: {d.size} distances for laws of batch shape {runs} "
             f"({math.prod(runs)} runs): one law per run"
         )
-    u = laws.cdf(jnp.asarray(d, laws.weights.dtype).reshape(runs))
     # Each u_i is within its law's cdf_error of exact (NaN beyond cdf_error_limit).
-    errors = np.asarray(laws.cdf_error(), dtype=float).reshape(-1)
+    u, errors = laws.cdf_and_error(jnp.asarray(d, laws.weights.dtype).reshape(runs))
+    errors = np.asarray(errors, dtype=float).reshape(-1)
     u_error = float(np.max(errors[np.isfinite(np.asarray(u, dtype=float).reshape(-1))], initial=0))
     # The moments of d² in float64 on the host: float32 weights of 1e-20 square to 0 (every
     # law would look like a point mass).
