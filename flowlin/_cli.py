@@ -101,7 +101,7 @@ def demo(
         "flowlin-results/demo"
     ),
     width: Annotated[int, typer.Option(min=1, max=10**6, help="Hidden width h.")] = 200,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=2**62, help="Random seed.")] = 0,
 ) -> None:
     """A one-minute tour: gradient flow and gradient descent on the ICML Fig. 1 data."""
     out = _out_folder(out)
@@ -127,7 +127,9 @@ def reproduce(
     quick: Annotated[
         bool, typer.Option("--quick", help="Reduced sizes (a minute or two; used by the tests).")
     ] = False,
-    seed: Annotated[int, typer.Option(help="Seed of the data and initializations.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=2**62, help="Seed of the data and initializations.")
+    ] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Reproduce the papers' figures (docs/theory.md §5), or the depth study (docs/deep.md):

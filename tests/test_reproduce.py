@@ -39,7 +39,13 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
     result = _invoke("reproduce", "all", "--out", out, "--quick", "--no-progress")
     assert result.exit_code == 0, result.output
-    return out, json.loads((out / "numbers.json").read_text()), result.output
+    # numbers.json is strict JSON: a value that is not a number is null, never NaN.
+    numbers = json.loads((out / "numbers.json").read_text(), parse_constant=_not_json)
+    return out, numbers, result.output
+
+
+def _not_json(name):
+    raise ValueError(f"numbers.json holds {name}, which is not JSON")
 
 
 @pytest.mark.slow
@@ -252,3 +258,45 @@ def test_demo_writes_a_figure(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "demo.png").read_bytes()[:8] == PNG_MAGIC
     assert "gradient descent, lr=0.05" in result.output
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tmp_path):
+    """`out/fig2` a file: refused at once, naming --out, with the earlier report untouched (it
+    was deleted first, then a FileExistsError traceback came after the computation)."""
+    from flowlin.reproduce import reproduce
+
+    (tmp_path / "report.md").write_text("an earlier run")
+    (tmp_path / "fig2").write_text("not a folder")
+    with pytest.raises(ValueError, match="out=.*not a writable folder"):
+        reproduce("fig2", tmp_path, quick=True, progress=False)
+    result = _invoke("reproduce", "fig2", "--out", tmp_path, "--quick", "--no-progress")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "error:" in result.output and "not a writable folder" in result.output
+    assert (tmp_path / "report.md").read_text() == "an earlier run"
+
+
+def test_seed_outside_its_range_is_a_usage_error(tmp_path):
+    from flowlin.reproduce import reproduce
+
+    with pytest.raises(ValueError, match="seed must be in"):
+        reproduce("fig2", tmp_path, quick=True, seed=10**23)
+    for command in ("reproduce", "demo"):
+        result = _invoke(command, "--out", tmp_path, "--seed", 10**23)
+        assert result.exit_code == 2 and "--seed" in result.output, result.output
+
+
+def test_an_earlier_report_is_set_aside_and_numbers_are_strict_json(tmp_path, monkeypatch):
+    """A new run moves the earlier report.md/numbers.json to previous-<time>/ (it deleted
+    them), and writes NaN as null (it wrote bare NaN, which JSON parsers refuse)."""
+    import flowlin.reproduce as rep
+
+    def fake(out, sizes, *, seed, progress):
+        return rep.Section("fig2", {"bounds_held": True, "c": [1.5, float("nan")]}, "## x\n", [])
+
+    monkeypatch.setitem(rep.RUNNERS, "fig2", fake)
+    (tmp_path / "report.md").write_text("an earlier run")
+    rep.reproduce("fig2", tmp_path, quick=True, progress=False)
+    kept = list(tmp_path.glob("previous-*/report.md"))
+    assert [p.read_text() for p in kept] == ["an earlier run"]
+    numbers = json.loads((tmp_path / "numbers.json").read_text(), parse_constant=_not_json)
+    assert numbers["fig2"]["c"] == [1.5, None]

@@ -128,7 +128,8 @@ def test_files_and_decay(quick):
         gauss = [k for k in dec.init.values if str(k).startswith("Gaussian")][0]
         assert float(dec.distance_to_min_norm.sel(init=gauss)[-1]) > 0.1
     bounds = numbers["decay_bounds"][margin]
-    assert bounds["deficiency_margin_loss"] == [True, True]  # applicable and held
+    assert bounds["deficiency_margin_loss"] == "held"
+    assert all(numbers["decay_converged"].values())
     assert numbers["bounds_held"] and "Loss decay at L = 3" in report
 
 
@@ -148,3 +149,39 @@ def test_verdict_lines_follow_the_fit():
     assert "**grows**" in head_verdict(2, (0.3, 0.2, 0.4, 12))
     assert "**shrinks**" in head_verdict(2, (-0.3, -0.4, -0.2, 12))
     assert "**not recorded**" in law_verdict(2, None)
+
+
+def test_a_failed_decay_flow_is_not_checked_and_not_held():
+    """A failed L = 3 flow's bounds were "n/a" (read as "the theorem's hypotheses fail") and
+    counted toward "every applicable bound held". They are now "not checked", and the verdict
+    is not "held"."""
+    import jax
+
+    import flowlin
+    from flowlin.reproduce._depth_decay import bound_state, decay_inits, decay_numbers
+
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=4, D=8, m=1)
+    nets = decay_inits(problem, 6, jax.random.key(1))
+    margin = "balanced, product W*/2 (deficiency margin)"
+    net = nets[margin]
+    ts = np.linspace(0.0, 20.0, 11)
+    states = {}
+    for name, max_steps in (("ok", None), ("failed", 3)):
+        kw = {} if max_steps is None else dict(max_steps=max_steps)
+        traj = flowlin.gradient_flow(net, problem, 20.0, saveat=ts, **kw)
+        assert bool(traj.succeeded) == (max_steps is None)
+        states[name] = {
+            b: bound_state(c) for b, c in flowlin.check_bounds(traj, net, problem).items()
+        }
+    assert states["ok"]["deficiency_margin_loss"] == "held"
+    assert set(states["failed"].values()) == {"not checked: run did not succeed"}
+    dec = xr.Dataset(
+        {
+            "excess_loss": (("init", "time"), np.ones((2, ts.size))),
+            "distance_to_min_norm": (("init", "time"), np.ones((2, ts.size))),
+            "converged": ("init", [True, False]),
+        },
+        coords={"init": ["ok", "failed"], "time": ts},
+    )
+    assert decay_numbers(dec, {"ok": states["ok"]})["held"]
+    assert not decay_numbers(dec, states)["held"]

@@ -18,9 +18,11 @@ matplotlib); `import flowlin.reproduce` or `from flowlin.reproduce import reprod
 import json
 import os
 import pathlib
+import shlex
 import sys
 from collections.abc import Callable
 
+import jax
 import numpy as np
 
 from .._dataset import versions
@@ -29,7 +31,8 @@ from ._report import (
     REPORT_FILES,
     STORE_FOLDER,
     Section as Section,
-    remove_stale,
+    check_writable,
+    set_aside,
     stores_progress,
     write_report,
     write_text,
@@ -46,6 +49,8 @@ TARGETS = ("fig1", "fig2", "v2")
 RUNNERS: dict[str, Callable[..., Section]] = {"fig1": run_fig1, "fig2": run_fig2, "v2": run_v2}
 #: Targets beyond the papers, run only by name (not by `"all"`).
 EXTRA_RUNNERS: dict[str, Callable[..., Section]] = {"depth": run_depth}
+#: Seeds accepted (the targets seed their parts with `seed + k`, k ≤ 20, as 64-bit ints).
+MAX_SEED = 2**62
 
 
 def reproduce(
@@ -68,7 +73,7 @@ def reproduce(
     - `out`: output folder; each target writes `out/<target>/` (netCDF data, PNG figures) and
       the run writes `out/report.md` and `out/numbers.json`.
     - `quick`: reduced sizes (`QUICK`) for tests; default the papers' sizes (`FULL`).
-    - `seed`: seeds the data and initializations.
+    - `seed`: seeds the data and initializations, an int in [0, 2⁶²].
     - `progress`: progress bars on a terminal or in a notebook, one line per stage in a log;
       `echo`: called with a line per finished target.
 
@@ -96,19 +101,21 @@ def reproduce(
         raise ValueError(f"`{call}`: target must be one of {choices}, got {target!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"`{call}`: seed must be an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"`{call}`: seed must be in [0, 2**62], got {seed}")
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"`{call}`: out must be a folder (str or os.PathLike), got {out!r}")
     out = pathlib.Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a file of that name, no permission
-        raise ValueError(
-            f"`{call}`: out={str(out)!r} cannot be the output folder ({e.strerror or e})"
-        ) from None
-    remove_stale(out, REPORT_FILES)
-    sizes = QUICK if quick else FULL
     targets = list(RUNNERS) if target == "all" else [target]
-    key = dict(target=target, quick=quick, seed=seed, versions=versions())
+    # Before any work: a folder that cannot take the results is refused now, not after the
+    # computation (fig2 and v2 keep no store: their work would be lost).
+    check_writable(call, out, targets)
+    # An earlier run's report is moved aside, never deleted, and never left beside new data.
+    set_aside([out / name for name in REPORT_FILES], f"{out} holds an earlier run's report",
+              then="this run writes a new one")  # fmt: skip
+    sizes = QUICK if quick else FULL
+    key = dict(target=target, quick=quick, seed=seed, versions=versions(),
+               float64=bool(jax.config.read("jax_enable_x64")))  # fmt: skip
     kept = _finished_targets(out, key)
     sections: dict[str, Section] = {}
     try:
@@ -180,7 +187,7 @@ def _finished_targets(out: pathlib.Path, key: dict) -> dict[str, Section]:
 def _say_interrupted(out, finished, pending, target, quick: bool, seed: int) -> None:
     """On Ctrl-C: what is kept, and the command that resumes."""
     saved, total = stores_progress(out / pending[0]) if pending else (0, 0)
-    command = f"flowlin reproduce {target} --out {out}" + " --quick" * quick
+    command = f"flowlin reproduce {target} --out {shlex.quote(str(out))}" + " --quick" * quick
     command += f" --seed {seed}" if seed else ""
     lines = [f"\ninterrupted: {len(finished)} of {len(finished) + len(pending)} target(s) finished"]
     if finished:

@@ -63,11 +63,20 @@ def write_text(path: pathlib.Path, text: str) -> None:
     _atomically(path, lambda tmp: tmp.write_text(text))
 
 
-def remove_stale(out: pathlib.Path, names) -> None:
-    """Remove the report files `names` of an earlier run from `out` (at the start of a run, so
-    that an interrupted run never leaves an old report beside new data)."""
-    for name in names:
-        (out / name).unlink(missing_ok=True)
+def check_writable(call: str, out: pathlib.Path, targets) -> None:
+    """Make `out` and its `out/<target>` folders, and write a file in each: a `ValueError`
+    naming `out` (and `call`) if any of them cannot take the results."""
+    for folder in (out, *(out / t for t in targets)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / temp_name(".probe")
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:  # a file of that name, no permission, a read-only disk
+            raise ValueError(
+                f"`{call}`: out={str(out)!r} cannot take the results: {str(folder)!r} is not a "
+                f"writable folder ({e.strerror or e})"
+            ) from None
 
 
 def save_figure(fig, path: pathlib.Path, files: list) -> None:
@@ -248,9 +257,12 @@ STORE_FOLDER: contextvars.ContextVar[pathlib.Path | None] = contextvars.ContextV
 
 
 def stores_progress(folder: pathlib.Path) -> tuple[int, int]:
-    """Chunks saved and chunks planned, summed over the sweep stores under `folder`."""
+    """Chunks saved and chunks planned, summed over the sweep stores under `folder` (not
+    those set aside in `previous-*` folders)."""
     saved = total = 0
     for manifest in sorted(folder.rglob("manifest.json")):
+        if any(part.startswith("previous-") for part in manifest.relative_to(folder).parts):
+            continue
         done, n = store_progress(manifest.parent)
         saved, total = saved + done, total + (n or 0)
     return saved, total
@@ -294,9 +306,9 @@ def sweep_kept(run, store: pathlib.Path | None, outputs=()):
     return run(store=store)
 
 
-def set_aside(paths, reason: str) -> pathlib.Path | None:
+def set_aside(paths, reason: str, *, then: str = "Starting over") -> pathlib.Path | None:
     """Move those of `paths` that exist into a new folder `previous-<UTC time>` beside the
-    first, printing where and why (`reason`); None if none exists."""
+    first, printing where, why (`reason`) and what happens `then`; None if none exists."""
     present = [pathlib.Path(p) for p in paths if pathlib.Path(p).exists()]
     if not present:
         return None
@@ -310,8 +322,26 @@ def set_aside(paths, reason: str) -> pathlib.Path | None:
     for p in present:
         os.replace(p, dest / p.name)
     moved = ", ".join(p.name for p in present)
-    print(f"note: {reason}. Starting over; {moved} moved to {dest}", file=sys.stderr)
+    print(f"note: {reason}. {then[:1].upper()}{then[1:]}; {moved} moved to {dest}", file=sys.stderr)
     return dest
+
+
+def json_safe(value):
+    """`value` (dicts, lists, numbers, strings) with array scalars made Python numbers and
+    NaN/inf made None (JSON's null; JSON has no NaN): what `numbers.json` holds."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, str):
+        return value
+    value = np.asarray(value)  # Python, NumPy and JAX scalars alike
+    if value.ndim:
+        return [json_safe(v) for v in value.tolist()]
+    if value.dtype == bool or np.issubdtype(value.dtype, np.integer):
+        return value.item()
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool) -> None:
@@ -332,5 +362,5 @@ def write_report(sections: dict[str, Section], out: pathlib.Path, *, quick: bool
         figs = [f"![{p}]({p})" for p in rel if p.endswith(".png")]
         head += [sec.markdown, "\nFiles: " + ", ".join(f"`{p}`" for p in rel) + "\n", *figs, ""]
     numbers = {k: dict(s.numbers, seconds=s.seconds) for k, s in sections.items()}
-    write_text(out / "numbers.json", json.dumps(numbers, indent=2, default=float))
+    write_text(out / "numbers.json", json.dumps(json_safe(numbers), indent=2, allow_nan=False))
     write_text(out / "report.md", "\n".join(head))

@@ -61,7 +61,7 @@ def demo(
     start = time.perf_counter()
     problem, runs = demo_runs(width, seed)
     elapsed = time.perf_counter() - start
-    echo(f"n={problem.n} D={problem.D} m={problem.m} h={width}, t1={T1}, float64")
+    echo(f"n={problem.n} D={problem.D} m={problem.m} h={width}, t1={T1}, {problem.X.dtype}")
     echo(f"{'run':<28}{'L - L*':>12}{'|W - W*|':>12}{'max imbalance drift':>22}")
     for name, tr in runs:
         echo(

@@ -19,18 +19,22 @@ import jax
 import numpy as np
 import xarray as xr
 
-from .. import _dataset as schema, init, problems
-from .._bounds import check_bounds
-from .._flow import gradient_flow
+from .. import _dataset as schema, problems
 from .._problem import Problem
-from .._progress import progress_bar, stage
+from .._progress import stage
 from .._saveat import DIAGNOSTICS, SaveAt
 from .._summary import fit_loglog_slope, md_table, summarize_bounds
 from .._sweep import sweep
 from ..theory._law import MIN_RUNS
+from ._depth_decay import (
+    DECAY_LEVEL as DECAY_LEVEL,
+    decay_data,
+    decay_markdown,
+    decay_numbers,
+    figure_decay,
+)
 from ._report import (
     Section,
-    crossing_time,
     plt,
     save_figure,
     save_netcdf,
@@ -42,8 +46,6 @@ from ._report import (
 
 #: ICML Theorem 2's exponent at α = 1/2 (two layers): the law whose survival at depth is tested.
 TWO_LAYER_SLOPE = -0.5
-#: The excess loss at which the loss-decay table reads off each init's time.
-DECAY_LEVEL = 1e-8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +92,7 @@ class DepthResult:
     ds: xr.Dataset
     fits: dict  # depth -> {"distance": (slope, lo, hi, n), "head": (...), "law": LawFit}
     decay: xr.Dataset  # (init, time): excess loss, distance, balancedness drift
-    decay_checks: dict  # init name -> {bound: (applicable, holds)}
+    decay_checks: dict  # init name -> {bound: `bound_state`}
 
 
 def usable_distance(ds: xr.Dataset) -> xr.DataArray:
@@ -117,55 +119,6 @@ def fit_depth(ds: xr.Dataset, depth: int) -> dict:
     )
 
 
-def decay_inits(problem: Problem, width: int, key) -> dict:
-    """The four L = 3 inits of the loss-decay comparison (hidden widths h, h)."""
-    D, m, widths = problem.D, problem.m, (width, width)
-    gauss = init.deep_gaussian(key, D, m, widths, alpha=0.5)
-    return {
-        "Gaussian, α = 1/2": gauss,
-        "orthogonal": init.deep_orthogonal(jax.random.fold_in(key, 1), D, m, widths),
-        "balanced, same product as the Gaussian": init.deep_balanced(
-            jax.random.fold_in(key, 2), gauss.product, widths
-        ),
-        "balanced, product W*/2 (deficiency margin)": init.deep_balanced(
-            jax.random.fold_in(key, 3), 0.5 * problem.min_norm, widths
-        ),
-    }
-
-
-def decay_data(problem: Problem, sizes: DepthSizes, seed: int, progress: bool):
-    """Loss decay at L = 3 from each of `decay_inits`: the curves and the bound checks."""
-    ts = np.linspace(0.0, sizes.decay_t1, sizes.decay_saves)
-    nets = decay_inits(problem, sizes.decay_width, jax.random.key(seed + 3))
-    curves, checks = {}, {}
-    saveat = SaveAt(ts, diagnostics=DIAGNOSTICS)
-    with progress_bar(total=len(nets), enabled=progress, desc="depth: L = 3 inits") as bar:
-        for name, net in nets.items():
-            traj = gradient_flow(net, problem, sizes.decay_t1, saveat=saveat)
-            curves[name] = traj
-            checks[name] = {
-                b: (bool(c.applicable & traj.succeeded), bool(c.holds & c.applicable))
-                for b, c in check_bounds(traj, net, problem).items()
-            }
-            bar.update(1)
-    names = list(nets)
-    drift = [np.asarray(curves[k].balancedness_drift).max(axis=-1) for k in names]
-    decay = xr.Dataset(
-        {
-            "excess_loss": (("init", schema.TIME), [curves[k].excess_loss for k in names]),
-            "distance_to_min_norm": (
-                ("init", schema.TIME),
-                [curves[k].distance_to_min_norm for k in names],
-            ),
-            "balancedness_drift_max": (("init", schema.TIME), drift),
-            schema.CONVERGED: ("init", [bool(curves[k].converged) for k in names]),
-        },
-        coords={"init": names, schema.TIME: ts},
-        attrs=dict(depth=3, width=sizes.decay_width),
-    )
-    return decay, checks
-
-
 def depth_data(sizes: DepthSizes, *, seed: int = 0, progress: bool = True) -> DepthResult:
     """The computation of `flowlin reproduce depth` (see `run_depth`)."""
     problem = problems.gaussian(jax.random.key(seed), n=sizes.n, D=sizes.D, m=1)
@@ -182,7 +135,8 @@ def depth_data(sizes: DepthSizes, *, seed: int = 0, progress: bool = True) -> De
         )  # fmt: skip
     ds = ds.sel({schema.SCALE: 0.5})
     fits = {int(L): fit_depth(ds, int(L)) for L in ds[schema.DEPTH].values}
-    decay, checks = decay_data(problem, sizes, seed, progress)
+    decay, checks = decay_data(problem, sizes.decay_width, sizes.decay_t1, sizes.decay_saves,
+                               jax.random.key(seed + 3), progress)  # fmt: skip
     return DepthResult(sizes, problem, ds, fits, decay, checks)
 
 
@@ -312,28 +266,11 @@ def figure_widths(res: DepthResult, path: pathlib.Path, files: list) -> None:
     save_figure(fig, path, files)
 
 
-def figure_decay(res: DepthResult, path: pathlib.Path, files: list) -> None:
-    """Excess loss against flow time at L = 3 for the four inits."""
-    dec = res.decay
-    fig, ax = plt().subplots(1, 2, figsize=(12, 4.5))
-    for i, name in enumerate(dec["init"].values):
-        ax[0].semilogy(dec[schema.TIME], dec.excess_loss.sel(init=name), f"C{i}-", label=name)
-        ax[1].semilogy(dec[schema.TIME], dec.distance_to_min_norm.sel(init=name), f"C{i}-")
-    ax[0].axhline(DECAY_LEVEL, color="k", ls=":", lw=1)
-    ax[0].set(xlabel="flow time t", ylabel="excess loss L − L*",
-              title=f"Loss decay at L = 3, h = {dec.attrs['width']}")  # fmt: skip
-    ax[1].set(xlabel="flow time t", ylabel=r"$\|W(t) - W^\star\|_F$", title="Distance")
-    for a in ax:
-        a.grid(alpha=0.3, which="both")
-    ax[0].legend(fontsize=8)
-    save_figure(fig, path, files)
-
-
 def depth_figures(res: DepthResult, out: pathlib.Path) -> list[pathlib.Path]:
     """Write `depth.png`, `depth_decay.png` and the data `depth.nc`, `depth_decay.nc`."""
     files: list = []
     figure_widths(res, out / "depth.png", files)
-    figure_decay(res, out / "depth_decay.png", files)
+    figure_decay(res.decay, out / "depth_decay.png", files)
     save_netcdf(res.ds, out / "depth.nc", files)
     save_netcdf(res.decay, out / "depth_decay.nc", files)
     return files
@@ -374,27 +311,15 @@ def depth_numbers(res: DepthResult) -> dict:
             converged=int(one[schema.CONVERGED].values.sum()),
             max_balancedness_drift=float(one["balancedness_drift"].max()),
         )
-    dec = res.decay
-    times = {
-        str(name): crossing_time(dec[schema.TIME].values,
-                                 dec.excess_loss.sel(init=name).values, DECAY_LEVEL)
-        for name in dec["init"].values
-    }  # fmt: skip
-    held = schema.all_bounds_held(ds)[0] and all(
-        h for checks in res.decay_checks.values() for a, h in checks.values() if a
-    )
+    decay = decay_numbers(res.decay, res.decay_checks)
+    held = schema.all_bounds_held(ds)[0] and decay.pop("held")
     return dict(
         widths=[int(w) for w in ds[schema.WIDTH].values],
         depths=[int(L) for L in ds[schema.DEPTH].values],
         seeds=int(ds.sizes[schema.SEED]),
         by_depth=per_depth,
-        decay_time_to_level=times,
-        decay_level=DECAY_LEVEL,
-        decay_final_distance={
-            str(k): float(dec.distance_to_min_norm.sel(init=k)[-1]) for k in dec["init"].values
-        },
-        decay_bounds={k: {b: list(v) for b, v in c.items()} for k, c in res.decay_checks.items()},
-        runs=int(ds[schema.SUCCEEDED].size + dec.sizes["init"]),
+        **decay,
+        runs=int(ds[schema.SUCCEEDED].size + res.decay.sizes["init"]),
         all_converged=bool(ds[schema.CONVERGED].all()),
         sweep_bounds=res.sizes.sweep_bounds,
         bounds_held=bool(held),
@@ -428,22 +353,6 @@ def verdict_lines(numbers: dict, fits: dict) -> list[str]:
     return lines
 
 
-def _decay_markdown(res: DepthResult, numbers: dict) -> str:
-    names = list(res.decay_checks)
-    bounds = sorted({b for c in res.decay_checks.values() for b in c})
-    rows = []
-    for name in names:
-        t = numbers["decay_time_to_level"][name]
-        cells = [name, "—" if not math.isfinite(t) else f"{t:.2f}",
-                 f"{numbers['decay_final_distance'][name]:.3g}"]  # fmt: skip
-        for b in bounds:
-            a, h = res.decay_checks[name].get(b, (False, False))
-            cells.append(("held" if h else "**VIOLATED**") if a else "n/a")
-        rows.append(cells)
-    head = ["init (L = 3)", f"t to L − L* < {DECAY_LEVEL:g}", "final ‖W − W*‖"] + bounds
-    return md_table(head, rows)
-
-
 def depth_markdown(res: DepthResult, numbers: dict) -> str:
     """The report's section."""
     p, s = res.problem, res.sizes
@@ -472,8 +381,9 @@ def depth_markdown(res: DepthResult, numbers: dict) -> str:
         "\n### Loss decay at L = 3\n",
         f"Hidden widths ({s.decay_width}, {s.decay_width}); bound entries of "
         "`flowlin.check_bounds` for a deep init (n/a: the theorem's hypotheses fail for that "
-        "init, e.g. no deficiency margin).\n",
-        _decay_markdown(res, numbers),
+        "init, e.g. no deficiency margin; 'not checked': the run did not succeed, and counts "
+        "against 'every applicable bound held').\n",
+        decay_markdown(numbers),
     ]
     return "\n".join(md)
 
