@@ -239,7 +239,8 @@ def summarize_bounds(
 
     For a sweep over widths, the least-squares slope of $\log\|W(\infty) - W^\star\|_F$ against
     $\log h$ (per scale, pooled over seeds and problems) with a `confidence` interval from the
-    t distribution — ICML Theorem 2 predicts $-1/2$ at $\alpha = 1/2$.
+    t distribution — ICML Theorem 2 predicts $-1/2$ at $\alpha = 1/2$. Only converged runs
+    enter it: at t1 a run that did not converge is not at $W(\infty)$.
 
     Where the sweep recorded the gap's exact law (`flowlin.theory.run_law`; every Gaussian
     init), per (scale, width) cell: the gaps tested against it (`flowlin.theory.law_fit`, at
@@ -294,7 +295,7 @@ def summarize_bounds(
         converged = ds[schema.CONVERGED].values.astype(bool)
     return BoundsSummary(
         _bound_rows(ds, succeeded),
-        _slope_rows(ds, distance, confidence),
+        _slope_rows(ds, distance, confidence, converged),
         runs=int(succeeded.size),
         failed=int((~succeeded).sum()),
         confidence=confidence,
@@ -344,10 +345,10 @@ def _bound_rows(ds: xr.Dataset, succeeded: np.ndarray) -> list[BoundRow]:
     return rows
 
 
-def _slope_rows(ds: xr.Dataset, distance: str, confidence: float) -> list[SlopeRow]:
+def _slope_rows(ds: xr.Dataset, distance: str, confidence: float, converged) -> list[SlopeRow]:
     slopes = []
     if distance in ds and schema.WIDTH in ds.coords:
-        d = ds[distance].where(ds[schema.SUCCEEDED].astype(bool))
+        d = ds[distance].where(xr.DataArray(converged, dims=ds[schema.SUCCEEDED].dims))
         width = ds[schema.WIDTH].broadcast_like(d)
         scale = schema.SCALE
         if scale in d.dims:
