@@ -39,7 +39,7 @@ _size_cpu_thread_pool()
 _LAZY: dict[str, str] = {
     "CHECK_KEYS": "._bounds",
     "DEEP_CHECK_KEYS": "._deep_bounds",
-    "BoundCheck": "._bounds",
+    "BoundCheck": "._bound_check",
     "check_bounds": "._bounds",
     "enable_compilation_cache": "._cache",
     "enable_fast_cpu_compiles": "._fast_compile",

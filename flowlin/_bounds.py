@@ -7,12 +7,10 @@ order. Theory is used through the declared internal API of `flowlin.theory` (`In
 and the `*_of` formulas).
 """
 
-from typing import ClassVar
-
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
 
+from ._bound_check import BoundCheck as BoundCheck
 from ._custom_types import ScalarLike
 from ._deep_bounds import DEEP_CHECK_KEYS, check_deep_init, deep_checks
 from ._deep_network import DeepLinearNetwork
@@ -75,59 +73,6 @@ CHECK_KEYS: dict[str, str] = {
     "lemma1_residual": "‖[VU2ᵀ; U1U2ᵀ]‖_F <= 2√(m+r) b/h^{2α−½} (ICML Lemma 1)",
     "lemma1_product": "‖U1Vᵀ‖_F <= 2√m b/h^{2α−½} (ICML Lemma 1)",
 }
-
-
-class BoundCheck(eqx.Module):
-    r"""Whether one bound held along a trajectory, and by how much.
-
-    **Fields** (0-d arrays; with leading batch axes under `jax.vmap`):
-
-    - `holds`: `applicable` and the bound held at every checked time, within the tolerances
-      of `check_bounds` (equivalently `applicable & (worst_slack >= 0)`).
-    - `applicable`: the bound says something here and could be checked: its hypotheses hold
-      (e.g. $c > 0$, $h > h_0$), the diagnostics it needs were saved, the solve succeeded and
-      at least one time could be checked. A bound that is not applicable never `holds`, so
-      `holds.mean()` over a sweep counts only real confirmations.
-    - `worst_slack`: the minimum over checked times of $\log(\text{tolerant bound}/\text{observed})$
-      for upper bounds, $\log(\text{observed}/\text{tolerant bound})$ for lower bounds (the
-      tolerant bound includes `rtol`/`atol`). $\ge 0$ iff the bound held; a loss envelope with
-      slack 3 held with $e^3 \approx 20\times$ room at its tightest time (loss envelopes skip
-      $t = 0$, where they are equalities). NaN if not applicable.
-    - `excluded`: times left out because the bound there is below the resolution floor
-      (`atol` × the run's scale) and so is the observed value: round-off, neither held nor
-      failed (late in float32 runs). Above the floor, a value still counts as a violation.
-    - `reason`: why the bound was or was not checked, an index into `BoundCheck.REASONS`
-      (0 checked; 4: every time below the resolution floor, could not be checked).
-    - `tightness`: how close the bound came, at the **last** checked time (late time),
-      1 = exact, at most 1 when the bound holds with room to spare (a bound that held only
-      within the tolerance, as late in float32 runs, can read above 1): observed/bound for
-      upper bounds, bound/observed for
-      lower bounds; for the loss envelopes the log-scale ratio
-      $\log(\text{bound}(t)/(L(0) - L^\star))/\log((L(t) - L^\star)/(L(0) - L^\star))$, the
-      fraction of the observed decay the theorem guarantees (for `loss_margin_local`: the
-      guaranteed over the observed decay exponent on the last interval). NaN if not applicable,
-      or (loss and rate checks, even held) if no checked time has the error 100× its noise.
-    """
-
-    holds: Bool[Array, "*batch"]
-    applicable: Bool[Array, "*batch"]
-    worst_slack: Float[Array, "*batch"]
-    tightness: Float[Array, "*batch"]
-    excluded: Int[Array, "*batch"]
-    reason: Int[Array, "*batch"]
-
-    #: What each `reason` code means.
-    REASONS: ClassVar[tuple[str, ...]] = (
-        "checked",
-        "hypotheses do not hold",
-        "inputs not given (diagnostic not saved, no saved time to check, alpha not passed, "
-        "no network)",
-        "run did not succeed",
-        "below the resolution floor of the dtype at every time",
-        "the trajectory did not start from this init and problem (traced check)",
-        "a theorem about the gradient flow, not claimed for this gradient-descent run "
-        "(limit_identity: claimed where u2_drift was saved and stayed within rtol)",
-    )
 
 
 def _last(values, mask):

@@ -5,6 +5,7 @@ t = 0 (the first step follows the vector field's scale), runs out of steps as `s
 a plain step budget), and with `stop_at_loss` converges with every checked bound holding. The
 status reaches the dataset and `summarize_bounds`."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -124,3 +125,33 @@ def test_an_implicit_solver_out_of_steps_is_not_called_stiff(problem):
     assert short.result == flowlin.RESULTS.max_steps_reached
     explicit = flowlin.gradient_flow(net, problem, 25.0, max_steps=20)
     assert explicit.result == flowlin.RESULTS.stiff  # the same budget, explicit: stiff
+
+
+def test_a_check_prints_its_verdict(problem):
+    """`print(check)` showed the fields' shapes only (`holds=bool[]`): it now says the verdict,
+    which agrees with the fields, and why a bound was not checked."""
+    net = _net(0.3)
+    ok = flowlin.gradient_flow(net, problem, 30.0, method=flowlin.Gram())
+    failed = flowlin.gradient_flow(net, problem, 30.0, method=flowlin.Gram(), max_steps=3)
+    for traj in (ok, failed):
+        for name, c in flowlin.check_bounds(traj, net, problem, alpha=0.5).items():
+            words = c.verdict()
+            if bool(c.applicable):
+                assert words == ("held" if bool(c.holds) else "violated"), name
+            elif int(c.reason) == 1:
+                assert words == "not applicable: hypotheses do not hold", name
+            else:
+                assert words == "not checked: " + flowlin.BoundCheck.REASONS[int(c.reason)]
+            assert repr(c).startswith(f"BoundCheck({words}") and "bool[]" not in repr(c)
+    # A failed run: nothing held or violated; what the init's hypotheses rule out still says so.
+    failed_checks = flowlin.check_bounds(failed, net, problem, alpha=0.5)
+    assert {c.verdict() for c in failed_checks.values()} == {
+        "not checked: run did not succeed",
+        "not applicable: hypotheses do not hold",
+    }
+    held = flowlin.check_bounds(ok, net, problem)["loss_imbalance"]
+    assert held.verdict() == "held" and "worst_slack=" in repr(held)
+    batched = jax.tree.map(lambda x: jnp.stack([x, x]), held)
+    with pytest.raises(ValueError, match="one concrete check"):
+        batched.verdict()
+    assert "bool[2]" in repr(batched)  # a batch prints its shapes

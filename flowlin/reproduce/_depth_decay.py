@@ -20,8 +20,6 @@ from ._report import crossing_time, plt, save_figure
 
 #: The excess loss at which the loss-decay table reads off each init's time.
 DECAY_LEVEL = 1e-8
-#: A bound's state that is not a failure: checked and held, or the theorem says nothing here.
-NOT_FAILED = ("held", "not applicable")
 
 
 def decay_inits(problem: Problem, width: int, key) -> dict:
@@ -41,12 +39,11 @@ def decay_inits(problem: Problem, width: int, key) -> dict:
 
 
 def bound_state(check: BoundCheck) -> str:
-    """ "held" or "violated" (the only verdicts), "not applicable" (the theorem's hypotheses
-    fail for that init), or "not checked: <why>" (a run that did not succeed, round-off)."""
-    if bool(check.applicable):
-        return "held" if bool(check.holds) else "violated"
-    reason = int(check.reason)
-    return "not applicable" if reason == 1 else f"not checked: {BoundCheck.REASONS[reason]}"
+    """`BoundCheck.verdict`, "not applicable" shortened: "held" or "violated" (the only
+    verdicts), "not applicable" (the theorem's hypotheses fail for that init), or
+    "not checked: <why>" (a run that did not succeed, round-off)."""
+    words = check.verdict()
+    return "not applicable" if words.startswith("not applicable") else words
 
 
 def decay_data(problem: Problem, width: int, t1: float, saves: int, key, progress: bool):
@@ -113,7 +110,7 @@ def decay_numbers(dec: xr.Dataset, checks: dict) -> dict:
         },
         decay_converged={name: bool(dec[schema.CONVERGED].sel(init=name)) for name in names},
         decay_bounds=checks,
-        held=all(s in NOT_FAILED for c in checks.values() for s in c.values()),
+        held=all(s in ("held", "not applicable") for c in checks.values() for s in c.values()),
     )
 
 
