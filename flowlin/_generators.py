@@ -4,13 +4,20 @@ import jax
 import jax.numpy as jnp
 
 from ._custom_types import KeyLike, ScalarLike
-from ._errors import check_int, check_positive
+from ._errors import check_int, check_key, check_positive, is_concrete
 from ._misc import full_precision
 from ._problem import Problem
 
 
 def _dtype(dtype):
     return jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
+
+
+def _rank(X, n: int):
+    """`Problem`'s `rank=`: computed from X's singular values when X is concrete; under
+    `jit`/`vmap` (a traced key) n, the rank of these n × D matrices (n < D) with probability
+    one, since shapes cannot depend on traced values."""
+    return None if is_concrete(X) else n
 
 
 def _sizes(call, n, D, m):
@@ -45,16 +52,18 @@ def whitened(
     `noise`, the standard deviation of the label noise (default 0.01; 0 for none); `dtype`
     (default: JAX's default float, float64 once `jax_enable_x64` is on).
 
-    **Returns:** a `flowlin.Problem`.
+    **Returns:** a `flowlin.Problem`. Works under `jax.jit`/`jax.vmap` over keys (its rank is
+    then n, exactly so here).
     """
     call = "flowlin.problems.whitened(...)"
+    check_key(call, "key", key)
     n, D, m = _sizes(call, n, D, m)
     check_positive(call, "noise", noise, allow_zero=True)
     dtype = _dtype(dtype)
     kx, ky = jax.random.split(key)
     A, _, Bt = jnp.linalg.svd(jax.random.normal(kx, (n, D), dtype), full_matrices=False)
     X = A @ Bt
-    return Problem(X, _targets(ky, X, D, m, noise, dtype))
+    return Problem(X, _targets(ky, X, D, m, noise, dtype), rank=_rank(X, n))
 
 
 @full_precision
@@ -69,15 +78,17 @@ def gaussian(
     `noise`, the standard deviation of the label noise (default 0.01; 0 for none); `dtype`
     (default: JAX's default float, float64 once `jax_enable_x64` is on).
 
-    **Returns:** a `flowlin.Problem`.
+    **Returns:** a `flowlin.Problem`. Works under `jax.jit`/`jax.vmap` over keys (its rank is
+    then taken to be n, as it is with probability one).
     """
     call = "flowlin.problems.gaussian(...)"
+    check_key(call, "key", key)
     n, D, m = _sizes(call, n, D, m)
     check_positive(call, "noise", noise, allow_zero=True)
     dtype = _dtype(dtype)
     kx, ky = jax.random.split(key)
     X = jax.random.normal(kx, (n, D), dtype) / jnp.sqrt(jnp.asarray(D, dtype))
-    return Problem(X, _targets(ky, X, D, m, noise, dtype))
+    return Problem(X, _targets(ky, X, D, m, noise, dtype), rank=_rank(X, n))
 
 
 @full_precision
@@ -101,6 +112,7 @@ def factorization(
     **Returns:** a `flowlin.Problem`.
     """
     call = "flowlin.problems.factorization(...)"
+    check_key(call, "key", key)
     n = check_int(call, "n", n, minimum=1)
     m = check_int(call, "m", m, minimum=1)
     check_positive(call, "y_std", y_std)

@@ -133,6 +133,12 @@ def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem):
     if is_concrete(q_bad) and is_concrete(s_bad):
         if bool(np.asarray(q_bad)) or bool(np.asarray(s_bad)):
             what = "the init's statistics Q0" if bool(q_bad) else "the data's Ỹ or L*"
+            given = {jnp.dtype(gram.Q.dtype).name, jnp.dtype(problem.X.dtype).name}
+            if given != {jnp.dtype(dtype).name}:  # the same data in another dtype differ too
+                what += (
+                    f"; the trajectory ran in {jnp.dtype(dtype).name} and the init/problem "
+                    f"given are {'/'.join(sorted(given))}: pass them in the dtype it ran in"
+                )
             raise ValueError(message.format(what=what))
         return None
     return q_bad | s_bad

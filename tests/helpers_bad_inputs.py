@@ -211,4 +211,11 @@ ROWS: dict[str, tuple[str, str]] = {
     "init.paper/alpha-array": ("init.paper(key, 6, 1, 3, jnp.array([0.5, 0.3]))", "alpha"),
     "SaveAt/diagnostics-none": ("flowlin.SaveAt(diagnostics=None)", "diagnostics"),
     "theory.run_law/trajectory-none": ("flowlin.theory.run_law(None, 0.5, problem)", "trajectory"),
+    "problems.gaussian/key-int": ("flowlin.problems.gaussian(0, n=4, D=6, m=1)", "key"),
+    "problems.whitened/key-int": ("flowlin.problems.whitened(0, n=4, D=6, m=1)", "key"),
+    "problems.factorization/key-int": ("flowlin.problems.factorization(3)", "key"),
+    "sweep/under-jit": (
+        "jax.jit(lambda p: flowlin.sweep(p, widths=[3], scales=[0.5]))(problem)",
+        "jax.jit",
+    ),
 }

@@ -155,3 +155,19 @@ def test_a_check_prints_its_verdict(problem):
     with pytest.raises(ValueError, match="one concrete check"):
         batched.verdict()
     assert "bool[2]" in repr(batched)  # a batch prints its shapes
+
+
+def test_a_trajectory_checked_against_its_start_in_another_dtype_says_so():
+    """A float32 run checked against the float64 init and problem it was cast from: refused
+    (their statistics differ beyond float32's tolerance), and the message names the dtypes (it
+    said only "pass the same seed and data", which they were)."""
+    import jax
+
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=10, D=40, m=1)
+    net = flowlin.init.paper(jax.random.key(1), 40, 1, 50, 0.5)
+    p32 = flowlin.Problem(problem.X.astype(jnp.float32), problem.Y.astype(jnp.float32))
+    net32 = jax.tree.map(lambda x: x.astype(jnp.float32), net)
+    traj = flowlin.gradient_flow(net32, p32, 10.0, method=flowlin.Gram())
+    with pytest.raises(ValueError, match="ran in float32 and the init/problem given are float64"):
+        flowlin.check_bounds(traj, net, problem)
+    assert flowlin.check_bounds(traj, net32, p32)["loss_imbalance"].verdict() == "held"

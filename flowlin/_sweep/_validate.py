@@ -22,6 +22,7 @@ from .._errors import (
     check_number,
     check_positive,
     check_tolerances,
+    is_concrete,
 )
 from .._method import AbstractFlowMethod
 from .._problem import Problem
@@ -148,10 +149,18 @@ def _check_numbers(
 # --------------------------------------------------------------------------------------------
 def as_problems(call: str, problems) -> list[Problem]:
     if isinstance(problems, Problem):
-        return [problems]
+        problems = [problems]
     problems = list(problems) if isinstance(problems, Sequence) else None
+    if problems == []:
+        raise ValueError(f"`{call}`: problems is an empty list; pass at least one Problem")
     if not problems or not all(isinstance(p, Problem) for p in problems):
         raise TypeError(f"`{call}`: problems must be a flowlin.Problem or a list of them")
+    if not all(is_concrete(p.X) and is_concrete(p.Y) for p in problems):
+        raise TypeError(
+            f"`{call}`: the problem's data are traced: sweep is a host-side driver (it plans, "
+            "compiles and stores chunks itself) and cannot run inside jax.jit/vmap/grad; call it "
+            "outside them (for a transformed run use flowlin.gradient_flow)"
+        )
     first = problems[0]
     for i, p in enumerate(problems[1:], 1):
         if (p.X.shape, p.Y.shape, p.rank) != (first.X.shape, first.Y.shape, first.rank):
