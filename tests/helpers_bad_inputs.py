@@ -211,6 +211,8 @@ ROWS: dict[str, tuple[str, str]] = {
     "init.paper/alpha-array": ("init.paper(key, 6, 1, 3, jnp.array([0.5, 0.3]))", "alpha"),
     "SaveAt/diagnostics-none": ("flowlin.SaveAt(diagnostics=None)", "diagnostics"),
     "theory.run_law/trajectory-none": ("flowlin.theory.run_law(None, 0.5, problem)", "trajectory"),
+    "sweep/scales-number": ("sweep(scales=0.5)", "scales=[0.5]"),
+    "sweep/scales-string": ("sweep(scales=['a'])", "scales"),
     "problems.gaussian/key-int": ("flowlin.problems.gaussian(0, n=4, D=6, m=1)", "key"),
     "problems.whitened/key-int": ("flowlin.problems.whitened(0, n=4, D=6, m=1)", "key"),
     "problems.factorization/key-int": ("flowlin.problems.factorization(3)", "key"),

@@ -300,3 +300,22 @@ def test_an_earlier_report_is_set_aside_and_numbers_are_strict_json(tmp_path, mo
     assert [p.read_text() for p in kept] == ["an earlier run"]
     numbers = json.loads((tmp_path / "numbers.json").read_text(), parse_constant=_not_json)
     assert numbers["fig2"]["c"] == [1.5, None]
+
+
+@pytest.mark.slow
+def test_theorem2_ratio_is_the_data_s(quick_run):
+    """The report's 'Theorem 2's bound is N× the distance' is the median over the stored runs
+    (it was a hard-coded '~10⁴ too large'; the data say ~10³)."""
+    out, numbers, _ = quick_run
+    ratios = []
+    for name in ("fig1.nc", "fig1_wishart.nc"):
+        with xr.open_dataset(out / "fig1" / name) as ds:
+            r = ds["theory_wide_network_bound"] / ds["final_distance_to_min_norm"]
+            ratios.append(r.values.ravel())
+    ratios = np.concatenate(ratios)
+    expected = float(np.median(ratios[np.isfinite(ratios)]))
+    got = numbers["fig1"]["law"]["theorem2_over_distance"]
+    assert got == pytest.approx(expected, rel=1e-12) and got > 1
+    report = (out / "report.md").read_text()
+    shown = f"{got:,.0f}" if got >= 100 else f"{got:.3g}"
+    assert f"its bound being {shown}×" in report and "10⁴ too large" not in report

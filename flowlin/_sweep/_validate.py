@@ -174,7 +174,17 @@ def as_problems(call: str, problems) -> list[Problem]:
 
 def scale_pairs(call: str, init: str, scales) -> np.ndarray:
     """The scales as (std1, std2) rows (for `init="paper"`: (alpha, alpha))."""
-    arr = np.asarray(scales, dtype=float)
+    if isinstance(scales, (str, bytes)) or np.ndim(scales) == 0:
+        raise TypeError(
+            f"`{call}`: scales must be a list (one entry per scale of the grid), got "
+            f"{type(scales).__name__} {scales!r}; e.g. scales=[0.5]"
+        )
+    try:
+        arr = np.asarray(scales, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{call}`: scales must be a list of numbers or of (std1, std2) pairs, got {scales!r}"
+        ) from None
     if arr.ndim == 1:
         arr = np.stack([arr, arr], axis=1)
     if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] == 0:

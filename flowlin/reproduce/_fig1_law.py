@@ -52,9 +52,10 @@ def law_numbers(res) -> dict:
 def _theorem2_words(ratio: float) -> str:
     if not math.isfinite(ratio):
         return "their Theorem 2 gives only O(h^(-1/2)), and its bound applies to none of these runs"
+    times = f"{ratio:,.0f}" if ratio >= 100 else f"{ratio:.3g}"
     return (
-        "their Theorem 2 gives only O(h^(-1/2)), its bound being "
-        f"{ratio:.3g}× the distance at t1 here (median over the runs where it applies)"
+        f"their Theorem 2 gives only O(h^(-1/2)), its bound being {times}× the distance at t1 "
+        "here (median over the runs where it applies)"
     )
 
 
