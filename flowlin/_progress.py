@@ -8,10 +8,9 @@ figure it belongs to without the sweep knowing about figures.
 
 import contextlib
 import contextvars
+import importlib.util
 import sys
 import time
-
-from tqdm.auto import tqdm
 
 
 _STAGE: contextvars.ContextVar[str | None] = contextvars.ContextVar("flowlin_stage", default=None)
@@ -33,6 +32,16 @@ def _in_notebook() -> bool:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
     return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _tqdm():
+    """tqdm's widget bar in a notebook that has ipywidgets, its text bar elsewhere (tqdm.auto
+    would warn "IProgress not found" in a notebook without ipywidgets, into every output)."""
+    if _in_notebook() and importlib.util.find_spec("ipywidgets") is not None:
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
 
 
 def _interactive(stream) -> bool:
@@ -82,7 +91,7 @@ def progress_bar(
     if enabled and not _interactive(stream):
         yield LineProgress(label, total, initial, unit, stream)
         return
-    with tqdm(
+    with _tqdm()(
         total=total,
         initial=initial,
         disable=not enabled,

@@ -20,7 +20,8 @@ NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def _printed(book) -> list[str]:
-    """Each code cell's printed text (streams and text results), numbers masked."""
+    """Each code cell's printed text (stdout and text results; not stderr, where warnings
+    differ between installs), numbers masked."""
     out = []
     for c in book.cells:
         if c.cell_type != "code":
@@ -30,6 +31,7 @@ def _printed(book) -> list[str]:
             if o.output_type == "stream"
             else o.get("data", {}).get("text/plain", "")
             for o in c.outputs
+            if o.get("name", "stdout") == "stdout"
         )
         out.append(NUMBER.sub("#", re.sub(r" at 0x[0-9a-f]+", "", text)))
     return out

@@ -319,3 +319,27 @@ def test_theorem2_ratio_is_the_data_s(quick_run):
     report = (out / "report.md").read_text()
     shown = f"{got:,.0f}" if got >= 100 else f"{got:.3g}"
     assert f"its bound being {shown}×" in report and "10⁴ too large" not in report
+
+
+def test_a_notebook_without_ipywidgets_gets_a_text_bar_and_no_warning(monkeypatch):
+    """tqdm.auto warned "IProgress not found" into every notebook cell with a bar (and into the
+    committed notebooks, with the machine's paths) when ipywidgets is missing."""
+    import importlib.util
+    import warnings
+
+    import tqdm.std
+
+    from flowlin import _progress
+
+    monkeypatch.setattr(_progress, "_in_notebook", lambda: True)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "ipywidgets" else real(name, *a),
+    )
+    assert _progress._tqdm() is tqdm.std.tqdm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with progress_bar(total=2, stream=sys.stderr, desc="x") as bar:  # the tqdm path
+            bar.update(2)
