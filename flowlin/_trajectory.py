@@ -2,12 +2,14 @@
 
 import equinox as eqx
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from ._deep_network import DeepLinearNetwork
+from ._errors import is_concrete
 from ._network import LinearNetwork
 from ._problem import Problem
-from ._results import CONVERGED_STATUSES, RESULTS, SUCCEEDED_STATUSES
+from ._results import CONVERGED_STATUSES, RESULTS, SUCCEEDED_STATUSES, status_code, status_names
 
 
 class Trajectory(eqx.Module):
@@ -68,7 +70,8 @@ class Trajectory(eqx.Module):
     - `result`: a `flowlin.RESULTS` status (`successful`: reached `t1` and converged;
       `not_converged`: reached `t1` with the excess loss above `CONVERGED_FRACTION` = 1e-3 of
       its start; `event_occurred`: stopped at `stop_at_loss`; `stiff`, `max_steps_reached`,
-      `diverged`, ...); `num_steps`: solver steps (flow) or iterations (descent).
+      `diverged`, ...; its name is `status`); `num_steps`: solver steps (flow) or iterations
+      (descent).
     - `iterations`: for gradient descent, the iteration index of each save; else `None`.
     - `method`: `"full"`, `"gram"` or `"descent"`.
     - `init_fingerprint`: what the run started from, $[\mathrm{vec}(Q_0), \tfrac12\|E(0)\|_F^2,
@@ -128,6 +131,21 @@ class Trajectory(eqx.Module):
         """`succeeded`, and converged: reached `t1` with the excess loss at most
         `CONVERGED_FRACTION` of its start, or stopped at `stop_at_loss`."""
         return self.succeeded & _is_one_of(self.result, CONVERGED_STATUSES)
+
+    @property
+    def status(self) -> str | np.ndarray:
+        """The name of `result` (`"successful"`, `"not_converged"`, `"stiff"`, ...; what
+        `flowlin.RESULTS` says of each), an array of names for a batch of runs. (Printing
+        `result` itself shows diffrax's message, which is empty for `successful`.)"""
+        codes = status_code(self.result)
+        if not is_concrete(codes):
+            raise ValueError(
+                "`flowlin.Trajectory.status`: the status of a traced run is only known when it "
+                "has run; read it outside jax.jit/vmap (or compare result == flowlin.RESULTS.x)"
+            )
+        names = status_names()
+        out = np.vectorize(names.__getitem__, otypes=[object])(np.asarray(codes))
+        return str(out) if out.ndim == 0 else out.astype(str)
 
     @property
     def event_time(self) -> Float[Array, "*batch"]:

@@ -171,3 +171,25 @@ def test_a_trajectory_checked_against_its_start_in_another_dtype_says_so():
     with pytest.raises(ValueError, match="ran in float32 and the init/problem given are float64"):
         flowlin.check_bounds(traj, net, problem)
     assert flowlin.check_bounds(traj, net32, p32)["loss_imbalance"].verdict() == "held"
+
+
+def test_status_names_the_result(problem):
+    """`Trajectory.status` names `result` (printing `result` showed `RESULTS<>` for a
+    successful run): the name of the RESULTS member the run's result equals, one per run of a
+    batch."""
+    import jax
+
+    net = _net(0.3)
+    for kw in (dict(t1=30.0), dict(t1=0.05), dict(t1=30.0, max_steps=3)):
+        traj = flowlin.gradient_flow(net, problem, method=flowlin.Gram(), **kw)
+        (name,) = [
+            n for n in flowlin._results.STATUS_NAMES if traj.result == getattr(flowlin.RESULTS, n)
+        ]
+        assert traj.status == name
+    assert {
+        flowlin.gradient_flow(net, problem, t, method=flowlin.Gram()).status for t in (30.0, 0.05)
+    } == {"successful", "not_converged"}
+    batch = jax.vmap(
+        lambda s: flowlin.gradient_flow(_net(1.0), problem, 30.0 * s, method=flowlin.Gram())
+    )(jnp.array([1.0, 0.002]))
+    assert list(batch.status) == ["successful", "not_converged"]
