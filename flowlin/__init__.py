@@ -88,11 +88,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from . import exact as exact, init as init, problems as problems, theory as theory
-    from ._bounds import (
-        CHECK_KEYS as CHECK_KEYS,
-        BoundCheck as BoundCheck,
-        check_bounds as check_bounds,
-    )
+    from ._bound_check import BoundCheck as BoundCheck
+    from ._bounds import CHECK_KEYS as CHECK_KEYS, check_bounds as check_bounds
     from ._cache import enable_compilation_cache as enable_compilation_cache
     from ._deep_bounds import DEEP_CHECK_KEYS as DEEP_CHECK_KEYS
     from ._deep_network import DeepLinearNetwork as DeepLinearNetwork

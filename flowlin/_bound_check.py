@@ -74,8 +74,15 @@ class BoundCheck(eqx.Module):
                 "flowlin.summarize_bounds)"
             )
         if bool(self.applicable):
-            return "held" if bool(self.holds) else "violated"
+            if bool(self.holds):
+                return "held"
+            # `holds` is false on a NaN slack too: that is not a violation anyone saw.
+            return "violated" if np.isfinite(float(self.worst_slack)) else "not checked: NaN slack"
         reason = int(self.reason)
+        if reason == -1:  # how a sweep over depths stores a bound one depth does not record
+            return "not checked: not recorded at this depth"
+        if not 0 <= reason < len(self.REASONS):
+            return f"not checked: unknown reason code {reason}"
         kind = "not applicable" if reason == 1 else "not checked"
         return f"{kind}: {self.REASONS[reason]}"
 
@@ -90,5 +97,6 @@ class BoundCheck(eqx.Module):
             if np.isfinite(float(getattr(self, name)))
         )
         excluded = int(self.excluded)
-        numbers += f", {excluded} times below the resolution floor" if excluded else ""
+        times = "1 time" if excluded == 1 else f"{excluded} times"
+        numbers += f", {times} below the resolution floor" if excluded else ""
         return f"BoundCheck({words}{', ' if numbers else ''}{numbers.lstrip(', ')})"

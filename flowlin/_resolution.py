@@ -47,8 +47,8 @@ FLOAT32_WARNING = (
     "digits (eps ≈ 1.2e-7) and flowlin's float32 solves use rtol 1e-5: the checks then use "
     "tolerances of ~1e-3 of each quantity's scale. A bound is confirmed only down to that "
     "floor: times where the bound itself is below it are excluded (BoundCheck.excluded counts "
-    "them), and a bound whose every time is below it is reported not applicable "
-    "(BoundCheck.reason). Late-time rates, tightness near convergence and the conservation "
+    "them), and a bound whose every time is below it is reported not checked (applicable "
+    "false, BoundCheck.reason 4). Late-time rates, tightness near convergence and the conservation "
     "of the imbalance to better than ~1e-3 cannot be resolved. For 1e-6-level checks turn "
     "x64 on before creating any array: jax.config.update('jax_enable_x64', True)."
 )

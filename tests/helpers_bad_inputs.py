@@ -216,6 +216,10 @@ ROWS: dict[str, tuple[str, str]] = {
     "problems.gaussian/key-int": ("flowlin.problems.gaussian(0, n=4, D=6, m=1)", "key"),
     "problems.whitened/key-int": ("flowlin.problems.whitened(0, n=4, D=6, m=1)", "key"),
     "problems.factorization/key-int": ("flowlin.problems.factorization(3)", "key"),
+    "sweep/scales-under-jit": (
+        "jax.jit(lambda s: flowlin.sweep(problem, widths=[3], scales=s))(jnp.array([0.5]))",
+        "scales is traced",
+    ),
     "sweep/under-jit": (
         "jax.jit(lambda p: flowlin.sweep(p, widths=[3], scales=[0.5]))(problem)",
         "jax.jit",

@@ -280,6 +280,19 @@ def test_seed_outside_its_range_is_a_usage_error(tmp_path):
 
     with pytest.raises(ValueError, match="seed must be in"):
         reproduce("fig2", tmp_path, quick=True, seed=10**23)
+    # Without x64, JAX keys keep a seed's low 32 bits: 2**32 + 5 would silently be seed 5.
+    assert (
+        jax.random.key_data(jax.random.key(2**32 + 5)) != jax.random.key_data(jax.random.key(5))
+    ).any()
+    jax.config.update("jax_enable_x64", False)
+    try:
+        assert (
+            jax.random.key_data(jax.random.key(2**32 + 5)) == jax.random.key_data(jax.random.key(5))
+        ).all()
+        with pytest.raises(ValueError, match="needs float64 on"):
+            reproduce("fig2", tmp_path, quick=True, seed=2**32 + 5)
+    finally:
+        jax.config.update("jax_enable_x64", True)
     for command in ("reproduce", "demo"):
         result = _invoke(command, "--out", tmp_path, "--seed", 10**23)
         assert result.exit_code == 2 and "--seed" in result.output, result.output
@@ -295,9 +308,13 @@ def test_an_earlier_report_is_set_aside_and_numbers_are_strict_json(tmp_path, mo
 
     monkeypatch.setitem(rep.RUNNERS, "fig2", fake)
     (tmp_path / "report.md").write_text("an earlier run")
+    (tmp_path / "fig1").mkdir()
+    (tmp_path / "fig1" / "fig1.png").write_bytes(b"its figure")  # what that report links to
     rep.reproduce("fig2", tmp_path, quick=True, progress=False)
     kept = list(tmp_path.glob("previous-*/report.md"))
     assert [p.read_text() for p in kept] == ["an earlier run"]
+    assert (kept[0].parent / "fig1" / "fig1.png").read_bytes() == b"its figure"
+    assert not (tmp_path / "fig1" / "fig1.png").exists()
     numbers = json.loads((tmp_path / "numbers.json").read_text(), parse_constant=_not_json)
     assert numbers["fig2"]["c"] == [1.5, None]
 

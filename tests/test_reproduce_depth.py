@@ -185,3 +185,7 @@ def test_a_failed_decay_flow_is_not_checked_and_not_held():
     )
     assert decay_numbers(dec, {"ok": states["ok"]})["held"]
     assert not decay_numbers(dec, states)["held"]
+    # Round-off leaving nothing to check is neither a violation nor a failed run.
+    floor = {"ok": {"x": "held", "y": "not checked: below the resolution floor of the dtype"}}
+    assert decay_numbers(dec, floor)["held"]
+    assert not decay_numbers(dec, {"ok": {"x": "violated"}})["held"]

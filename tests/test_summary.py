@@ -35,3 +35,10 @@ def test_slope_leaves_out_runs_that_did_not_converge():
     ref = np.polyfit(np.log(h[converged]), np.log(d[converged]), 1)[0]
     assert row.n == converged.sum()
     np.testing.assert_allclose(row.slope, ref, rtol=1e-10)
+    # None converged: no slope, and the one-line verdict says why (it said "one width").
+    from flowlin.reproduce.verdict import sweep_verdict
+
+    none = ds.assign(converged=ds.converged * 0)
+    assert flowlin.summarize_bounds(none).slopes == []
+    assert "no distance-vs-width slope (fewer than 3 converged runs" in sweep_verdict(none)
+    assert "(one width)" in sweep_verdict(ds.isel(width=[0]).assign(converged=ds.converged[:1] * 0))

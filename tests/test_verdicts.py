@@ -193,3 +193,18 @@ def test_status_names_the_result(problem):
         lambda s: flowlin.gradient_flow(_net(1.0), problem, 30.0 * s, method=flowlin.Gram())
     )(jnp.array([1.0, 0.002]))
     assert list(batch.status) == ["successful", "not_converged"]
+
+
+def test_verdict_words_for_stored_codes():
+    """A depth's unrecorded bound (reason −1, as `flowlin.sweep` stores it) read as reason 6's
+    text (gradient descent), and an applicable check with a NaN slack as "violated"."""
+    nan = float("nan")
+
+    def check(applicable, holds, slack, reason):
+        return flowlin.BoundCheck(*map(jnp.asarray, (holds, applicable, slack, nan, 0, reason)))
+
+    assert check(False, False, nan, -1).verdict() == "not checked: not recorded at this depth"
+    assert check(False, False, nan, 99).verdict() == "not checked: unknown reason code 99"
+    assert check(True, False, nan, 0).verdict() == "not checked: NaN slack"
+    assert check(True, False, -0.1, 0).verdict() == "violated"
+    assert repr(check(True, True, 0.5, 0)) == "BoundCheck(held, worst_slack=0.5)"

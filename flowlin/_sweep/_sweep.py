@@ -32,6 +32,7 @@ from ._validate import (
     StoreFormat,
     as_problems,
     check_arguments,
+    refuse_traced,
 )
 
 
@@ -148,6 +149,9 @@ def sweep(
     print(flowlin.summarize_bounds(ds))
     ```
     """
+    refuse_traced(_CALL, problems=problems, widths=widths, scales=scales, seeds=seeds,
+                  depths=depths, t1=t1, lr=lr, steps=steps, stop_at_loss=stop_at_loss, rtol=rtol,
+                  atol=atol, max_steps=max_steps, delta=delta, saveat=saveat)  # fmt: skip
     problems = as_problems(_CALL, problems)
     deep = depths is not None or any("depth" in c for c in (configs or ()))
     if method is None:

@@ -13,6 +13,7 @@ executor's type by `_executor.check_executor` (above this module: executors impo
 from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
+import jax
 import numpy as np
 
 from .._errors import (
@@ -147,6 +148,18 @@ def _check_numbers(
 # --------------------------------------------------------------------------------------------
 # The grid's arguments
 # --------------------------------------------------------------------------------------------
+def refuse_traced(call: str, **arguments) -> None:
+    """A `TypeError` naming the first argument that holds a JAX tracer: `sweep` plans, compiles
+    and stores its chunks on the host, so it cannot run inside `jax.jit`/`vmap`/`grad`."""
+    for name, value in arguments.items():
+        if any(not is_concrete(leaf) for leaf in jax.tree.leaves(value)):
+            raise TypeError(
+                f"`{call}`: {name} is traced: sweep is a host-side driver (it plans, compiles "
+                "and stores chunks itself) and cannot run inside jax.jit/vmap/grad; call it "
+                "outside them (for a transformed run use flowlin.gradient_flow)"
+            )
+
+
 def as_problems(call: str, problems) -> list[Problem]:
     if isinstance(problems, Problem):
         problems = [problems]
@@ -155,12 +168,6 @@ def as_problems(call: str, problems) -> list[Problem]:
         raise ValueError(f"`{call}`: problems is an empty list; pass at least one Problem")
     if not problems or not all(isinstance(p, Problem) for p in problems):
         raise TypeError(f"`{call}`: problems must be a flowlin.Problem or a list of them")
-    if not all(is_concrete(p.X) and is_concrete(p.Y) for p in problems):
-        raise TypeError(
-            f"`{call}`: the problem's data are traced: sweep is a host-side driver (it plans, "
-            "compiles and stores chunks itself) and cannot run inside jax.jit/vmap/grad; call it "
-            "outside them (for a transformed run use flowlin.gradient_flow)"
-        )
     first = problems[0]
     for i, p in enumerate(problems[1:], 1):
         if (p.X.shape, p.Y.shape, p.rank) != (first.X.shape, first.Y.shape, first.rank):

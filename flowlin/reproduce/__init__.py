@@ -103,6 +103,13 @@ def reproduce(
         raise TypeError(f"`{call}`: seed must be an int, got {type(seed).__name__} {seed!r}")
     if not 0 <= seed <= MAX_SEED:
         raise ValueError(f"`{call}`: seed must be in [0, 2**62], got {seed}")
+    if seed + 20 >= 2**32 and not jax.config.read("jax_enable_x64"):
+        # jax.random.key keeps the low 32 bits of a seed without x64: 2**32 + 5 would be 5.
+        raise ValueError(
+            f"`{call}`: seed {seed} needs float64 on (without it JAX keys keep only a seed's low "
+            "32 bits, so this run would repeat a smaller seed's): call "
+            "jax.config.update('jax_enable_x64', True) first, or use seed < 2**32 - 20"
+        )
     if not isinstance(out, (str, os.PathLike)):
         raise TypeError(f"`{call}`: out must be a folder (str or os.PathLike), got {out!r}")
     out = pathlib.Path(out)
@@ -110,9 +117,15 @@ def reproduce(
     # Before any work: a folder that cannot take the results is refused now, not after the
     # computation (fig2 and v2 keep no store: their work would be lost).
     check_writable(call, out, targets)
-    # An earlier run's report is moved aside, never deleted, and never left beside new data.
-    set_aside([out / name for name in REPORT_FILES], f"{out} holds an earlier run's report",
-              then="this run writes a new one")  # fmt: skip
+    # An earlier run's report, and the figures and data it describes, are moved aside together
+    # (never deleted, never left beside new data); with no report there (a first run, or a
+    # resumed one) the targets' files stay, and a resumed run keeps what it finished.
+    if any((out / name).exists() for name in REPORT_FILES):
+        earlier = [out / name for name in REPORT_FILES] + [
+            path for name in (*RUNNERS, *EXTRA_RUNNERS) for path in sorted((out / name).glob("*"))
+            if path.is_file() and path.suffix in (".png", ".nc")
+        ]  # fmt: skip
+        set_aside(earlier, f"{out} holds an earlier run's results", then="this run writes new ones")
     sizes = QUICK if quick else FULL
     key = dict(target=target, quick=quick, seed=seed, versions=versions(),
                float64=bool(jax.config.read("jax_enable_x64")))  # fmt: skip

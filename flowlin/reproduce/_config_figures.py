@@ -41,7 +41,7 @@ def config_figures(ds: xr.Dataset, ts, title: str, out: pathlib.Path, files: lis
         ax.errorbar(
             ds[schema.WIDTH].values,
             ds_s.mean(schema.SEED),
-            ds_s.std(schema.SEED),
+            ds_s.std(schema.SEED, ddof=min(1, ds_s.sizes[schema.SEED] - 1)),  # sample s.d.
             fmt="o-",
             capsize=3,
             label=f"scale {s}",

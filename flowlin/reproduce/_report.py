@@ -308,7 +308,8 @@ def sweep_kept(run, store: pathlib.Path | None, outputs=()):
 
 def set_aside(paths, reason: str, *, then: str = "Starting over") -> pathlib.Path | None:
     """Move those of `paths` that exist into a new folder `previous-<UTC time>` beside the
-    first, printing where, why (`reason`) and what happens `then`; None if none exists."""
+    first (keeping their places below that folder: `fig1/fig1.png` stays `fig1/fig1.png`),
+    printing where, why (`reason`) and what happens `then`; None if none exists."""
     present = [pathlib.Path(p) for p in paths if pathlib.Path(p).exists()]
     if not present:
         return None
@@ -319,9 +320,13 @@ def set_aside(paths, reason: str, *, then: str = "Starting over") -> pathlib.Pat
         n += 1
         dest = parent / f"previous-{stamp}-{n}"
     dest.mkdir(parents=True)
+    moved = []
     for p in present:
-        os.replace(p, dest / p.name)
-    moved = ", ".join(p.name for p in present)
+        place = p.relative_to(parent) if p.is_relative_to(parent) else pathlib.Path(p.name)
+        (dest / place).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(p, dest / place)
+        moved.append(str(place))
+    moved = ", ".join(moved)
     print(f"note: {reason}. {then[:1].upper()}{then[1:]}; {moved} moved to {dest}", file=sys.stderr)
     return dest
 

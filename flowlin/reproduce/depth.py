@@ -241,8 +241,8 @@ def figure_widths(res: DepthResult, path: pathlib.Path, files: list) -> None:
         ax[0].loglog(widths, gm, f"C{i}-", label=label)
         head = one[schema.HEAD_NORM].where(one[schema.CONVERGED].astype(bool))
         hs, hlo, hhi, _ = res.fits[int(L)]["head"]
-        ax[1].errorbar(widths * (1 + 0.03 * i), head.mean(schema.SEED), head.std(schema.SEED),
-                       fmt=f"C{i}o-", capsize=3,
+        ax[1].errorbar(widths * (1 + 0.03 * i), head.mean(schema.SEED),
+                       head.std(schema.SEED, ddof=1), fmt=f"C{i}o-", capsize=3,
                        label=f"L = {L}: slope {hs:.3f} [{hlo:.3f}, {hhi:.3f}]")  # fmt: skip
         z = one[schema.LAW_VARS[0]].transpose(schema.WIDTH, schema.SEED).values
         ax[2].semilogx(np.repeat(widths * (1 + 0.03 * i), one.sizes[schema.SEED]),
@@ -302,7 +302,7 @@ def depth_numbers(res: DepthResult) -> dict:
         base = res.fits.get(2, {}).get("distance")
         per_depth[str(L)] = dict(
             distance_mean=[float(v) for v in d.mean(schema.SEED).values],
-            distance_std=[float(v) for v in d.std(schema.SEED).values],
+            distance_std=[float(v) for v in d.std(schema.SEED, ddof=1).values],
             head_norm_mean=[float(v) for v in head.mean(schema.SEED).values],
             distance=_fit_numbers(fit["distance"]),
             slope_minus_depth_2=base and list(slope_difference(fit["distance"], base)),
@@ -381,8 +381,8 @@ def depth_markdown(res: DepthResult, numbers: dict) -> str:
         "\n### Loss decay at L = 3\n",
         f"Hidden widths ({s.decay_width}, {s.decay_width}); bound entries of "
         "`flowlin.check_bounds` for a deep init (n/a: the theorem's hypotheses fail for that "
-        "init, e.g. no deficiency margin; 'not checked': the run did not succeed, and counts "
-        "against 'every applicable bound held').\n",
+        "init, e.g. no deficiency margin; 'not checked', with the reason: a run that did not "
+        "succeed, which counts against 'every applicable bound held', or round-off).\n",
         decay_markdown(numbers),
     ]
     return "\n".join(md)

@@ -239,7 +239,7 @@ def figure_paper(res: Fig1Result, path: pathlib.Path, files: list) -> None:
     ax[2].errorbar(
         widths,
         ds.stop_iterations.mean(schema.SEED),
-        ds.stop_iterations.std(schema.SEED),
+        ds.stop_iterations.std(schema.SEED, ddof=1),
         fmt="o-",
         capsize=3,
         label=r"flow time mapped: $k = t_f n/(2\eta)$",
@@ -433,9 +433,10 @@ def fig1_markdown(res: Fig1Result, numbers: dict) -> str:
 def _gap_words(numbers: dict) -> str:
     """Whether the widest width's √h·RMS is within sampling error of its limit."""
     gap = numbers["sqrt_h_rms_distance_widest"] - numbers["limit_sqrt_h_distance"]
-    z = abs(gap) / numbers["sqrt_h_rms_distance_widest_se"]
-    if not np.isfinite(z):
-        return "The gap to the limit could not be weighed (no standard error)."
+    se = numbers["sqrt_h_rms_distance_widest_se"]
+    if not (np.isfinite(gap) and np.isfinite(se) and se > 0):
+        return f"The gap to the limit could not be weighed (gap {gap:.3g}, s.e. {se:.3g})."
+    z = abs(gap) / se
     if z <= 3:
         return (
             f"The gap is {z:.1f} standard errors: sampling error (the Wishart-sampled widths "

@@ -32,7 +32,9 @@ def sweep_verdict(ds: xr.Dataset) -> str:
             f"[{s.ci_low:.3f}, {s.ci_high:.3f}]"
         )
     if not slopes:
-        line += "; no distance-vs-width slope (one width)"
+        widths = int(ds.sizes.get(schema.WIDTH, 1))
+        why = "one width" if widths < 2 else "fewer than 3 converged runs over 2 widths"
+        line += f"; no distance-vs-width slope ({why})"
     return line + "."
 
 
