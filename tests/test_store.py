@@ -278,3 +278,30 @@ def test_open_sweep_of_zarr_result_without_zarr_names_the_package(written, monke
 def test_open_sweep_of_unfinished_store_says_resume(tmp_path):
     with pytest.raises(FileNotFoundError, match="run the same flowlin.sweep.*to resume"):
         flowlin.open_sweep(tmp_path / "fig1.nc")
+
+
+def test_a_filesystem_without_locks_is_named_not_blamed_on_another_sweep(tmp_path, monkeypatch):
+    """Every error of flock was read as "another sweep is writing" (naming the last holder's
+    record): on NFS without its lock service (ENOLCK) every sweep was refused that way. Only
+    EWOULDBLOCK/EAGAIN mean held."""
+    import errno
+    import fcntl
+
+    from flowlin._sweep._lock import StoreLockedError, WriterLock
+
+    (tmp_path / "writer.lock").write_text('{"pid": 4242, "host": "nodeA", "since": "then"}')
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with pytest.raises(StoreLockedError, match="filesystem refused a file lock") as e:
+        WriterLock(tmp_path).acquire("flowlin.sweep(...)")
+    assert "another sweep" not in str(e.value) and "No locks available" in str(e.value)
+
+    def held(fd, op):
+        raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fcntl, "flock", held)
+    with pytest.raises(StoreLockedError, match="another sweep is writing.*pid 4242 on host nodeA"):
+        WriterLock(tmp_path).acquire("flowlin.sweep(...)")

@@ -7,6 +7,7 @@ time into the file, for the message a second writer gets. Reading a store takes 
 """
 
 import datetime
+import errno
 import json
 import os
 import pathlib
@@ -26,7 +27,14 @@ def this_process() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname()}
 
 
+#: The errors of a non-blocking lock that mean "another holder has it"; any other error is the
+#: filesystem refusing locks (ENOLCK on NFS without lockd, ENOSYS on Lustre without flock).
+_HELD = {errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)}
+
+
 def _try_lock(fd: int) -> bool:
+    """True if the lock was taken, False if another holder has it; `OSError` if the
+    filesystem cannot lock."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -34,13 +42,17 @@ def _try_lock(fd: int) -> bool:
 
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
+        except OSError as e:
+            if e.errno in _HELD:
+                return False
+            raise
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # BlockingIOError: held by another open file (process)
-        return False
+    except OSError as e:
+        if e.errno in _HELD:  # held by another open file (process)
+            return False
+        raise
     return True
 
 
@@ -54,7 +66,17 @@ class WriterLock:
     def acquire(self, call: str) -> None:
         """Take the lock at once, or raise `StoreLockedError` naming its holder."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        if not _try_lock(fd):
+        try:
+            taken = _try_lock(fd)
+        except OSError as e:
+            os.close(fd)
+            raise StoreLockedError(
+                f"`{call}`: cannot lock this store: its filesystem refused a file lock on "
+                f"{str(self.path)!r} ({e.strerror or e}). flowlin locks a store so that two "
+                "sweeps never write it at once; put the store on a filesystem with locks (a "
+                "local disk; NFS with its lock service; Lustre mounted with flock)."
+            ) from None
+        if not taken:
             os.close(fd)
             raise StoreLockedError(
                 f"`{call}`: another sweep is writing to this store ({self._holder()}; lock "
