@@ -213,6 +213,17 @@ ROWS: dict[str, tuple[str, str]] = {
     "theory.run_law/trajectory-none": ("flowlin.theory.run_law(None, 0.5, problem)", "trajectory"),
     "sweep/scales-number": ("sweep(scales=0.5)", "scales=[0.5]"),
     "sweep/scales-string": ("sweep(scales=['a'])", "scales"),
+    "LocalExecutor/devices-int": ("flowlin.LocalExecutor(devices=2)", "devices"),
+    "LocalExecutor/devices-str": ("flowlin.LocalExecutor(devices=['cpu'])", "devices"),
+    "LocalExecutor/devices-twice": (
+        "flowlin.LocalExecutor(devices=[jax.devices()[0]] * 2)",
+        "devices",
+    ),
+    "RayExecutor/resources-CPU": ("flowlin.RayExecutor(resources={'CPU': 1})", "resources"),
+    "sweep/ray-gpus-stop_at_loss": (
+        "sweep(stop_at_loss=1e-3, executor=flowlin.RayExecutor(num_gpus=2))",
+        "stop_at_loss",
+    ),
     "problems.gaussian/key-int": ("flowlin.problems.gaussian(0, n=4, D=6, m=1)", "key"),
     "problems.whitened/key-int": ("flowlin.problems.whitened(0, n=4, D=6, m=1)", "key"),
     "problems.factorization/key-int": ("flowlin.problems.factorization(3)", "key"),

@@ -135,7 +135,8 @@ def test_interrupted_sweep_resumes_missing_chunks(problem, reference, cluster, t
     shards = store / "shards"
     # No retries: the chunk whose worker is killed fails, the others finish and are written.
     options = {"max_retries": 0, **_fresh_workers("interrupted")}
-    with _WorkerKiller() as killer, pytest.raises(RuntimeError, match="1 chunk\\(s\\) failed"):
+    failed = "1 chunk\\(s\\) failed \\(first: chunk \\d+; its worker died"
+    with _WorkerKiller() as killer, pytest.raises(RuntimeError, match=failed):
         flowlin.sweep(
             problem,
             executor=flowlin.RayExecutor(**options),

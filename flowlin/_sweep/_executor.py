@@ -124,13 +124,28 @@ class LocalExecutor(AbstractExecutor):
     batch_size: int | None = eqx.field(default=None, static=True)
 
     def __init__(self, devices: Sequence[jax.Device] | None = None, batch_size: int | None = None):
+        call = "flowlin.LocalExecutor(...)"
+        if devices is not None and not isinstance(devices, Sequence):
+            raise TypeError(
+                f"`{call}`: devices must be a list of jax.Device (e.g. jax.devices()[:2]), got "
+                f"{type(devices).__name__} {devices!r}"
+            )
         self.devices = None if devices is None else tuple(devices)
         self.batch_size = batch_size
 
     def __check_init__(self):
         call = "flowlin.LocalExecutor(...)"
-        if self.devices is not None and not self.devices:
-            raise ValueError(f"`{call}`: devices is empty")
+        if self.devices is not None:
+            if not self.devices:
+                raise ValueError(f"`{call}`: devices is empty")
+            bad = [d for d in self.devices if not isinstance(d, jax.Device)]
+            if bad:
+                raise TypeError(
+                    f"`{call}`: devices must be jax.Device objects (e.g. jax.devices()[:2]), "
+                    f"got {bad[0]!r}"
+                )
+            if len(set(self.devices)) < len(self.devices):
+                raise ValueError(f"`{call}`: devices lists a device twice: {list(self.devices)}")
         check_batch_size(call, self.batch_size)
 
     def resolve(self, call, settings):

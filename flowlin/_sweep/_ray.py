@@ -102,6 +102,11 @@ class RayExecutor(AbstractExecutor):
             _check_number("memory", self.memory, 1, integer=True)
         _check_mapping("resources", self.resources, "custom resource names to amounts")
         for k, v in (self.resources or {}).items():
+            if not isinstance(k, str) or k in ("CPU", "GPU", "memory"):
+                raise ValueError(
+                    f"`{_CALL}`: resources holds custom resources, named by str; got {k!r} "
+                    "(CPUs, GPUs and memory are num_cpus, num_gpus and memory)"
+                )
             _check_number(f"resources[{k!r}]", v, 0)
         _check_number("max_retries", self.max_retries, -1, integer=True)
         _check_mapping("runtime_env", self.runtime_env, "a Ray runtime environment")
@@ -120,6 +125,14 @@ class RayExecutor(AbstractExecutor):
 
     def resolve(self, call, settings):
         _import_ray(call)
+        if settings.stop_at_loss is not None and self.devices_per_chunk() > 1:
+            # diffrax's event root find fails to trace under shard_map (LocalExecutor falls
+            # back to one device; a Ray task's GPUs are its own, so it is refused here).
+            raise ValueError(
+                f"`{call}`: stop_at_loss cannot run on the {self.devices_per_chunk()} GPUs of "
+                "one task (the event does not trace when a chunk is split over devices); use "
+                "RayExecutor(num_gpus=1), one task per GPU, or no stop_at_loss"
+            )
         return self
 
     def known_devices(self) -> tuple[str, ...]:
@@ -286,15 +299,22 @@ def _gather(ray, refs, store, max_retries, progress, total, initial):
             raise
     if failures:
         chunk, error = failures[0]
+        died = isinstance(error, (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError))
+        if died:  # Ray retried it; a run again may well succeed
+            why = f"its worker died, and so did {max_retries} retries"
+            again = "run the same sweep again to compute only the missing ones"
+        else:  # the computation raised: Ray does not retry that, and a run again would repeat it
+            cause = getattr(error, "cause", None) or error
+            why = f"it raised {type(cause).__name__}: {str(cause).strip().splitlines()[-1]}"
+            again = "fix the cause, then run the same sweep again to compute only the missing ones"
         resume = (
-            " The shards of the finished chunks are in the store: run the same sweep again "
-            "to compute only the missing ones."
+            f" The shards of the finished chunks are in the store: {again}."
             if store is not None
             else ""
         )
         raise RuntimeError(
             f"flowlin.sweep(executor=flowlin.RayExecutor(...)): {len(failures)} chunk(s) failed "
-            f"(first: chunk {chunk.index}, after up to {max_retries} retries).{resume}"
+            f"(first: chunk {chunk.index}; {why}).{resume}"
         ) from error
 
 
