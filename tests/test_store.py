@@ -305,3 +305,20 @@ def test_a_filesystem_without_locks_is_named_not_blamed_on_another_sweep(tmp_pat
     monkeypatch.setattr(fcntl, "flock", held)
     with pytest.raises(StoreLockedError, match="another sweep is writing.*pid 4242 on host nodeA"):
         WriterLock(tmp_path).acquire("flowlin.sweep(...)")
+
+
+def test_a_store_refuses_another_format_instead_of_discarding_its_shards(problem, tmp_path):
+    """The same sweep with store_format='zarr' on a folder of netCDF shards moved every shard
+    to rejected/ ("not written by this sweep") and recomputed them all; the manifest now
+    records the format, and the other one is refused before any work."""
+    store = tmp_path / "folder"
+    first, _ = _sweep(problem, store)
+    shards = sorted(p.name for p in (store / "shards").iterdir())
+    with pytest.raises(ValueError, match="pass store_format='netcdf' to resume") as refused:
+        _sweep(problem, store, store_format="zarr")
+    assert "Nothing was computed" in str(refused.value)
+    assert sorted(p.name for p in (store / "shards").iterdir()) == shards
+    assert not (store / "rejected").exists()
+    again, computed = _sweep(problem, store)
+    assert computed == [] and again.attrs["chunks_resumed_from_store"] == N_CHUNKS
+    xr.testing.assert_identical(first.drop_attrs(), again.drop_attrs())

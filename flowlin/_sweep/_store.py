@@ -178,7 +178,7 @@ class ShardStore:
         self._lock.acquire(self.call)
         try:
             self._remove_stale_temps()
-            self._manifest = self._read_manifest(header)
+            self._manifest = self._read_manifest(dict(header, format=self.format))
             self._expected = expected
             done = self._verify(expected)
             self._save()
@@ -213,6 +213,13 @@ class ShardStore:
             return Manifest(header, {})
         if manifest.header.get("fingerprint") != header["fingerprint"]:
             raise StoreMismatchError(_differences(manifest.header, header))
+        stored = manifest.header.get("format")  # None: a store from before it was recorded
+        if stored is not None and stored != self.format:
+            raise StoreMismatchError(
+                f"`{self.call}`: the store {self.given!r} holds this sweep's shards as {stored}; "
+                f"pass store_format={stored!r} to resume it (store_format={self.format!r} would "
+                "discard them), or use a new store path. Nothing was computed."
+            )
         return manifest
 
     def _verify(self, expected: dict[int, dict]) -> set[int]:
@@ -227,7 +234,10 @@ class ShardStore:
             record = records.get(index) if index is not None else None
             reason = None
             if record is None:
-                reason = "is not in the store's manifest (it was not written by this sweep)"
+                reason = (
+                    "is not in the store's manifest: it finished after the manifest was last "
+                    "saved (a sweep stopped in between), or another sweep wrote it"
+                )
             elif record.get("configs") != expected.get(index):
                 reason = f"is recorded with other configurations than chunk {index}'s"
             else:
