@@ -33,7 +33,10 @@ def _printed(book) -> list[str]:
             for o in c.outputs
             if o.get("name", "stdout") == "stdout"
         )
-        out.append(NUMBER.sub("#", re.sub(r" at 0x[0-9a-f]+", "", text)))
+        text = NUMBER.sub("#", re.sub(r" at 0x[0-9a-f]+", "", text))
+        # A table's column widths follow its numbers' printed widths: padding and rule lengths
+        # are not compared, the words and the layout of lines are.
+        out.append(re.sub(r"-{2,}", "-", re.sub(r"[ \t]+", " ", text)))
     return out
 
 
