@@ -322,3 +322,37 @@ def test_a_store_refuses_another_format_instead_of_discarding_its_shards(problem
     again, computed = _sweep(problem, store)
     assert computed == [] and again.attrs["chunks_resumed_from_store"] == N_CHUNKS
     xr.testing.assert_identical(first.drop_attrs(), again.drop_attrs())
+
+
+class NoComputeBatchedByOne(NoCompute):
+    batch_size = 1
+
+
+class NoComputeOnFourDevices(NoCompute):
+    def devices_per_chunk(self):
+        return 4
+
+
+def test_another_batch_size_resumes_the_store(problem, reference, written, tmp_path):
+    """batch_size groups a device's runs; it does not change what they compute, so a store
+    written with batch_size=None resumes with batch_size=1 (it was refused as a different
+    sweep), and a NumPy integer chunk_size is the same chunking as the int."""
+    store, _ = _copy(written, "folder", tmp_path)
+    ds, computed = _sweep(
+        problem, store, executor=NoComputeBatchedByOne([]), chunk_size=np.int64(2)
+    )
+    assert computed == [] and ds.attrs["chunks_resumed_from_store"] == N_CHUNKS
+    _assert_identical(ds, reference)
+    assert ds.attrs["batch_size"] == 1
+    # A NumPy integer batch_size is that int (it was refused as "not a positive int").
+    assert flowlin.LocalExecutor(batch_size=np.int64(1)) == flowlin.LocalExecutor(batch_size=1)
+    assert flowlin.RayExecutor(batch_size=np.int64(2)).batch_size == 2
+
+
+def test_other_devices_per_chunk_are_named_in_the_refusal(problem, written, tmp_path):
+    """Chunks are cut in multiples of the devices per chunk: the refusal of a store written
+    on one device per chunk, resumed on four, names that change, not only the chunk count."""
+    store, _ = _copy(written, "folder", tmp_path)
+    with pytest.raises(ValueError, match=r"n_chunks: 4 in the store, 2 now.*devices_per_chunk: 1 "
+                                         r"in the store, 4 now"):  # fmt: skip
+        _sweep(problem, store, executor=NoComputeOnFourDevices([]))

@@ -95,6 +95,14 @@ def check_executor(call: str, executor) -> None:
         )
 
 
+def as_batch_size(batch_size):
+    """A NumPy integer `batch_size` as a Python int (a static field must hash and print as
+    one); anything else unchanged, for `check_batch_size` to judge."""
+    if isinstance(batch_size, np.integer):
+        return int(batch_size)
+    return batch_size
+
+
 def check_batch_size(call: str, batch_size) -> None:
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
@@ -131,7 +139,7 @@ class LocalExecutor(AbstractExecutor):
                 f"{type(devices).__name__} {devices!r}"
             )
         self.devices = None if devices is None else tuple(devices)
-        self.batch_size = batch_size
+        self.batch_size = as_batch_size(batch_size)
 
     def __check_init__(self):
         call = "flowlin.LocalExecutor(...)"

@@ -24,7 +24,13 @@ import numpy as np
 from .. import _dataset as schema
 from .._interrupt import raise_if_interrupted
 from .._progress import progress_bar
-from ._executor import AbstractExecutor, Finished, caller_stacklevel, check_batch_size
+from ._executor import (
+    AbstractExecutor,
+    Finished,
+    as_batch_size,
+    caller_stacklevel,
+    check_batch_size,
+)
 from ._store import write_shard
 
 
@@ -82,7 +88,7 @@ class RayExecutor(AbstractExecutor):
     runtime_env: Mapping | None = None
     local_num_cpus: int | None = eqx.field(default=None, static=True)
     autoscaling: bool = eqx.field(default=False, static=True)
-    batch_size: int | None = eqx.field(default=None, static=True)
+    batch_size: int | None = eqx.field(default=None, static=True, converter=as_batch_size)
 
     def __check_init__(self):
         if self.address is not None and not (isinstance(self.address, str) and self.address):

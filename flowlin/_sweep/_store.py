@@ -324,11 +324,11 @@ def _differences(old: dict, new: dict) -> str:
     diffs = []
     for group in ("settings", "versions", "run"):
         a, b = old.get(group) or {}, new.get(group) or {}
-        for k in sorted(set(a) | set(b)):
+        for k in sorted((set(a) | set(b)) - {"batch_size"}):  # not in the fingerprint
             if a.get(k) != b.get(k):
                 diffs.append(f"{k}: {a.get(k)!r} in the store, {b.get(k)!r} now")
-    for k in ("n_configs", "n_chunks"):
-        if old.get(k) != new.get(k):
+    for k in ("n_configs", "n_chunks", "devices_per_chunk"):
+        if k in old and old.get(k) != new.get(k):
             diffs.append(f"{k}: {old.get(k)!r} in the store, {new.get(k)!r} now")
     return "; ".join(diffs[:6]) or (
         "the problems' data (X and Y, their shapes or the rank), the grid or the chunks differ"

@@ -163,6 +163,7 @@ def sweep(
         rtol=rtol, atol=atol, max_steps=max_steps, key=key, depths=depths,
     )  # fmt: skip
     check_executor(_CALL, executor)
+    chunk_size = int(chunk_size)  # a NumPy integer too (checked above)
     settings = make_settings(
         dtype=problems[0].dtype, n_samples=problems[0].n, init=init, sampling=sampling,
         method=method, dynamics=dynamics, t1=t1, lr=lr, steps=steps, averaged=averaged,
@@ -184,10 +185,14 @@ def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store
     installed = {k: v for k, v in schema.versions().items() if k in FINGERPRINT_PACKAGES}
     # The method each run uses, with its options: Gram(reconstruct=False) checks fewer bounds.
     run = dict(method=repr(settings.method_for_run))
-    job = fingerprint(grid, chunks, dict(described, versions=installed, run=run))
+    # batch_size is left out: it groups a device's runs, it does not change what they compute
+    # (a store written with one batch size resumes with another).
+    identity = {k: v for k, v in described.items() if k != "batch_size"}
+    job = fingerprint(grid, chunks, dict(identity, versions=installed, run=run))
     header = dict(
         fingerprint=job, settings=described, versions=installed, run=run,
         n_chunks=len(chunks), n_configs=len(grid),
+        devices_per_chunk=executor.devices_per_chunk(),
     )  # fmt: skip
     shards = None if store is None else ShardStore(_store_call(store), store, store_format)
     try:

@@ -138,7 +138,11 @@ def _check_numbers(
     key = solve.get("key")
     if key is not None and not (isinstance(key, (int, np.integer)) and not isinstance(key, bool)):
         check_key(call, "key", key)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or chunk_size < 1
+    ):
         raise ValueError(f"`{call}`: chunk_size must be a positive int, got {chunk_size!r}")
     check_number(call, "delta", delta)
     if not (0 < delta < 1):
