@@ -11,8 +11,10 @@ device; only `num_gpus=k >= 1` gives a task k devices).
 
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import threading
 import time
@@ -23,7 +25,10 @@ import pytest
 from helpers_store import COMMON, GRID, N_CHUNKS, D, M
 
 import flowlin
-from flowlin._sweep._ray import TASK_NAME  # a worker running a chunk is ray::TASK_NAME_<i>
+from flowlin._sweep._ray import (
+    TASK_NAME,  # a worker running a chunk is ray::TASK_NAME_<i>
+    _connect,
+)
 
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs `pip install flowlin[ray]`")
@@ -240,3 +245,48 @@ def test_missing_ray_is_named(problem, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(ImportError, match=r"pip install flowlin\[ray\]"):
         flowlin.sweep(problem, executor=flowlin.RayExecutor(), **GRID, **COMMON)
+
+
+class _RayNotStarted:
+    """Stands in for the `ray` module, not initialized; `init` does what it is given."""
+
+    def __init__(self, init):
+        self.init = init
+
+    def is_initialized(self):
+        return False
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{}", "ray://127.0.0.1:{}"])
+def test_an_address_nobody_answers_is_named_at_once(form):
+    """`ray.init` retried such an address for minutes (C++ warnings every 5 s) before it gave
+    up; flowlin asks the port first and names the address."""
+    address = form.format(_unused_port())
+
+    def init(**kwargs):
+        raise AssertionError("ray.init was called")
+
+    start = time.monotonic()
+    with pytest.raises(
+        ConnectionError, match=rf"no Ray cluster answers at address='{re.escape(address)}'"
+    ) as e:
+        _connect(_RayNotStarted(init), flowlin.RayExecutor(address=address))
+    assert "ray start --head" in str(e.value) and e.value.__cause__ is None
+    assert time.monotonic() - start < 5
+
+
+def test_rays_own_connection_error_is_named_with_the_address(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+    def init(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    with pytest.raises(ConnectionError, match=r"at address='auto': Could not find any") as e:
+        _connect(_RayNotStarted(init), flowlin.RayExecutor(address="auto"))
+    assert e.value.__cause__ is None and e.value.__suppress_context__

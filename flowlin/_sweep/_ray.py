@@ -250,15 +250,43 @@ def _connect(ray, ex: RayExecutor) -> bool:
                 "in this process; call `ray.shutdown()` first or drop address"
             )
         return False
-    if ex.address is not None or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=ex.address, log_to_driver=False)
-    else:
+    address = ex.address or os.environ.get("RAY_ADDRESS")
+    if not address:
         ray.init(
             num_cpus=ex.local_num_cpus or min(DEFAULT_LOCAL_NUM_CPUS, os.cpu_count() or 1),
             include_dashboard=False,
             log_to_driver=False,
         )
+        return True
+    where = "address" if ex.address else "RAY_ADDRESS"
+    _probe(address, where)
+    try:
+        ray.init(address=ex.address, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as e:  # what Ray raises for an address
+        raise ConnectionError(
+            f"`{_CALL}`: could not connect to the Ray cluster at {where}={address!r}: {e}"
+        ) from None
     return True
+
+
+#: Seconds to wait for a cluster's head to accept a connection before giving up.
+PROBE_TIMEOUT_S = 10.0
+
+
+def _probe(address: str, where: str) -> None:
+    """Fail fast, naming the address, when nothing listens at a `host:port` (or
+    `ray://host:port`) address: `ray.init` retries such an address for minutes, logging
+    C++ warnings, before it gives up. Other forms ("auto", "local") are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise ConnectionError(
+            f"`{_CALL}`: no Ray cluster answers at {where}={address!r} "
+            f"({e.strerror or e}); start one there with `ray start --head`, or fix the address"
+        ) from None
 
 
 def _gather(ray, refs, store, max_retries, progress, total, initial):
