@@ -102,3 +102,17 @@ def progress_bar(
         file=stream,
     ) as bar:
         yield bar
+
+
+def say(text: str, *, enabled: bool = True, stream=None) -> None:
+    """One line of progress (`"<stage>: text"`) for a step with no count, such as starting a
+    cluster; nothing when `enabled` is False."""
+    if enabled:
+        stream = sys.stderr if stream is None else stream
+        label = _STAGE.get()
+        print(f"{label}: {text}" if label else text, file=stream, flush=True)
+
+
+def resumed_label(initial: int, total: int) -> str | None:
+    """The label of a bar that starts at `initial` of `total` chunks read back from a store."""
+    return f"{initial} of {total} chunks read from the store" if initial else None

@@ -264,7 +264,7 @@ def _unused_port() -> int:
 
 
 @pytest.mark.parametrize("form", ["127.0.0.1:{}", "ray://127.0.0.1:{}"])
-def test_an_address_nobody_answers_is_named_at_once(form):
+def test_an_address_nobody_answers_is_named_at_once(form, capsys):
     """`ray.init` retried such an address for minutes (C++ warnings every 5 s) before it gave
     up; flowlin asks the port first and names the address."""
     address = form.format(_unused_port())
@@ -276,9 +276,21 @@ def test_an_address_nobody_answers_is_named_at_once(form):
     with pytest.raises(
         ConnectionError, match=rf"no Ray cluster answers at address='{re.escape(address)}'"
     ) as e:
-        _connect(_RayNotStarted(init), flowlin.RayExecutor(address=address))
+        _connect(_RayNotStarted(init), flowlin.RayExecutor(address=address), progress=True)
     assert "ray start --head" in str(e.value) and e.value.__cause__ is None
     assert time.monotonic() - start < 5
+    assert capsys.readouterr().err == f"connecting to the Ray cluster at address={address!r}\n"
+
+
+def test_starting_a_local_instance_is_said(monkeypatch, capsys):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    given = {}
+    ray = _RayNotStarted(lambda **kwargs: given.update(kwargs))
+    assert _connect(ray, flowlin.RayExecutor(local_num_cpus=2), progress=True) is True
+    assert given["num_cpus"] == 2
+    assert capsys.readouterr().err == "starting a local Ray instance (2 CPUs)\n"
+    _connect(ray, flowlin.RayExecutor(local_num_cpus=2), progress=False)
+    assert capsys.readouterr().err == ""
 
 
 def test_rays_own_connection_error_is_named_with_the_address(monkeypatch):

@@ -356,3 +356,15 @@ def test_other_devices_per_chunk_are_named_in_the_refusal(problem, written, tmp_
     with pytest.raises(ValueError, match=r"n_chunks: 4 in the store, 2 now.*devices_per_chunk: 1 "
                                          r"in the store, 4 now"):  # fmt: skip
         _sweep(problem, store, executor=NoComputeOnFourDevices([]))
+
+
+def test_progress_says_how_many_chunks_came_from_the_store(problem, written, tmp_path, capsys):
+    store, shards = _copy(written, "folder", tmp_path)
+    sorted(shards.iterdir())[0].unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the missing shard's warning (tested above)
+        _, computed = _sweep(problem, store, progress=True)
+    assert computed == [0]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "3 of 4 chunks read from the store: 3/4 chunks", lines
+    assert lines[-1].startswith("3 of 4 chunks read from the store: 4/4 chunks"), lines

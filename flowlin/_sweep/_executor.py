@@ -16,7 +16,7 @@ import numpy as np
 from .. import _dataset as schema
 from .._errors import NamedArguments
 from .._interrupt import raise_if_interrupted
-from .._progress import progress_bar
+from .._progress import progress_bar, resumed_label
 from ._kernel import SweepTask, make_mesh, on_cpu
 from ._plan import Chunk
 from ._settings import SweepSettings
@@ -186,7 +186,13 @@ class LocalExecutor(AbstractExecutor):
         # its batch items; seen with the batched SVD of check_bounds, jaxlib 0.9.2, 2 cores).
         max_inflight = 1 if on_cpu(mesh) else 2
         inflight = collections.deque()
-        with progress_bar(total=total, initial=initial, enabled=progress, unit="chunk") as bar:
+        with progress_bar(
+            total=total,
+            initial=initial,
+            enabled=progress,
+            unit="chunk",
+            desc=resumed_label(initial, total),
+        ) as bar:
             for chunk in chunks:
                 raise_if_interrupted()
                 inflight.append((chunk, task.launch(chunk, mesh, payload)))

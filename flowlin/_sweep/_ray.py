@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import _dataset as schema
 from .._interrupt import raise_if_interrupted
-from .._progress import progress_bar
+from .._progress import progress_bar, resumed_label, say
 from ._executor import (
     AbstractExecutor,
     Finished,
@@ -153,7 +153,7 @@ class RayExecutor(AbstractExecutor):
 
     def run(self, task, chunks, store, *, progress, total, initial):
         ray = _import_ray("flowlin.sweep(executor=flowlin.RayExecutor(...))")
-        started = _connect(ray, self)
+        started = _connect(ray, self, progress)
         try:
             refs = self._submit(ray, task, chunks, store, started)
             yield from _gather(ray, refs, store, self.max_retries, progress, total, initial)
@@ -241,8 +241,9 @@ def _import_ray(call: str):
     return ray
 
 
-def _connect(ray, ex: RayExecutor) -> bool:
-    """Connect to the cluster (or start a local one); True if this call started Ray."""
+def _connect(ray, ex: RayExecutor, progress: bool = False) -> bool:
+    """Connect to the cluster (or start a local one); True if this call started Ray. With
+    `progress`, says which (a local instance takes seconds to start)."""
     if ray.is_initialized():
         if ex.address is not None:
             raise ValueError(
@@ -252,13 +253,16 @@ def _connect(ray, ex: RayExecutor) -> bool:
         return False
     address = ex.address or os.environ.get("RAY_ADDRESS")
     if not address:
+        cpus = ex.local_num_cpus or min(DEFAULT_LOCAL_NUM_CPUS, os.cpu_count() or 1)
+        say(f"starting a local Ray instance ({cpus} CPUs)", enabled=progress)
         ray.init(
-            num_cpus=ex.local_num_cpus or min(DEFAULT_LOCAL_NUM_CPUS, os.cpu_count() or 1),
+            num_cpus=cpus,
             include_dashboard=False,
             log_to_driver=False,
         )
         return True
     where = "address" if ex.address else "RAY_ADDRESS"
+    say(f"connecting to the Ray cluster at {where}={address!r}", enabled=progress)
     _probe(address, where)
     try:
         ray.init(address=ex.address, log_to_driver=False)
@@ -300,7 +304,10 @@ def _gather(ray, refs, store, max_retries, progress, total, initial):
     the tasks not yet finished."""
     failures = []
     waiting = list(refs)
-    with progress_bar(total=total, initial=initial, enabled=progress, unit="chunk") as bar:
+    desc = ", ".join(x for x in ("Ray tasks", resumed_label(initial, total)) if x)
+    with progress_bar(
+        total=total, initial=initial, enabled=progress, unit="chunk", desc=desc
+    ) as bar:
         try:
             while waiting:
                 # A Ctrl-C the CLI recorded, even one Python dropped: seen within a second.
