@@ -110,6 +110,10 @@ def machine() -> dict:
             k: os.environ.get(k)
             for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
         },
+        # What else sets compile time and threads: XLA's flags (fusion emitters, host devices)
+        # and the size of jaxlib's CPU thread pool (flowlin/__init__.py).
+        xla_flags=os.environ.get("XLA_FLAGS"),
+        pjrt_nproc=os.environ.get("PJRT_NPROC"),
     )
 
 

@@ -6,13 +6,20 @@ float32 (rtol 1e-5, atol 1e-7) and float64 (rtol 1e-6, atol 1e-9); configs/s (se
 time allows, so compile is excluded) and peak device memory (`jax.devices()[0].memory_stats()`).
 A size is skipped when the previous size's throughput predicts it would overrun the time cap.
 
-    python benchmarks/gpu_sweep.py --sizes 10000,100000,1000000 --time-cap 400
+What float32 buys is measured on paired runs (`agreement`): the same problem and the same
+initial weights, drawn in float64 and rounded to float32, solved in both dtypes at the sweep's
+tolerances; their final distances to the min-norm solution are compared run by run. (The two
+sweeps' rows cannot be compared that way: each dtype draws its own problem and weights from the
+same keys, so their medians differ by sampling alone, ~3% on this grid.)
+
+    python benchmarks/gpu_sweep.py --sizes 10000,100000,1000000 --time-cap 300
     python benchmarks/gpu_sweep.py --quick        # CPU smoke test: 96 and 192 configurations
 
 Prints a self-contained table; writes JSON to $OUT if that variable is set, else to
 benchmarks/results/.
 """
 
+import functools
 import os
 
 
@@ -81,12 +88,70 @@ def one_size(problem, seeds, n_cfg, rtol, atol, chunk_size, time_left):
     ), first + (warm or 0.0)
 
 
+#: float32's tolerances in this benchmark (float64: the harness's RTOL, ATOL).
+F32_RTOL, F32_ATOL = 1e-5, 1e-7
+
+
+def agreement(pairs_per_cell: int = 32, widths=None) -> dict:
+    """float32 against float64 on paired runs: for every width and scale of the throughput
+    grid, `pairs_per_cell` initializations drawn in float64 (the paper's, `init.paper`) on the
+    float64 problem, then the same numbers rounded to float32; both solved with the Gram
+    method at the sweep's tolerances (`widths`: a subset of the grid's). Returns the median
+    final distance in each dtype, the largest and median relative difference per run, and the
+    steps each dtype took."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import flowlin
+
+    grid = H.THROUGHPUT_GRID
+    p64 = flowlin.problems.gaussian(jax.random.key(0), n=grid["n"], D=grid["D"], m=grid["m"])
+    p32 = flowlin.Problem(p64.X.astype(jnp.float32), p64.Y.astype(jnp.float32))
+    keys = jax.random.split(jax.random.key(1), pairs_per_cell)
+    tolerances = {"float64": (H.RTOL, H.ATOL), "float32": (F32_RTOL, F32_ATOL)}
+    problems = {"float64": p64, "float32": p32}
+
+    @functools.partial(jax.jit, static_argnames=("rtol", "atol"))
+    @functools.partial(jax.vmap, in_axes=(0, None, None, None))
+    def solve(net, problem, rtol, atol):
+        return flowlin.gradient_flow(
+            net, problem, grid["t1"], method=flowlin.Gram(), rtol=rtol, atol=atol
+        )
+
+    d = {"float32": [], "float64": []}
+    steps = {"float32": [], "float64": []}
+    for h in grid["widths"] if widths is None else widths:
+        for alpha in grid["alphas"]:
+            init = functools.partial(flowlin.init.paper, D=grid["D"], m=grid["m"], h=h, alpha=alpha)
+            nets = jax.vmap(init)(keys)  # float64
+            for dtype, problem in problems.items():
+                start = jax.tree.map(lambda x, dtype=dtype: x.astype(dtype), nets)
+                traj = solve(start, problem, *tolerances[dtype])
+                d[dtype].append(np.asarray(traj.final_values["distance_to_min_norm"], float))
+                steps[dtype].append(np.asarray(traj.num_steps, float))
+    d32, d64 = np.concatenate(d["float32"]), np.concatenate(d["float64"])
+    rel = np.abs(d32 - d64) / np.abs(d64)
+    return dict(
+        pairs=int(d64.size),
+        median_distance_float64=float(np.median(d64)),
+        median_distance_float32=float(np.median(d32)),
+        median_gap=float(abs(np.median(d32) - np.median(d64))),
+        max_relative_difference=float(np.max(rel)),
+        median_relative_difference=float(np.median(rel)),
+        mean_steps_float64=float(np.mean(np.concatenate(steps["float64"]))),
+        mean_steps_float32=float(np.mean(np.concatenate(steps["float32"]))),
+    )
+
+
 def gpu_sweep(
     sizes=(10_000, 100_000, 1_000_000),
     *,
     time_cap: float = 300.0,
     dtypes=("float32", "float64"),
     chunk_size: int = 16384,
+    pairs_per_cell: int = 32,
+    agreement_widths=None,
     echo=print,
 ) -> dict:
     """configs/s and memory peak of `flowlin.sweep(method=Gram())` at growing sizes.
@@ -114,7 +179,7 @@ def gpu_sweep(
         problem = flowlin.problems.gaussian(
             jax.random.key(0), n=grid["n"], D=grid["D"], m=grid["m"], dtype=dtype
         )
-        rtol, atol = (H.RTOL, H.ATOL) if dtype == "float64" else (1e-5, 1e-7)
+        rtol, atol = (H.RTOL, H.ATOL) if dtype == "float64" else (F32_RTOL, F32_ATOL)
         spent, rate = 0.0, None
         for size in sizes:
             seeds = max(1, -(-int(size) // per_seed))
@@ -126,7 +191,7 @@ def gpu_sweep(
             row, seconds = one_size(problem, seeds, n_cfg, rtol, atol, chunk_size, time_cap - spent)
             spent += seconds
             rate = row["configs_per_s"]
-            rows.append(dict(dtype=dtype, **row))
+            rows.append(dict(dtype=dtype, timed="warm" if row["warm"] else "first call", **row))
             echo(
                 f"  {dtype} {n_cfg}: {row['run_s']:.2f} s ({rate:.0f} configs/s), first call "
                 f"{row['first_call_s']:.2f} s"
@@ -139,26 +204,49 @@ def gpu_sweep(
             ("configs", "configs", "d"),
             ("first_call_s", "first call (s)", ".2f"),
             ("run_s", "timed (s)", ".2f"),
+            ("timed", "timed call", ""),
             ("configs_per_s", "configs/s", ".0f"),
             ("succeeded_fraction", "succeeded", ".3f"),
-            ("device_peak_mib", "device peak (MiB)", ".0f"),
-            ("host_peak_rss_mib", "host peak RSS (MiB)", ".0f"),
+            ("median_distance", "median distance", ".4f"),
+            ("device_peak_mib", "device peak so far (MiB)", ".0f"),
+            ("host_peak_rss_mib", "host peak RSS so far (MiB)", ".0f"),
         ],
         echo=echo,
     )
+    echo("(peaks are the process's high-water marks: a row includes the rows before it)")
+    paired = None
+    if {"float32", "float64"} <= set(dtypes) and jax.config.jax_enable_x64:
+        paired = agreement(pairs_per_cell, agreement_widths)
+        echo(
+            f"\nfloat32 vs float64, {paired['pairs']} paired runs (same problem and weights, "
+            "rounded to float32):\n"
+            f"  median final distance {paired['median_distance_float32']:.6f} vs "
+            f"{paired['median_distance_float64']:.6f} (gap {paired['median_gap']:.1e}; "
+            "target <= 1e-4)\n"
+            f"  relative difference per run: median {paired['median_relative_difference']:.1e}, "
+            f"max {paired['max_relative_difference']:.1e}\n"
+            f"  mean steps {paired['mean_steps_float32']:.0f} (float32) vs "
+            f"{paired['mean_steps_float64']:.0f} (float64)"
+        )
     settings = dict(
         grid={k: list(v) if isinstance(v, tuple) else v for k, v in grid.items()},
         sizes=list(sizes),
         time_cap_s=time_cap,
         dtypes=list(dtypes),
         chunk_size=chunk_size,
+        pairs_per_cell=pairs_per_cell,
         method="gram",
         sampling="weights",
         on_cpu=jax.default_backend() == "cpu",
         timing="second call when the first left time (compile excluded), else the first call",
     )
     return H.record(
-        "gpu_sweep", settings, rows, load_before=load_before, load_after=H.load_average()
+        "gpu_sweep",
+        settings,
+        rows,
+        float32_vs_float64=paired,
+        load_before=load_before,
+        load_after=H.load_average(),
     )
 
 
@@ -169,13 +257,15 @@ if __name__ == "__main__":
     p.add_argument("--dtypes", default="float32,float64")
     p.add_argument("--chunk-size", type=int, default=16384)
     args = p.parse_args()
+    pairs = 32
     if args.quick:
-        args.sizes, args.chunk_size = "96,192", 96
+        args.sizes, args.chunk_size, pairs = "96,192", 96, 4
     H.enable_x64()
     result = gpu_sweep(
         [int(s) for s in args.sizes.split(",")],
         time_cap=args.time_cap,
         dtypes=args.dtypes.split(","),
         chunk_size=args.chunk_size,
+        pairs_per_cell=pairs,
     )
     H.finish(result, args.out, "gpu_sweep")

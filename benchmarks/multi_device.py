@@ -50,6 +50,8 @@ def _parse():
 
 
 ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.quick:  # a smoke run: one timing of a smaller grid
+    ARGS.repeats = 1
 if ARGS is not None:
     # Must be set before JAX initialises its backends.
     os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={ARGS.devices}")
@@ -71,6 +73,8 @@ from flowlin._sweep._kernel import make_mesh, run_chunk, run_one  # noqa: E402
 
 N, D, M, T1 = 10, 40, 2, 20.0
 GRID = dict(widths=[100, 150, 200], scales=[0.25, 0.5, 0.75, 1.0], seeds=8)
+if ARGS is not None and ARGS.quick:
+    GRID["seeds"] = 2
 SETTINGS = dict(
     method=flowlin.Gram(),
     t1=T1,
@@ -151,6 +155,7 @@ def main():
     problem = flowlin.problems.gaussian(jax.random.key(0), n=N, D=D, m=M)
     n_configs = len(GRID["widths"]) * len(GRID["scales"]) * GRID["seeds"]
 
+    load_before = H.load_average()
     # 1. What the compiled chunk programs do across devices.
     flowlin.sweep(problem, executor=ChunkExecutor(tuple(devices), False), **GRID, **SETTINGS)
     payload, rows, program = CAPTURED["args"]
@@ -198,7 +203,15 @@ def main():
         ],
     )
     settings = dict(n=N, D=D, m=M, **{k_: str(v) for k_, v in {**GRID, **SETTINGS}.items()})
-    H.finish(H.record("multi_device", settings, rows, collectives=hlo), args.out, "multi_device")
+    record = H.record(
+        "multi_device",
+        settings,
+        rows,
+        collectives=hlo,
+        load_before=load_before,
+        load_after=H.load_average(),
+    )
+    H.finish(record, args.out, "multi_device")
 
 
 if __name__ == "__main__":
