@@ -104,6 +104,12 @@ class DeepLinearNetwork(eqx.Module, metaclass=NamedArguments):
     @full_precision
     def __call__(self, x: Float[Array, " D"]) -> Float[Array, " m"]:
         """The network applied to one input `x` (use `jax.vmap` for a batch)."""
+        D = self.weights[0].shape[-1]
+        if jnp.shape(x) != (D,):
+            raise ValueError(
+                f"`DeepLinearNetwork(x)`: x must be one input of shape (D,) = ({D},) (use "
+                f"jax.vmap for a batch), got shape {jnp.shape(x)}"
+            )
         for w in self.weights:
             x = w @ x
         return x

@@ -163,6 +163,9 @@ def paper(
     The std uses the true width `h`, also when padded.
     """
     call = "flowlin.init.paper(...)"
+    check_key(call, "key", key)  # (also checked by `gaussian`, under its own name)
+    D = check_int(call, "D", D, minimum=1)
+    m = check_int(call, "m", m, minimum=1)
     check_positive(call, "alpha", alpha, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
     _check_width(call, h, pad_to)

@@ -65,6 +65,12 @@ class LinearNetwork(eqx.Module, metaclass=NamedArguments):
     @full_precision
     def __call__(self, x: Float[Array, " D"]) -> Float[Array, " m"]:
         """The network applied to one input `x` (use `jax.vmap` for a batch)."""
+        D = self.W1.shape[-1]
+        if jnp.shape(x) != (D,):
+            raise ValueError(
+                f"`LinearNetwork(x)`: x must be one input of shape (D,) = ({D},) (use jax.vmap "
+                f"for a batch), got shape {jnp.shape(x)}"
+            )
         return self.W2 @ (self.W1 @ x)
 
     @property

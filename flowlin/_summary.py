@@ -244,7 +244,9 @@ def summarize_bounds(
 
     Where the sweep recorded the gap's exact law (`flowlin.theory.run_law`; every Gaussian
     init), per (scale, width) cell: the gaps tested against it (`flowlin.theory.law_fit`, at
-    `law_level`), with how many runs were left out (not converged).
+    `law_level`), with how many runs were left out: those whose gap is not usable for the law
+    (`flowlin.theory.RunLaw.usable`: not converged, or its gap not yet at its limit — the
+    row-space part above 1e-6 of d², as when t1 is short —, or a law at round-off).
 
     **Arguments:**
 

@@ -162,6 +162,10 @@ ROWS: dict[str, tuple[str, str]] = {
     ),
     "init.gaussian/key-int": ("init.gaussian(123, 6, 1, 3, 0.5, 0.5)", "key"),
     "init.paper/alpha-negative": ("init.paper(key, 6, 1, 3, -0.5)", "alpha"),
+    "init.paper/D-zero": ("init.paper(key, 0, 1, 3, 0.5)", "D"),
+    "init.paper/key-int": ("init.paper(0, 6, 1, 3, 0.5)", "key"),
+    "LinearNetwork/call-batch": ("net(np.ones((5, 6)))", "x"),
+    "DeepLinearNetwork/call-wrong-D": ("dnet(np.ones(5))", "x"),
     "init.paper/alpha-nan": ("init.paper(key, 6, 1, 3, float('nan'))", "alpha"),
     "init.lambda_balanced/lam-nan": ("init.lambda_balanced(key, problem, 1, float('nan'))", "lam"),
     "init.lambda_balanced/lam-inf": ("init.lambda_balanced(key, problem, 1, float('inf'))", "lam"),
@@ -483,6 +487,14 @@ def test_table_size():
 def test_bad_input_is_refused_by_name(table, row):
     outcome, message = table[row]
     assert outcome == "refused", (row, ROWS[row], outcome, message)
+
+
+def test_a_checked_argument_is_named_with_the_call_made(table):
+    """`init.paper` checks key, D and m itself: the message names `init.paper`, not the
+    `init.gaussian` it delegates to."""
+    for row in ("init.paper/D-zero", "init.paper/key-int"):
+        assert "`flowlin.init.paper(...)`" in table[row][1], table[row]
+    assert "(use jax.vmap for a batch), got shape (5, 6)" in table["LinearNetwork/call-batch"][1]
 
 
 if __name__ == "__main__":

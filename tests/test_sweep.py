@@ -342,3 +342,18 @@ def test_local_executor_checks_devices():
     # (a wrongly typed executor: tests/test_messages.py and the table above)
     with pytest.raises(ValueError, match="devices is empty"):
         flowlin.LocalExecutor(devices=[])
+
+
+def test_executors_by_name():
+    """api.md: executors are objects or the names "local" and "ray" (their defaults)."""
+    from flowlin._sweep._executor import as_executor
+
+    assert as_executor("c", "local") == flowlin.LocalExecutor()
+    assert as_executor("c", "ray") == flowlin.RayExecutor()
+    problem = flowlin.problems.gaussian(jax.random.key(0), n=4, D=9, m=1)
+    kw = dict(widths=[3], scales=[0.5], seeds=2, **COMMON)
+    by_name = flowlin.sweep(problem, executor="local", **kw)
+    by_object = flowlin.sweep(problem, executor=flowlin.LocalExecutor(), **kw)
+    xr.testing.assert_identical(by_name.drop_attrs(), by_object.drop_attrs())
+    with pytest.raises(TypeError, match=r'executor must be one of "local", "ray"'):
+        as_executor("flowlin.sweep(...)", "dask")

@@ -4,6 +4,7 @@ import os
 import pathlib
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import diffrax as dfx
 import jax
@@ -19,7 +20,7 @@ from .._misc import full_precision
 from .._problem import Problem
 from .._results import status_names
 from .._saveat import SaveAt
-from ._executor import AbstractExecutor, LocalExecutor, caller_stacklevel, check_executor
+from ._executor import AbstractExecutor, LocalExecutor, as_executor, caller_stacklevel
 from ._grid import Grid
 from ._kernel import TRACES, Payload, SweepTask
 from ._plan import chunk_coordinates, fingerprint, plan_chunks
@@ -71,7 +72,7 @@ def sweep(
     chunk_size: int = 64,
     store: str | pathlib.Path | None = None,
     store_format: StoreFormat | None = None,
-    executor: AbstractExecutor = LocalExecutor(),
+    executor: AbstractExecutor | Literal["local", "ray"] = LocalExecutor(),
     progress: bool = True,
 ) -> xr.Dataset:
     r"""Solve a grid (or list) of initializations in bulk and check every bound on each.
@@ -121,7 +122,8 @@ def sweep(
       resume adopts it; one sweep writes to a store at a time. Read the result back with
       `flowlin.open_sweep(store)`. Zarr needs the `zarr` package (`flowlin[zarr]`).
     - `executor`: `flowlin.LocalExecutor(devices=None, batch_size=None)` (default: every
-      chunk split over this process's devices) or `flowlin.RayExecutor(...)` (docs/ray.md).
+      chunk split over this process's devices) or `flowlin.RayExecutor(...)` (docs/ray.md);
+      `"local"` and `"ray"` name those two with their defaults.
     - `progress`: progress over chunks: a bar with ETA on a terminal or in a notebook, one
       line per chunk (stderr) in a log.
 
@@ -162,7 +164,7 @@ def sweep(
         store_format=store_format, widths=widths, scales=scales, configs=configs,
         rtol=rtol, atol=atol, max_steps=max_steps, key=key, depths=depths,
     )  # fmt: skip
-    check_executor(_CALL, executor)
+    executor = as_executor(_CALL, executor)
     chunk_size = int(chunk_size)  # a NumPy integer too (checked above)
     settings = make_settings(
         dtype=problems[0].dtype, n_samples=problems[0].n, init=init, sampling=sampling,
@@ -255,7 +257,7 @@ def _open_store(shards: ShardStore, header: dict, grid: Grid, chunks) -> set[int
     return done
 
 
-def open_sweep(path) -> xr.Dataset:
+def open_sweep(path: str | os.PathLike) -> xr.Dataset:
     """Load the merged result of a finished `flowlin.sweep(..., store=path)`.
 
     **Arguments:** `path`, what was given as `store=`: a folder (its `result.nc` or

@@ -30,11 +30,13 @@ import numpy as np
 from jax.scipy.special import gammainc, gammaln
 from jaxtyping import Array, ArrayLike, Bool, Float
 
+from .._custom_types import ScalarLike
 from .._deep_network import DeepLinearNetwork
 from .._errors import as_float_array, check_positive, is_concrete
 from .._misc import full_precision
 from .._network import LinearNetwork
 from .._problem import Problem, check_problem
+from .._trajectory import Trajectory
 from ._statistics import check_final_shapes, check_output_gram
 
 
@@ -296,7 +298,7 @@ def _chernoff_bound(ratio, gam, k: int, n: int):
 @full_precision
 def distance_law(
     final: LinearNetwork | DeepLinearNetwork | Float[ArrayLike, "m m"],
-    std1,
+    std1: ScalarLike,
     problem: Problem,
     *,
     n_terms: int = 512,
@@ -436,7 +438,7 @@ U2_DRIFT_LIMIT = 1e-3
 
 
 @full_precision
-def run_law(trajectory, std1, problem: Problem) -> RunLaw:
+def run_law(trajectory: Trajectory, std1: ScalarLike | None, problem: Problem) -> RunLaw:
     r"""A run's implicit-bias gap $d$ set against its exact conditional law.
 
     **Arguments:** `trajectory` (from `flowlin.gradient_flow` or `gradient_descent`, with the

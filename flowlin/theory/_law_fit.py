@@ -16,7 +16,8 @@ from ._law import MIN_RUNS, NOT_GAUSSIAN, DistanceLaw, RunLaw
 class LawFit(eqx.Module):
     """Many runs' gaps tested against their exact laws (`law_fit`).
 
-    **Fields:** `n` (runs tested), `excluded` (runs left out: not converged or law not
+    **Fields:** `n` (runs tested), `excluded` (runs left out: not `usable`, see
+    `flowlin.theory.RunLaw` — not converged, gap not yet at its limit — or law not
     computable), `ks_statistic`, `ks_pvalue` (Kolmogorov–Smirnov of the $F_i(d_i)$ against
     U(0, 1)), `mean_square` (observed mean of $d^2$), `expected_mean_square` (its exact
     expectation), `ci_low`, `ci_high` (its normal-approximation `level` interval: reported,
