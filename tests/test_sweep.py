@@ -278,7 +278,7 @@ def test_bad_configurations_rejected_before_compute(problem, kwargs, match):
         (dict(init="xavier"), "init"),
         (dict(method="euler"), "method"),
         (dict(method="gram"), "method"),
-        (dict(executor="ray"), "executor"),
+        (dict(executor="dask"), "executor"),
     ],
 )
 def test_wrongly_typed_choices_rejected_before_compute(problem, kwargs, match):
@@ -346,7 +346,7 @@ def test_local_executor_checks_devices():
 
 def test_executors_by_name():
     """api.md: executors are objects or the names "local" and "ray" (their defaults)."""
-    from flowlin._sweep._executor import as_executor
+    from flowlin._sweep._sweep import as_executor
 
     assert as_executor("c", "local") == flowlin.LocalExecutor()
     assert as_executor("c", "ray") == flowlin.RayExecutor()

@@ -87,21 +87,12 @@ def caller_stacklevel() -> int:
 _INTERNAL = ("flowlin", "equinox", "jaxtyping")
 
 
-def as_executor(call: str, executor) -> "AbstractExecutor":
-    """The executor object: `"local"` and `"ray"` name `LocalExecutor()` and `RayExecutor()`
-    with their defaults."""
-    if isinstance(executor, str) and executor in ("local", "ray"):
-        if executor == "local":
-            return LocalExecutor()
-        from ._ray import RayExecutor  # (imports this module)
-
-        return RayExecutor()
+def check_executor(call: str, executor) -> None:
     if not isinstance(executor, AbstractExecutor):
         raise TypeError(
             f'`{call}`: executor must be one of "local", "ray", flowlin.LocalExecutor(...) or '
             f"flowlin.RayExecutor(...) (a flowlin.AbstractExecutor), got {executor!r}"
         )
-    return executor
 
 
 def as_batch_size(batch_size):

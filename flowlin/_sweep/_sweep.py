@@ -20,10 +20,11 @@ from .._misc import full_precision
 from .._problem import Problem
 from .._results import status_names
 from .._saveat import SaveAt
-from ._executor import AbstractExecutor, LocalExecutor, as_executor, caller_stacklevel
+from ._executor import AbstractExecutor, LocalExecutor, caller_stacklevel, check_executor
 from ._grid import Grid
 from ._kernel import TRACES, Payload, SweepTask
 from ._plan import chunk_coordinates, fingerprint, plan_chunks
+from ._ray import RayExecutor
 from ._settings import SweepSettings, make_settings
 from ._store import ShardStore, StoreMismatchError, find_result, read_dataset, require_zarr
 from ._validate import (
@@ -174,6 +175,15 @@ def sweep(
     )  # fmt: skip
     grid = Grid.build(_CALL, problems, widths, scales, seeds, configs, init, depths)
     return _run(grid, settings, executor, chunk_size, store, store_format, progress)
+
+
+def as_executor(call: str, executor) -> AbstractExecutor:
+    """The executor object: `"local"` and `"ray"` name `LocalExecutor()` and `RayExecutor()`
+    with their defaults."""
+    if isinstance(executor, str) and executor in ("local", "ray"):
+        return LocalExecutor() if executor == "local" else RayExecutor()
+    check_executor(call, executor)
+    return executor
 
 
 def _run(grid: Grid, settings: SweepSettings, executor, chunk_size, store, store_format, progress):

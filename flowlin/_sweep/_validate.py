@@ -7,7 +7,7 @@ Internal API: the `Literal` types of the string choices (`InitName`, `SamplingNa
 Cross-constraints between settings (Wishart sampling needs the gram method and the flow,
 gradient descent needs `lr` and `steps`) are invariants of `SweepSettings` and are checked in
 its `__check_init__`; executor options in the executors' own `__check_init__`, and the
-executor by `_executor.as_executor` (above this module: executors import the grid).
+executor by `_sweep.as_executor` (above this module: executors import the grid).
 """
 
 from collections.abc import Mapping, Sequence
