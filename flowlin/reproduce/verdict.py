@@ -33,7 +33,7 @@ def sweep_verdict(ds: xr.Dataset) -> str:
         )
     if not slopes:
         widths = int(ds.sizes.get(schema.WIDTH, 1))
-        why = "one width" if widths < 2 else "fewer than 3 converged runs over 2 widths"
+        why = "one width" if widths < 2 else f"fewer than 3 converged runs over its {widths} widths"
         line += f"; no distance-vs-width slope ({why})"
     return line + "."
 
