@@ -12,7 +12,9 @@ program alone (min over `--repeats` calls):
   block sizes, batched `einsum` over blocks, `lax.map`, plain dots, the $O(hD^2)$ route
   through $G = W_1^\\top W_1$, two halves side by side, and two independent loops (to see
   whether XLA:CPU runs them on the two cores at once: the CPU time per call says);
-- the reference outside XLA: NumPy/OpenBLAS $W_1^\\top W_1$ (one thread).
+- references outside XLA: NumPy/OpenBLAS $W_1^\\top W_1$, and the fewest flops of any
+  formulation here (at D = 30, r = 10): $G = W_1^\\top W_1$ by OpenBLAS's `dsyrk`, with
+  $W_2W_1$ and $W_2W_2^\\top$ (one BLAS thread unless `OPENBLAS_NUM_THREADS` says otherwise).
 
     python benchmarks/gram_pass.py            # ~1 minute
     python benchmarks/gram_pass.py --quick    # h = 2·10⁴
@@ -130,6 +132,7 @@ def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from scipy.linalg import blas as scipy_blas
 
     import flowlin
     from flowlin._method._gram import _BLOCK_ROWS, _gram_and_cross
@@ -177,6 +180,15 @@ def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
         calls[name] = call
     W1_np = np.asarray(W1)
     calls["NumPy/OpenBLAS W1ᵀW1 (reference)"] = lambda: W1_np.T @ W1_np
+    # Every entry of Q0 and Z0W1 is a linear image of G = W1ᵀW1, W2W1 and W2W2ᵀ; G by BLAS's
+    # symmetric rank-k update (h·D(D+1)/2 multiply-adds: fewer than A = W1ΦS and its
+    # products, 2·h·D·r, when D + 1 < 4r, as here).
+    W1_f, W2_np = np.asarray(W1).T, np.asarray(W2)  # W1ᵀ as a Fortran-order (D, h) array
+    calls["OpenBLAS dsyrk G, W2W1, W2W2ᵀ (fewest flops)"] = lambda: (
+        scipy_blas.dsyrk(1.0, W1_f),
+        W2_np @ W1_np,
+        W2_np @ W2_np.T,
+    )
     for call in calls.values():
         jax.block_until_ready(call())
     best = dict.fromkeys(calls, float("inf"))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from benchmarks import _harness as H
@@ -87,3 +88,49 @@ def test_gpu_sweep_runs_on_a_cpu_and_float32_agrees_with_float64(tmp_path):
     assert paired["median_gap"] <= 1e-4 * paired["median_distance_float64"]
     assert paired["max_relative_difference"] < 1e-4
     assert any("paired runs" in line for line in lines)
+
+
+def test_slot_step_utilisation_counts_lockstep_by_hand():
+    """benchmarks/fig1_gpu.py's accounting: a vmapped batch costs len(batch) × its slowest
+    run's steps; padding rows (a bucket's last chunk repeats its last row) are waste."""
+    from benchmarks.fig1_gpu import utilisation
+    from flowlin._sweep._plan import Chunk
+
+    steps = np.array([3, 5, 4, 10])
+    chunks = [Chunk(0, 1, np.array([0, 1]), 2), Chunk(1, 1, np.array([2, 3]), 2)]
+    assert utilisation(steps, chunks, 1, 1)["utilisation"] == 1.0
+    whole = utilisation(steps, chunks, 1, None)
+    assert (whole["useful_steps"], whole["slot_steps"]) == (22, 2 * 5 + 2 * 10)
+    # Two devices: each holds one run of each chunk, so there is no lockstep at all.
+    assert utilisation(steps, chunks, 2, None)["utilisation"] == 1.0
+    padded = [Chunk(0, 1, np.array([0, 1, 2, 3]), 4), Chunk(1, 1, np.array([3, 3, 3, 3]), 1)]
+    extra = utilisation(np.append(steps, 0), padded, 1, 2)
+    assert (extra["useful_steps"], extra["slot_steps"]) == (22 + 10, 2 * 5 + 2 * 10 + 4 * 10)
+
+
+@pytest.mark.slow
+def test_fig1_gpu_script_on_a_cpu_reports_lockstep_use(tmp_path):
+    """benchmarks/fig1_gpu.py (issue 18's 10⁶-configuration Fig. 1 sweep) on a CPU: one
+    configuration at a time and vmapped batches give every run the same step count (what its
+    predicted utilisations assume), and one whole-grid batch uses mean/max of its slot-steps."""
+    from benchmarks import fig1_gpu
+
+    lines = []
+    record = fig1_gpu.fig1_gpu(
+        28,
+        chunk_sizes=(28,),
+        batch_sizes=(1, None, 28),
+        quick=True,
+        devices=jax.local_devices()[:1],
+        echo=lines.append,
+    )
+    one, default, vmapped = record["rows"]
+    assert default["batch_size"] == "1 (default)"  # a CPU runs one configuration at a time
+    assert all(r["configs"] == 28 and r["succeeded_fraction"] == 1.0 for r in record["rows"])
+    assert vmapped["steps_as_first_batching"] and default["steps_as_first_batching"]
+    assert one["slot_steps"] == one["useful_steps"] == default["slot_steps"]
+    # One chunk, one batch of all 28 runs: 28 × the slowest run's steps.
+    assert vmapped["slot_steps"] == 28 * vmapped["max_steps"]
+    assert vmapped["utilisation"] == pytest.approx(vmapped["mean_steps"] / vmapped["max_steps"])
+    assert [p["batch_size"] for p in record["predicted"]] == ["28 (chunk)", 16]
+    assert any("slot-step utilisation" in line for line in lines)
