@@ -8,11 +8,13 @@ paper init N(0, h^-2α); 4 seeds; t1 = 20; float64; rtol 1e-6, atol 1e-9) solved
   (b) plain gradient descent in NumPy, η = 1e-3, iteration k ↔ flow time t = ηk;
   (c) `flowlin.sweep(method=flowlin.FullWeights())`;  (d) `flowlin.sweep(method=flowlin.Gram())`.
 
-Reports configs/s, the ratio to (a), compile time (flowlin: first call minus the timed second
-call) and the largest disagreement between the approaches over 21 save times (that they agree
+Every approach is timed once per round, the rounds interleaved (a, b, c, d, a, b, ...), so that
+a change of load touches all of them alike; the table gives the best round (and the JSON every
+round). Reports configs/s, the ratio to (a), compile time (flowlin: first call minus its best
+round) and the largest disagreement between the approaches over 21 save times (that they agree
 to the stated tolerance is asserted by tests/test_baselines.py, not here).
 
-    python benchmarks/sweep_throughput.py [--quick] [--lr 1e-3] [--out DIR]
+    python benchmarks/sweep_throughput.py [--quick] [--lr 1e-3] [--rounds 3] [--out DIR]
 """
 
 import os
@@ -32,87 +34,78 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks import _harness as H  # noqa: E402
 
 
-def run_baselines(problem, inits, grid, ts, lr, echo):
-    """(a) the scipy loop and (b) NumPy gradient descent: their products and table rows."""
+def approaches(problem, inits, grid, ts, lr) -> dict:
+    """key → (label, call) for the four approaches; each call returns what is compared: the
+    baselines their products at the save times, flowlin its dataset."""
     import numpy as np
 
-    X, Y = np.asarray(problem.X), np.asarray(problem.Y)
-    products, rows = {}, []
-    out, nfev = [], 0
-    with H.Stopwatch() as sw:
-        for W1, W2 in inits:
-            p, f = H.numpy_flow_scipy(W1, W2, X, Y, grid["t1"], ts, H.RTOL, H.ATOL)
-            out.append(p)
-            nfev += f
-    products["scipy"] = np.stack(out)
-    rows.append(
-        dict(
-            method="scipy solve_ivp RK45 loop",
-            key="scipy",
-            run_s=sw.wall,
-            cpu_s=sw.cpu,
-            compile_s=0.0,
-        )
-    )
-    echo(f"  scipy: {sw.wall:.2f} s, CPU {sw.cpu:.2f} s ({nfev} rhs evaluations)")
-
-    ks = np.rint(ts / lr).astype(np.int64)
-    with H.Stopwatch() as sw:
-        out = [H.numpy_gradient_descent(W1, W2, X, Y, lr, ks)[0] for W1, W2 in inits]
-    products["gd"] = np.stack(out)
-    rows.append(
-        dict(
-            method=f"NumPy gradient descent (eta={lr:g})",
-            key="gd",
-            run_s=sw.wall,
-            cpu_s=sw.cpu,
-            compile_s=0.0,
-        )
-    )
-    echo(
-        f"  numpy GD: {sw.wall:.2f} s, CPU {sw.cpu:.2f} s ({int(ks[-1])} iterations per "
-        "configuration)"
-    )
-    return products, rows
-
-
-def run_flowlin(problem, grid, ts, echo):
-    """(c), (d) `flowlin.sweep` with the full and the gram method: datasets and table rows."""
     import flowlin
+
+    X, Y = np.asarray(problem.X), np.asarray(problem.Y)
+    ks = np.rint(ts / lr).astype(np.int64)
+
+    def scipy_loop():
+        out = [H.numpy_flow_scipy(W1, W2, X, Y, grid["t1"], ts, H.RTOL, H.ATOL) for W1, W2 in inits]
+        return np.stack([p for p, _ in out])
+
+    def gradient_descent():
+        return np.stack([H.numpy_gradient_descent(W1, W2, X, Y, lr, ks)[0] for W1, W2 in inits])
+
+    def sweep(method):
+        return lambda: H.flowlin_grid_sweep(problem, grid, method, ts)
+
+    return {
+        "scipy": ("scipy solve_ivp RK45 loop", scipy_loop),
+        "gd": (f"NumPy gradient descent (eta={lr:g})", gradient_descent),
+        "full": ("flowlin.sweep(method=FullWeights())", sweep(flowlin.FullWeights())),
+        "gram": ("flowlin.sweep(method=Gram())", sweep(flowlin.Gram())),
+    }
+
+
+def timed_rounds(calls: dict, rounds: int, echo) -> tuple[dict, dict]:
+    """Compile flowlin's sweeps (their first call), then time every approach once per round,
+    interleaved (scipy, GD, full, gram, scipy, ...), so that a change of load touches every
+    approach alike. Returns the rows (best round's wall time, with that round's CPU time, and
+    every round's wall time) and each approach's result."""
     from flowlin import _dataset as schema
 
-    datasets, rows = {}, []
-    for key, method in (("full", flowlin.FullWeights()), ("gram", flowlin.Gram())):
-
-        def call(method=method):
-            return H.flowlin_grid_sweep(problem, grid, method, ts)
-
-        first, _ = H.timed(call)
-        run, ds = H.timed(call)
-        datasets[key] = ds
-        rows.append(
-            dict(
-                method=f"flowlin.sweep(method={type(method).__name__}())",
-                key=key,
-                run_s=run.wall,
-                cpu_s=run.cpu,
-                compile_s=max(first.wall - run.wall, 0.0),
-                compile_cpu_s=max(first.cpu - run.cpu, 0.0),
+    first = {}
+    for key in ("full", "gram"):
+        first[key], _ = H.timed(calls[key][1])
+    best, walls, results = {}, {k: [] for k in calls}, {}
+    for r in range(rounds):
+        for key, (_, call) in calls.items():
+            sw, results[key] = H.timed(call)
+            walls[key].append(sw.wall)
+            if key not in best or sw.wall < best[key].wall:
+                best[key] = sw
+        echo(
+            f"  round {r + 1}/{rounds}: "
+            + ", ".join(f"{k} {w[-1]:.3f} s" for k, w in walls.items())
+        )
+    rows = {}
+    for key, (label, _) in calls.items():
+        row = dict(method=label, key=key, run_s=best[key].wall, cpu_s=best[key].cpu,
+                   rounds_s=walls[key], compile_s=0.0)  # fmt: skip
+        if key in first:
+            ds = results[key]
+            row.update(
+                compile_s=max(first[key].wall - best[key].wall, 0.0),
+                compile_cpu_s=max(first[key].cpu - best[key].cpu, 0.0),
                 mean_steps=float(ds[schema.NUM_STEPS].mean()),
                 compiled_shapes=int(ds.attrs["compiled_shapes"]),
                 max_steps_taken=int(ds[schema.NUM_STEPS].max()),
                 all_succeeded=bool(ds[schema.SUCCEEDED].all()),
             )
-        )
-        echo(
-            f"  flowlin {key}: {run.wall:.3f} s, CPU {run.cpu:.3f} s (compile "
-            f"{first.wall - run.wall:.1f} s, CPU {first.cpu - run.cpu:.1f} s)"
-        )
-    return datasets, rows
+        rows[key] = row
+    return rows, results
 
 
-def throughput(quick: bool = False, *, lr: float = H.GD_LR, echo=print, grid=None) -> dict:
-    """configs/s of the four approaches on one grid, and their largest disagreement."""
+def throughput(
+    quick: bool = False, *, lr: float = H.GD_LR, rounds: int = 3, echo=print, grid=None
+) -> dict:
+    """configs/s of the four approaches on one grid (best of `rounds` interleaved rounds), and
+    their largest disagreement."""
     import jax
     import numpy as np
 
@@ -130,12 +123,11 @@ def throughput(quick: bool = False, *, lr: float = H.GD_LR, echo=print, grid=Non
         f"widths {list(grid['widths'])}, alphas {list(grid['alphas'])}, {grid['seeds']} seeds, "
         f"t1={grid['t1']}), float64, rtol {H.RTOL:g} atol {H.ATOL:g}"
     )
-    products, rows = run_baselines(problem, inits, grid, ts, lr, echo)
-    datasets, flowlin_rows = run_flowlin(problem, grid, ts, echo)
-    rows += flowlin_rows
-
+    by_key, results = timed_rounds(approaches(problem, inits, grid, ts, lr), rounds, echo)
+    rows = list(by_key.values())
+    products = {k: results[k] for k in ("scipy", "gd")}
     curves = {k: H.curves_from_products(problem, v) for k, v in products.items()}
-    curves.update({k: H.curves_from_sweep(v, configs) for k, v in datasets.items()})
+    curves.update({k: H.curves_from_sweep(results[k], configs) for k in ("full", "gram")})
     ref_loss, ref_dist = curves["scipy"]
     t_scipy, cpu_scipy = rows[0]["run_s"], rows[0]["cpu_s"]
     for row in rows:
@@ -182,8 +174,10 @@ def throughput(quick: bool = False, *, lr: float = H.GD_LR, echo=print, grid=Non
         gd_time_mapping="t = eta k (loss 1/2 |R|^2)",
         dtype="float64",
         quick=quick,
-        timing="flowlin: second call (compile excluded, reported separately); numpy/scipy: one "
-        "pass",
+        rounds=rounds,
+        timing="the best of `rounds` interleaved rounds (scipy, GD, full, gram in each), with "
+        "that round's CPU time; flowlin's first call (compile) before the rounds, reported "
+        "separately",
     )
     for r in rows:
         r.pop("key")
@@ -201,6 +195,7 @@ def throughput(quick: bool = False, *, lr: float = H.GD_LR, echo=print, grid=Non
 if __name__ == "__main__":
     p = H.parser(__doc__)
     p.add_argument("--lr", type=float, default=H.GD_LR, help="gradient-descent step")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     args = p.parse_args()
     H.enable_x64()
-    H.finish(throughput(args.quick, lr=args.lr), args.out, "sweep_throughput")
+    H.finish(throughput(args.quick, lr=args.lr, rounds=args.rounds), args.out, "sweep_throughput")
