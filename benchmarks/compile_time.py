@@ -2,10 +2,12 @@
 
 gradient_flow (full, gram), gradient_descent, check_bounds and sweep on a small problem
 (n = 10, D = 40, m = 2, h = 100, float64, CPU): first call, second call, their difference
-(the compile time), and the time to import flowlin. A fresh `python` process per entry point
-so that no in-process cache hides the compilation. Target: first gradient_flow < 5 s on CPU.
+(the compile time), and the time to import flowlin. `check_bounds_new_width`: check_bounds at
+h = 200 after a first call at h = 100 (what each new width costs). A fresh `python` process
+per entry point so that no in-process cache hides the compilation. Target: first
+gradient_flow < 5 s on CPU.
 
-    python benchmarks/compile_time.py [--quick]
+    python benchmarks/compile_time.py [--quick] [--entries check_bounds,check_bounds_new_width]
 
 `--quick-start`: the README's quick start (n = 20, D = 80, m = 1, h = 500, 201 saves, every
 diagnostic) as a user runs it, `method=Gram()` and `method=FullWeights()`, each in fresh
@@ -63,6 +65,12 @@ elif entry == "sweep_deep":
 elif entry == "check_bounds":
     traj = jax.block_until_ready(flowlin.gradient_flow(net, problem, 20.0, saveat=ts))
     f = lambda: flowlin.check_bounds(traj, net, problem, width=100, alpha=0.5)
+elif entry == "check_bounds_new_width":  # after a first call at h = 100: what h = 200 adds
+    traj = jax.block_until_ready(flowlin.gradient_flow(net, problem, 20.0, saveat=ts))
+    jax.block_until_ready(flowlin.check_bounds(traj, net, problem, width=100, alpha=0.5))
+    net2 = flowlin.init.paper(jax.random.key(1), 40, 2, 200, 0.5)
+    traj2 = jax.block_until_ready(flowlin.gradient_flow(net2, problem, 20.0, saveat=ts))
+    f = lambda: flowlin.check_bounds(traj2, net2, problem, width=200, alpha=0.5)
 else:
     raise SystemExit(f"unknown entry point {entry}")
 def timed():
@@ -92,6 +100,7 @@ ENTRY_POINTS = (
     "gradient_flow_gram",
     "gradient_descent",
     "check_bounds",
+    "check_bounds_new_width",
     "sweep",
     "sweep_deep",
 )
@@ -316,11 +325,13 @@ if __name__ == "__main__":
     p.add_argument(
         "--emitters", action="store_true", help="default vs older XLA:CPU fusion emitters"
     )
+    p.add_argument("--entries", help="comma-separated entry points (default: all)")
     args = p.parse_args()
     H.enable_x64()
+    entries = args.entries.split(",") if args.entries else None
     if args.emitters:
         H.finish(emitters(args.quick), args.out, "compile_emitters")
     elif args.quick_start:
         H.finish(quick_start(), args.out, "quick_start")
     else:
-        H.finish(compile_times(args.quick), args.out, "compile_time")
+        H.finish(compile_times(args.quick, entries=entries), args.out, "compile_time")

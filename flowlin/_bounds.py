@@ -7,6 +7,8 @@ order. Theory is used through the declared internal API of `flowlin.theory` (`In
 and the `*_of` formulas).
 """
 
+import dataclasses
+
 import equinox as eqx
 import jax.numpy as jnp
 
@@ -233,16 +235,20 @@ def check_bounds(
     h = width_of(init, width)
     h = None if h is None else jnp.asarray(h, dtype)
     alpha = None if alpha is None else jnp.asarray(alpha, dtype)
-    as_array = lambda x: jnp.asarray(x, dtype)
-    tols = map(as_array, (delta, rtol, atol))
-    return _check(trajectory, init, gram, residuals, problem, h, alpha, *tols, mismatch=mismatch)
+    delta, rtol, atol = (jnp.asarray(x, dtype) for x in (delta, rtol, atol))
+    # Only `limit_identity` reads the weights: every other check is one compiled program for
+    # all widths (the trajectory passed to it carries no weights), and a new width compiles
+    # only the small `_check_limit_identity`.
+    core = dataclasses.replace(trajectory, networks=None, final_network=None)
+    out, limit_args = _check(core, gram, residuals, problem, h, alpha, delta, rtol, atol)
+    out.update(_check_limit_identity(trajectory.final_network, init, problem, *limit_args))
+    return _merge(core, out, rtol, mismatch)
 
 
 @eqx.filter_jit
-def _check(
-    trajectory, init, gram, residuals, problem, h, alpha, delta, rtol, atol, *, mismatch=None
-):
-    """Every family of checks on one trajectory, merged in `CHECK_KEYS` order."""
+def _check(trajectory, gram, residuals, problem, h, alpha, delta, rtol, atol):
+    """Every family of checks on one trajectory but `limit_identity`; and what that one needs
+    of the rest (`_check_limit_identity`'s arguments after the network and problem)."""
     stats = InitStatistics(gram, problem, residuals)
     obs = Observed.of_statistics(trajectory, stats, problem, rtol, atol)
     wide = None if h is None or alpha is None else wide_network_bound_of(h, alpha, delta, problem)
@@ -251,10 +257,16 @@ def _check(
         **_check_envelopes(obs),
         **_check_rate(trajectory, obs),
         **_check_distances(trajectory, obs, wide),
-        **_check_limit_identity(trajectory, init, problem, obs),
         **_check_lemma1(obs, wide),
     }
-    if mismatch is not None:  # traced: not this init/problem (see `check_origin`)
+    return out, (obs.ok, stats.lambda_r_sigma, obs.rtol, obs.d_noise)
+
+
+@eqx.filter_jit
+def _merge(trajectory, out, rtol, mismatch):
+    """The checks in `CHECK_KEYS` order, withdrawn where the init or problem is not the
+    trajectory's (`mismatch`, traced: see `check_origin`) and for gradient descent."""
+    if mismatch is not None:
         out = {k: withdraw(c, mismatch, 5) for k, c in out.items()}
     return for_descent(trajectory, {k: out[k] for k in CHECK_KEYS}, rtol)
 
@@ -378,20 +390,21 @@ def _check_distances(
     return out
 
 
+@eqx.filter_jit
 def _check_limit_identity(
-    trajectory: Trajectory, init, problem: Problem, obs: Observed
+    final: LinearNetwork | None, init, problem: Problem, ok, lambda_r_sigma, rtol, d_noise
 ) -> dict[str, BoundCheck]:
-    """(e) ICML Proposition 1 at the end of the run (needs the init's network)."""
-    final = trajectory.final_network
+    """(e) ICML Proposition 1 at the end of the run (needs the init's network: compiled for
+    each width, and small)."""
     if final is None or not isinstance(init, LinearNetwork):
-        return {"limit_identity": _not_applicable(obs.dtype)}
+        return {"limit_identity": _not_applicable(rtol.dtype)}
     predicted = limit_identity_of(final, init, problem)
     observed = frobenius(final.product - predicted)
-    bound = frobenius(problem.error(final.product)) / jnp.sqrt(obs.stats.lambda_r_sigma)
-    tolerant = (1 + obs.rtol) * bound + obs.d_noise
+    bound = frobenius(problem.error(final.product)) / jnp.sqrt(lambda_r_sigma)
+    tolerant = (1 + rtol) * bound + d_noise
     return {
         "limit_identity": _result(
-            obs.ok,
+            ok,
             True,
             _log_ratio(tolerant, observed)[None],
             jnp.ones((1,), bool),

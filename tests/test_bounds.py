@@ -308,3 +308,32 @@ def test_an_init_at_the_min_norm_solution_is_its_own_start(widths):
     other = flowlin.Problem(problem.X, problem.Y * (1 + 1e-6))
     with pytest.raises(ValueError, match="did not start from this init and problem"):
         flowlin.check_bounds(traj, net, other)
+
+
+def test_a_new_width_recompiles_only_what_reads_the_weights(caplog):
+    """Only `limit_identity` and the init's statistics read the weights: at a new width
+    check_bounds compiles those two small programs, not the other checks again (they took
+    ~1.5 s per width), and it gives what one program traced around the whole call gives."""
+    import logging
+
+    problem = _whitened(3, N, D, M)
+    key = jax.random.key(5)
+
+    def solve(h):
+        net = flowlin.init.paper(key, D, M, h, ALPHA)
+        return flowlin.gradient_flow(net, problem, 5.0, method=flowlin.Gram()), net
+
+    traj, net = solve(30)
+    flowlin.check_bounds(traj, net, problem, width=30, alpha=ALPHA)
+    traj, net = solve(60)
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        checks = flowlin.check_bounds(traj, net, problem, width=60, alpha=ALPHA)
+    compiled = {r.getMessage().split()[1] for r in caplog.records if "Compiling " in r.message}
+    assert {"jit(_network_statistics)", "jit(_check_limit_identity)"} <= compiled
+    assert not compiled & {"jit(_check)", "jit(_merge)"}, compiled
+    traced = eqx.filter_jit(flowlin.check_bounds)(traj, net, problem, width=60, alpha=ALPHA)
+    for name, c in checks.items():
+        assert bool(c.applicable) == bool(traced[name].applicable), name
+        assert bool(c.holds) == bool(traced[name].holds), name
+        np.testing.assert_allclose(c.worst_slack, traced[name].worst_slack, rtol=1e-9, atol=1e-12)
+    assert bool(checks["limit_identity"].applicable) and bool(checks["limit_identity"].holds)

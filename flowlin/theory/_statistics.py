@@ -66,12 +66,7 @@ def gram_and_residuals(call: str, init, problem: Problem):
     check_problem(call, problem)
     if isinstance(init, LinearNetwork):
         check_compatible(call, init, problem)
-        (W1, W2), unit = to_unit_scale(init.W1, init.W2)
-        at_unit = gram_init(LinearNetwork(W1, W2), problem)
-        v, u = residuals_of(at_unit, problem)
-        s2 = (unit**2)[..., None, None]
-        gram = eqx.tree_at(lambda g: (g.Q, g.K), at_unit, (s2 * at_unit.Q, s2**2 * at_unit.K))
-        return gram, (unit**2 * v, unit**2 * u)
+        return _network_statistics(init, problem)
     if isinstance(init, GramInit):
         check_gram_compatible(call, init, problem, name="init")
         return init, None
@@ -79,6 +74,18 @@ def gram_and_residuals(call: str, init, problem: Problem):
         f"`{call}`: init must be a flowlin.LinearNetwork or a flowlin.GramInit, got "
         f"{type(init).__name__}"
     )
+
+
+@eqx.filter_jit
+def _network_statistics(net: LinearNetwork, problem: Problem):
+    """`gram_and_residuals` of a checked network, compiled (one program per width, rather than
+    one per operation and width when called eagerly)."""
+    (W1, W2), unit = to_unit_scale(net.W1, net.W2)
+    at_unit = gram_init(LinearNetwork(W1, W2), problem)
+    v, u = residuals_of(at_unit, problem)
+    s2 = (unit**2)[..., None, None]
+    gram = eqx.tree_at(lambda g: (g.Q, g.K), at_unit, (s2 * at_unit.Q, s2**2 * at_unit.K))
+    return gram, (unit**2 * v, unit**2 * u)
 
 
 def as_network(call: str, net, problem: Problem | None, name: str = "net") -> LinearNetwork:
