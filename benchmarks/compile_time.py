@@ -2,8 +2,8 @@
 
 gradient_flow (full, gram), gradient_descent, check_bounds and sweep on a small problem
 (n = 10, D = 40, m = 2, h = 100, float64, CPU): first call, second call, their difference
-(the compile time), and the time to import flowlin. `check_bounds_new_width`: check_bounds at
-h = 200 after a first call at h = 100 (what each new width costs). A fresh `python` process
+(the compile time), and the time to import flowlin. `*_new_width`: the call at h = 200 after a
+first call at h = 100 (what each new width costs). A fresh `python` process
 per entry point so that no in-process cache hides the compilation. Target: first
 gradient_flow < 5 s on CPU.
 
@@ -65,6 +65,16 @@ elif entry == "sweep_deep":
 elif entry == "check_bounds":
     traj = jax.block_until_ready(flowlin.gradient_flow(net, problem, 20.0, saveat=ts))
     f = lambda: flowlin.check_bounds(traj, net, problem, width=100, alpha=0.5)
+elif entry == "gradient_flow_gram_new_width":  # after a first call at h = 100: what h = 200 adds
+    first = flowlin.gradient_flow(net, problem, 20.0, saveat=ts, method=flowlin.Gram())
+    jax.block_until_ready(first)
+    net2 = jax.block_until_ready(flowlin.init.paper(jax.random.key(1), 40, 2, 200, 0.5))
+    f = lambda: flowlin.gradient_flow(net2, problem, 20.0, saveat=ts, method=flowlin.Gram())
+elif entry == "gradient_flow_gram_from_gram_init":  # after a solve from a network (h = 100)
+    first = flowlin.gradient_flow(net, problem, 20.0, saveat=ts, method=flowlin.Gram())
+    jax.block_until_ready(first)
+    stats = jax.block_until_ready(flowlin.init.gram_init(net, problem))
+    f = lambda: flowlin.gradient_flow(stats, problem, 20.0, saveat=ts, method=flowlin.Gram())
 elif entry == "check_bounds_new_width":  # after a first call at h = 100: what h = 200 adds
     traj = jax.block_until_ready(flowlin.gradient_flow(net, problem, 20.0, saveat=ts))
     jax.block_until_ready(flowlin.check_bounds(traj, net, problem, width=100, alpha=0.5))
@@ -98,6 +108,8 @@ print(json.dumps(dict(import_s=t_import, first_s=first, second_s=second, first_c
 ENTRY_POINTS = (
     "gradient_flow_full",
     "gradient_flow_gram",
+    "gradient_flow_gram_new_width",
+    "gradient_flow_gram_from_gram_init",
     "gradient_descent",
     "check_bounds",
     "check_bounds_new_width",

@@ -1,5 +1,6 @@
 """Exact gradient flow of the two-layer linear network, integrated with diffrax."""
 
+import functools
 import warnings
 from collections.abc import Sequence
 
@@ -13,7 +14,8 @@ from ._custom_types import ScalarLike
 from ._deep_network import DeepLinearNetwork
 from ._errors import check_int, check_positive, check_tolerances, is_concrete
 from ._gram_init import GramInit
-from ._method import AbstractFlowMethod, FullWeights
+from ._method import AbstractFlowMethod, FullWeights, Gram
+from ._method._gram import solve_by_parts
 from ._method._integrate import event_tolerance, integrate
 from ._misc import full_precision, tree_cast
 from ._network import LinearNetwork
@@ -282,13 +284,13 @@ def gradient_flow(
     net = tree_cast(net, dtype)
     problem = tree_cast(problem, dtype)
     event_tol = None if threshold is None else event_tolerance(problem, threshold)
-    return integrate(
+    solve = functools.partial(
+        integrate,
         method,
-        net,
-        problem,
-        t1,
-        ts,
-        threshold,
+        problem=problem,
+        t1=t1,
+        ts=ts,
+        threshold=threshold,
         saveat=saveat,
         solver=solver,
         controller=stepsize_controller,
@@ -297,3 +299,8 @@ def gradient_flow(
         dt0=dt0,
         event_tol=event_tol,
     )
+    if isinstance(method, Gram) and not networks:
+        # The solve compiles once for every width (and for a GramInit): only the factorization
+        # and the rebuilt weights read the network.
+        return solve_by_parts(method, net, problem, lambda s: solve(s, return_state=True))
+    return solve(net)

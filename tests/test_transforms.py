@@ -118,3 +118,38 @@ def test_problem_generators_vmap_over_keys(make):
         assert one.rank == batched.rank == 5
         np.testing.assert_allclose(batched.min_norm[i], one.min_norm, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(batched.sigma[i], one.sigma, rtol=1e-10)
+
+
+def test_a_gram_solve_compiles_once_for_every_width(problem, caplog):
+    """The gram solve from a network runs as three programs, and only the factorization and
+    the rebuilt weights read the network: a new width (or a GramInit) does not compile the
+    solve again (it took ~1.5 s per width); the numbers are those of one program traced
+    around the whole call."""
+    import logging
+
+    def solve(init):
+        return flowlin.gradient_flow(init, problem, T1, saveat=SAVE, method=flowlin.Gram())
+
+    def compiled_by(fn, *args):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), jax.log_compiles():
+            out = jax.block_until_ready(fn(*args))
+        return out, {r.getMessage().split()[1] for r in caplog.records if "Compiling " in r.message}
+
+    solve(flowlin.init.paper(jax.random.key(6), D, M, 20, 0.5))
+    net = jax.block_until_ready(flowlin.init.paper(jax.random.key(7), D, M, 40, 0.5))
+    gram = jax.block_until_ready(flowlin.init.gram_init(net, problem))
+    traj, compiled = compiled_by(solve, net)
+    assert {"jit(_factor)", "jit(reconstruct_network)"} <= compiled
+    assert "jit(integrate)" not in compiled, compiled
+    from_gram, compiled = compiled_by(solve, gram)
+    assert "jit(integrate)" not in compiled, compiled
+    traced = eqx.filter_jit(solve)(net)
+    for name in flowlin.DIAGNOSTICS:
+        np.testing.assert_allclose(getattr(traj, name), getattr(traced, name), rtol=1e-12)
+    for a, b in zip(jax.tree.leaves(traj.final_network), jax.tree.leaves(traced.final_network)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    # The GramInit's factor is another factorization of the same Q0 (test_gram.py compares
+    # the two trajectories diagnostic by diagnostic): the same flow to the solver's tolerance.
+    np.testing.assert_allclose(from_gram.loss, traced.loss, rtol=1e-7)
+    assert traj.final_network.W1.shape == net.W1.shape and from_gram.final_network is None

@@ -33,6 +33,7 @@ bounded (it is a network's weights), keeps $Q = Z_rZ_r^\top$ positive semi-defin
 step-size control sees exactly the state the final weights are rebuilt from.
 """
 
+import dataclasses
 from typing import ClassVar
 
 import equinox as eqx
@@ -308,6 +309,42 @@ def reconstruct_network(
     return frame.moved(C, dZ[r:])
 
 
+class FactoredInit(eqx.Module):
+    """A network's start, factored by `from_network`: all the solve needs ($L$, $J$, $Q_0$),
+    and nothing of size $h$, so one compiled solve serves every width (`solve_by_parts`)."""
+
+    L: Float[Array, "k w"]
+    J: Float[Array, "k k"]
+    Q0: Float[Array, "k k"]
+
+
+@eqx.filter_jit
+def _factor(init: LinearNetwork | GramInit, problem: Problem):
+    """`from_network` or `from_gram`, compiled on its own: the `FactoredInit`, and for a
+    network the frame's parts other than the weights (returning those would copy them)."""
+    if isinstance(init, GramInit):
+        return FactoredInit(*from_gram(init), init.Q), None
+    L, J, frame, Q0 = from_network(init, problem)
+    return FactoredInit(L, J, Q0), (frame.PS, frame.T, frame.cholesky)
+
+
+_rebuild = eqx.filter_jit(reconstruct_network)
+
+
+def solve_by_parts(method: "Gram", init: LinearNetwork | GramInit, problem: Problem, solve):
+    r"""A gram solve as three compiled programs: the factorization (reads the weights, or the
+    `GramInit`), the solve from the `FactoredInit` (`solve(start)` returns the trajectory and
+    the final reduced state; one program for every width $h \ge r + m$ and for a `GramInit`
+    alike), and for a network the rebuilt final weights. Compiled as one program, each new
+    width recompiled the whole solve."""
+    start, parts = _factor(init, problem)
+    traj, Z_f = solve(start)
+    if parts is None or method.reconstruct is False:
+        return traj
+    frame = NetworkFrame(init.W1, init.W2, *parts)
+    return dataclasses.replace(traj, final_network=_rebuild(Z_f, start.L, frame, problem))
+
+
 class _GramRun(eqx.Module):
     """The reduced system (with the initial factor $L$), and, from a network, how to rebuild
     the weights."""
@@ -384,6 +421,8 @@ class Gram(AbstractFlowMethod):
     def start(self, init, problem):
         if isinstance(init, LinearNetwork):
             L, J, frame, Q0 = from_network(init, problem)
+        elif isinstance(init, FactoredInit):
+            (L, J), frame, Q0 = (init.L, init.J), None, init.Q0
         else:
             (L, J), frame, Q0 = from_gram(init), None, init.Q
         system = GramSystem(problem.sigma, problem.Y_tilde, problem.loss_star, L, J)

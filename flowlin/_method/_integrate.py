@@ -185,8 +185,10 @@ def integrate(
     max_steps: int,
     dt0,
     event_tol,
-) -> Trajectory:
-    """Integrate `method`'s flow from `init` to `t1` and package the `Trajectory`.
+    return_state: bool = False,
+) -> Trajectory | tuple[Trajectory, Array]:
+    """Integrate `method`'s flow from `init` to `t1` and package the `Trajectory` (and, with
+    `return_state`, the final state as well).
 
     Arguments are validated and normalized by `flowlin.gradient_flow`.
     """
@@ -280,7 +282,7 @@ def integrate(
     state_tolerance = None
     if rtol is not None:
         state_tolerance = rtol * state_norm + atol * jnp.sqrt(jnp.asarray(size, dtype))
-    return make_trajectory(
+    traj = make_trajectory(
         save_ts,
         diag,
         networks=nets,
@@ -298,3 +300,4 @@ def integrate(
         state_norm=state_norm,
         state_tolerance=state_tolerance,
     )
+    return (traj, y_f) if return_state else traj
