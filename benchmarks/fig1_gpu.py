@@ -117,23 +117,19 @@ def one_sweep(problem, cfg, seeds, chunk_size, batch_size, devices, time_left):
             progress=False,
         )
 
-    first_sw, ds = H.timed(call)
-    warm = None
-    if first_sw.wall < time_left / 3:
-        warm_sw, ds = H.timed(call)
-        warm = warm_sw.wall
+    first, warm, ds = H.first_and_warm(call, time_left)
     n_dev = len(devices)
     grid, chunks = chunk_plan(problem, cfg, seeds, chunk_size, n_dev)
     # What the executor does with batch_size=None (the whole per-device chunk on a GPU; one
     # configuration at a time on a CPU).
     batch = batch_size or default_batch_size(make_mesh(devices), len(chunks[0].rows) // n_dev)
     steps = steps_by_row(ds, grid)
-    run = warm if warm is not None else first_sw.wall
+    run = warm if warm is not None else first
     row = dict(
         chunk_size=chunk_size,
         batch_size=batch if batch_size else f"{batch} (default)",
         configs=len(grid),
-        first_call_s=first_sw.wall,
+        first_call_s=first,
         run_s=run,
         timed="warm" if warm is not None else "first call",
         configs_per_s=len(grid) / run,
@@ -143,7 +139,7 @@ def one_sweep(problem, cfg, seeds, chunk_size, batch_size, devices, time_left):
         **utilisation(steps, chunks, n_dev, batch),
         **H.peak_memory(),
     )
-    return row, steps, (chunks, n_dev), first_sw.wall + (warm or 0.0)
+    return row, steps, (chunks, n_dev), first + (warm or 0.0)
 
 
 def predictions(chunk_size: int, steps, chunks, n_dev: int) -> list[dict]:

@@ -64,14 +64,9 @@ def one_size(problem, seeds, n_cfg, rtol, atol, chunk_size, time_left):
             progress=False,
         )
 
-    first_sw, ds = H.timed(call)
-    first = first_sw.wall
     # Compile happens at the first chunk shapes; a second call gives the warm rate (skipped
     # when the first one already used most of the time cap).
-    warm = None
-    if first < time_left / 3:
-        warm_sw, ds = H.timed(call)
-        warm = warm_sw.wall
+    first, warm, ds = H.first_and_warm(call, time_left)
     run = warm if warm is not None else first
     return dict(
         configs=n_cfg,
