@@ -13,9 +13,11 @@ is done), so a batch of B runs costs B × max(steps) slot-steps, of which Σ ste
 It is computed from each run's solver steps (`num_steps`) and the sweep's own chunk plan
 (`flowlin._sweep._plan`: configurations ordered by the scale of their initial product, then
 cut into chunks, each chunk split evenly over the devices and mapped in batches). Padding rows
-of a bucket's last chunk count as waste. Per-run step counts do not depend on the batching
-(tests/test_bench.py checks it), so the same counts also give the utilisation that other
-batch sizes would have had: a second table, to choose the next measurement by.
+of a bucket's last chunk count as waste; with several devices, a device's wait for the
+slowest one at the end of a chunk is not counted. Per-run step counts do not depend on the
+batching (on a CPU, tests/test_bench.py checks it; the "same steps" column checks it on every
+run, a GPU's included), so the same counts also give the utilisation that other batch sizes
+would have had: a second table, to choose the next measurement by.
 
     python benchmarks/fig1_gpu.py --configs 1000000 --time-cap 300   # on a GPU
     python benchmarks/fig1_gpu.py --quick     # CPU smoke test: 28 configurations, 2 widths

@@ -157,6 +157,14 @@ def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
         f"flowlin's pass ({_BLOCK_ROWS}-row blocks)": partial(jax.jit(_gram_and_cross), W1, W2, PS),
         "solve, every diagnostic": solve(flowlin.SaveAt(), net),
         "solve, excess_loss only": solve(loss_only, net),
+        "solve eagerly, excess_loss only": partial(
+            flowlin.gradient_flow,
+            net,
+            problem,
+            t1,
+            saveat=loss_only,
+            method=flowlin.Gram(reconstruct=False),
+        ),  # fmt: skip
         "solve at h = 10, every diagnostic": solve(flowlin.SaveAt(), small),
         "solve at h = 10, excess_loss only": solve(loss_only, small),
     }

@@ -1,10 +1,13 @@
 """Checking every bound of docs/theory.md §2 along a computed trajectory.
 
-`check_bounds` validates its inputs and hands them to one jitted `_check`, which builds what
-every check reads once (`_resolution.Observed`: the init's `InitStatistics`, the trajectory's
-times and errors, the noise levels) and merges one small function per bound family, in `CHECK_KEYS`
-order. Theory is used through the declared internal API of `flowlin.theory` (`InitStatistics`
-and the `*_of` formulas).
+`check_bounds` validates its inputs and hands them to three jitted functions: `_check`, given
+the trajectory without its weights (one program for every width), builds what every check
+reads once (`_resolution.Observed`: the init's `InitStatistics`, the trajectory's times and
+errors, the noise levels) and runs one small function per bound family; `_check_limit_identity`,
+the one check that reads the weights (compiled per width); and `_merge`, which puts them in
+`CHECK_KEYS` order and withdraws them for a mismatched init or a gradient-descent run.
+Theory is used through the declared internal API of `flowlin.theory` (`InitStatistics` and the
+`*_of` formulas).
 """
 
 import dataclasses

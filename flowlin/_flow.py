@@ -300,7 +300,9 @@ def gradient_flow(
         event_tol=event_tol,
     )
     if isinstance(method, Gram) and not networks:
-        # The solve compiles once for every width (and for a GramInit): only the factorization
-        # and the rebuilt weights read the network.
-        return solve_by_parts(method, net, problem, lambda s: solve(s, return_state=True))
+        # The solve compiles once for every width h >= r + m (and for a GramInit): only the
+        # factorization and the rebuilt weights read the network.
+        return solve_by_parts(
+            method, net, problem, saveat.diagnostics, lambda s: solve(s, return_state=True)
+        )
     return solve(net)

@@ -103,6 +103,9 @@ def test_slot_step_utilisation_counts_lockstep_by_hand():
     assert (whole["useful_steps"], whole["slot_steps"]) == (22, 2 * 5 + 2 * 10)
     # Two devices: each holds one run of each chunk, so there is no lockstep at all.
     assert utilisation(steps, chunks, 2, None)["utilisation"] == 1.0
+    # Five runs in batches of 2: two full batches, then the remainder as its own batch.
+    five = utilisation(np.array([1, 2, 3, 4, 5]), [Chunk(0, 1, np.arange(5), 5)], 1, 2)
+    assert five["slot_steps"] == 2 * 2 + 2 * 4 + 1 * 5
     padded = [Chunk(0, 1, np.array([0, 1, 2, 3]), 4), Chunk(1, 1, np.array([3, 3, 3, 3]), 1)]
     extra = utilisation(np.append(steps, 0), padded, 1, 2)
     assert (extra["useful_steps"], extra["slot_steps"]) == (22 + 10, 2 * 5 + 2 * 10 + 4 * 10)

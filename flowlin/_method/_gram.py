@@ -310,34 +310,46 @@ def reconstruct_network(
 
 
 class FactoredInit(eqx.Module):
-    """A network's start, factored by `from_network`: all the solve needs ($L$, $J$, $Q_0$),
-    and nothing of size $h$, so one compiled solve serves every width (`solve_by_parts`)."""
+    """A start factored by `from_network` (or `from_gram`): all the solve needs ($L$, $J$,
+    $Q_0$) and nothing of size $h$ beyond $w = \\min(h, r + m)$, so one compiled solve serves
+    every width $h \\ge r + m$ (`solve_by_parts`)."""
 
     L: Float[Array, "k w"]
-    J: Float[Array, "k k"]
+    J: Float[Array, "w w"]
     Q0: Float[Array, "k k"]
 
 
 @eqx.filter_jit
-def _factor(init: LinearNetwork | GramInit, problem: Problem):
+def _factor(init: LinearNetwork | GramInit, problem: Problem, null_gram: bool):
     """`from_network` or `from_gram`, compiled on its own: the `FactoredInit`, and for a
-    network the frame's parts other than the weights (returning those would copy them)."""
+    network the frame's parts other than the weights (returning those would copy them).
+
+    `null_gram=False` (no saved diagnostic reads $J$: only `distance_to_min_norm` does) gives
+    a zero $J$, so that XLA drops the $Z_0W_1$ half of the pass over the weights, as it did
+    when the factorization and the solve were one program."""
     if isinstance(init, GramInit):
-        return FactoredInit(*from_gram(init), init.Q), None
-    L, J, frame, Q0 = from_network(init, problem)
-    return FactoredInit(L, J, Q0), (frame.PS, frame.T, frame.cholesky)
+        L, J = from_gram(init)
+        Q0, parts = init.Q, None
+    else:
+        L, J, frame, Q0 = from_network(init, problem)
+        parts = (frame.PS, frame.T, frame.cholesky)
+    if not null_gram:
+        J = jnp.zeros_like(J)
+    return FactoredInit(L, J, Q0), parts
 
 
 _rebuild = eqx.filter_jit(reconstruct_network)
 
 
-def solve_by_parts(method: "Gram", init: LinearNetwork | GramInit, problem: Problem, solve):
+def solve_by_parts(
+    method: "Gram", init: LinearNetwork | GramInit, problem: Problem, names: tuple, solve
+):
     r"""A gram solve as three compiled programs: the factorization (reads the weights, or the
     `GramInit`), the solve from the `FactoredInit` (`solve(start)` returns the trajectory and
     the final reduced state; one program for every width $h \ge r + m$ and for a `GramInit`
     alike), and for a network the rebuilt final weights. Compiled as one program, each new
-    width recompiled the whole solve."""
-    start, parts = _factor(init, problem)
+    width recompiled the whole solve. `names`: the diagnostics the solve saves."""
+    start, parts = _factor(init, problem, "distance_to_min_norm" in names)
     traj, Z_f = solve(start)
     if parts is None or method.reconstruct is False:
         return traj
