@@ -431,12 +431,12 @@ class Gram(AbstractFlowMethod):
         return jnp.result_type(init.dtype, problem.dtype)
 
     def start(self, init, problem):
+        # `flowlin.gradient_flow` hands the solve a `FactoredInit` (`solve_by_parts`), or the
+        # network itself when the weights are saved at every time (`SaveAt(networks=True)`).
         if isinstance(init, LinearNetwork):
             L, J, frame, Q0 = from_network(init, problem)
-        elif isinstance(init, FactoredInit):
-            (L, J), frame, Q0 = (init.L, init.J), None, init.Q0
         else:
-            (L, J), frame, Q0 = from_gram(init), None, init.Q
+            (L, J), frame, Q0 = (init.L, init.J), None, init.Q0
         system = GramSystem(problem.sigma, problem.Y_tilde, problem.loss_star, L, J)
         return L, _GramRun(system, frame, problem, Q0)
 
