@@ -18,6 +18,12 @@ program alone (min over `--repeats` calls):
 
     python benchmarks/gram_pass.py            # ~1 minute
     python benchmarks/gram_pass.py --quick    # h = 2·10⁴
+    python benchmarks/gram_pass.py --malloc-mmap-threshold 1073741824   # large outputs reuse
+                                                                        # freed memory
+
+Outputs of 32 MiB and more (the rebuilt W₁ at h = 2·10⁵ is 48 MB) are fresh `mmap`s under
+glibc's defaults: every call pays the page faults of writing them. `--malloc-mmap-threshold`
+shows what that costs, as `MALLOC_MMAP_THRESHOLD_` would set before Python starts.
 """
 
 import os
@@ -28,6 +34,16 @@ from functools import partial
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from benchmarks import _harness as H  # noqa: E402
+
+
+def _set_mmap_threshold(size: int) -> None:
+    """glibc's `mallopt(M_MMAP_THRESHOLD)` and `mallopt(M_TRIM_THRESHOLD)` (Linux only)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    if not (libc.mallopt(M_MMAP_THRESHOLD, size) and libc.mallopt(M_TRIM_THRESHOLD, size)):
+        raise SystemExit(f"--malloc-mmap-threshold: glibc refused {size} bytes")
 
 
 def _blocked(W1, W2, PS, rows):
@@ -126,7 +142,9 @@ def _loops(W1, W2, PS, rows):
     return a[0] + b[0], a[1] + b[1]
 
 
-def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
+def gram_pass(
+    quick: bool = False, *, repeats: int = 30, mmap_threshold: int | None = None, echo=print
+) -> dict:
     import time
 
     import jax
@@ -165,6 +183,9 @@ def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
             saveat=loss_only,
             method=flowlin.Gram(reconstruct=False),
         ),  # fmt: skip
+        "solve, every diagnostic, final network rebuilt (every default)": partial(
+            jax.jit(partial(flowlin.gradient_flow, method=flowlin.Gram())), net, problem, t1
+        ),
         "solve at h = 10, every diagnostic": solve(flowlin.SaveAt(), small),
         "solve at h = 10, excess_loss only": solve(loss_only, small),
     }
@@ -186,6 +207,8 @@ def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
             err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
             assert err < 1e-12, f"{name}: differs from flowlin's pass by {err:.1e}"
         calls[name] = call
+    # XLA's best rate for these thin products: G = W1ᵀW1 (h·D² multiply-adds) as one dot.
+    calls["XLA's dot W1ᵀW1 alone (reference)"] = partial(jax.jit(lambda w: w.T @ w), W1)
     W1_np = np.asarray(W1)
     calls["NumPy/OpenBLAS W1ᵀW1 (reference)"] = lambda: W1_np.T @ W1_np
     # Every entry of Q0 and Z0W1 is a linear image of G = W1ᵀW1, W2W1 and W2W2ᵀ; G by BLAS's
@@ -212,7 +235,8 @@ def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
     echo(f"gram from weights at h = {h}, D = {D}, m = {m} (r = {problem.rank}), float64")
     columns = [("program", "program", "s"), ("ms", "ms", ".2f"), ("cpu_ms", "CPU ms/call", ".2f")]
     H.print_table(rows, columns, echo=echo)
-    settings = dict(n=n, D=D, m=m, h=h, t1=t1, repeats=repeats, reconstruct=False)
+    settings = dict(n=n, D=D, m=m, h=h, t1=t1, repeats=repeats, reconstruct=False,
+                    malloc_mmap_threshold=mmap_threshold)  # fmt: skip
     return H.record("gram_pass", settings, rows, load_before=load_before,
                     load_after=H.load_average())  # fmt: skip
 
@@ -220,7 +244,18 @@ def gram_pass(quick: bool = False, *, repeats: int = 30, echo=print) -> dict:
 if __name__ == "__main__":
     p = H.parser(__doc__)
     p.add_argument("--repeats", type=int, default=30)
+    p.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        metavar="BYTES",
+        help="set glibc's mmap threshold (and trim threshold) to BYTES before anything is "
+        "allocated, as MALLOC_MMAP_THRESHOLD_ would: outputs below it reuse freed heap memory "
+        "instead of fresh pages (default: glibc's own, at most 32 MiB)",
+    )
     args = p.parse_args()
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before NumPy loads OpenBLAS
+    if args.malloc_mmap_threshold is not None:
+        _set_mmap_threshold(args.malloc_mmap_threshold)
     H.enable_x64()
-    H.finish(gram_pass(args.quick, repeats=args.repeats), args.out, "gram_pass")
+    result = gram_pass(args.quick, repeats=args.repeats, mmap_threshold=args.malloc_mmap_threshold)
+    H.finish(result, args.out, "gram_pass")
