@@ -106,6 +106,29 @@ def test_strings_become_objects():
     assert ray.address == "auto" and ray.num_cpus == 2
 
 
+@pytest.mark.parametrize("kind", ["gaussian", "factorization"])
+def test_noise_defaults_to_the_problem_functions_own(kind):
+    # A file that does not set `noise` gets the data `flowlin.problems` draws by default.
+    import inspect
+
+    from flowlin.reproduce.config import build_problem
+
+    raw = _raw()
+    del raw["problem"]["seed"]
+    if kind == "factorization":
+        raw["problem"] = {"kind": "factorization", "n": 5, "m": 2}
+        default = flowlin.problems.factorization(jax.random.key(0), n=5, m=2)
+        named = inspect.signature(flowlin.problems.factorization).parameters["y_std"].default
+    else:
+        default = flowlin.problems.gaussian(jax.random.key(0), n=5, D=12, m=1)
+        named = inspect.signature(flowlin.problems.gaussian).parameters["noise"].default
+    cfg = validate_config(raw)
+    assert cfg["problem"]["noise"] == named
+    problem = build_problem(cfg)
+    np.testing.assert_array_equal(problem.X, default.X)
+    np.testing.assert_array_equal(problem.Y, default.Y)
+
+
 @pytest.mark.parametrize(
     "edit, field",
     [

@@ -56,7 +56,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "n": ((int,), ...),
         "D": ((int,), None),
         "m": ((int,), 1),
-        "noise": (_NUMBER, 0.01),
+        "noise": (_NUMBER, None),  # the library's default for the kind: _check_problem
         "seed": ((int,), 0),
     },
     "init": {
@@ -217,7 +217,14 @@ def _check_unique(section: str, key: str, values, fail) -> None:
         fail(section, key, f"has repeated entries ({repeated!r}); each must appear once")
 
 
+#: `noise` when the file does not set it: each kind's own default in `flowlin.problems`
+#: (`y_std` for `factorization`).
+_DEFAULT_NOISE = {"gaussian": 0.01, "whitened": 0.01, "factorization": 0.1}
+
+
 def _check_problem(p: dict, fail) -> None:
+    if p["noise"] is None and p["kind"] in _DEFAULT_NOISE:
+        p["noise"] = _DEFAULT_NOISE[p["kind"]]
     for key in ("n", "m"):
         if p[key] < 1:
             fail("problem", key, f"must be >= 1, got {p[key]}")
