@@ -83,18 +83,20 @@ def balanced_scalar(
     t: Float[ArrayLike, "*times"], w0: ScalarLike, y: ScalarLike
 ) -> Float[Array, "*times"]:
     r"""Product $w = uv$ of the balanced scalar flow ($u_0^2 = v_0^2$, $w_0 = u_0v_0$,
-    docs/theory.md §4):
-    $$w(t) = \frac{y\,w_0\,e^{2yt}}{y - w_0 + w_0 e^{2yt}}.$$
+    docs/theory.md §4). Balanced, $u^2 + v^2 = 2|w|$, so $\dot w = 2|w|(y - w)$, and $w$ keeps
+    the sign of $w_0$: with $s = \operatorname{sign}(w_0)$,
+    $$w(t) = \frac{y\,w_0\,e^{2syt}}{y - w_0 + w_0 e^{2syt}}.$$
 
-    It is `scalar` with $d = 0$ (a logistic curve; for $w_0 > 0 < y$ it rises from $w_0$ to
-    $y$ at rate $2y$, so the excess loss decays at $4y$).
+    It is `scalar` with $d = 0$ (a logistic curve). For $w_0 > 0 < y$ it rises from $w_0$ to
+    $y$ at rate $2y$, so the excess loss decays at $4y$; for $w_0 < 0 < y$ the product cannot
+    cross zero and decays to it as $e^{-2yt}$ (the saddle at the origin).
 
     **Example:** `flowlin.exact.balanced_scalar(jnp.linspace(0, 5, 6), w0=0.01, y=1.0)`.
     """
     t = jnp.asarray(t)
     dtype = jnp.result_type(t.dtype, float)
     t, w0, y = t.astype(dtype), jnp.asarray(w0, dtype), jnp.asarray(y, dtype)
-    g = jnp.exp(2 * y * t)
+    g = jnp.exp(2 * jnp.sign(w0) * y * t)
     return y * w0 * g / (y - w0 + w0 * g)
 
 

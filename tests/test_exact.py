@@ -59,11 +59,21 @@ def test_scalar_closed_form(getkey):
             W2[:, 0, 0] * W1[:, 0, 0], u * v, rtol=CLOSED_FORM_AGREEMENT, atol=WEIGHT_ATOL
         )
         worst = max(worst, float(jnp.max(jnp.abs(W1[:, 0, 0] - u) + jnp.abs(W2[:, 0, 0] - v))))
-        if u0 == v0:  # the balanced product has its own closed form
+        if abs(u0) == abs(v0):  # the balanced product has its own closed form
+            # atol: for w0 < 0 < y the product decays to ~1e-12 by t = 6, where `scalar`
+            # (ratios of cosh/sinh terms) keeps only absolute accuracy ~eps·|w0|
             np.testing.assert_allclose(
-                u * v, flowlin.exact.balanced_scalar(TS, u0 * v0, y), rtol=1e-12
+                u * v, flowlin.exact.balanced_scalar(TS, u0 * v0, y), rtol=1e-12, atol=1e-15
             )
     print(f"scalar: worst |Δu| + |Δv| = {worst:.2e}")
+
+
+@pytest.mark.parametrize("w0, y", [(0.04, 0.7), (-0.04, 0.7), (0.04, -0.7), (-0.04, -0.7)])
+def test_balanced_scalar_is_the_scalar_flow_of_either_sign(w0, y):
+    # Every sign of w0 and y: the balanced closed form equals the general one at u0 = ±v0.
+    u0 = np.sqrt(abs(w0))
+    u, v = flowlin.exact.scalar(TS, u0, np.sign(w0) * u0, y)
+    np.testing.assert_allclose(flowlin.exact.balanced_scalar(TS, w0, y), u * v, rtol=1e-12)
 
 
 # (lam, h) on whitened data with r = 4, m = 2: lam > 0 needs h <= r, lam < 0 needs h <= m.
