@@ -13,6 +13,7 @@ from ._deep_network import DeepLinearNetwork
 from ._errors import (
     as_float_array,
     check_finite,
+    check_fits_in_memory,
     check_int,
     check_key,
     check_ndim,
@@ -26,6 +27,12 @@ from ._misc import full_precision
 
 #: The Gaussian init's per-layer variance rules (`deep_gaussian(scaling=...)`).
 SCALINGS = ("paper", "fan_in")
+
+
+def _check_layers_fit(call: str, shapes, dtype) -> None:
+    sizes = [int(np.prod(s, dtype=object)) for s in shapes]
+    what = f"widths = {tuple(s[0] for s in shapes[:-1])}: the weights (layers {list(shapes)})"
+    check_fits_in_memory(call, what, sum(sizes), dtype)
 
 
 def _check_widths(call: str, widths) -> tuple[int, ...]:
@@ -121,6 +128,7 @@ def deep_gaussian(
         raise ValueError(f"`{call}`: scaling must be one of {SCALINGS}, got {scaling!r}")
     dtype = float_dtype(call, dtype)
     shapes = _layer_shapes(D, m, widths)
+    _check_layers_fit(call, shapes, dtype)
     if is_concrete(scale) and is_concrete(alpha):  # checked in float64, before any cast
         for i, shape in enumerate(shapes):
             if scaling == "paper":
@@ -198,6 +206,7 @@ def deep_orthogonal(
     widths = _check_widths(call, widths)
     check_positive(call, "scale", scale, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
+    _check_layers_fit(call, _layer_shapes(D, m, widths), dtype)
     scale = jnp.asarray(scale, dtype)
     frames = _orthogonal_layers(key, tuple(_layer_shapes(D, m, widths)), dtype)
     return DeepLinearNetwork([scale * O for O in frames])
@@ -282,6 +291,7 @@ def deep_balanced(
     widths = _check_widths(call, widths)
     k = _product_rank(call, product, widths)
     (m, D), dtype = product.shape, product.dtype
+    _check_layers_fit(call, _layer_shapes(D, m, widths), dtype)
     if k == 0:
         return DeepLinearNetwork([jnp.zeros(s, dtype) for s in _layer_shapes(D, m, widths)])
     return DeepLinearNetwork(_balanced_layers(key, product, widths, k))

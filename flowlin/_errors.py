@@ -6,6 +6,7 @@ the inputs are tracers and the check is skipped (shape checks always run).
 """
 
 import inspect
+import os
 import weakref
 
 import equinox as eqx
@@ -247,3 +248,31 @@ def check_int(call: str, name: str, x, *, minimum: int) -> int:
     if x < minimum:
         raise ValueError(f"`{call}`: {name} must be >= {minimum}, got {x}")
     return int(x)
+
+
+def _memory_limit() -> tuple[int, str] | None:
+    """(bytes, what) of the memory new arrays go to: the default device's own limit where it
+    reports one (GPUs), else the host's physical memory; `None` where neither is known."""
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # a backend without memory statistics
+        stats = {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.platform.upper()} {device.id}'s memory"
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_fits_in_memory(call: str, what: str, elements: int, dtype) -> None:
+    """Refuse arrays that cannot fit in the memory they would be made in: the allocation would
+    fail inside XLA, on a CPU by aborting the whole Python process."""
+    nbytes = int(elements) * jnp.dtype(dtype).itemsize
+    limit = _memory_limit()
+    if limit is not None and nbytes > limit[0]:
+        raise ValueError(
+            f"`{call}`: {what} would take {nbytes / 2**30:.3g} GiB, more than the "
+            f"{limit[0] / 2**30:.3g} GiB of {limit[1]}"
+        )

@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._custom_types import ScalarLike
-from ._errors import check_int, check_ndim, is_concrete
+from ._errors import as_float_array, check_int, check_ndim, check_number, is_concrete
 from ._misc import full_precision
 
 
@@ -54,9 +54,11 @@ def scalar(
     **Reference:** the $2\times2$ Riccati solution of Fukumizu (1998), "Effect of batch learning
     in multilayer neural networks"; its λ-balanced matrix form is `lambda_balanced_gram`.
     """
-    t = jnp.asarray(t)
-    dtype = jnp.result_type(t.dtype, float)
-    t = t.astype(dtype)
+    call = "flowlin.exact.scalar(...)"
+    t = as_float_array(call, "t", t)
+    for name, a in (("u0", u0), ("v0", v0), ("y", y)):
+        check_number(call, name, a)
+    dtype = t.dtype
     u0, v0, y = (jnp.asarray(a, dtype) for a in (u0, v0, y))
     d = u0**2 - v0**2
     k = jnp.sqrt(d**2 + 4 * y**2)
@@ -93,9 +95,12 @@ def balanced_scalar(
 
     **Example:** `flowlin.exact.balanced_scalar(jnp.linspace(0, 5, 6), w0=0.01, y=1.0)`.
     """
-    t = jnp.asarray(t)
-    dtype = jnp.result_type(t.dtype, float)
-    t, w0, y = t.astype(dtype), jnp.asarray(w0, dtype), jnp.asarray(y, dtype)
+    call = "flowlin.exact.balanced_scalar(...)"
+    t = as_float_array(call, "t", t)
+    check_number(call, "w0", w0)
+    check_number(call, "y", y)
+    dtype = t.dtype
+    w0, y = jnp.asarray(w0, dtype), jnp.asarray(y, dtype)
     g = jnp.exp(2 * jnp.sign(w0) * y * t)
     return y * w0 * g / (y - w0 + w0 * g)
 
@@ -146,10 +151,11 @@ def lambda_balanced_gram(
     dynamics of deep linear networks with prior knowledge", for λ = 0.
     """
     call = "flowlin.exact.lambda_balanced_gram(...)"
-    Z0 = jnp.asarray(Z0)
-    dtype = jnp.result_type(Z0.dtype, float)
-    Z0 = Z0.astype(dtype)
-    Yt = jnp.asarray(Y_tilde, dtype)
+    Z0 = as_float_array(call, "Z0", Z0)
+    dtype = Z0.dtype
+    Yt = as_float_array(call, "Y_tilde", Y_tilde, dtype=dtype)
+    check_number(call, "t", t)
+    check_number(call, "lam", lam)
     t = jnp.asarray(t, dtype)
     check_ndim(call, "Y_tilde", Yt, 2, "r x m")
     check_ndim(call, "Z0", Z0, 2, "(r+m) x h, the stacked [U1; V]")
@@ -235,9 +241,16 @@ def asymptotic_rate_balanced(
     dynamics of gradient flow in overparameterized linear models", ICML.
     """
     call = "flowlin.exact.asymptotic_rate_balanced(...)"
-    Yt = jnp.asarray(Y_tilde)
-    Yt = Yt.astype(jnp.result_type(Yt.dtype, float))
+    Yt = as_float_array(call, "Y_tilde", Y_tilde)
     check_ndim(call, "Y_tilde", Yt, 2, "r x m")
+    check_number(call, "lam", lam)
+    if is_concrete(Yt):
+        s = np.linalg.svd(np.asarray(Yt, np.float64), compute_uv=False)
+        if not s[-1] > 10 * max(Yt.shape) * float(jnp.finfo(Yt.dtype).eps) * s[0]:
+            raise ValueError(
+                f"`{call}`: Y_tilde must have full rank min(r, m) = {min(Yt.shape)} (its "
+                f"singular values are {s.tolist()}): a zero singular value has no rate"
+            )
     r, m = Yt.shape
     q = min(r, m)
     if width is None:

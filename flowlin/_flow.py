@@ -272,6 +272,7 @@ def gradient_flow(
     )  # fmt: skip
     rtol, atol = resolve_tolerances(dtype, rtol, atol)
     saveat, ts = resolve_save_times(call, saveat, t1, dtype)
+    max_steps = None if max_steps is None else int(max_steps)  # a NumPy integer too
     solver = dfx.Tsit5() if solver is None else solver
     if stepsize_controller is None:
         # Max norm: every weight meets the tolerance, and zero-padded hidden units (whose error

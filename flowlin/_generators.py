@@ -4,13 +4,9 @@ import jax
 import jax.numpy as jnp
 
 from ._custom_types import KeyLike, ScalarLike
-from ._errors import check_int, check_key, check_positive, is_concrete
+from ._errors import check_int, check_key, check_positive, float_dtype, is_concrete
 from ._misc import full_precision
 from ._problem import Problem
-
-
-def _dtype(dtype):
-    return jnp.result_type(float) if dtype is None else jnp.dtype(dtype)
 
 
 def _rank(X, n: int):
@@ -59,7 +55,7 @@ def whitened(
     check_key(call, "key", key)
     n, D, m = _sizes(call, n, D, m)
     check_positive(call, "noise", noise, allow_zero=True)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(call, dtype)
     kx, ky = jax.random.split(key)
     A, _, Bt = jnp.linalg.svd(jax.random.normal(kx, (n, D), dtype), full_matrices=False)
     X = A @ Bt
@@ -85,7 +81,7 @@ def gaussian(
     check_key(call, "key", key)
     n, D, m = _sizes(call, n, D, m)
     check_positive(call, "noise", noise, allow_zero=True)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(call, dtype)
     kx, ky = jax.random.split(key)
     X = jax.random.normal(kx, (n, D), dtype) / jnp.sqrt(jnp.asarray(D, dtype))
     return Problem(X, _targets(ky, X, D, m, noise, dtype), rank=_rank(X, n))
@@ -116,6 +112,6 @@ def factorization(
     n = check_int(call, "n", n, minimum=1)
     m = check_int(call, "m", m, minimum=1)
     check_positive(call, "y_std", y_std)
-    dtype = _dtype(dtype)
+    dtype = float_dtype(call, dtype)
     Y = y_std * jax.random.normal(key, (n, m), dtype)
     return Problem(jnp.eye(n, dtype=dtype), Y, allow_full_column_rank=True)

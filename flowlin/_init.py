@@ -11,6 +11,7 @@ from ._custom_types import KeyLike, ScalarLike
 from ._deep_network import DeepLinearNetwork, check_deep_compatible
 from ._errors import (
     check_bool,
+    check_fits_in_memory,
     check_int,
     check_key,
     check_number,
@@ -130,6 +131,9 @@ def gaussian(
     check_positive(call, "std1", std1, allow_zero=True, scalar=True)
     check_positive(call, "std2", std2, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
+    check_fits_in_memory(
+        call, f"h = {width}: the weights (D = {D}, m = {m})", width * (D + m), dtype
+    )
     check_std_fits(call, "std1", std1, dtype, asked=std1)
     check_std_fits(call, "std2", std2, dtype, asked=std2)
     a, b = _unit_normals(key, width, D, m, dtype)
@@ -168,7 +172,10 @@ def paper(
     m = check_int(call, "m", m, minimum=1)
     check_positive(call, "alpha", alpha, allow_zero=True, scalar=True)
     dtype = float_dtype(call, dtype)
-    _check_width(call, h, pad_to)
+    width = _check_width(call, h, pad_to)
+    check_fits_in_memory(
+        call, f"h = {width}: the weights (D = {D}, m = {m})", width * (D + m), dtype
+    )
     if is_concrete(h) and is_concrete(alpha):
         check_std_fits(call, "alpha (h^-alpha)", float64_std(1.0, h, alpha), dtype)
     std = jnp.asarray(h, dtype) ** (-jnp.asarray(alpha, dtype))

@@ -188,6 +188,7 @@ class Problem(eqx.Module, metaclass=NamedArguments):
     @full_precision
     def row_part(self, W1: Float[ArrayLike, "h D"]) -> Float[Array, "r h"]:
         r"""$U_1 = \Phi_1^\top W_1^\top$: each hidden unit's input weights in the row space of X."""
+        W1 = self._weights("row_part", "W1", W1, "h")
         return self.Phi1.T @ W1.T
 
     @full_precision
@@ -197,6 +198,7 @@ class Problem(eqx.Module, metaclass=NamedArguments):
         Returned in input coordinates (h×D); its norms and products with other such matrices
         equal those of $U_2$ since $\Phi_2$ has orthonormal columns.
         """
+        W1 = self._weights("null_part", "W1", W1, "h")
         return W1 - (W1 @ self.Phi1) @ self.Phi1.T
 
     @full_precision
@@ -210,6 +212,7 @@ class Problem(eqx.Module, metaclass=NamedArguments):
     @full_precision
     def loss(self, product: Float[ArrayLike, "m D"]) -> Float[Array, ""]:
         r"""$L = \tfrac12\|Y - XW^\top\|_F^2$ for an end-to-end map $W$ ($m\times D$)."""
+        product = self._weights("loss", "product", product, "m")
         return 0.5 * jnp.sum((self.Y - self.X @ product.T) ** 2)
 
     @full_precision
@@ -218,7 +221,21 @@ class Problem(eqx.Module, metaclass=NamedArguments):
 
         $L - L^\star = \tfrac12\|E\|_F^2$ (docs/theory.md §1).
         """
+        product = self._weights("error", "product", product, "m")
         return self.Y_tilde - self.sqrt_sigma[:, None] * (self.Phi1.T @ product.T)
+
+    def _weights(self, method: str, name: str, x, rows: str):
+        """A (rows × D) matrix argument of a method: a float array of 2 dimensions whose second
+        is D (the end-to-end map's m must be the problem's too)."""
+        call = f"flowlin.Problem.{method}(...)"
+        x = as_float_array(call, name, x)
+        if x.ndim != 2 or x.shape[1] != self.D or (rows == "m" and x.shape[0] != self.m):
+            want = f"({self.m}, {self.D})" if rows == "m" else f"(h, {self.D})"
+            raise ValueError(
+                f"`{call}`: {name} must be a matrix of shape {want} for this problem "
+                f"(m = {self.m}, D = {self.D}), got shape {tuple(x.shape)}"
+            )
+        return x
 
 
 def _check_representable(call: str, problem: "Problem") -> None:

@@ -163,6 +163,13 @@ def check_same_problem(call: str, trajectory: Trajectory, problem: Problem) -> N
     """Refuse a `problem` the trajectory was not computed on, from what its recorded start
     (`init_fingerprint`) says without the init: its size, (r + m)² + 2 entries, and its last
     entry L* (compared as in `check_origin`; only when concrete)."""
+    final = trajectory.final_network
+    if final is not None and final.in_features != problem.D:
+        raise ValueError(
+            f"`{call}`: trajectory was computed on inputs of dimension D = {final.in_features} "
+            f"(its final network's), but problem has D = {problem.D}; pass the problem it was "
+            "computed on"
+        )
     recorded = trajectory.init_fingerprint
     if recorded is None:
         return

@@ -408,6 +408,67 @@ ROWS: dict[str, tuple[str, str]] = {
         "[init].scales",
     ),
     "toml/seeds-bool": ("load('widths = [3]', 'widths = [3]\\nseeds = [1, true]')", "[init].seeds"),
+    # -- found by the review of 2026-12-04 ---------------------------------------------------
+    "sweep/problems-dtype-mix": ("flowlin.sweep([p32, problem], **grid)", "problems[1]"),
+    "sweep/key-above-2**62": ("sweep(key=2**70)", "key"),
+    "sweep/key-negative": ("sweep(key=-1)", "key"),
+    "sweep/configs-unknown-key": (
+        "flowlin.sweep(problem, configs=[dict(width=3, scale=0.5, seed=0, problm=1)], t1=0.1)",
+        "configs[0]",
+    ),
+    "sweep/configs-a-dict": (
+        "flowlin.sweep(problem, configs=dict(width=3, scale=0.5, seed=0), t1=0.1)",
+        "configs",
+    ),
+    "sweep/configs-none-entry": ("flowlin.sweep(problem, configs=[None], t1=0.1)", "configs[0]"),
+    "sweep/theory-string": ("sweep(theory='no')", "theory"),
+    "sweep/progress-string": ("sweep(progress='no')", "progress"),
+    "sweep/lr-with-flow": ("sweep(lr=0.1)", "lr"),
+    "sweep/averaged-with-flow": ("sweep(averaged=True)", "averaged"),
+    "sweep/solver-with-descent": (
+        "sweep(dynamics='descent', lr=0.1, steps=2, solver=dfx.Tsit5())",
+        "solver",
+    ),
+    "sweep/store-int": ("sweep(store=3)", "store"),
+    "sweep/widths-nested": ("sweep(widths=[[3]])", "widths"),
+    "theory.run_law/problem-other-D": (
+        "flowlin.theory.run_law(traj(), 0.5, flowlin.problems.gaussian(key, n=4, D=7, m=1))",
+        "problem",
+    ),
+    "Problem.loss/product-1d": ("problem.loss(np.asarray(net.product)[0])", "product"),
+    "Problem.error/product-transposed": ("problem.error(np.asarray(net.product).T)", "product"),
+    "Problem.null_part/W1-other-D": ("problem.null_part(np.ones((3, 5)))", "W1"),
+    "init.gaussian/h-beyond-memory": ("init.gaussian(key, 6, 1, 2**40, 0.5, 0.5)", "h"),
+    "init.paper/h-beyond-memory": ("init.paper(key, 6, 1, 2**40, 0.5)", "h"),
+    "init.deep_gaussian/widths-beyond-memory": (
+        "init.deep_gaussian(key, 6, 1, (2**20, 2**20))",
+        "widths",
+    ),
+    "problems.gaussian/dtype-int": (
+        "flowlin.problems.gaussian(key, 4, 6, 1, dtype='int32')",
+        "dtype",
+    ),
+    "problems.factorization/dtype-unknown": (
+        "flowlin.problems.factorization(key, dtype='floaty')",
+        "dtype",
+    ),
+    "exact.scalar/u0-string": ("flowlin.exact.scalar(1.0, 'a', 0.1, 1.0)", "u0"),
+    "exact.scalar/t-string": ("flowlin.exact.scalar('1', 0.1, 0.1, 1.0)", "t"),
+    "exact.balanced_scalar/w0-complex": ("flowlin.exact.balanced_scalar(1.0, 1j, 1.0)", "w0"),
+    "exact.asymptotic_rate_balanced/lam-vector": (
+        "flowlin.exact.asymptotic_rate_balanced(np.eye(2), np.ones(2))",
+        "lam",
+    ),
+    "exact.asymptotic_rate_balanced/Y_tilde-rank-deficient": (
+        "flowlin.exact.asymptotic_rate_balanced(np.diag([1.0, 0.0]), 0.0)",
+        "Y_tilde",
+    ),
+    "toml/descent-with-t1": (
+        "load('t1 = 0.1', 'kind = \"descent\"\\nlr = 0.1\\nsteps = 2\\nt1 = 0.1')",
+        "[dynamics].t1",
+    ),
+    "toml/flow-with-lr": ("load('t1 = 0.1', 't1 = 0.1\\nlr = 0.1')", "[dynamics].lr"),
+    "toml/saves-huge": ("load('saves = 3', 'saves = 10000000000')", "[dynamics].saves"),
     **MORE_ROWS,  # the theory, GramInit, solver options, summarize_bounds: helpers_bad_inputs.py
 }
 

@@ -230,6 +230,18 @@ def test_status_reported_not_raised(nonwhite):
     assert not bool(traj.succeeded)
 
 
+def test_max_steps_may_be_a_numpy_integer(nonwhite):
+    # A NumPy integer budget is the same budget (it used to end in equinox's loop as a traced
+    # bool), and a too-small one is still reported.
+    problem = nonwhite
+    net = flowlin.init.gaussian(jax.random.key(5), problem.D, problem.m, 20, 0.5, 0.5)
+    short = flowlin.gradient_flow(net, problem, 50.0, max_steps=np.int64(5))
+    assert short.result == flowlin.RESULTS.max_steps_reached
+    a = flowlin.gradient_flow(net, problem, 1.0, max_steps=np.int32(1000))
+    b = flowlin.gradient_flow(net, problem, 1.0, max_steps=1000)
+    np.testing.assert_array_equal(a.loss, b.loss)
+
+
 def test_only_requested_diagnostics_saved(nonwhite):
     problem = nonwhite
     net = flowlin.init.gaussian(jax.random.key(6), problem.D, problem.m, 8, 0.5, 0.5)

@@ -34,6 +34,7 @@ from ._validate import (
     StoreFormat,
     as_problems,
     check_arguments,
+    configs_have_depth,
     refuse_traced,
 )
 
@@ -92,7 +93,8 @@ def sweep(
 
     **Arguments:**
 
-    - `problems`: a `flowlin.Problem`, or a list of problems of equal shapes (data draws).
+    - `problems`: a `flowlin.Problem`, or a list of problems of equal shapes and dtype
+      (data draws).
     - `widths`, `scales`, `seeds`: the grid. `seeds` may be an int $k$ (seeds $0..k-1$).
       Seed $s$ initializes from `fold_in(key, s)`, identically for every width and method.
     - `depths`: deep linear networks $W_L\cdots W_1$ (docs/theory.md §6, docs/deep.md): the
@@ -100,8 +102,8 @@ def sweep(
       $h$; `init="paper"`, `flowlin.init.deep_gaussian` from seed $s$'s key; weights
       integrated by `flowlin.FullWeights()`, each (depth, width) one compiled shape, never
       padded). `None` (default): two-layer networks, exactly as without this argument.
-    - `configs`: instead of a grid, mappings with keys `width`, `scale`, `seed` (, `problem`,
-      `depth`: in every config or none).
+    - `configs`: instead of a grid, a list of mappings with keys `width`, `scale`, `seed` (,
+      `problem`, `depth`: in every config or none); any other key is refused.
     - `init`: `"paper"` or `"gaussian"` (see above). `sampling`: `"weights"` materializes
       the width-$h$ weights (exact, comparable across methods); `"wishart"` (`flowlin.Gram()`
       only) samples the width-independent statistics directly from their Wishart law, so
@@ -109,7 +111,8 @@ def sweep(
     - `method`: a flow method, `flowlin.Gram()` (default for two layers) or
       `flowlin.FullWeights()` (default, and the only choice, with `depths`);
       `dynamics`: `"flow"` or `"descent"` (then `lr`, `steps`, `averaged` as in
-      `flowlin.gradient_descent`).
+      `flowlin.gradient_descent`; with `"flow"` they are refused, as `solver` is with
+      `"descent"`: an option the dynamics does not read is never dropped silently).
     - `t1`, `saveat`, `stop_at_loss`, `solver`, `rtol`, `atol`, `max_steps`: as in
       `flowlin.gradient_flow`. Default save times: 21 equally spaced in $[0, t_1]$.
     - `theory`, `bounds`: store `flowlin.theory.quantities` and `flowlin.check_bounds` for
@@ -156,14 +159,16 @@ def sweep(
                   depths=depths, t1=t1, lr=lr, steps=steps, stop_at_loss=stop_at_loss, rtol=rtol,
                   atol=atol, max_steps=max_steps, delta=delta, saveat=saveat)  # fmt: skip
     problems = as_problems(_CALL, problems)
-    deep = depths is not None or any("depth" in c for c in (configs or ()))
+    deep = depths is not None or configs_have_depth(configs)
     if method is None:
         method = FullWeights() if deep else Gram()
     check_arguments(
         _CALL, init=init, sampling=sampling, dynamics=dynamics, method=method, t1=t1, lr=lr,
         steps=steps, stop_at_loss=stop_at_loss, chunk_size=chunk_size, delta=delta,
         store_format=store_format, widths=widths, scales=scales, configs=configs,
-        rtol=rtol, atol=atol, max_steps=max_steps, key=key, depths=depths,
+        rtol=rtol, atol=atol, max_steps=max_steps, key=key, depths=depths, solver=solver,
+        flags=dict(theory=theory, bounds=bounds, progress=progress, averaged=averaged),
+        descent_only=dict(lr=lr, steps=steps, averaged=averaged), store=store,
     )  # fmt: skip
     executor = as_executor(_CALL, executor)
     chunk_size = int(chunk_size)  # a NumPy integer too (checked above)

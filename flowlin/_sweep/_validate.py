@@ -10,13 +10,16 @@ its `__check_init__`; executor options in the executors' own `__check_init__`, a
 executor by `_sweep.as_executor` (above this module: executors import the grid).
 """
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .._errors import (
+    check_bool,
     check_count,
     check_int,
     check_key,
@@ -44,21 +47,48 @@ def check_choice(call: str, name: str, value, choices) -> None:
 
 
 def check_arguments(
-    call: str, *, init, sampling, dynamics, method, store_format, depths=None, **numbers
-):
+    call: str, *, init, sampling, dynamics, method, store_format, depths=None, flags=None,
+    descent_only=None, solver=None, store=None, **numbers
+):  # fmt: skip
     """Every argument of `flowlin.sweep` that needs no other (the problems, the grid's values
-    and the executor are checked where they are read)."""
+    and the executor are checked where they are read). `flags`: the bool arguments by name;
+    `descent_only`: `lr`, `steps`, `averaged` as given."""
     _check_choices(call, init, sampling, dynamics, method, store_format)
+    for name, value in (flags or {}).items():
+        check_bool(call, name, value)
+    _check_applicable(call, dynamics, descent_only or {}, solver)
+    if store is not None and not isinstance(store, (str, os.PathLike)):
+        raise TypeError(
+            f"`{call}`: store must be a path (str or os.PathLike) or None, got "
+            f"{type(store).__name__} {store!r}"
+        )
     grid = {k: numbers.pop(k) for k in ("widths", "scales", "configs")}
     _check_numbers(call, dynamics=dynamics, **numbers)
     check_grid_arguments(call, **grid)
-    deep = depths is not None or any("depth" in c for c in (grid["configs"] or ()))
+    deep = depths is not None or configs_have_depth(grid["configs"])
     if deep:
         check_deep_arguments(call, method=method, sampling=sampling, init=init)
     if depths is not None and grid["configs"] is not None:
         raise ValueError(
             f"`{call}`: give depths=... with widths/scales/seeds, or a 'depth' in each of "
             "configs, not both"
+        )
+
+
+def _check_applicable(call: str, dynamics, descent_only: dict, solver) -> None:
+    """An option the chosen dynamics does not read would be dropped without a word."""
+    if dynamics == "flow":
+        # (`averaged` is a bool, checked before: given when True)
+        given = [k for k, v in descent_only.items() if (v if k == "averaged" else v is not None)]
+        if given:
+            raise ValueError(
+                f"`{call}`: {given[0]} is an option of dynamics='descent'; with "
+                "dynamics='flow' it would be ignored (pass dynamics='descent', or drop it)"
+            )
+    elif solver is not None:
+        raise ValueError(
+            f"`{call}`: solver is an option of dynamics='flow' (the ODE solver); gradient "
+            "descent takes steps of size lr and would ignore it"
         )
 
 
@@ -138,6 +168,8 @@ def _check_numbers(
     key = solve.get("key")
     if key is not None and not (isinstance(key, (int, np.integer)) and not isinstance(key, bool)):
         check_key(call, "key", key)
+    elif key is not None:
+        check_int_key(call, int(key))
     if (
         isinstance(chunk_size, bool)
         or not isinstance(chunk_size, (int, np.integer))
@@ -147,6 +179,23 @@ def _check_numbers(
     check_number(call, "delta", delta)
     if not (0 < delta < 1):
         raise ValueError(f"`{call}`: delta must be in (0, 1), got {delta!r}")
+
+
+#: The largest int `key` (as `flowlin.reproduce`'s seeds): JAX keys take 64-bit seeds.
+MAX_INT_KEY = 2**62
+
+
+def check_int_key(call: str, key: int) -> None:
+    """An int `key` that names one JAX key: in [0, 2**62], and below 2**32 without x64 (JAX then
+    keeps a seed's low 32 bits only: key 2**32 + 5 would run as key 5)."""
+    if not 0 <= key <= MAX_INT_KEY:
+        raise ValueError(f"`{call}`: key must be in [0, 2**62] (or a jax.random key), got {key}")
+    if key >= 2**32 and not jax.config.read("jax_enable_x64"):
+        raise ValueError(
+            f"`{call}`: key {key} needs float64 on (without it JAX keys keep only a seed's low 32 "
+            "bits, so this sweep would repeat a smaller key's): call "
+            "jax.config.update('jax_enable_x64', True) first, or use key < 2**32"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,6 +229,12 @@ def as_problems(call: str, problems) -> list[Problem]:
                 f"problems[0] has X {first.X.shape}, Y {first.Y.shape}, rank {first.rank}; the "
                 "problems of one sweep must share shapes and rank"
             )
+        if p.dtype != first.dtype:
+            raise ValueError(
+                f"`{call}`: problems[{i}] is {jnp.dtype(p.dtype).name} but problems[0] is "
+                f"{jnp.dtype(first.dtype).name}; the problems of one sweep share one dtype (the "
+                "sweep's), so convert them first (e.g. build every problem with the same dtype=)"
+            )
     return problems
 
 
@@ -203,11 +258,11 @@ def scale_pairs(call: str, init: str, scales) -> np.ndarray:
             f"`{call}`: scales must be a non-empty list of numbers or of (std1, std2) pairs, got "
             f"shape {np.shape(scales)}"
         )
-    if init == "paper" and not np.all(arr[:, 0] == arr[:, 1]):
-        raise ValueError(f"`{call}`: init='paper' takes one exponent alpha per scale, not pairs")
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
         what = "alpha (init='paper': entries N(0, h^-2α))" if init == "paper" else "std"
         raise ValueError(f"`{call}`: every scale ({what}) must be finite and > 0, got {scales!r}")
+    if init == "paper" and not np.all(arr[:, 0] == arr[:, 1]):
+        raise ValueError(f"`{call}`: init='paper' takes one exponent alpha per scale, not pairs")
     return arr
 
 
@@ -234,7 +289,12 @@ def int_array(call: str, name: str, values, minimum: int) -> np.ndarray:
     listed = values if isinstance(values, (list, tuple)) else [values]
     if any(isinstance(v, (bool, np.bool_)) for v in listed):
         raise ValueError(f"`{call}`: {name} must be integers, not booleans, got {values!r}")
-    arr = np.asarray(values)
+    try:
+        arr = np.asarray(values)
+    except ValueError:  # ragged nesting
+        arr = None
+    if arr is None or arr.ndim > 1:
+        raise ValueError(f"`{call}`: {name} must be a flat list of integers, got {values!r}")
     if arr.ndim == 0:
         arr = arr[None]
     if arr.dtype == bool:
@@ -279,11 +339,38 @@ def check_grid_arguments(call: str, widths, scales, configs) -> None:
         raise ValueError(f"`{call}`: give widths=... and scales=... (or configs=...)")
 
 
+def configs_have_depth(configs) -> bool:
+    """Whether `configs` asks for deep networks (before `check_configs` has checked it)."""
+    if isinstance(configs, (Mapping, str, bytes)) or not isinstance(configs, Sequence):
+        return False
+    return any(isinstance(c, Mapping) and "depth" in c for c in configs)
+
+
+#: The keys of one of `sweep(configs=...)`'s mappings.
+CONFIG_KEYS = ("width", "scale", "seed", "problem", "depth")
+
+
 def check_configs(call: str, configs: Sequence[Mapping], n_problems: int) -> list[Mapping]:
+    if isinstance(configs, (Mapping, str, bytes)) or not isinstance(configs, Sequence):
+        raise TypeError(
+            f"`{call}`: configs must be a list of mappings (one per run, with keys width, scale, "
+            f"seed), got {type(configs).__name__}"
+        )
     configs = list(configs)
     if not configs:
         raise ValueError(f"`{call}`: configs is empty")
     for i, c in enumerate(configs):
+        if not isinstance(c, Mapping):
+            raise TypeError(
+                f"`{call}`: configs[{i}] must be a mapping with keys width, scale, seed, got "
+                f"{type(c).__name__} {c!r}"
+            )
+        unknown = sorted(set(c) - set(CONFIG_KEYS), key=str)
+        if unknown:
+            raise ValueError(
+                f"`{call}`: configs[{i}] has unknown key {unknown[0]!r}; the keys are "
+                f"{list(CONFIG_KEYS)}"
+            )
         missing = {"width", "scale", "seed"} - set(c)
         if missing:
             raise ValueError(f"`{call}`: configs[{i}] lacks field(s) {sorted(missing)}")

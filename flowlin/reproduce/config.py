@@ -73,7 +73,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "t1": (_NUMBER, None),
         "lr": (_NUMBER, None),
         "steps": ((int,), None),
-        "averaged": ((bool,), False),
+        "averaged": ((bool,), None),  # descent only; False when not given
         "saves": ((int,), 101),
         "rtol": (_NUMBER, None),
         "atol": (_NUMBER, None),
@@ -285,6 +285,14 @@ def _check_init(i: dict, d: dict, fail) -> None:
         )
 
 
+#: The `[dynamics]` keys that only one kind reads: a key of the other kind would be dropped.
+DYNAMICS_KEYS = {"flow": ("t1", "rtol", "atol"), "descent": ("lr", "steps", "averaged")}
+
+#: Save times per run: beyond this a sweep's arrays (saves × runs × diagnostics) outgrow memory
+#: long before anyone could look at them.
+MAX_SAVES = 100_000
+
+
 def _check_dynamics(d: dict, fail) -> None:
     if d["kind"] == "flow":
         if d["t1"] is None:
@@ -299,8 +307,14 @@ def _check_dynamics(d: dict, fail) -> None:
             fail("dynamics", "lr", f"must be > 0, got {d['lr']}")
         if d["steps"] < 1:
             fail("dynamics", "steps", f"must be >= 1, got {d['steps']}")
+    for kind, keys in DYNAMICS_KEYS.items():  # after the kind's own required keys
+        for key in keys:
+            if kind != d["kind"] and d[key] is not None:
+                fail("dynamics", key, f"is an option of kind = {kind!r}, not {d['kind']!r}")
     if d["saves"] < 2:
         fail("dynamics", "saves", f"must be >= 2, got {d['saves']}")
+    if d["saves"] > MAX_SAVES:
+        fail("dynamics", "saves", f"must be <= {MAX_SAVES} (save times per run), got {d['saves']}")
     for key in ("rtol", "atol"):
         if d[key] is not None and d[key] < 0:
             fail("dynamics", key, f"must be >= 0, got {d[key]}")
@@ -403,7 +417,7 @@ def sweep_arguments(cfg: SweepConfig, problem) -> tuple[np.ndarray, dict]:
     if flow:
         kw.update(t1=d["t1"], rtol=d["rtol"], atol=d["atol"])
     else:
-        kw.update(lr=d["lr"], steps=d["steps"], averaged=d["averaged"])
+        kw.update(lr=d["lr"], steps=d["steps"], averaged=bool(d["averaged"]))
     return ts, kw
 
 
