@@ -76,8 +76,9 @@ class BoundCheck(eqx.Module):
         if bool(self.applicable):
             if bool(self.holds):
                 return "held"
-            # `holds` is false on a NaN slack too: that is not a violation anyone saw.
-            return "violated" if np.isfinite(float(self.worst_slack)) else "not checked: NaN slack"
+            # `holds` is false on a NaN slack too: that is not a violation anyone saw. A slack of
+            # -inf is one (a bound that fails outright, e.g. Lemma 1's at a too-narrow width).
+            return "not checked: NaN slack" if np.isnan(float(self.worst_slack)) else "violated"
         reason = int(self.reason)
         if reason == -1:  # how a sweep over depths stores a bound one depth does not record
             return "not checked: not recorded at this depth"

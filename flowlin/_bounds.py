@@ -354,10 +354,17 @@ def _check_rate(trajectory: Trajectory, obs: Observed) -> dict[str, BoundCheck]:
     tolerant = (1 - obs.rtol) * bound - drift_slack
     slack = jnp.where(tolerant > 0, _log_ratio(rate, tolerant), jnp.inf)
     checked = obs.finite_t & jnp.isfinite(rate) & jnp.isfinite(bound)
+    # The rate is a ratio of two quantities quadratic in E: where ‖E‖² underflows (to zero or
+    # a subnormal, without full precision) the saved rate is 0/0, not a measurement.
+    below = tolerant <= 0
+    if obs.err is not None:
+        finfo = jnp.finfo(obs.dtype)
+        unresolved = ~(obs.err**2 > finfo.tiny / finfo.eps)
+        slack, below = jnp.where(unresolved, jnp.inf, slack), below | unresolved
     # Applicable where the bound says more than its own tolerance (a bound that is zero in
     # exact arithmetic, e.g. h < min(r, m), is round-off, not a claim).
     tight = _last(bound / rate, checked if obs.resolved is None else checked & obs.resolved)
-    return {"rate_instantaneous": _result(obs.ok, True, slack, checked, tight, tolerant <= 0)}
+    return {"rate_instantaneous": _result(obs.ok, True, slack, checked, tight, below)}
 
 
 def _check_distances(

@@ -103,7 +103,7 @@ def _observed(trajectory: Trajectory, init: DeepLinearNetwork, problem: Problem,
     W0 = init.product
     return Observed(
         trajectory, problem, rtol, atol, dtype=init.dtype, error0=frobenius(problem.error(W0)),
-        distance0=frobenius(W0 - problem.min_norm),
+        distance0=frobenius(W0 - problem.min_norm), degree=init.depth,
     )  # fmt: skip
 
 

@@ -207,6 +207,43 @@ def series(traj: Trajectory, name: str):
     return jnp.concatenate([saved, final[None]])
 
 
+def _solver_error_of_E(trajectory: Trajectory, problem: Problem, stats, degree: int):
+    r"""How far the solver's error can move $E = \tilde Y - \Sigma^{1/2}U_1V^\top$: DRIFT_FACTOR
+    (global vs local error, as for the imbalance) times a bound on one step's.
+
+    The controller keeps each state entry's error per step within rtol·|entry| + atol. Two
+    layers: the state is the input block $A$ ($W_1$, or the gram method's $\Sigma^{1/2}U_1$) and
+    the output block $V$, so $\|\delta(AV^\top)\| \le \|\delta A\|\,b + a\,\|\delta V\| \le
+    2\,\mathrm{rtol}\,ab + \mathrm{atol}\sqrt{n}\,(a + b)$ ($n$ the state's entries) with $a, b$
+    the blocks' largest norms: $b$ from $VV^\top$ at both ends, $a^2 \le \|y\|^2 - b^2$ at
+    each end (the state's norm, `state_norm`, is the larger of the two ends'). A small $V$
+    beside a large $W_1$ (an unbalanced init) then gets the small error it has, not
+    $\|y\|^2$·rtol. The
+    weights' $E$ carries $\Sigma^{1/2}$: a factor $\lambda_1(\Sigma)^{1/2}$. Deep networks
+    (`degree` > 2 layers, no statistics): a product of `degree` factors moves by
+    $\le$ degree·$\|y\|^{\text{degree}-1}$·`state_tolerance`."""
+    y, tau = trajectory.state_norm, trajectory.state_tolerance
+    if stats is None or degree != 2:
+        return DRIFT_FACTOR * degree * y ** (degree - 1) * tau
+    rtol = trajectory.solver_rtol
+    r = problem.rank
+    b2 = jnp.trace(stats.gram.Q[..., r:, r:], axis1=-2, axis2=-1)  # ‖V(0)‖²
+    if trajectory.final_output_gram is not None:
+        b2_end = jnp.trace(trajectory.final_output_gram, axis1=-2, axis2=-1)
+        b2, b2_low = jnp.maximum(b2, b2_end), jnp.minimum(b2, b2_end)
+    else:
+        b2, b2_low = jnp.maximum(b2, y**2), jnp.zeros_like(b2)
+    a, b = jnp.sqrt(jnp.maximum(y**2 - b2_low, 0.0)), jnp.sqrt(b2)
+    scale = 1.0 if trajectory.method == "gram" else problem.sqrt_sigma[0]
+    if rtol is None:  # an older trajectory: the whole state's tolerance
+        return DRIFT_FACTOR * 2 * y * tau * scale
+    # atol·√(entries) of the whole state, from state_tolerance = rtol‖y‖ + atol·√(entries):
+    # it bounds both √n_A·atol and √n_V·atol
+    atol_size = jnp.maximum(tau - rtol * y, 0.0)
+    step = 2 * rtol * a * b + atol_size * (a + b)
+    return DRIFT_FACTOR * step * scale
+
+
 class Observed(eqx.Module):
     """What every check reads: the trajectory's times `ts` and errors `err` = ‖E(t)‖ (None if
     `excess_loss` was not saved) with the end of the run appended, which of them can be checked
@@ -214,8 +251,11 @@ class Observed(eqx.Module):
     (`ok`), the tolerances with their noise levels for errors (`e_noise`) and distances
     (`d_noise`), and, for a two-layer init, its statistics (`stats`; None at depth).
 
-    The noise levels are atol times the scale of what is compared: ‖E(0)‖ + ‖Ỹ‖ for errors,
-    ‖W(0) − W*‖ + ‖W*‖ for distances. Two-layer and deep checks both read this, so the
+    The noise levels are atol times the scale of what is compared, ‖E(0)‖ + ‖Ỹ‖ for errors and
+    ‖W(0) − W*‖ + ‖W*‖ for distances; errors also get what the solver's own error can move E
+    by (`_solver_error_of_E`). For weights far larger than their product (units whose
+    contributions cancel) that is what dominates: a fixed fraction of ‖E(0)‖ would read
+    solver error as a violated envelope. Two-layer and deep checks both read this, so the
     resolution rules cannot differ between them."""
 
     ok: Bool[Array, ""]
@@ -232,13 +272,17 @@ class Observed(eqx.Module):
 
     def __init__(
         self, trajectory: Trajectory, problem: Problem, rtol, atol, *, dtype, error0, distance0,
-        stats: InitStatistics | None = None,
+        stats: InitStatistics | None = None, degree: int = 2,
     ):  # fmt: skip
-        """`error0` = ‖E(0)‖ and `distance0` = ‖W(0) − W*‖ of the init; `dtype` its dtype."""
+        """`error0` = ‖E(0)‖ and `distance0` = ‖W(0) − W*‖ of the init; `dtype` its dtype;
+        `degree` the number of weight matrices in the end-to-end map (the depth)."""
         self.stats, self.rtol, self.atol = stats, rtol, atol
         self.ok = trajectory.succeeded
         self.e_noise = atol * (error0 + frobenius(problem.Y_tilde))
         self.d_noise = atol * (distance0 + frobenius(problem.min_norm))
+        if trajectory.state_tolerance is not None:  # (None: gradient descent, exact steps)
+            moved = _solver_error_of_E(trajectory, problem, stats, degree)
+            self.e_noise = self.e_noise + moved.astype(self.e_noise.dtype)
         self.ts = jnp.concatenate([trajectory.ts, trajectory.final_time[None]]).astype(dtype)
         self.finite_t = jnp.isfinite(self.ts)
         excess = series(trajectory, "excess_loss")

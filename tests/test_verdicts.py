@@ -208,3 +208,75 @@ def test_verdict_words_for_stored_codes():
     assert check(True, False, nan, 0).verdict() == "not checked: NaN slack"
     assert check(True, False, -0.1, 0).verdict() == "violated"
     assert repr(check(True, True, 0.5, 0)) == "BoundCheck(held, worst_slack=0.5)"
+    # A slack of −inf is a bound that failed outright (Lemma 1's at a too-narrow width sets it):
+    # a violation, as summarize_bounds and all_bounds_held count it, not a NaN.
+    assert check(True, False, -float("inf"), 0).verdict() == "violated"
+
+
+_ENVELOPES = ("loss_imbalance", "loss_margin", "loss_margin_local")
+
+
+def test_weights_far_larger_than_their_product_do_not_fake_a_violated_envelope():
+    """Two pairs of units whose contributions to W2W1 cancel (weights 20, product ~1): the
+    default float64 solve floors ‖E‖ at its own error (excess loss ~1e-11), which a noise level
+    proportional to ‖E(0)‖ read as a violated loss envelope. Independent truth: the same flow
+    solved at rtol 1e-12 goes on down past that floor (to ≤ 1e-16), so the floor was the
+    solver's. The checks now allow for what the solver's error moves E by (2 rtol·‖V‖‖W1‖):
+    not violated."""
+    rng = np.random.default_rng(3)
+    n, d, m, h, big = 3, 6, 1, 12, 20.0
+    problem = flowlin.Problem(rng.standard_normal((n, d)), rng.standard_normal((n, m)))
+    W1, W2 = rng.standard_normal((h, d)) * 0.3, rng.standard_normal((m, h)) * 0.3
+    a = rng.standard_normal(d)
+    a /= np.linalg.norm(a)
+    for i in (0, 2):
+        W1[i] = W1[i + 1] = big * a
+        W2[0, i], W2[0, i + 1] = big, -big
+    net = flowlin.LinearNetwork(W1, W2)
+    default = flowlin.gradient_flow(net, problem, 8.0)
+    tight = flowlin.gradient_flow(net, problem, 8.0, rtol=1e-12, atol=1e-14)
+    floor = float(np.max(np.asarray(default.excess_loss)[-20:]))
+    assert floor > 1e-13 and float(tight.final_values["excess_loss"]) < 1e-3 * floor
+    checks = flowlin.check_bounds(default, net, problem)
+    assert not _violated({k: checks[k] for k in _ENVELOPES})
+
+
+def test_float32_envelopes_of_an_unbalanced_init_agree_with_float64():
+    """U1 with one direction of size 30 beside V of 1e-4 (whitened data, Ỹ = (0, 1e-3)): float32
+    read the loss envelopes as violated (its ‖E‖ off by ~3e-6 through ‖U1‖·δV, above a noise
+    level of 1.2e-3·(‖E(0)‖ + ‖Ỹ‖)). The same weights in float64 hold, with a margin; float32
+    now holds too (or says it cannot check), never violated."""
+    rng = np.random.default_rng(0)
+    d, h = 5, 4
+    Qd, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    X, Y = Qd[:2], np.array([[0.0], [1e-3]])
+    U = np.zeros((h, d))
+    U[0], U[1] = 30.0 * Qd[0], Qd[1]
+    V = np.zeros((1, h))
+    V[0, 1] = 1e-4
+    Oh, _ = np.linalg.qr(rng.standard_normal((h, h)))
+    for method in METHODS:
+        verdicts = {}
+        for dtype in (np.float64, np.float32):
+            problem = flowlin.Problem(X.astype(dtype), Y.astype(dtype))
+            net = flowlin.LinearNetwork((Oh @ U).astype(dtype), (V @ Oh.T).astype(dtype))
+            traj = flowlin.gradient_flow(net, problem, 8.0, method=method)
+            checks = flowlin.check_bounds(traj, net, problem)
+            verdicts[dtype] = {k: checks[k] for k in _ENVELOPES}
+        assert all(bool(c.holds) for c in verdicts[np.float64].values()), method.name
+        assert not _violated(verdicts[np.float32]), method.name
+
+
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.name)
+def test_a_rate_where_the_error_underflowed_is_not_checked(method):
+    """A one-unit network on Y = 0 whose ‖E‖² underflows to 0 before t1 (atol 1e-300): the saved
+    rate is then 0/0 = 0, which read as a violated Proposition 1 (slack −inf). Those times are
+    now excluded; at the resolved ones the bound holds, as the closed-form scalar flow says
+    (the rate tends to 2(u² + v²) ≥ the bound)."""
+    problem = flowlin.Problem(np.array([[1.0, 0.0, 0.0]]), np.array([[0.0]]))
+    net = flowlin.LinearNetwork(np.array([[3.0, 0.0, 0.5]]), np.array([[0.3]]))
+    traj = flowlin.gradient_flow(net, problem, 60.0, method=method, atol=1e-300)
+    assert float(np.min(np.asarray(traj.excess_loss))) == 0.0  # it did underflow
+    rate = flowlin.check_bounds(traj, net, problem)["rate_instantaneous"]
+    assert bool(rate.applicable) and bool(rate.holds), rate
+    assert int(rate.excluded) > 0
