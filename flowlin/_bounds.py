@@ -151,7 +151,9 @@ def check_bounds(
     epsilon), i.e. 1e-6 for flowlin's float64 solves (rtol 1e-8) and ~1.2e-3 in float32
     (rtol 1e-5, eps 1.2e-7). Times where a bound is below the resulting absolute floor and the
     observed value is too are excluded and counted (`BoundCheck.excluded`); in float32 with
-    x64 off, a warning (once per process) says what float32 cannot resolve. The tolerances:
+    x64 off, a warning (once per process) says what float32 cannot resolve. A given `rtol` or
+    `atol` below what the run resolves (100 × the solver's rtol, 1e4 × epsilon) is raised to
+    it, with a warning. The tolerances:
 
     - losses are compared through $\|E\| = \sqrt{2(L - L^\star)}$: observed
       $\|E(t)\| \le (1 + \text{rtol})\,\text{bound} + \text{atol}(\|E(0)\|_F + \|\tilde Y\|_F)$

@@ -73,16 +73,44 @@ def default_tolerance(trajectory: Trajectory, dtype):
     return jnp.maximum(floor, SOLVER_FACTOR * trajectory.solver_rtol.astype(dtype))
 
 
+def resolvable_tolerance(trajectory: Trajectory, dtype):
+    """The least tolerance at which a run's numbers say anything: max(`SOLVER_FACTOR`·solver
+    rtol, `EPS_FACTOR`·eps of `dtype`), i.e. `default_tolerance` without its policy floor."""
+    eps = jnp.asarray(EPS_FACTOR * float(jnp.finfo(dtype).eps), dtype)
+    if trajectory.solver_rtol is None:
+        return eps
+    return jnp.maximum(eps, SOLVER_FACTOR * trajectory.solver_rtol.astype(dtype))
+
+
 def check_tolerances(call: str, trajectory: Trajectory, rtol, atol):
     """`check_bounds`'s `rtol`, `atol`: checked if given, else `default_tolerance` of the
-    solve's dtype; warns once in float32 (`warn_if_float32`)."""
+    solve's dtype; warns once in float32 (`warn_if_float32`). A given value below what the run
+    resolves (`resolvable_tolerance`) is raised to it, with a warning: a tighter one would read
+    the solver's error and round-off as violations."""
     for name, value in (("rtol", rtol), ("atol", atol)):
         if value is not None:
             check_positive(call, name, value, allow_zero=True, scalar=True)
     dtype = trajectory.ts.dtype  # the solve's precision
     warn_if_float32(dtype)
     default = default_tolerance(trajectory, dtype)
-    return (default if rtol is None else rtol), (default if atol is None else atol)
+    floor = resolvable_tolerance(trajectory, dtype)
+    out = []
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is None:
+            out.append(default)
+            continue
+        if is_concrete(value) and is_concrete(floor):
+            least = float(np.max(np.asarray(floor)))
+            if float(value) < least:
+                warnings.warn(
+                    f"`{call}`: {name}={float(value):g} is below what this run can resolve "
+                    f"({least:.2g}: {SOLVER_FACTOR:g}× the solver's rtol, or {EPS_FACTOR:g}× "
+                    f"the {jnp.dtype(dtype).name} epsilon); checking with {least:.2g}, so that "
+                    "the solver's error and round-off are not read as violations",
+                    stacklevel=4,
+                )
+        out.append(jnp.maximum(jnp.asarray(value, dtype), floor))
+    return tuple(out)
 
 
 def check_origin(call: str, trajectory: Trajectory, gram, problem: Problem):

@@ -5,6 +5,8 @@ t = 0 (the first step follows the vector field's scale), runs out of steps as `s
 a plain step budget), and with `stop_at_loss` converges with every checked bound holding. The
 status reaches the dataset and `summarize_bounds`."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -241,25 +243,49 @@ def test_weights_far_larger_than_their_product_do_not_fake_a_violated_envelope()
     assert not _violated({k: checks[k] for k in _ENVELOPES})
 
 
-def test_float32_envelopes_of_an_unbalanced_init_agree_with_float64():
-    """U1 with one direction of size 30 beside V of 1e-4 (whitened data, Ỹ = (0, 1e-3)): float32
-    read the loss envelopes as violated (its ‖E‖ off by ~3e-6 through ‖U1‖·δV, above a noise
-    level of 1.2e-3·(‖E(0)‖ + ‖Ỹ‖)). The same weights in float64 hold, with a margin; float32
-    now holds too (or says it cannot check), never violated."""
+def _unbalanced(big, dtype):
+    """Whitened data (2 × 5), Ỹ = (0, 1e-3); U1 with one direction of size `big` beside V of
+    1e-4, hidden units rotated at random."""
     rng = np.random.default_rng(0)
     d, h = 5, 4
     Qd, _ = np.linalg.qr(rng.standard_normal((d, d)))
     X, Y = Qd[:2], np.array([[0.0], [1e-3]])
     U = np.zeros((h, d))
-    U[0], U[1] = 30.0 * Qd[0], Qd[1]
+    U[0], U[1] = big * Qd[0], Qd[1]
     V = np.zeros((1, h))
     V[0, 1] = 1e-4
     Oh, _ = np.linalg.qr(rng.standard_normal((h, h)))
+    problem = flowlin.Problem(X.astype(dtype), Y.astype(dtype))
+    return problem, flowlin.LinearNetwork((Oh @ U).astype(dtype), (V @ Oh.T).astype(dtype))
+
+
+def test_tolerances_below_what_a_run_resolves_are_raised_with_a_warning():
+    """check_bounds(rtol=1e-5, atol=1e-5) on a float32 run (which resolves ~1.2e-3) read the
+    loss envelope as violated, and rtol = atol = 0 the limit identity too, where float64 holds.
+    Such tolerances are now raised to what the run resolves, saying so."""
+    problem64, net64 = _unbalanced(3.0, np.float64)
+    truth = flowlin.check_bounds(flowlin.gradient_flow(net64, problem64, 8.0), net64, problem64)
+    assert not _violated(truth)
+    problem, net = _unbalanced(3.0, np.float32)
+    traj = flowlin.gradient_flow(net, problem, 8.0)
+    for tol in (1e-5, 0.0):
+        with pytest.warns(UserWarning, match="below what this run can resolve"):
+            checks = flowlin.check_bounds(traj, net, problem, rtol=tol, atol=tol)
+        assert not _violated(checks), tol
+    with warnings.catch_warnings():  # a tolerance the run resolves: used as given, no warning
+        warnings.simplefilter("error")
+        flowlin.check_bounds(traj, net, problem, rtol=1e-2, atol=1e-2)
+
+
+def test_float32_envelopes_of_an_unbalanced_init_agree_with_float64():
+    """U1 with one direction of size 30 beside V of 1e-4 (whitened data, Ỹ = (0, 1e-3)): float32
+    read the loss envelopes as violated (its ‖E‖ off by ~3e-6 through ‖U1‖·δV, above a noise
+    level of 1.2e-3·(‖E(0)‖ + ‖Ỹ‖)). The same weights in float64 hold, with a margin; float32
+    now holds too (or says it cannot check), never violated."""
     for method in METHODS:
         verdicts = {}
         for dtype in (np.float64, np.float32):
-            problem = flowlin.Problem(X.astype(dtype), Y.astype(dtype))
-            net = flowlin.LinearNetwork((Oh @ U).astype(dtype), (V @ Oh.T).astype(dtype))
+            problem, net = _unbalanced(30.0, dtype)
             traj = flowlin.gradient_flow(net, problem, 8.0, method=method)
             checks = flowlin.check_bounds(traj, net, problem)
             verdicts[dtype] = {k: checks[k] for k in _ENVELOPES}
