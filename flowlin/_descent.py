@@ -109,6 +109,15 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
     # Ended above its start: the steps blew up before the iterates became non-finite.
     grew = rose(fingerprint[-2], excess, floor)
     result = RESULTS.where((result == RESULTS.not_converged) & grew, RESULTS.diverged, result)
+    # Traced arguments `gradient_descent` could not check (under jit/vmap): a negative step
+    # count or a non-positive lr is that run's `invalid_arguments`, with NaN numbers.
+    valid = (steps >= 0) & jnp.isfinite(tau) & (tau > 0)
+    result = RESULTS.where(valid, result, RESULTS.invalid_arguments)
+    nan_unless_valid = lambda x: jnp.where(valid, x, jnp.nan)  # noqa: E731
+    ts, diag, states, final_values = jax.tree.map(
+        nan_unless_valid, (ts, diag, states, final_values)
+    )
+    params = jax.tree.map(nan_unless_valid, params)
     networks = None
     if saveat.networks:
         networks = jax.tree.unflatten(jax.tree.structure(net), list(states))
@@ -119,7 +128,7 @@ def _solve_descent(net, problem, lr, steps, ks, threshold, *, saveat, optimizer,
         final_network=_WEIGHTS.final_network(system, params),
         final_output_gram=_WEIGHTS.output_gram(system, params),
         init_fingerprint=fingerprint,
-        final_time=k_final.astype(dtype) * tau,
+        final_time=nan_unless_valid(k_final.astype(dtype) * tau),
         final_values=final_values,
         result=result,
         num_steps=k_final,

@@ -214,3 +214,24 @@ def test_limit_identity_is_checked_on_a_descent_run_stopped_early():
     assert np.linalg.norm(moved) < 1e-12 * np.linalg.norm(net.W1)
     check = flowlin.check_bounds(run, net, problem)["limit_identity"]
     assert bool(check.applicable) and bool(check.holds), int(check.reason)
+
+
+def test_traced_invalid_step_counts_are_a_status_of_their_run_only(setup):
+    """Under `vmap` over `steps`, a negative count cannot be refused by name: that run ends
+    with `RESULTS.invalid_arguments` and NaN numbers (it read as a success whose times and
+    losses were all inf), and the other runs equal their own descents."""
+    problem, net = setup
+    ts = jnp.array([0.0, 0.01])
+
+    def descend(steps):
+        return flowlin.gradient_descent(net, problem, 0.005, steps, saveat=ts)
+
+    batch = jax.vmap(descend)(jnp.array([4, -5, 6]))
+    invalid = np.asarray(batch.result == flowlin.RESULTS.invalid_arguments)
+    assert invalid.tolist() == [False, True, False]
+    assert bool(jnp.all(jnp.isnan(batch.excess_loss[1]))) and not bool(batch.succeeded[1])
+    assert bool(jnp.all(jnp.isnan(batch.final_network.W1[1])))
+    for i, steps in ((0, 4), (2, 6)):
+        alone = descend(steps)
+        assert bool(batch.succeeded[i])
+        np.testing.assert_allclose(batch.excess_loss[i], alone.excess_loss, rtol=1e-12)
