@@ -430,6 +430,7 @@ ROWS: dict[str, tuple[str, str]] = {
         "solver",
     ),
     "sweep/store-int": ("sweep(store=3)", "store"),
+    "sweep/store-unwritable": ("sweep(store=str(afile() / 'sub' / 's.nc'))", "store"),
     "sweep/widths-nested": ("sweep(widths=[[3]])", "widths"),
     "theory.run_law/problem-other-D": (
         "flowlin.theory.run_law(traj(), 0.5, flowlin.problems.gaussian(key, n=4, D=7, m=1))",

@@ -174,7 +174,13 @@ class ShardStore:
 
         `header` describes the sweep (`header["fingerprint"]` identifies it); `expected` maps
         each chunk index to the coordinates of its configurations."""
-        self.shards.mkdir(parents=True, exist_ok=True)
+        try:
+            self.shards.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file of that name, no permission, a read-only disk
+            raise ValueError(
+                f"`{self.call}`: store cannot hold the results: {str(self.shards)!r} is not a "
+                f"folder it can make or write ({e.strerror or e})"
+            ) from None
         self._lock.acquire(self.call)
         try:
             self._remove_stale_temps()
