@@ -253,7 +253,9 @@ def check_int(call: str, name: str, x, *, minimum: int) -> int:
 def _memory_limit() -> tuple[int, str] | None:
     """(bytes, what) of the memory new arrays go to: the default device's own limit where it
     reports one (GPUs), else the host's physical memory; `None` where neither is known."""
-    device = jax.devices()[0]
+    device = jax.config.jax_default_device or jax.devices()[0]
+    if isinstance(device, str):  # a platform name
+        device = jax.devices(device)[0]
     try:
         stats = device.memory_stats() or {}
     except Exception:  # a backend without memory statistics

@@ -87,7 +87,9 @@ def balanced_scalar(
     r"""Product $w = uv$ of the balanced scalar flow ($u_0^2 = v_0^2$, $w_0 = u_0v_0$,
     docs/theory.md §4). Balanced, $u^2 + v^2 = 2|w|$, so $\dot w = 2|w|(y - w)$, and $w$ keeps
     the sign of $w_0$: with $s = \operatorname{sign}(w_0)$,
-    $$w(t) = \frac{y\,w_0\,e^{2syt}}{y - w_0 + w_0 e^{2syt}}.$$
+    $$w(t) = \frac{y\,w_0}{w_0 + (y - w_0)\,e^{-2syt}}$$
+    (evaluated in this form, which does not overflow at large $t$), and for $y = 0$,
+    $w(t) = w_0/(1 + 2|w_0|t)$.
 
     It is `scalar` with $d = 0$ (a logistic curve). For $w_0 > 0 < y$ it rises from $w_0$ to
     $y$ at rate $2y$, so the excess loss decays at $4y$; for $w_0 < 0 < y$ the product cannot
@@ -101,8 +103,11 @@ def balanced_scalar(
     check_number(call, "y", y)
     dtype = t.dtype
     w0, y = jnp.asarray(w0, dtype), jnp.asarray(y, dtype)
-    g = jnp.exp(2 * jnp.sign(w0) * y * t)
-    return y * w0 * g / (y - w0 + w0 * g)
+    g = jnp.exp(-2 * jnp.sign(w0) * y * t)
+    denominator = w0 + (y - w0) * g
+    zero_target = w0 / (1 + 2 * jnp.abs(w0) * t)
+    safe = jnp.where(denominator == 0, 1.0, denominator)
+    return jnp.where(y == 0, zero_target, jnp.where(denominator == 0, 0.0, y * w0 / safe))
 
 
 def _sym_fn(F, fn):

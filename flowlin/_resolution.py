@@ -239,7 +239,8 @@ def _solver_error_of_E(trajectory: Trajectory, problem: Problem, stats, degree: 
     r"""How far the solver's error can move $E = \tilde Y - \Sigma^{1/2}U_1V^\top$: DRIFT_FACTOR
     (global vs local error, as for the imbalance) times a bound on one step's.
 
-    The controller keeps each state entry's error per step within rtol·|entry| + atol. Two
+    flowlin's default controller (a max norm) keeps each state entry's error per step within
+    rtol·|entry| + atol (a controller with an RMS norm allows up to √(entries) times more). Two
     layers: the state is the input block $A$ ($W_1$, or the gram method's $\Sigma^{1/2}U_1$) and
     the output block $V$, so $\|\delta(AV^\top)\| \le \|\delta A\|\,b + a\,\|\delta V\| \le
     2\,\mathrm{rtol}\,ab + \mathrm{atol}\sqrt{n}\,(a + b)$ ($n$ the state's entries) with $a, b$
@@ -251,8 +252,8 @@ def _solver_error_of_E(trajectory: Trajectory, problem: Problem, stats, degree: 
     (`degree` > 2 layers, no statistics): a product of `degree` factors moves by
     $\le$ degree·$\|y\|^{\text{degree}-1}$·`state_tolerance`."""
     y, tau = trajectory.state_norm, trajectory.state_tolerance
-    if stats is None or degree != 2:
-        return DRIFT_FACTOR * degree * y ** (degree - 1) * tau
+    if stats is None or degree != 2:  # the weights themselves: E carries Σ^½ (as below)
+        return DRIFT_FACTOR * degree * y ** (degree - 1) * tau * problem.sqrt_sigma[0]
     rtol = trajectory.solver_rtol
     r = problem.rank
     b2 = jnp.trace(stats.gram.Q[..., r:, r:], axis1=-2, axis2=-1)  # ‖V(0)‖²

@@ -425,6 +425,7 @@ ROWS: dict[str, tuple[str, str]] = {
     "sweep/progress-string": ("sweep(progress='no')", "progress"),
     "sweep/lr-with-flow": ("sweep(lr=0.1)", "lr"),
     "sweep/averaged-with-flow": ("sweep(averaged=True)", "averaged"),
+    "sweep/rtol-with-descent": ("sweep(dynamics='descent', lr=0.1, steps=2, rtol=1e-6)", "rtol"),
     "sweep/solver-with-descent": (
         "sweep(dynamics='descent', lr=0.1, steps=2, solver=dfx.Tsit5())",
         "solver",

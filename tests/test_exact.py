@@ -70,10 +70,34 @@ def test_scalar_closed_form(getkey):
 
 @pytest.mark.parametrize("w0, y", [(0.04, 0.7), (-0.04, 0.7), (0.04, -0.7), (-0.04, -0.7)])
 def test_balanced_scalar_is_the_scalar_flow_of_either_sign(w0, y):
-    # Every sign of w0 and y: the balanced closed form equals the general one at u0 = ±v0.
+    # Every sign of w0 and y: the balanced closed form equals the general one at u0 = ±v0,
+    # also at times where e^{2|y|t} overflows (atol: where w decays to 0, `scalar` keeps
+    # only absolute accuracy ~eps·|w0|).
     u0 = np.sqrt(abs(w0))
-    u, v = flowlin.exact.scalar(TS, u0, np.sign(w0) * u0, y)
-    np.testing.assert_allclose(flowlin.exact.balanced_scalar(TS, w0, y), u * v, rtol=1e-12)
+    ts = jnp.concatenate([TS, jnp.array([400.0, 1000.0])])
+    u, v = flowlin.exact.scalar(ts, u0, np.sign(w0) * u0, y)
+    np.testing.assert_allclose(
+        flowlin.exact.balanced_scalar(ts, w0, y), u * v, rtol=1e-12, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("w0", [0.3, -0.3, 0.0])
+def test_balanced_scalar_without_a_target(w0):
+    # y = 0 (where exact.scalar has no closed form, k = 0): w' = -2|w|w, against a fine RK4.
+    def f(w):
+        return -2 * abs(w) * w
+
+    w, dt, out = w0, 1e-3, []
+    for k in range(3001):
+        if k % 1000 == 0:
+            out.append(w)
+        a = f(w)
+        b = f(w + dt / 2 * a)
+        c = f(w + dt / 2 * b)
+        d = f(w + dt * c)
+        w += dt / 6 * (a + 2 * b + 2 * c + d)
+    got = flowlin.exact.balanced_scalar(jnp.array([0.0, 1.0, 2.0, 3.0]), w0, 0.0)
+    np.testing.assert_allclose(got, out, rtol=1e-11, atol=1e-15)
 
 
 # (lam, h) on whitened data with r = 4, m = 2: lam > 0 needs h <= r, lam < 0 needs h <= m.

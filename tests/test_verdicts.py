@@ -306,3 +306,30 @@ def test_a_rate_where_the_error_underflowed_is_not_checked(method):
     rate = flowlin.check_bounds(traj, net, problem)["rate_instantaneous"]
     assert bool(rate.applicable) and bool(rate.holds), rate
     assert int(rate.excluded) > 0
+
+
+def test_the_deep_noise_floor_covers_what_the_two_layer_one_does():
+    """The same weights as a depth-2 `DeepLinearNetwork` and as a `LinearNetwork`, on data of
+    scale 30 (√λ1(Σ) ≈ 35): E = Ỹ − Σ^½Φ1ᵀWᵀ carries Σ^½ at any depth, so the deep checks'
+    solver-error floor (the generic bound, 2‖y‖τ) must be at least the two-layer one (the
+    block bound, tighter): it lacked the factor √λ1(Σ) and was 35 times below it."""
+    from flowlin._bounds import Observed
+    from flowlin._deep_bounds import _observed
+    from flowlin.theory._statistics import InitStatistics
+
+    rng = np.random.default_rng(4)
+    problem = flowlin.Problem(30 * rng.standard_normal((3, 6)), rng.standard_normal((3, 1)))
+    W1, W2 = 0.5 * rng.standard_normal((4, 6)), 0.5 * rng.standard_normal((1, 4))
+    two = flowlin.LinearNetwork(W1, W2)
+    deep = flowlin.DeepLinearNetwork([W1, W2])
+    floors = []
+    for net in (two, deep):
+        traj = flowlin.gradient_flow(net, problem, 0.01, method=flowlin.FullWeights())
+        tol = jnp.asarray(1e-6)
+        if net is two:
+            stats = InitStatistics.of(net, problem, call="test")
+            obs = Observed.of_statistics(traj, stats, problem, tol, tol)
+        else:
+            obs = _observed(traj, net, problem, tol, tol)
+        floors.append(float(obs.e_noise))
+    assert floors[1] >= floors[0] > 0, floors

@@ -197,10 +197,10 @@ class NetworkFrame(eqx.Module):
             return LinearNetwork(self.W1 + C, self.W2 + dV)
         r = self.PS.shape[1]
 
-        def by_cholesky():  # Ωᵀ = Zt T, Zt = [W1 PS, W2ᵀ], never formed: the products
-            # with W1 and W2 are taken directly (at h = 2·10⁵, D = 30: 23 -> 14 ms)
+        def by_cholesky():  # Ωᵀ = Zt T, Zt = [W1 PS, W2ᵀ] not formed: its two blocks'
+            # products are taken apart (an h×r temporary, not h×(r+m) and a concatenation)
             TC, dVT = self.T @ C, dV @ self.T.T
-            W1 = self.W1 + (self.W1 @ (self.PS @ TC[:r]) + self.W2.T @ TC[r:])
+            W1 = self.W1 + ((self.W1 @ self.PS) @ TC[:r] + self.W2.T @ TC[r:])
             W2 = self.W2 + ((dVT[:, :r] @ self.PS.T) @ self.W1.T + dVT[:, r:] @ self.W2)
             return W1, W2
 

@@ -29,7 +29,7 @@ import time
 
 import xarray as xr
 
-from ._lock import WriterLock
+from ._lock import StoreLockedError, WriterLock
 from ._manifest import (
     FLUSH_COST_FACTOR,
     FLUSH_INTERVAL_S,
@@ -176,12 +176,14 @@ class ShardStore:
         each chunk index to the coordinates of its configurations."""
         try:
             self.shards.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire(self.call)  # (creates the lock file: a first write)
+        except StoreLockedError:
+            raise
         except OSError as e:  # a file of that name, no permission, a read-only disk
             raise ValueError(
                 f"`{self.call}`: store cannot hold the results: {str(self.shards)!r} is not a "
                 f"folder it can make or write ({e.strerror or e})"
             ) from None
-        self._lock.acquire(self.call)
         try:
             self._remove_stale_temps()
             self._manifest = self._read_manifest(dict(header, format=self.format))

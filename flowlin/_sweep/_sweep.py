@@ -111,8 +111,9 @@ def sweep(
     - `method`: a flow method, `flowlin.Gram()` (default for two layers) or
       `flowlin.FullWeights()` (default, and the only choice, with `depths`);
       `dynamics`: `"flow"` or `"descent"` (then `lr`, `steps`, `averaged` as in
-      `flowlin.gradient_descent`; with `"flow"` they are refused, as `solver` is with
-      `"descent"`: an option the dynamics does not read is never dropped silently).
+      `flowlin.gradient_descent`; with `"flow"` they are refused, as `solver`, `rtol` and
+      `atol` are with `"descent"`: an option the dynamics does not read is not dropped
+      silently).
     - `t1`, `saveat`, `stop_at_loss`, `solver`, `rtol`, `atol`, `max_steps`: as in
       `flowlin.gradient_flow`. Default save times: 21 equally spaced in $[0, t_1]$.
     - `theory`, `bounds`: store `flowlin.theory.quantities` and `flowlin.check_bounds` for

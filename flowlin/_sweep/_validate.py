@@ -56,7 +56,8 @@ def check_arguments(
     _check_choices(call, init, sampling, dynamics, method, store_format)
     for name, value in (flags or {}).items():
         check_bool(call, name, value)
-    _check_applicable(call, dynamics, descent_only or {}, solver)
+    flow_only = {k: numbers.get(k) for k in ("rtol", "atol")}
+    _check_applicable(call, dynamics, descent_only or {}, solver, flow_only)
     if store is not None and not isinstance(store, (str, os.PathLike)):
         raise TypeError(
             f"`{call}`: store must be a path (str or os.PathLike) or None, got "
@@ -75,8 +76,9 @@ def check_arguments(
         )
 
 
-def _check_applicable(call: str, dynamics, descent_only: dict, solver) -> None:
-    """An option the chosen dynamics does not read would be dropped without a word."""
+def _check_applicable(call: str, dynamics, descent_only: dict, solver, flow_only=None) -> None:
+    """An option the chosen dynamics does not read would be dropped without a word.
+    `flow_only`: the solver's `rtol`, `atol` as given."""
     if dynamics == "flow":
         # (`averaged` is a bool, checked before: given when True)
         given = [k for k, v in descent_only.items() if (v if k == "averaged" else v is not None)]
@@ -85,11 +87,13 @@ def _check_applicable(call: str, dynamics, descent_only: dict, solver) -> None:
                 f"`{call}`: {given[0]} is an option of dynamics='descent'; with "
                 "dynamics='flow' it would be ignored (pass dynamics='descent', or drop it)"
             )
-    elif solver is not None:
-        raise ValueError(
-            f"`{call}`: solver is an option of dynamics='flow' (the ODE solver); gradient "
-            "descent takes steps of size lr and would ignore it"
-        )
+    else:
+        given = [k for k, v in {"solver": solver, **(flow_only or {})}.items() if v is not None]
+        if given:
+            raise ValueError(
+                f"`{call}`: {given[0]} is an option of dynamics='flow' (the ODE solver's); "
+                "gradient descent takes steps of size lr and would ignore it"
+            )
 
 
 def check_deep_arguments(call: str, *, method, sampling, init) -> None:
@@ -181,15 +185,18 @@ def _check_numbers(
         raise ValueError(f"`{call}`: delta must be in (0, 1), got {delta!r}")
 
 
-#: The largest int `key` (as `flowlin.reproduce`'s seeds): JAX keys take 64-bit seeds.
-MAX_INT_KEY = 2**62
+#: The largest int `key`: JAX keys take 64-bit seeds (`flowlin.reproduce` passes its seed,
+#: up to 2**62, plus a few).
+MAX_INT_KEY = 2**63 - 1
 
 
 def check_int_key(call: str, key: int) -> None:
     """An int `key` that names one JAX key: in [0, 2**62], and below 2**32 without x64 (JAX then
     keeps a seed's low 32 bits only: key 2**32 + 5 would run as key 5)."""
     if not 0 <= key <= MAX_INT_KEY:
-        raise ValueError(f"`{call}`: key must be in [0, 2**62] (or a jax.random key), got {key}")
+        raise ValueError(
+            f"`{call}`: key must be in [0, 2**63 - 1] (or a jax.random key), got {key}"
+        )
     if key >= 2**32 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             f"`{call}`: key {key} needs float64 on (without it JAX keys keep only a seed's low 32 "
