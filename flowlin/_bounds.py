@@ -107,7 +107,7 @@ def _result(ok, hypotheses, slack, checked, tightness, below=None) -> BoundCheck
         applicable=applicable,
         worst_slack=jnp.where(applicable, worst, nan),
         tightness=jnp.where(applicable, tightness, nan),
-        excluded=jnp.sum(excluded).astype(jnp.int32),
+        excluded=jnp.where(ok, jnp.sum(excluded), 0).astype(jnp.int32),  # none if not checked
         reason=reason.astype(jnp.int32),
     )
 
@@ -426,7 +426,8 @@ def _check_limit_identity(
 
 
 def _check_lemma1(obs: Observed, wide: WideNetworkBound | None) -> dict[str, BoundCheck]:
-    """(g) ICML Lemma 1, about the init itself (no tolerance)."""
+    """(g) ICML Lemma 1, about the init itself (no tolerance); like every check, not checked
+    (reason 3) on a run that did not succeed, as a sweep stores it."""
     keys = ("lemma1_imbalance", "lemma1_residual", "lemma1_product")
     if wide is None:
         return {key: _not_applicable(obs.dtype) for key in keys}
@@ -439,17 +440,17 @@ def _check_lemma1(obs: Observed, wide: WideNetworkBound | None) -> dict[str, Bou
     )
     return {
         "lemma1_imbalance": _result(
-            True, applies, slack_c[None], one, wide.imbalance / q.imbalance
+            obs.ok, applies, slack_c[None], one, wide.imbalance / q.imbalance
         ),
         "lemma1_residual": _result(
-            True,
+            obs.ok,
             applies,
             _log_ratio(wide.invariant_residual, q.invariant_residual)[None],
             one,
             q.invariant_residual / wide.invariant_residual,
         ),
         "lemma1_product": _result(
-            True,
+            obs.ok,
             applies,
             _log_ratio(wide.product_norm, q.product_norm)[None],
             one,

@@ -40,6 +40,7 @@ import xarray as xr
 from jaxtyping import ArrayLike
 
 from ._bounds import BoundCheck, check_bounds
+from ._resolution import withdraw
 from ._results import status_code
 from ._saveat import DIAGNOSTICS
 from ._trajectory import Trajectory
@@ -180,6 +181,9 @@ def record(
     for k, v in (quantities or {}).items():
         out[theory_var(k)] = jnp.asarray(v, dtype)
     for name, c in (checks or {}).items():
+        # A failed run's checks are not checked (reason 3, NaN slack), whatever their own
+        # status said (a check that reads only the init would otherwise keep reason 0).
+        c = withdraw(c, ~succeeded & (c.reason == 0), 3)
         fields = {f: getattr(c, f) for f in BOUND_FIELDS}
         fields["applicable"] = c.applicable & succeeded
         fields["holds"] = c.holds & fields["applicable"]

@@ -333,3 +333,29 @@ def test_the_deep_noise_floor_covers_what_the_two_layer_one_does():
             obs = _observed(traj, net, problem, tol, tol)
         floors.append(float(obs.e_noise))
     assert floors[1] >= floors[0] > 0, floors
+
+
+def test_a_failed_run_checks_nothing_lemma1_included():
+    """Lemma 1 reads only the init, and was checked on a run that ran out of steps: the sweep
+    stored it with reason 0 ("checked") beside applicable = false and a finite slack. Now every
+    check of a failed run is reason 3 with NaN slack and no excluded times, in `check_bounds`
+    and in the sweep's record; on a successful run Lemma 1 still holds at a width above h0."""
+    rng = np.random.default_rng(1)
+    problem = flowlin.Problem(rng.standard_normal((6, 12)), rng.standard_normal((6, 1)))
+    h = 10**9
+    init = flowlin.init.wishart(jax.random.key(0), problem, h, h**-0.5, h**-0.5)
+    ok = flowlin.gradient_flow(init, problem, 20.0, method=flowlin.Gram())
+    failed = flowlin.gradient_flow(init, problem, 20.0, method=flowlin.Gram(), max_steps=3)
+    assert bool(ok.succeeded) and not bool(failed.succeeded)
+    good = flowlin.check_bounds(ok, init, problem, width=h, alpha=0.5)
+    assert bool(good["lemma1_imbalance"].applicable) and bool(good["lemma1_imbalance"].holds)
+    checks = flowlin.check_bounds(failed, init, problem, width=h, alpha=0.5)
+    for name, c in checks.items():
+        assert not bool(c.applicable) and int(c.reason) in (1, 2, 3), name
+        assert int(c.excluded) == 0 and np.isnan(float(c.worst_slack)), name
+    assert checks["lemma1_imbalance"].verdict() == "not checked: run did not succeed"
+    ds = flowlin.sweep(problem, widths=[h], scales=[0.5], sampling="wishart", t1=20.0,
+                       max_steps=3, theory=False, progress=False)  # fmt: skip
+    for name in ("lemma1_imbalance", "lemma1_residual", "lemma1_product"):
+        assert int(ds[f"bound_{name}_reason"].item()) == 3, name
+        assert np.isnan(float(ds[f"bound_{name}_worst_slack"].item())), name
