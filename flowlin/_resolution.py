@@ -247,10 +247,9 @@ def _solver_error_of_E(trajectory: Trajectory, problem: Problem, stats, degree: 
     the blocks' largest norms: $b$ from $VV^\top$ at both ends, $a^2 \le \|y\|^2 - b^2$ at
     each end (the state's norm, `state_norm`, is the larger of the two ends'). A small $V$
     beside a large $W_1$ (an unbalanced init) then gets the small error it has, not
-    $\|y\|^2$·rtol. The
-    weights' $E$ carries $\Sigma^{1/2}$: a factor $\lambda_1(\Sigma)^{1/2}$. Deep networks
-    (`degree` > 2 layers, no statistics): a product of `degree` factors moves by
-    $\le$ degree·$\|y\|^{\text{degree}-1}$·`state_tolerance`."""
+    $\|y\|^2$·rtol. The weights' $E$ carries $\Sigma^{1/2}$: a factor $\lambda_1(\Sigma)^{1/2}$.
+    Deep networks (`degree` > 2 layers, no statistics): a product of `degree` factors moves by
+    $\le$ degree·$\|y\|^{\text{degree}-1}$·`state_tolerance`, times $\lambda_1(\Sigma)^{1/2}$."""
     y, tau = trajectory.state_norm, trajectory.state_tolerance
     if stats is None or degree != 2:  # the weights themselves: E carries Σ^½ (as below)
         return DRIFT_FACTOR * degree * y ** (degree - 1) * tau * problem.sqrt_sigma[0]

@@ -191,8 +191,8 @@ MAX_INT_KEY = 2**63 - 1
 
 
 def check_int_key(call: str, key: int) -> None:
-    """An int `key` that names one JAX key: in [0, 2**62], and below 2**32 without x64 (JAX then
-    keeps a seed's low 32 bits only: key 2**32 + 5 would run as key 5)."""
+    """An int `key` that names one JAX key: in [0, 2**63 - 1], and below 2**32 without x64 (JAX
+    then keeps a seed's low 32 bits only: key 2**32 + 5 would run as key 5)."""
     if not 0 <= key <= MAX_INT_KEY:
         raise ValueError(
             f"`{call}`: key must be in [0, 2**63 - 1] (or a jax.random key), got {key}"
