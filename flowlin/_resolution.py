@@ -66,11 +66,7 @@ def warn_if_float32(dtype) -> None:
 def default_tolerance(trajectory: Trajectory, dtype):
     """`check_bounds`'s default rtol and atol: max(`RTOL_FLOOR`, `SOLVER_FACTOR`·solver rtol,
     `EPS_FACTOR`·eps of `dtype`) (float64 defaults: 1e-6; float32: ~1.2e-3)."""
-    eps = float(jnp.finfo(dtype).eps)
-    floor = jnp.asarray(max(RTOL_FLOOR, EPS_FACTOR * eps), dtype)
-    if trajectory.solver_rtol is None:
-        return floor
-    return jnp.maximum(floor, SOLVER_FACTOR * trajectory.solver_rtol.astype(dtype))
+    return jnp.maximum(jnp.asarray(RTOL_FLOOR, dtype), resolvable_tolerance(trajectory, dtype))
 
 
 def resolvable_tolerance(trajectory: Trajectory, dtype):
