@@ -52,6 +52,8 @@ _LAZY: dict[str, str] = {
     "FullWeights": "._method",
     "Gram": "._method",
     "LinearNetwork": "._network",
+    "native_status": "._native",
+    "use_native": "._native",
     "DeepLinearNetwork": "._deep_network",
     "Problem": "._problem",
     "RESULTS": "._results",
@@ -106,6 +108,7 @@ if TYPE_CHECKING:
         FullWeights as FullWeights,
         Gram as Gram,
     )
+    from ._native import native_status as native_status, use_native as use_native
     from ._network import LinearNetwork as LinearNetwork
     from ._problem import Problem as Problem
     from ._results import RESULTS as RESULTS

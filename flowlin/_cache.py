@@ -41,7 +41,7 @@ OFF_VALUES = frozenset({"0", "off", "false", "no", ""})
 MIN_COMPILE_SECONDS = 0.1
 
 
-def _machine_tag() -> str:
+def machine_tag() -> str:
     """A short hash of the CPU model and feature flags (Linux `/proc/cpuinfo`; else the
     platform's processor string): compiled CPU code is only valid where those match."""
     import platform
@@ -60,7 +60,7 @@ def default_cache_dir() -> pathlib.Path:
     """`$XDG_CACHE_HOME/flowlin/jax/<machine>` (default `~/.cache/flowlin/jax/<machine>`),
     `<machine>` a hash of the CPU model and features."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "flowlin" / "jax" / _machine_tag()
+    return pathlib.Path(base) / "flowlin" / "jax" / machine_tag()
 
 
 def _quiet_cpu_loader() -> None:

@@ -195,6 +195,8 @@ def test_every_public_function_that_computes_is_marked():
     exempt = {
         "enable_compilation_cache": "configuration only",
         "enable_fast_cpu_compiles": "configuration only",
+        "native_status": "configuration only",
+        "use_native": "configuration only",
         "open_sweep": "reads a file",
         "summarize_bounds": "NumPy/SciPy on the host",
     }

@@ -44,9 +44,11 @@ from jaxtyping import Array, Bool, Float
 from .._diagnostics import safe_div, safe_norm
 from .._gram_init import GramInit, check_gram_compatible
 from .._misc import full_precision
+from .._native import weights_product
 from .._network import LinearNetwork, check_compatible
 from .._problem import Problem
 from ._base import AbstractFlowMethod
+from ._pass import first_factor, gram_and_cross, use_native_product
 
 
 def _rank_rtol(dtype, k: int) -> float:
@@ -134,46 +136,6 @@ class GramSystem(eqx.Module):
         return {key: out[key] for key in names}
 
 
-#: Rows of $W_1$ per block of `from_network`'s one pass over the weights: small enough that a
-#: block (rows × D floats) and its products stay in cache while both are formed from it.
-_BLOCK_ROWS = 1024
-
-
-def _first_factor(W1, W2, PS) -> Float[Array, "h k"]:
-    r"""$Z_0^\top = [W_1\Phi_1S, W_2^\top]$ ($h\times k$)."""
-    return jnp.concatenate([W1 @ PS, W2.T], axis=1)
-
-
-def _gram_and_cross(W1, W2, PS) -> tuple[Float[Array, "k k"], Float[Array, "k D"]]:
-    r"""$Q_0 = Z_0Z_0^\top$ and $B = Z_0W_1$ in one pass over the weights: block by block of
-    rows, so that $W_1$ is read from memory once (for a wide network the pass is bound by
-    that read, not by the $O(hD(r+m))$ flops)."""
-    h, D = W1.shape
-    k = PS.shape[1] + W2.shape[0]
-
-    def block(w1, w2):
-        zt = _first_factor(w1, w2, PS)
-        return zt.T @ zt, zt.T @ w1
-
-    if h <= 2 * _BLOCK_ROWS:
-        return block(W1, W2)
-    count = h // _BLOCK_ROWS
-
-    def add_block(i, acc):
-        w1 = jax.lax.dynamic_slice_in_dim(W1, i * _BLOCK_ROWS, _BLOCK_ROWS, 0)
-        w2 = jax.lax.dynamic_slice_in_dim(W2, i * _BLOCK_ROWS, _BLOCK_ROWS, 1)
-        q, b = block(w1, w2)
-        return acc[0] + q, acc[1] + b
-
-    zeros = (jnp.zeros((k, k), W1.dtype), jnp.zeros((k, D), W1.dtype))
-    Q0, B = jax.lax.fori_loop(0, count, add_block, zeros)
-    rest = count * _BLOCK_ROWS
-    if rest < h:
-        q, b = block(W1[rest:], W2[:, rest:])
-        Q0, B = Q0 + q, B + b
-    return Q0, B
-
-
 class NetworkFrame(eqx.Module):
     r"""How a network's weights hang off the reduced state: $Z_0 = L\Omega$ and $W_1(0)$, $W_2(0)$.
 
@@ -200,12 +162,18 @@ class NetworkFrame(eqx.Module):
         def by_cholesky():  # Ωᵀ = Zt T, Zt = [W1 PS, W2ᵀ] not formed: its two blocks'
             # products are taken apart (an h×r temporary, not h×(r+m) and a concatenation)
             TC, dVT = self.T @ C, dV @ self.T.T
+            if use_native_product(self.W1, self.W2, self.PS):  # [W1', W2'ᵀ] = [W1, W2ᵀ] R
+                D, m = self.W1.shape[1], self.W2.shape[0]
+                eye = jnp.eye(D + m, dtype=C.dtype)
+                top = jnp.concatenate([self.PS @ TC[:r], (dVT[:, :r] @ self.PS.T).T], axis=1)
+                low = jnp.concatenate([TC[r:], dVT[:, r:].T], axis=1)
+                return weights_product(self.W1, self.W2, eye + jnp.concatenate([top, low]))
             W1 = self.W1 + ((self.W1 @ self.PS) @ TC[:r] + self.W2.T @ TC[r:])
             W2 = self.W2 + ((dVT[:, :r] @ self.PS.T) @ self.W1.T + dVT[:, r:] @ self.W2)
             return W1, W2
 
         def by_householder():  # Ωᵀ = Qh
-            Qh = _householder(_first_factor(self.W1, self.W2, self.PS))[0]
+            Qh = _householder(first_factor(self.W1, self.W2, self.PS))[0]
             return self.W1 + Qh @ C, self.W2 + dV @ Qh.T
 
         return LinearNetwork(*jax.lax.cond(self.cholesky, by_cholesky, by_householder))
@@ -247,11 +215,11 @@ def from_network(net: LinearNetwork, problem: Problem):
     PS = Phi1 * problem.sqrt_sigma
     k = problem.rank + net.out_features
     if net.width <= k:
-        Zt = _first_factor(net.W1, net.W2, PS)
+        Zt = first_factor(net.W1, net.W2, PS)
         N = net.W1 - (net.W1 @ Phi1) @ Phi1.T  # Ω = I_h
         frame = NetworkFrame(net.W1, net.W2, None, None, None)
         return Zt.T, N @ N.T, frame, Zt.T @ Zt
-    Q0, B = _gram_and_cross(net.W1, net.W2, PS)
+    Q0, B = gram_and_cross(net.W1, net.W2, PS)
     q = jnp.linalg.eigvalsh(jax.lax.stop_gradient(Q0))
     cholesky = q[0] > _CHOLESKY_MIN_EIGEN_RATIO * q[-1]
 
@@ -262,7 +230,7 @@ def from_network(net: LinearNetwork, problem: Problem):
         return Lc, T @ B, T.T
 
     def by_householder():
-        Qh, R = _householder(_first_factor(net.W1, net.W2, PS))
+        Qh, R = _householder(first_factor(net.W1, net.W2, PS))
         return R.T, Qh.T @ net.W1, jnp.zeros((k, k), Q0.dtype)
 
     L, N, T = jax.lax.cond(cholesky, by_cholesky, by_householder)

@@ -1,0 +1,255 @@
+r"""flowlin's one native kernel: the pass over a wide network's weights, on the CPU.
+
+A gram solve from a `LinearNetwork` reads the weights once, for $Q_0 = Z_0Z_0^\top$ and
+$Z_0W_1$ (`flowlin/_method/_gram.py`). Both follow from
+
+$$S = W_1^\top[W_1,\ W_2^\top]\quad(D\times(D+m))\qquad\text{and}\qquad W_2W_2^\top,$$
+
+and at h = 2·10⁵, D = 30 that pass is most of the solve: XLA:CPU forms such thin products at
+~40 Gflop/s, while register tiles of $W_1$'s rows (`gram_pass.cc`) run at about twice that on
+one core, and split the rows over XLA's intra-op threads.
+
+The kernel is C++ against the installed jaxlib's XLA FFI headers. It is compiled on first use
+with the system's C++ compiler, for this machine (`-march=native`), into
+`$XDG_CACHE_HOME/flowlin/native/<machine>/` (default `~/.cache/flowlin/...`; seconds, once per
+machine, jaxlib and compiler), then registered with `jax.ffi`. Everything else in flowlin is
+JAX. Where it cannot be built (no compiler, no FFI headers, a build error) or is turned off
+(`FLOWLIN_NATIVE=0`, or `use_native(False)`), the same pass runs in XLA, with the same numbers
+to round-off; `native_status()` says which and why.
+
+It serves float64 weights on the CPU; a GPU, float32, and transforms other than `vmap`, `jvp`
+and `grad` (it has its own JVP rule, in JAX) take the XLA pass.
+"""
+
+import ctypes
+import hashlib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+
+import jax
+import jax.numpy as jnp
+
+from .._cache import machine_tag
+
+
+#: The environment variable that turns the native pass off (`0`, `off`, `false`, `no`).
+ENV_VAR = "FLOWLIN_NATIVE"
+_OFF = frozenset({"0", "off", "false", "no"})
+_SOURCE = pathlib.Path(__file__).with_name("gram_pass.cc")
+#: FFI target name → the handler's symbol in the library.
+_TARGETS = {
+    "flowlin_gram_pass": "FlowlinGramPass",
+    "flowlin_weights_product": "FlowlinWeightsProduct",
+}
+_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
+
+_lock = threading.Lock()
+_state: dict = {"tried": False, "ok": False, "why": "not tried yet", "library": None}
+_enabled = {"on": True}
+
+
+def use_native(on: bool = True) -> None:
+    """Turn the native pass on (the default) or off for this process. With it off, the gram
+    method's pass over the weights runs in XLA (as with `FLOWLIN_NATIVE=0`, which wins over
+    this).
+
+    The pass is chosen when a program is traced, so a change of setting clears JAX's caches
+    of traced and compiled programs (`jax.clear_caches()`): the next call of each traces and
+    compiles again, with the new setting. A program compiled ahead of time
+    (`jax.jit(f).lower(...).compile()`) keeps the pass it was compiled with."""
+    if not isinstance(on, bool):
+        raise TypeError(f"use_native: `on` must be True or False, got {on!r}")
+    if on != _enabled["on"]:
+        _enabled["on"] = on
+        jax.clear_caches()
+
+
+def _cache_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "flowlin" / "native" / machine_tag()
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build() -> tuple[pathlib.Path | None, str]:
+    """The compiled library (built now if this machine, jaxlib and compiler have none yet), or
+    `None` and why not."""
+    cxx = _compiler()
+    if cxx is None:
+        return None, "no C++ compiler found (c++, g++, clang++ or $CXX)"
+    include = pathlib.Path(jax.ffi.include_dir())
+    if not (include / "xla" / "ffi" / "api" / "ffi.h").exists():
+        return None, f"jaxlib has no XLA FFI headers under {include}"
+    try:
+        version = subprocess.run(
+            [cxx, "--version"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"{cxx} --version failed: {e}"
+    source = _SOURCE.read_bytes()
+    import jaxlib
+
+    key = hashlib.sha256(
+        source
+        + (include / "xla/ffi/api/c_api.h").read_bytes()
+        + f"{jaxlib.__version__}|{version}|{_FLAGS}".encode()
+    ).hexdigest()[:16]
+    folder = _cache_dir()
+    library = folder / f"gram_pass-{key}.so"
+    if library.exists():
+        return library, "built earlier"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            out = pathlib.Path(tmp) / library.name
+            run = subprocess.run(
+                [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", str(out)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if run.returncode != 0:
+                tail = run.stderr.strip().splitlines()[-3:]
+                return None, f"{cxx} failed: " + " | ".join(tail)
+            os.replace(out, library)  # atomic: a concurrent build writes the same file
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"could not build in {folder}: {e}"
+    return library, "built now"
+
+
+def _load() -> None:
+    """Build, load and register the kernel, once per process."""
+    with _lock:
+        if _state["tried"]:
+            return
+        _state["tried"] = True
+        if sys.platform != "linux":
+            _state["why"] = f"built only on Linux (this is {sys.platform})"
+            return
+        try:
+            library, why = _build()
+        except Exception as e:  # noqa: BLE001 - an older jax (no jax.ffi), a broken toolchain
+            library, why = None, f"could not build: {type(e).__name__}: {e}"
+        if library is None:
+            _state["why"] = why
+            return
+        try:
+            lib = ctypes.CDLL(str(library))
+            if not lib.flowlin_gram_pass_simd():
+                _state["why"] = "this CPU has neither AVX-512 nor AVX2 with FMA"
+                return
+            for target, symbol in _TARGETS.items():
+                handler = jax.ffi.pycapsule(getattr(lib, symbol))
+                jax.ffi.register_ffi_target(target, handler, platform="cpu")
+        except Exception as e:  # noqa: BLE001 - any failure means: use XLA
+            _state["why"] = f"could not load {library}: {type(e).__name__}: {e}"
+            return
+        _state.update(ok=True, why=f"{why}: {library}", library=library)
+
+
+def native_status() -> tuple[bool, str]:
+    """Whether the gram method's pass over wide weights runs in flowlin's native CPU kernel,
+    and why or why not.
+
+    **Returns:** `(used, why)`, e.g. `(True, "built earlier: ~/.cache/flowlin/native/...")`,
+    `(False, "turned off by FLOWLIN_NATIVE='0'")` or `(False, "c++ failed: ...")`.
+
+    The first call in a process builds the kernel if this machine has none yet (a few
+    seconds, once per machine, jaxlib version and compiler) and registers it with JAX. Where
+    it is not used, the same pass runs in XLA, with the same numbers to round-off.
+    """
+    env = os.environ.get(ENV_VAR, "").strip().lower()
+    if env in _OFF:
+        return False, f"turned off by {ENV_VAR}={os.environ[ENV_VAR]!r}"
+    if not _enabled["on"]:
+        return False, "turned off by use_native(False)"
+    _load()
+    return _state["ok"], _state["why"]
+
+
+def native_available() -> bool:
+    """Whether traced code may call the native pass on the CPU."""
+    return native_status()[0]
+
+
+def _ffi_pass(W1, W2):
+    D, m = W1.shape[1], W2.shape[0]
+    out = jax.ShapeDtypeStruct((D, D + m), W1.dtype)
+    return jax.ffi.ffi_call("flowlin_gram_pass", out, vmap_method="sequential")(W1, W2)
+
+
+@jax.custom_jvp
+def _native_pass(W1, W2):
+    return _ffi_pass(W1, W2)
+
+
+@_native_pass.defjvp
+def _native_pass_jvp(primals, tangents):
+    W1, W2 = primals
+    dW1, dW2 = tangents
+    Zt = jnp.concatenate([W1, W2.T], axis=1)
+    dZt = jnp.concatenate([dW1, dW2.T], axis=1)
+    return _native_pass(W1, W2), dW1.T @ Zt + W1.T @ dZt
+
+
+def xla_pass(W1, W2):
+    r"""$S = W_1^\top[W_1, W_2^\top]$ by XLA (the reference for the native pass)."""
+    return W1.T @ jnp.concatenate([W1, W2.T], axis=1)
+
+
+def _native_ok(*arrays) -> bool:
+    return all(a.dtype == jnp.float64 for a in arrays) and native_available()
+
+
+def weights_pass(W1, W2):
+    r"""$S = W_1^\top[W_1,\ W_2^\top]$ ($D\times(D+m)$): by the native kernel where the
+    program runs on a CPU and the kernel is available (float64), else by XLA (`xla_pass`)."""
+    if not _native_ok(W1, W2):
+        return xla_pass(W1, W2)
+    return jax.lax.platform_dependent(W1, W2, cpu=_native_pass, default=xla_pass)
+
+
+def _ffi_product(W1, W2, R):
+    outs = (jax.ShapeDtypeStruct(W1.shape, W1.dtype), jax.ShapeDtypeStruct(W2.shape, W2.dtype))
+    call = jax.ffi.ffi_call("flowlin_weights_product", outs, vmap_method="sequential")
+    return tuple(call(W1, W2, R))
+
+
+@jax.custom_jvp
+def _native_product(W1, W2, R):
+    return _ffi_product(W1, W2, R)
+
+
+@_native_product.defjvp
+def _native_product_jvp(primals, tangents):
+    (W1, W2, R), (dW1, dW2, dR) = primals, tangents
+    a, b = xla_product(dW1, dW2, R)
+    c, d = xla_product(W1, W2, dR)
+    return _native_product(W1, W2, R), (a + c, b + d)
+
+
+def xla_product(W1, W2, R):
+    r"""$[W_1', W_2'^\top] = [W_1, W_2^\top]R$ by XLA: $(W_1', W_2')$, the shapes of
+    $(W_1, W_2)$ (the reference for the native product)."""
+    D = W1.shape[1]
+    out = W1 @ R[:D] + W2.T @ R[D:]
+    return out[:, :D], out[:, D:].T
+
+
+def weights_product(W1, W2, R):
+    r"""$(W_1', W_2')$ with $[W_1', W_2'^\top] = [W_1, W_2^\top]R$, $R$ of size
+    $(D+m)\times(D+m)$: by the native kernel where the program runs on a CPU and the kernel is
+    available (float64), else by XLA (`xla_product`)."""
+    if not _native_ok(W1, W2, R):
+        return xla_product(W1, W2, R)
+    return jax.lax.platform_dependent(W1, W2, R, cpu=_native_product, default=xla_product)
