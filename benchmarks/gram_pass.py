@@ -1,13 +1,16 @@
 """Where a gram solve from wide weights spends its time, and ways to form its one pass.
 
-`Gram()` from a `LinearNetwork` reads the weights once, in `_gram_and_cross`, for
+`Gram()` from a `LinearNetwork` reads the weights once (`flowlin._method._pass.gram_and_cross`):
 $Q_0 = Z_0Z_0^\\top$ and $Z_0W_1$ ($Z_0^\\top = [W_1\\Phi_1S, W_2^\\top]$, $h\\times(r+m)$).
 At h = 2·10⁵, D = 30 (48 MB of float64 weights) this script times, in one process, each
 program alone (min over `--repeats` calls):
 
 - the floor: reading $W_1$ once (`jnp.sum`);
-- the pass as flowlin does it, and a whole solve with `reconstruct=False` saving every
-  diagnostic or only `excess_loss` (which does not need $Z_0W_1$);
+- the pass as flowlin does it on a CPU, by its native kernel (`flowlin._native`:
+  $S = W_1^\\top[W_1, W_2^\\top]$, then $Q_0$ and $Z_0W_1$ from $S$), and by XLA (1024-row
+  blocks; what runs where the kernel cannot be built, or with `FLOWLIN_NATIVE=0`);
+- a whole solve with `reconstruct=False` saving every diagnostic or only `excess_loss` (which
+  does not need $Z_0W_1$), with each pass, and the h = 10 solve it is measured against;
 - other formulations of the same pass, each checked equal to flowlin's to 1e-12 first:
   block sizes, batched `einsum` over blocks, `lax.map`, plain dots, the $O(hD^2)$ route
   through $G = W_1^\\top W_1$, two halves side by side, and two independent loops (to see
@@ -47,14 +50,30 @@ def _set_mmap_threshold(size: int) -> None:
 
 
 def _blocked(W1, W2, PS, rows):
-    """flowlin's pass itself, traced with another block size."""
-    import flowlin._method._gram as gram
+    """flowlin's XLA pass itself, traced with another block size."""
+    import flowlin._method._pass as pass_
 
-    saved, gram._BLOCK_ROWS = gram._BLOCK_ROWS, rows
+    saved, pass_.BLOCK_ROWS = pass_.BLOCK_ROWS, rows
+    native, pass_.use_native_pass = pass_.use_native_pass, lambda *args: False
     try:
-        return gram._gram_and_cross(W1, W2, PS)
+        return pass_.gram_and_cross(W1, W2, PS)
     finally:
-        gram._BLOCK_ROWS = saved
+        pass_.BLOCK_ROWS, pass_.use_native_pass = saved, native
+
+
+def _compiled(fn, *args, native: bool):
+    """`fn(*args)` compiled ahead of time with the native pass on or off: the pass is chosen
+    while tracing, and a compiled program keeps it (so both can be timed in one process)."""
+    import jax
+
+    from flowlin._native import use_native
+
+    use_native(native)  # clears JAX's caches when it changes the setting
+    try:
+        compiled = jax.jit(fn).lower(*args).compile()
+    finally:
+        use_native(True)
+    return partial(compiled, *args)
 
 
 def _assemble(AA, AW, A2, W2, W1):
@@ -85,11 +104,11 @@ def _mapped(W1, W2, PS, rows):
     """`lax.map` over blocks."""
     import jax
 
-    from flowlin._method._gram import _first_factor
+    from flowlin._method._pass import first_factor
 
     def block(args):
         w1, w2 = args
-        zt = _first_factor(w1, w2, PS)
+        zt = first_factor(w1, w2, PS)
         return zt.T @ zt, zt.T @ w1
 
     W2b = W2.reshape(W2.shape[0], -1, rows).transpose(1, 0, 2)
@@ -124,7 +143,7 @@ def _loops(W1, W2, PS, rows):
     import jax
     import jax.numpy as jnp
 
-    from flowlin._method._gram import _first_factor
+    from flowlin._method._pass import first_factor
 
     h, D = W1.shape
     k, count = PS.shape[1] + W2.shape[0], h // rows
@@ -133,7 +152,7 @@ def _loops(W1, W2, PS, rows):
     def add_block(i, acc):
         w1 = jax.lax.dynamic_slice_in_dim(W1, i * rows, rows, 0)
         w2 = jax.lax.dynamic_slice_in_dim(W2, i * rows, rows, 1)
-        zt = _first_factor(w1, w2, PS)
+        zt = first_factor(w1, w2, PS)
         return acc[0] + zt.T @ zt, acc[1] + zt.T @ w1
 
     zeros = (jnp.zeros((k, k), W1.dtype), jnp.zeros((k, D), W1.dtype))
@@ -153,7 +172,8 @@ def gram_pass(
     from scipy.linalg import blas as scipy_blas
 
     import flowlin
-    from flowlin._method._gram import _BLOCK_ROWS, _gram_and_cross
+    from flowlin._method._pass import BLOCK_ROWS, gram_and_cross
+    from flowlin._native import native_status
 
     n, D, m, t1 = 10, 30, 1, 20.0
     h = 20_000 if quick else 200_000
@@ -164,17 +184,26 @@ def gram_pass(
     net = flowlin.init.paper(jax.random.key(1), D, m, h, 0.5)
     W1, W2 = net.W1, net.W2
 
-    def solve(saveat, which):
-        method = flowlin.Gram(reconstruct=False)
-        return partial(jax.jit(partial(flowlin.gradient_flow, method=method, saveat=saveat)),
-                       which, problem, t1)  # fmt: skip
+    def solve(saveat, which, native=True, reconstruct=False):
+        method = flowlin.Gram(reconstruct=reconstruct)
+        fn = partial(flowlin.gradient_flow, method=method, saveat=saveat)
+        return _compiled(fn, which, problem, t1, native=native)
 
-    loss_only = flowlin.SaveAt(diagnostics=("excess_loss",))
+    every, loss_only = flowlin.SaveAt(), flowlin.SaveAt(diagnostics=("excess_loss",))
+    native_ok, native_why = native_status()
+    echo(f"native pass: {native_ok} ({native_why})")
     calls = {
         "read W1 once (jnp.sum)": partial(jax.jit(jnp.sum), W1),
-        f"flowlin's pass ({_BLOCK_ROWS}-row blocks)": partial(jax.jit(_gram_and_cross), W1, W2, PS),
-        "solve, every diagnostic": solve(flowlin.SaveAt(), net),
+        "flowlin's pass, native kernel (S = W1ᵀ[W1, W2ᵀ])": _compiled(
+            gram_and_cross, W1, W2, PS, native=True
+        ),
+        f"flowlin's pass, XLA ({BLOCK_ROWS}-row blocks)": _compiled(
+            gram_and_cross, W1, W2, PS, native=False
+        ),
+        "solve, every diagnostic": solve(every, net),
+        "solve, every diagnostic, XLA pass": solve(every, net, native=False),
         "solve, excess_loss only": solve(loss_only, net),
+        "solve, excess_loss only, XLA pass": solve(loss_only, net, native=False),
         "solve eagerly, excess_loss only": partial(
             flowlin.gradient_flow,
             net,
@@ -183,10 +212,11 @@ def gram_pass(
             saveat=loss_only,
             method=flowlin.Gram(reconstruct=False),
         ),  # fmt: skip
-        "solve, every diagnostic, final network rebuilt (every default)": partial(
-            jax.jit(partial(flowlin.gradient_flow, method=flowlin.Gram())), net, problem, t1
+        "solve, every diagnostic, final network rebuilt (every default)": solve(
+            every, net, reconstruct=True
         ),
-        "solve at h = 10, every diagnostic": solve(flowlin.SaveAt(), small),
+        "every default, XLA pass": solve(every, net, native=False, reconstruct=True),
+        "solve at h = 10, every diagnostic": solve(every, small),
         "solve at h = 10, excess_loss only": solve(loss_only, small),
     }
     alternatives = {
@@ -200,7 +230,10 @@ def gram_pass(
         "two halves, vmapped": (_halves, 1000),
         "two independent loops, 1000-row blocks": (_loops, 1000),
     }
-    reference = jax.jit(_gram_and_cross)(W1, W2, PS)
+    reference = _compiled(gram_and_cross, W1, W2, PS, native=False)()
+    for got, want in zip(calls["flowlin's pass, native kernel (S = W1ᵀ[W1, W2ᵀ])"](), reference):
+        err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
+        assert err < 1e-12, f"the native pass differs from the XLA pass by {err:.1e}"
     for name, (fn, rows) in alternatives.items():
         call = partial(jax.jit(partial(fn, rows=rows)), W1, W2, PS)
         for got, want in zip(call(), reference):
@@ -236,7 +269,8 @@ def gram_pass(
     columns = [("program", "program", "s"), ("ms", "ms", ".2f"), ("cpu_ms", "CPU ms/call", ".2f")]
     H.print_table(rows, columns, echo=echo)
     settings = dict(n=n, D=D, m=m, h=h, t1=t1, repeats=repeats, reconstruct=False,
-                    malloc_mmap_threshold=mmap_threshold)  # fmt: skip
+                    malloc_mmap_threshold=mmap_threshold, native=native_ok,
+                    native_status=native_why)  # fmt: skip
     return H.record("gram_pass", settings, rows, load_before=load_before,
                     load_after=H.load_average())  # fmt: skip
 

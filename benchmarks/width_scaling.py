@@ -20,8 +20,10 @@ between the full and gram distances to the min-norm solution over the saved time
 `--from-weights`: only the gram method from materialised weights, as a user calls it
 (`gradient_flow(net, problem, t1, method=Gram())`, every default: 101 saves, all diagnostics,
 rtol 1e-8, the final network rebuilt), on n = 10, D = 30, m = 1, h = 10 … 2·10⁵, each width
-timed side by side in one process (min over interleaved repeats), and its ratio to h = 10.
-Target: the setup is O(h·D·(r+m)), and t(2·10⁵)/t(10) ≤ 5. The QR of Z0ᵀ (h×(r+m)) runs in
+timed side by side in one process (min over interleaved repeats), and its ratio to h = 10;
+also with `reconstruct=False` (no h×D final weights written), and both again with the native
+pass over the weights turned off (the XLA pass: the named baseline). Target: the setup is
+O(h·D·(r+m)), and t(2·10⁵)/t(10) ≤ 5. The QR of Z0ᵀ (h×(r+m)) runs in
 jaxlib's LAPACK (OpenBLAS), whose worker threads spin on a loaded machine (10× slower at load
 10): the script sets `OPENBLAS_NUM_THREADS=1`, as the baselines do.
 
@@ -181,51 +183,40 @@ FROM_WEIGHTS_WIDTHS = (10, 100, 1000, 10_000, 20_000, 200_000)
 FROM_WEIGHTS_TARGET = 5.0
 
 
-def _householder_only():
-    """Trace with the Householder factor forced (the setup before the Cholesky route)."""
-    import contextlib
-
-    import flowlin._method._gram as gram_module
-
-    @contextlib.contextmanager
-    def forced():
-        saved = gram_module._CHOLESKY_MIN_EIGEN_RATIO
-        gram_module._CHOLESKY_MIN_EIGEN_RATIO = 2.0  # no eigenvalue ratio exceeds 1
-        try:
-            yield
-        finally:
-            gram_module._CHOLESKY_MIN_EIGEN_RATIO = saved
-
-    return forced()
-
-
 def from_weights(*, repeats: int = 5, widths=FROM_WEIGHTS_WIDTHS, echo=print) -> dict:
-    """Gram solves from materialised weights (every default), D = 30: time against h, and the
-    same call with the Householder QR setup it replaced, side by side."""
+    """Gram solves from materialised weights, D = 30: time against h with every default and
+    with `reconstruct=False`, each with flowlin's native pass over the weights (the default
+    on a CPU where it builds) and with the XLA pass (the named baseline: `FLOWLIN_NATIVE=0`),
+    side by side, interleaved, in one process."""
     import jax
 
     import flowlin
+    from flowlin._native import native_status, use_native
 
     n, D, m, t1 = 10, 30, 1, 20.0
     problem = flowlin.problems.gaussian(jax.random.key(0), n=n, D=D, m=m)
     load_before = H.load_average()
     nets = {h: flowlin.init.paper(jax.random.key(1), D, m, h, 0.5) for h in widths}
     jax.block_until_ready(nets)
-    variants = {"rebuild": True, "no_rebuild": False, "householder": False}
+    native_ok, native_why = native_status()
+    echo(f"native pass: {native_ok} ({native_why})")
+    variants = {  # name: (reconstruct, native)
+        "rebuild": (True, True),
+        "no_rebuild": (False, True),
+        "xla_rebuild": (True, False),
+        "xla_no_rebuild": (False, False),
+    }
     calls = {}
-    for h in widths:
-        for variant, rebuild in variants.items():
-            # One outer jit per call: each keeps its own compiled program (the route is chosen
-            # while tracing, so the Householder variant is traced with the route forced).
-            method = flowlin.Gram(reconstruct=rebuild)
-            call = partial(
-                jax.jit(partial(flowlin.gradient_flow, method=method)), nets[h], problem, t1
-            )
-            if variant == "householder":
-                with _householder_only():
-                    jax.block_until_ready(call())
-            calls[(h, variant)] = call
-    for call in calls.values():  # compile every shape first
+    for variant, (rebuild, native) in variants.items():
+        use_native(native)  # the pass is chosen while tracing; compiled ahead of time below
+        try:
+            for h in widths:
+                fn = partial(flowlin.gradient_flow, method=flowlin.Gram(reconstruct=rebuild))
+                compiled = jax.jit(fn).lower(nets[h], problem, t1).compile()
+                calls[(h, variant)] = partial(compiled, nets[h], problem, t1)
+        finally:
+            use_native(True)
+    for call in calls.values():
         jax.block_until_ready(call())
     best = {key: float("inf") for key in calls}
     for _ in range(repeats):  # interleaved, so that load changes hit every width alike
@@ -235,36 +226,32 @@ def from_weights(*, repeats: int = 5, widths=FROM_WEIGHTS_WIDTHS, echo=print) ->
             best[key] = min(best[key], sw.wall)
     rows = []
     for h in widths:
-        rows.append(
-            dict(
-                h=h,
-                run_ms=1e3 * best[(h, "rebuild")],
-                ratio=best[(h, "rebuild")] / best[(widths[0], "rebuild")],
-                run_no_rebuild_ms=1e3 * best[(h, "no_rebuild")],
-                ratio_no_rebuild=best[(h, "no_rebuild")] / best[(widths[0], "no_rebuild")],
-                householder_ms=1e3 * best[(h, "householder")],
-                speedup=best[(h, "householder")] / best[(h, "no_rebuild")],
-            )
-        )
-    echo(f"gram from weights, n={n} D={D} m={m} (r={problem.rank}), t1={t1}, defaults")
+        row = dict(h=h)
+        for variant in variants:
+            row[f"{variant}_ms"] = 1e3 * best[(h, variant)]
+            row[f"{variant}_ratio"] = best[(h, variant)] / best[(widths[0], variant)]
+        row["speedup"] = best[(h, "xla_rebuild")] / best[(h, "rebuild")]
+        rows.append(row)
+    echo(f"gram from weights, n={n} D={D} m={m} (r={problem.rank}), t1={t1}")
     H.print_table(
         rows,
         [
             ("h", "h", ".0e"),
-            ("run_ms", "run (ms)", ".2f"),
-            ("ratio", "vs h=10", ".1f"),
-            ("run_no_rebuild_ms", "run, reconstruct=False (ms)", ".2f"),
-            ("ratio_no_rebuild", "vs h=10", ".1f"),
-            ("householder_ms", "Householder setup (ms)", ".2f"),
-            ("speedup", "Householder/Cholesky", ".2f"),
+            ("rebuild_ms", "every default (ms)", ".2f"),
+            ("rebuild_ratio", "vs h=10", ".1f"),
+            ("no_rebuild_ms", "reconstruct=False (ms)", ".2f"),
+            ("no_rebuild_ratio", "vs h=10", ".1f"),
+            ("xla_rebuild_ms", "XLA pass: default (ms)", ".2f"),
+            ("xla_no_rebuild_ms", "XLA: reconstruct=False", ".2f"),
+            ("speedup", "XLA/native, default", ".2f"),
         ],
         echo=echo,
     )
     settings = dict(
         n=n, D=D, m=m, t1=t1, widths=list(widths), repeats=repeats, init="paper alpha=0.5",
         call="jit(gradient_flow)(net, problem, t1, method=Gram()) with every default",
-        baseline="the same call, reconstruct=False, with the Householder QR setup forced",
-        target_ratio=FROM_WEIGHTS_TARGET,
+        baseline="the same calls with the native pass off (the XLA pass, FLOWLIN_NATIVE=0)",
+        target_ratio=FROM_WEIGHTS_TARGET, native=native_ok, native_status=native_why,
     )  # fmt: skip
     return H.record(
         "width_scaling_from_weights",
