@@ -5,6 +5,7 @@ and the fallback to XLA where it cannot be built."""
 
 import functools
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -33,15 +34,17 @@ def _native_or_skip():
         # Where a compiler and the FFI headers exist (CI, this project's machines), it must
         # build: a silent fallback there would leave the kernel untested.
         headers = os.path.join(jax.ffi.include_dir(), "xla", "ffi", "api", "ffi.h")
-        if shutil.which("c++") and os.path.exists(headers) and sys.platform == "linux":
+        x86 = platform.machine() in ("x86_64", "AMD64")
+        if shutil.which("c++") and os.path.exists(headers) and sys.platform == "linux" and x86:
             pytest.fail(f"the native pass should build here, but: {why}")
         pytest.skip(f"native pass unavailable: {why}")
 
 
 @pytest.mark.parametrize(
     "h, D, m",
-    [(1, 1, 1), (37, 7, 2), (3001, 30, 1), (5000, 30, 3), (2000, 70, 4), (300, 33, 9)],
-)
+    [(1, 1, 1), (37, 7, 2), (3001, 30, 1), (5000, 30, 3), (2000, 70, 4), (300, 33, 9),
+     (200_003, 30, 1), (200_003, 3, 20)],  # the last two: many row blocks, several threads
+)  # fmt: skip
 def test_native_pass_equals_numpy(h, D, m):
     """S = W1ᵀ[W1, W2ᵀ] by the kernel equals NumPy's float64 product to round-off, for widths
     and depths that exercise every tile shape (D not a multiple of the vector width, several
@@ -62,8 +65,9 @@ def test_native_pass_equals_numpy(h, D, m):
 
 @pytest.mark.parametrize(
     "h, D, m",
-    [(1, 1, 1), (37, 7, 2), (3001, 30, 1), (5000, 30, 3), (2000, 70, 4), (301, 33, 9)],
-)
+    [(1, 1, 1), (37, 7, 2), (3001, 30, 1), (5000, 30, 3), (2000, 70, 4), (301, 33, 9),
+     (200_003, 30, 1), (200_003, 3, 20)],  # the last two: many row blocks, several threads
+)  # fmt: skip
 def test_native_product_equals_numpy(h, D, m):
     """[W1', W2'ᵀ] = [W1, W2ᵀ] R by the kernel equals NumPy's float64 product to round-off,
     for row counts that leave a partial register tile, output columns that straddle the
@@ -185,6 +189,89 @@ def test_gram_solve_is_the_same_with_the_xla_pass(getkey):
     for new, old in zip(jax.tree.leaves(native.final_network), jax.tree.leaves(xla.final_network)):
         assert rel_fro(new, old) < 1e-10
     assert rel_err(native.init_fingerprint, xla.init_fingerprint) < 1e-10
+
+
+def test_weights_mostly_outside_the_row_space_take_the_xla_pass(getkey):
+    """The route through S = W1ᵀ[W1, W2ᵀ] loses accuracy when W1 lies mostly outside the row
+    space of X (its round-off grows with ‖W1‖²‖Φ1S‖²/‖W1Φ1S‖²): there the setup takes the XLA
+    pass, whose Q0 and Z0W1 it then equals to round-off, and `check_bounds` accepts the run as
+    started from this init (its fingerprint matches to 1e4 eps)."""
+    _native_or_skip()
+    from flowlin._method._pass import (
+        NATIVE_MAX_AMPLIFICATION,
+        _by_blocks,
+        _from_pass,
+        gram_and_cross,
+        use_native_pass,
+    )
+
+    problem = random_problem(getkey(), 12, 30, 1, 10)
+    net = gaussian_net(getkey(), 30, 1, 4000, 4000**-0.5, 4000**-0.5)
+    P = problem.Phi1
+    null = net.W1 - (net.W1 @ P) @ P.T
+    net = flowlin.LinearNetwork(net.W1 + 1e3 * null, net.W2)
+    PS = P * problem.sqrt_sigma
+    assert use_native_pass(net.W1, net.W2, PS)
+    assert float(_from_pass(net.W1, net.W2, PS)[2]) > NATIVE_MAX_AMPLIFICATION
+    got, want = jax.jit(gram_and_cross)(net.W1, net.W2, PS), _by_blocks(net.W1, net.W2, PS)
+    for a, b in zip(got, want):
+        assert rel_fro(a, b) < 1e-14
+    traj = flowlin.gradient_flow(net, problem, 5.0, method=flowlin.Gram())
+    flowlin.check_bounds(traj, net, problem)  # raises if the fingerprints disagree
+    # An ordinary wide init stays on the native route, well inside the bound.
+    plain = gaussian_net(getkey(), 30, 1, 4000, 4000**-0.5, 4000**-0.5)
+    assert float(_from_pass(plain.W1, plain.W2, PS)[2]) < 0.1 * NATIVE_MAX_AMPLIFICATION
+
+
+def test_the_pass_does_not_depend_on_the_number_of_threads(tmp_path):
+    """The pass splits its rows by the shapes alone and adds the blocks in a fixed order: the
+    same bits on one CPU as on all of them (each in its own process)."""
+    _native_or_skip()
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: nothing to compare")
+    code = (
+        "import os, sys, hashlib\n"
+        "if sys.argv[1] == 'one': os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+        "import jax, numpy as np; jax.config.update('jax_enable_x64', True)\n"
+        "from flowlin._native import weights_pass\n"
+        "rng = np.random.default_rng(0)\n"
+        "W1, W2 = rng.standard_normal((200_003, 30)), rng.standard_normal((2, 200_003))\n"
+        "print(hashlib.sha256(np.asarray(jax.jit(weights_pass)(W1, W2)).tobytes()).hexdigest())\n"
+    )
+    digests = []
+    for cpus in ("one", "all"):
+        out = subprocess.run(
+            [sys.executable, "-c", code, cpus], capture_output=True, text=True, timeout=300
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.append(out.stdout.strip().splitlines()[-1])
+    assert digests[0] == digests[1]
+
+
+def test_native_pass_inside_shard_map():
+    """Inside a checked `shard_map`, each device's pass over its rows, summed, is the whole
+    pass (the kernel's result varies over the mesh axis, as its arguments do)."""
+    _native_or_skip()
+    devices = jax.devices("cpu")
+    if len(devices) < 2:
+        pytest.skip("needs several CPU devices (tests/conftest.py forces 4)")
+    from jax.sharding import Mesh, PartitionSpec as P
+
+    mesh = Mesh(np.array(devices[:2]), ("x",))
+    rng = np.random.default_rng(3)
+    W1, W2 = (
+        jnp.asarray(rng.standard_normal((8000, 12))),
+        jnp.asarray(rng.standard_normal((2, 8000))),
+    )
+    summed = jax.jit(
+        jax.shard_map(
+            lambda a, b: jax.lax.psum(weights_pass(a, b), "x"),
+            mesh=mesh,
+            in_specs=(P("x", None), P(None, "x")),
+            out_specs=P(),
+        )
+    )(W1, W2)
+    assert rel_fro(summed, xla_pass(W1, W2)) < 1e-13
 
 
 def test_use_native_refuses_non_bool():

@@ -162,15 +162,22 @@ class NetworkFrame(eqx.Module):
         def by_cholesky():  # Ωᵀ = Zt T, Zt = [W1 PS, W2ᵀ] not formed: its two blocks'
             # products are taken apart (an h×r temporary, not h×(r+m) and a concatenation)
             TC, dVT = self.T @ C, dV @ self.T.T
-            if use_native_product(self.W1, self.W2, self.PS):  # [W1', W2'ᵀ] = [W1, W2ᵀ] R
-                D, m = self.W1.shape[1], self.W2.shape[0]
-                eye = jnp.eye(D + m, dtype=C.dtype)
-                top = jnp.concatenate([self.PS @ TC[:r], (dVT[:, :r] @ self.PS.T).T], axis=1)
+
+            def by_xla(W1, W2, PS):
+                W1n = W1 + ((W1 @ PS) @ TC[:r] + W2.T @ TC[r:])
+                return W1n, W2 + ((dVT[:, :r] @ PS.T) @ W1.T + dVT[:, r:] @ W2)
+
+            def by_kernel(W1, W2, PS):  # one product [W1', W2'ᵀ] = [W1, W2ᵀ] R
+                D, m = W1.shape[1], W2.shape[0]
+                top = jnp.concatenate([PS @ TC[:r], (dVT[:, :r] @ PS.T).T], axis=1)
                 low = jnp.concatenate([TC[r:], dVT[:, r:].T], axis=1)
-                return weights_product(self.W1, self.W2, eye + jnp.concatenate([top, low]))
-            W1 = self.W1 + ((self.W1 @ self.PS) @ TC[:r] + self.W2.T @ TC[r:])
-            W2 = self.W2 + ((dVT[:, :r] @ self.PS.T) @ self.W1.T + dVT[:, r:] @ self.W2)
-            return W1, W2
+                R = jnp.eye(D + m, dtype=C.dtype) + jnp.concatenate([top, low])
+                return weights_product(W1, W2, R)
+
+            args = (self.W1, self.W2, self.PS)
+            if use_native_product(*args):  # on a CPU; a GPU keeps the XLA products
+                return jax.lax.platform_dependent(*args, cpu=by_kernel, default=by_xla)
+            return by_xla(*args)
 
         def by_householder():  # Ωᵀ = Qh
             Qh = _householder(first_factor(self.W1, self.W2, self.PS))[0]

@@ -30,7 +30,7 @@ def use_native_pass(W1, W2, PS) -> bool:
     r"""Whether `gram_and_cross` goes through $S = W_1^\top[W_1, W_2^\top]$ by the native
     kernel: float64, $hD \ge$ `NATIVE_MIN_ENTRIES`, the kernel available, and its
     $hD(D/2 + m)$ multiply-adds at most twice the $hD r + hk(k + D)$ of the XLA pass (the
-    kernel runs at about twice XLA's rate)."""
+    kernel runs at about twice XLA's rate per core)."""
     (h, D), r, m = W1.shape, PS.shape[1], W2.shape[0]
     k = r + m
     return (
@@ -54,10 +54,18 @@ def use_native_product(W1, W2, PS) -> bool:
     )
 
 
-def _gram_and_cross_from_pass(W1, W2, PS):
-    r"""$Q_0$ and $Z_0W_1$ from $S = W_1^\top[W_1, W_2^\top] = [G, P]$: with
-    $A = (W_1\Phi_1S)^\top W_1 = (\Phi_1S)^\top G$, $Q_0 = [[A\Phi_1S, (\Phi_1S)^\top P],
-    [\cdot, W_2W_2^\top]]$ and $Z_0W_1 = [A; P^\top]$."""
+#: The route through $S$ forms $(\Phi_1S)^\top G\,\Phi_1S$, whose round-off is that of the
+#: XLA pass's $(W_1\Phi_1S)^\top(W_1\Phi_1S)$ times about
+#: $a = \|W_1\|_F^2\|\Phi_1S\|_2^2 / \|W_1\Phi_1S\|_F^2 \ge 1$, large when the weights lie
+#: mostly outside the row space of $X$. Above this $a$ (round-off ~1e-13 relative) the XLA
+#: pass runs instead.
+NATIVE_MAX_AMPLIFICATION = 1e3
+
+
+def _from_pass(W1, W2, PS):
+    r"""$Q_0$, $Z_0W_1$ and the amplification $a$ from $S = W_1^\top[W_1, W_2^\top] = [G, P]$:
+    with $A = (W_1\Phi_1S)^\top W_1 = (\Phi_1S)^\top G$,
+    $Q_0 = [[A\Phi_1S, (\Phi_1S)^\top P], [\cdot, W_2W_2^\top]]$ and $Z_0W_1 = [A; P^\top]$."""
     D = W1.shape[1]
     S = weights_pass(W1, W2)
     G, P = S[:, :D], S[:, D:]
@@ -65,16 +73,36 @@ def _gram_and_cross_from_pass(W1, W2, PS):
     AA = A @ PS
     AP = PS.T @ P
     Q0 = jnp.block([[0.5 * (AA + AA.T), AP], [AP.T, W2 @ W2.T]])
-    return Q0, jnp.concatenate([A, P.T], axis=0)
+    # Φ1S has orthogonal columns: its spectral norm is its largest column norm.
+    amplification = jnp.trace(G) * jnp.max(jnp.sum(PS * PS, axis=0)) / jnp.trace(AA)
+    return Q0, jnp.concatenate([A, P.T], axis=0), amplification
+
+
+def _native_route(W1, W2, PS):
+    """The route through $S$ where its round-off is within `NATIVE_MAX_AMPLIFICATION` of the
+    XLA pass's (NaN, e.g. zero weights, takes the XLA pass); else the XLA pass. Under `vmap`
+    the choice is per member, and both are computed."""
+    Q0, B, amplification = _from_pass(W1, W2, PS)
+    return jax.lax.cond(
+        amplification <= NATIVE_MAX_AMPLIFICATION,
+        lambda: (Q0, B),
+        lambda: _by_blocks(W1, W2, PS),
+    )
 
 
 def gram_and_cross(W1, W2, PS) -> tuple[Float[Array, "k k"], Float[Array, "k D"]]:
     r"""$Q_0 = Z_0Z_0^\top$ and $B = Z_0W_1$ in one pass over the weights: block by block of
     rows, so that $W_1$ is read from memory once (for a wide network the pass is bound by
-    that read, not by the $O(hD(r+m))$ flops). Wide float64 weights on a CPU take the native
-    pass instead, where `use_native_pass` says so."""
+    that read, not by the $O(hD(r+m))$ flops). Where `use_native_pass` says so, a program
+    that runs on a CPU takes the native pass instead (`_native_route`); elsewhere (a GPU) the
+    same program keeps the blocked pass."""
     if use_native_pass(W1, W2, PS):
-        return _gram_and_cross_from_pass(W1, W2, PS)
+        return jax.lax.platform_dependent(W1, W2, PS, cpu=_native_route, default=_by_blocks)
+    return _by_blocks(W1, W2, PS)
+
+
+def _by_blocks(W1, W2, PS):
+    """The XLA pass: `first_factor` block by block of `BLOCK_ROWS` rows."""
     h, D = W1.shape
     k = PS.shape[1] + W2.shape[0]
 

@@ -1,30 +1,35 @@
-r"""flowlin's one native kernel: the pass over a wide network's weights, on the CPU.
+r"""flowlin's native kernels: two products over a wide network's weights, on the CPU.
 
 A gram solve from a `LinearNetwork` reads the weights once, for $Q_0 = Z_0Z_0^\top$ and
-$Z_0W_1$ (`flowlin/_method/_gram.py`). Both follow from
+$Z_0W_1$ (`flowlin/_method/_pass.py`), and with every default writes the rebuilt final weights
+(`flowlin/_method/_gram.py`). The first follows from
 
 $$S = W_1^\top[W_1,\ W_2^\top]\quad(D\times(D+m))\qquad\text{and}\qquad W_2W_2^\top,$$
 
-and at h = 2·10⁵, D = 30 that pass is most of the solve: XLA:CPU forms such thin products at
-~40 Gflop/s, while register tiles of $W_1$'s rows (`gram_pass.cc`) run at about twice that on
-one core, and split the rows over XLA's intra-op threads.
+the second is one product $[W_1', W_2'^\top] = [W_1, W_2^\top]R$. At h = 2·10⁵, D = 30 these
+are most of the call: XLA:CPU forms such thin products at ~40 Gflop/s on both cores, while
+register tiles of the rows (`gram_pass.cc`) run at about that on one core, and split the rows
+over XLA's intra-op threads (the pass: 2.8 ms against XLA's 15 ms; benchmarks/README.md).
 
-The kernel is C++ against the installed jaxlib's XLA FFI headers. It is compiled on first use
-with the system's C++ compiler, for this machine (`-march=native`), into
-`$XDG_CACHE_HOME/flowlin/native/<machine>/` (default `~/.cache/flowlin/...`; seconds, once per
+The kernels are C++ against the installed jaxlib's XLA FFI headers, compiled on first use with
+the system's C++ compiler (`$CXX`, else c++), for this machine (`-march=native`), into
+`$XDG_CACHE_HOME/flowlin/native/<machine>/` (default `~/.cache/flowlin/...`; ~3 s, once per
 machine, jaxlib and compiler), then registered with `jax.ffi`. Everything else in flowlin is
-JAX. Where it cannot be built (no compiler, no FFI headers, a build error) or is turned off
-(`FLOWLIN_NATIVE=0`, or `use_native(False)`), the same pass runs in XLA, with the same numbers
-to round-off; `native_status()` says which and why.
-
-It serves float64 weights on the CPU; a GPU, float32, and transforms other than `vmap`, `jvp`
-and `grad` (it has its own JVP rule, in JAX) take the XLA pass.
+JAX. They are built only on Linux on x86-64 (AVX2 with FMA, or AVX-512), serve only float64
+programs that run on a CPU (`jax.lax.platform_dependent`: a GPU runs XLA's products in the same
+program), and have JVP rules in JAX (so `jvp`, `grad` and `jacfwd` work through them) and a
+sequential `vmap`. Where they cannot be built (no compiler, no FFI headers, a build error) or
+are turned off (`FLOWLIN_NATIVE=0`, or `use_native(False)`), the same products run in XLA;
+`native_status()` says which and why. Programs that contain them cannot be serialized with
+`jax.export` (a custom call without a compatibility guarantee): turn them off for that.
 """
 
 import ctypes
 import hashlib
 import os
 import pathlib
+import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -74,10 +79,15 @@ def _cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "flowlin" / "native" / machine_tag()
 
 
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+def _compiler() -> list[str] | None:
+    """The C++ compiler's command: `$CXX` (which may carry arguments, e.g. `ccache g++`), else
+    the first of c++, g++, clang++ on the PATH."""
+    env = shlex.split(os.environ.get("CXX", ""))
+    if env:
+        return [shutil.which(env[0]) or env[0], *env[1:]]
+    for name in ("c++", "g++", "clang++"):
+        if shutil.which(name):
+            return [shutil.which(name)]
     return None
 
 
@@ -86,16 +96,16 @@ def _build() -> tuple[pathlib.Path | None, str]:
     `None` and why not."""
     cxx = _compiler()
     if cxx is None:
-        return None, "no C++ compiler found (c++, g++, clang++ or $CXX)"
+        return None, "no C++ compiler found ($CXX, c++, g++ or clang++)"
     include = pathlib.Path(jax.ffi.include_dir())
     if not (include / "xla" / "ffi" / "api" / "ffi.h").exists():
         return None, f"jaxlib has no XLA FFI headers under {include}"
     try:
         version = subprocess.run(
-            [cxx, "--version"], capture_output=True, text=True, timeout=30
+            [*cxx, "--version"], capture_output=True, text=True, timeout=30
         ).stdout
     except (OSError, subprocess.SubprocessError) as e:
-        return None, f"{cxx} --version failed: {e}"
+        return None, f"{' '.join(cxx)} --version failed: {e}"
     source = _SOURCE.read_bytes()
     import jaxlib
 
@@ -113,14 +123,14 @@ def _build() -> tuple[pathlib.Path | None, str]:
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
             out = pathlib.Path(tmp) / library.name
             run = subprocess.run(
-                [cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", str(out)],
+                [*cxx, *_FLAGS, f"-I{include}", str(_SOURCE), "-o", str(out)],
                 capture_output=True,
                 text=True,
                 timeout=300,
             )
             if run.returncode != 0:
                 tail = run.stderr.strip().splitlines()[-3:]
-                return None, f"{cxx} failed: " + " | ".join(tail)
+                return None, f"{' '.join(cxx)} failed: " + " | ".join(tail)
             os.replace(out, library)  # atomic: a concurrent build writes the same file
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"could not build in {folder}: {e}"
@@ -133,8 +143,9 @@ def _load() -> None:
         if _state["tried"]:
             return
         _state["tried"] = True
-        if sys.platform != "linux":
-            _state["why"] = f"built only on Linux (this is {sys.platform})"
+        if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+            where = f"{sys.platform} on {platform.machine()}"
+            _state["why"] = f"built only on Linux on x86-64 (this is {where})"
             return
         try:
             library, why = _build()
@@ -182,10 +193,24 @@ def native_available() -> bool:
     return native_status()[0]
 
 
+def _varying_like(out, *args):
+    """`out` marked as varying over the `shard_map` mesh axes its arguments vary over (an FFI
+    call's result is not, and a checked `shard_map` then refuses `platform_dependent`'s
+    branches as of different types)."""
+    if not (hasattr(jax, "typeof") and hasattr(jax.lax, "pcast")):  # a jax before both
+        return out
+    axes = frozenset().union(*(getattr(jax.typeof(a), "vma", frozenset()) for a in args))
+    axes = tuple(sorted(axes - getattr(jax.typeof(out), "vma", frozenset())))
+    if not axes:
+        return out
+    return jax.lax.pcast(out, axes, to="varying")
+
+
 def _ffi_pass(W1, W2):
     D, m = W1.shape[1], W2.shape[0]
     out = jax.ShapeDtypeStruct((D, D + m), W1.dtype)
-    return jax.ffi.ffi_call("flowlin_gram_pass", out, vmap_method="sequential")(W1, W2)
+    S = jax.ffi.ffi_call("flowlin_gram_pass", out, vmap_method="sequential")(W1, W2)
+    return _varying_like(S, W1, W2)
 
 
 @jax.custom_jvp
@@ -222,7 +247,7 @@ def weights_pass(W1, W2):
 def _ffi_product(W1, W2, R):
     outs = (jax.ShapeDtypeStruct(W1.shape, W1.dtype), jax.ShapeDtypeStruct(W2.shape, W2.dtype))
     call = jax.ffi.ffi_call("flowlin_weights_product", outs, vmap_method="sequential")
-    return tuple(call(W1, W2, R))
+    return tuple(_varying_like(x, W1, W2, R) for x in call(W1, W2, R))
 
 
 @jax.custom_jvp

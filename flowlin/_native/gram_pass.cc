@@ -8,11 +8,12 @@
 //
 // Built on first use by flowlin/_native/__init__.py against the installed jaxlib's FFI headers,
 // for the machine it runs on (-march=native). XLA:CPU forms these thin products at ~40
-// Gflop/s; register tiles (AVX-512 or AVX2) reach about twice that on one core, and the rows
-// are split over XLA's own intra-op threads.
+// Gflop/s on both cores; register tiles (AVX-512 or AVX2) reach about that on one core, and the
+// rows are split over XLA's own intra-op threads.
 //
-// Exactness: plain float64 sums of products. The pass adds its blocks' partial sums in a fixed
-// order, so neither result depends on which thread ran which block.
+// Exactness: plain float64 sums of products. The pass splits the rows into blocks by the shapes
+// alone and adds the blocks' partial sums in a fixed order, so neither result depends on the
+// number of threads or on which thread ran which block.
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -118,7 +119,7 @@ static void accumulate(const double* w1, const double* w2, int64_t h, int64_t D,
   const int64_t ld = D + m;
 #ifdef FLOWLIN_NATIVE_SIMD
   constexpr int NV = V::NV, NB = V::NB, W = V::W;
-  const int64_t KB = 256;  // rows per sweep: 512 x D doubles stay in L2 across the tiles
+  const int64_t KB = 256;  // rows per sweep: 256 x D doubles stay in L2 across the tiles
   for (int64_t a = k0; a < k1; a += KB) {
     const int64_t b1 = a + KB < k1 ? a + KB : k1;
     for (int64_t i0 = 0; i0 < D; i0 += NV * W) {
@@ -311,12 +312,13 @@ ffi::Error GramPass(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> w1, ffi::Buffer<
   std::fill(s, s + n, 0.0);
   if (h == 0 || D == 0) return ffi::Error::Success();
 
-  // Two blocks per thread, each of at least ~2^17 entries (~1 MB; below that a task costs
-  // more than it saves), their partial sums within ~16 MB.
+  // Blocks of at least ~2^17 entries (~1 MB; below that a task costs more than it saves), at
+  // most 16, their partial sums within ~16 MB. The partition depends on the shapes alone, not
+  // on the number of threads, so neither does the result: threads take blocks as they free up.
   const int64_t threads = threads_for(pool);
   const int64_t min_rows = std::max<int64_t>(256, (int64_t{1} << 17) / D);
-  const int64_t most = std::max<int64_t>(1, (int64_t{1} << 21) / n);
-  const int64_t blocks = std::max<int64_t>(1, std::min({2 * threads, h / min_rows, most}));
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(16, (int64_t{1} << 21) / n));
+  const int64_t blocks = std::max<int64_t>(1, std::min(h / min_rows, most));
   const int64_t rows = (h + blocks - 1) / blocks;
   std::vector<double> parts(blocks * n, 0.0);
   const double *a = w1.typed_data(), *b = w2.typed_data();
@@ -345,10 +347,10 @@ ffi::Error Product(ffi::ThreadPool pool, ffi::Buffer<ffi::F64> w1, ffi::Buffer<f
       o2->dimensions()[0] != m || o2->dimensions()[1] != h)
     return ffi::Error::InvalidArgument("flowlin_weights_product: shapes do not match");
   if (h == 0) return ffi::Error::Success();
-  // Rows are independent: blocks of at least ~2^17 output entries, two per thread.
+  // Rows are independent: blocks of at least ~2^17 output entries, at most 16.
   const int64_t threads = threads_for(pool);
   const int64_t min_rows = std::max<int64_t>(64, (int64_t{1} << 17) / (D + m));
-  const int64_t blocks = std::max<int64_t>(1, std::min(2 * threads, h / min_rows));
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(16, h / min_rows));
   const int64_t rows = (h + blocks - 1) / blocks;
   const double *a = w1.typed_data(), *b = w2.typed_data(), *c = r.typed_data();
   double *x = o1->typed_data(), *y = o2->typed_data();
