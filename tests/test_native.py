@@ -40,16 +40,18 @@ def _native_or_skip():
         pytest.skip(f"native pass unavailable: {why}")
 
 
-@pytest.mark.parametrize(
-    "h, D, m",
-    [(1, 1, 1), (37, 7, 2), (3001, 30, 1), (5000, 30, 3), (2000, 70, 4), (300, 33, 9),
-     (200_003, 30, 1), (200_003, 3, 20)],  # the last two: many row blocks, several threads
-)  # fmt: skip
+#: (h, D, m): D not a multiple of the vector width, D above one tile, m above one tile, rows
+#: leaving a partial register tile, and (the last two) many row blocks over several threads.
+SHAPES = [(1, 1, 1), (37, 7, 2), (3001, 30, 1), (5000, 30, 3), (2000, 70, 4), (301, 33, 9),
+          (200_003, 30, 1), (200_003, 3, 20)]  # fmt: skip
+
+
+@pytest.mark.parametrize("h, D, m", SHAPES)
 def test_native_pass_equals_numpy(h, D, m):
     """S = W1ᵀ[W1, W2ᵀ] by the kernel equals NumPy's float64 product to round-off, for widths
     and depths that exercise every tile shape (D not a multiple of the vector width, several
-    row blocks of the output, more output columns than one tile), and is bitwise the same on
-    every call (its blocks are summed in a fixed order, whichever thread ran them)."""
+    row blocks of the output, more output columns than one tile, many row blocks), and is
+    bitwise the same on every call (its blocks are summed in a fixed order)."""
     _native_or_skip()
     rng = np.random.default_rng(h + D + m)
     W1, W2 = rng.standard_normal((h, D)) * 3.0, rng.standard_normal((m, h))
@@ -63,11 +65,7 @@ def test_native_pass_equals_numpy(h, D, m):
     assert "flowlin_gram_pass" in jax.jit(weights_pass).lower(W1, W2).as_text()
 
 
-@pytest.mark.parametrize(
-    "h, D, m",
-    [(1, 1, 1), (37, 7, 2), (3001, 30, 1), (5000, 30, 3), (2000, 70, 4), (301, 33, 9),
-     (200_003, 30, 1), (200_003, 3, 20)],  # the last two: many row blocks, several threads
-)  # fmt: skip
+@pytest.mark.parametrize("h, D, m", SHAPES)
 def test_native_product_equals_numpy(h, D, m):
     """[W1', W2'ᵀ] = [W1, W2ᵀ] R by the kernel equals NumPy's float64 product to round-off,
     for row counts that leave a partial register tile, output columns that straddle the
