@@ -300,9 +300,14 @@ def _status_in_subprocess(env: dict) -> str:
 
 def test_opt_out_and_a_failed_build_fall_back_to_xla(tmp_path):
     """`FLOWLIN_NATIVE=0` turns the kernel off, and a compiler that fails leaves the XLA pass
-    with the reason on record; either way the pass is right (20000 · 1 · 1 = 20000)."""
+    with the reason on record (kept for later processes); either way the pass is right
+    (20000 · 1 · 1 = 20000)."""
     off = _status_in_subprocess({"FLOWLIN_NATIVE": "0"})
     assert off.startswith("False False 20000.0 turned off by FLOWLIN_NATIVE='0'"), off
     broken = _status_in_subprocess({"CXX": "false", "XDG_CACHE_HOME": str(tmp_path)})
     assert broken.startswith("False False 20000.0"), broken
-    assert "failed" in broken, broken
+    assert "failed" in broken and "earlier" not in broken, broken
+    # The compiler's refusal is kept: the next process does not build again, and says why.
+    again = _status_in_subprocess({"CXX": "false", "XDG_CACHE_HOME": str(tmp_path)})
+    assert again.startswith("False False 20000.0"), again
+    assert "failed" in again and "earlier; delete" in again, again

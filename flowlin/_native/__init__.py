@@ -116,8 +116,11 @@ def _build() -> tuple[pathlib.Path | None, str]:
     ).hexdigest()[:16]
     folder = _cache_dir()
     library = folder / f"gram_pass-{key}.so"
+    failed = library.with_suffix(".failed")  # the compiler's refusal, kept: not retried
     if library.exists():
         return library, "built earlier"
+    if failed.exists():
+        return None, f"{failed.read_text().strip()} (earlier; delete {failed} to try again)"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -130,7 +133,9 @@ def _build() -> tuple[pathlib.Path | None, str]:
             )
             if run.returncode != 0:
                 tail = run.stderr.strip().splitlines()[-3:]
-                return None, f"{' '.join(cxx)} failed: " + " | ".join(tail)
+                why = f"{' '.join(cxx)} failed: " + " | ".join(tail)
+                failed.write_text(why + "\n")  # every later process would fail the same way
+                return None, why
             os.replace(out, library)  # atomic: a concurrent build writes the same file
     except (OSError, subprocess.SubprocessError) as e:
         return None, f"could not build in {folder}: {e}"
