@@ -41,7 +41,7 @@ OFF_VALUES = frozenset({"0", "off", "false", "no", ""})
 MIN_COMPILE_SECONDS = 0.1
 
 
-def machine_tag() -> str:
+def _machine_tag() -> str:
     """A short hash of the CPU model and feature flags (Linux `/proc/cpuinfo`; else the
     platform's processor string): compiled CPU code is only valid where those match."""
     import platform
@@ -56,11 +56,18 @@ def machine_tag() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def machine_cache_dir(kind: str) -> pathlib.Path:
+    """`$XDG_CACHE_HOME/flowlin/<kind>/<machine>` (default `~/.cache/flowlin/...`),
+    `<machine>` a hash of the CPU model and features: for what is only valid on this machine
+    (compiled programs, `kind="jax"`; flowlin's native kernels, `kind="native"`)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return pathlib.Path(base) / "flowlin" / kind / _machine_tag()
+
+
 def default_cache_dir() -> pathlib.Path:
     """`$XDG_CACHE_HOME/flowlin/jax/<machine>` (default `~/.cache/flowlin/jax/<machine>`),
     `<machine>` a hash of the CPU model and features."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "flowlin" / "jax" / machine_tag()
+    return machine_cache_dir("jax")
 
 
 def _quiet_cpu_loader() -> None:

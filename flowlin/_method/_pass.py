@@ -26,32 +26,33 @@ def first_factor(W1, W2, PS) -> Float[Array, "h k"]:
 NATIVE_MIN_ENTRIES = 1 << 16
 
 
-def use_native_pass(W1, W2, PS) -> bool:
-    r"""Whether `gram_and_cross` goes through $S = W_1^\top[W_1, W_2^\top]$ by the native
-    kernel: float64, $hD \ge$ `NATIVE_MIN_ENTRIES`, the kernel available, and its
-    $hD(D/2 + m)$ multiply-adds at most twice the $hD r + hk(k + D)$ of the XLA pass (the
-    kernel runs at about twice XLA's rate per core)."""
-    (h, D), r, m = W1.shape, PS.shape[1], W2.shape[0]
-    k = r + m
+def _native_pays(W1, native_work, xla_work) -> bool:
+    r"""float64, $hD \ge$ `NATIVE_MIN_ENTRIES`, the kernel's multiply-adds per row at most
+    twice XLA's (the kernel runs at about twice XLA's rate per core), and the kernel
+    available (asked last: it may build it)."""
     return (
         W1.dtype == jnp.float64
-        and h * D >= NATIVE_MIN_ENTRIES
-        and D * (D / 2 + m) <= 2 * (D * r + k * (k + D))
+        and W1.size >= NATIVE_MIN_ENTRIES
+        and native_work <= 2 * xla_work
         and native_available()
     )
+
+
+def use_native_pass(W1, W2, PS) -> bool:
+    r"""Whether `gram_and_cross` goes through $S = W_1^\top[W_1, W_2^\top]$ by the native
+    kernel: its $hD(D/2 + m)$ multiply-adds against the $hD r + hk(k + D)$ of the XLA pass
+    (`_native_pays`)."""
+    D, r, m = W1.shape[1], PS.shape[1], W2.shape[0]
+    k = r + m
+    return _native_pays(W1, D * (D / 2 + m), D * r + k * (k + D))
 
 
 def use_native_product(W1, W2, PS) -> bool:
     r"""Whether `NetworkFrame.moved` rebuilds the weights as one product
-    $[W_1', W_2'^\top] = [W_1, W_2^\top]R$ by the native kernel: as `use_native_pass`, with
-    its $h(D+m)^2$ multiply-adds at most twice the $h(2Dr + 2mD + m^2)$ of the XLA rebuild."""
-    (h, D), r, m = W1.shape, PS.shape[1], W2.shape[0]
-    return (
-        W1.dtype == jnp.float64
-        and h * D >= NATIVE_MIN_ENTRIES
-        and (D + m) ** 2 <= 2 * (2 * D * r + 2 * m * D + m * m)
-        and native_available()
-    )
+    $[W_1', W_2'^\top] = [W_1, W_2^\top]R$ by the native kernel: its $h(D+m)^2$ multiply-adds
+    against the $h(2Dr + 2mD + m^2)$ of the XLA rebuild (`_native_pays`)."""
+    D, r, m = W1.shape[1], PS.shape[1], W2.shape[0]
+    return _native_pays(W1, (D + m) ** 2, 2 * D * r + 2 * m * D + m * m)
 
 
 #: The route through $S$ forms $(\Phi_1S)^\top G\,\Phi_1S$, whose round-off is that of the

@@ -39,12 +39,12 @@ import threading
 import jax
 import jax.numpy as jnp
 
-from .._cache import machine_tag
+from .._cache import OFF_VALUES, machine_cache_dir
 
 
-#: The environment variable that turns the native pass off (`0`, `off`, `false`, `no`).
+#: The environment variable that turns the native pass off (`0`, `off`, `false`, `no`, or
+#: empty: as `FLOWLIN_COMPILATION_CACHE`).
 ENV_VAR = "FLOWLIN_NATIVE"
-_OFF = frozenset({"0", "off", "false", "no"})
 _SOURCE = pathlib.Path(__file__).with_name("gram_pass.cc")
 #: FFI target name → the handler's symbol in the library.
 _TARGETS = {
@@ -54,7 +54,7 @@ _TARGETS = {
 _FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 
 _lock = threading.Lock()
-_state: dict = {"tried": False, "ok": False, "why": "not tried yet", "library": None}
+_state: dict = {"tried": False, "ok": False, "why": "not tried yet"}
 _enabled = {"on": True}
 
 
@@ -72,11 +72,6 @@ def use_native(on: bool = True) -> None:
     if on != _enabled["on"]:
         _enabled["on"] = on
         jax.clear_caches()
-
-
-def _cache_dir() -> pathlib.Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return pathlib.Path(base) / "flowlin" / "native" / machine_tag()
 
 
 def _compiler() -> list[str] | None:
@@ -114,7 +109,7 @@ def _build() -> tuple[pathlib.Path | None, str]:
         + (include / "xla/ffi/api/c_api.h").read_bytes()
         + f"{jaxlib.__version__}|{version}|{_FLAGS}".encode()
     ).hexdigest()[:16]
-    folder = _cache_dir()
+    folder = machine_cache_dir("native")
     library = folder / f"gram_pass-{key}.so"
     failed = library.with_suffix(".failed")  # the compiler's refusal, kept: not retried
     if library.exists():
@@ -170,7 +165,7 @@ def _load() -> None:
         except Exception as e:  # noqa: BLE001 - any failure means: use XLA
             _state["why"] = f"could not load {library}: {type(e).__name__}: {e}"
             return
-        _state.update(ok=True, why=f"{why}: {library}", library=library)
+        _state.update(ok=True, why=f"{why}: {library}")
 
 
 def native_status() -> tuple[bool, str]:
@@ -184,9 +179,9 @@ def native_status() -> tuple[bool, str]:
     seconds, once per machine, jaxlib version and compiler) and registers it with JAX. Where
     it is not used, the same pass runs in XLA, with the same numbers to round-off.
     """
-    env = os.environ.get(ENV_VAR, "").strip().lower()
-    if env in _OFF:
-        return False, f"turned off by {ENV_VAR}={os.environ[ENV_VAR]!r}"
+    env = os.environ.get(ENV_VAR)
+    if env is not None and env.strip().lower() in OFF_VALUES:
+        return False, f"turned off by {ENV_VAR}={env!r}"
     if not _enabled["on"]:
         return False, "turned off by use_native(False)"
     _load()
